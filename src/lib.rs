@@ -1,0 +1,9 @@
+//! venussup: one supervisor per Filecoin sealing host.
+//!
+//! The pipeline: config file → [`config::Config`] → resolved against the
+//! host → [`plan::Plan`] → run. Each stage is its own module; only the
+//! runtime touches the system.
+
+pub mod commands;
+pub mod cpulist;
+pub mod fsroot;

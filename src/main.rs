@@ -1,0 +1,174 @@
+//! The `venussup` command line: argument parsing and dispatch only.
+//! Everything it calls lives in the library; errors map to fixed exit codes
+//! (see `venussup::commands::exit`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use venussup::commands;
+use venussup::fsroot::FsRoot;
+
+/// Supervisor for Filecoin sealing hosts: takes SMT siblings offline, runs
+/// venus-sealer and venus-worker confined to their cores and GPUs, restarts
+/// them, runs the pledge timer and reports status.
+#[derive(Debug, Parser)]
+#[command(name = "venussup", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct ConfigOpt {
+    /// The host's config file.
+    #[arg(long, short = 'c', value_name = "FILE", default_value = commands::DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct FsRootOpt {
+    /// Read `sys/` and `proc/` (and keep the state folder) under DIR instead
+    /// of `/`: for tests and simulated hosts.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    fs_root: PathBuf,
+}
+
+impl FsRootOpt {
+    fn root(&self) -> FsRoot {
+        FsRoot::new(&self.fs_root)
+    }
+}
+
+#[derive(Debug, Args)]
+struct JsonOpt {
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the supervisor: SMT step, then start and keep every service.
+    Run {
+        #[command(flatten)]
+        config: ConfigOpt,
+        #[command(flatten)]
+        fs_root: FsRootOpt,
+    },
+    /// Validate the config and print the resolved plan for this host.
+    Check {
+        #[command(flatten)]
+        config: ConfigOpt,
+        #[command(flatten)]
+        fs_root: FsRootOpt,
+        #[command(flatten)]
+        json: JsonOpt,
+    },
+    /// Show the running daemon's services and timers (all, or one).
+    Status {
+        /// One service or timer to show in detail.
+        name: Option<String>,
+        #[command(flatten)]
+        config: ConfigOpt,
+        #[command(flatten)]
+        json: JsonOpt,
+    },
+    /// Start a stopped service.
+    Start {
+        name: String,
+        #[command(flatten)]
+        config: ConfigOpt,
+    },
+    /// Stop a service; it stays stopped until started.
+    Stop {
+        name: String,
+        #[command(flatten)]
+        config: ConfigOpt,
+    },
+    /// Stop and start a service.
+    Restart {
+        name: String,
+        #[command(flatten)]
+        config: ConfigOpt,
+    },
+    /// Re-read the config and apply what changed.
+    Reload {
+        #[command(flatten)]
+        config: ConfigOpt,
+    },
+    /// Show the host's CPU topology: packages, NUMA nodes, L3 groups, cores.
+    Topology {
+        #[command(flatten)]
+        fs_root: FsRootOpt,
+        #[command(flatten)]
+        json: JsonOpt,
+    },
+    /// Take SMT sibling CPUs offline, bring them back, or show their state.
+    Smt {
+        #[arg(value_enum)]
+        action: SmtAction,
+        /// With `on`: bring back every offline CPU, not only those venussup
+        /// took offline.
+        #[arg(long)]
+        all: bool,
+        /// Say what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Config whose state folder records what `off` took offline
+        /// (without it: /var/lib/venussup).
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        fs_root: FsRootOpt,
+        #[command(flatten)]
+        json: JsonOpt,
+    },
+    /// Capacity plan: how many sectors this host can seal at once.
+    Plan {
+        #[command(flatten)]
+        fs_root: FsRootOpt,
+        #[command(flatten)]
+        json: JsonOpt,
+    },
+    /// Print the daemon's metrics in Prometheus text format.
+    Metrics {
+        #[command(flatten)]
+        config: ConfigOpt,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SmtAction {
+    /// Keep one thread per core online, take its siblings offline.
+    Off,
+    /// Bring back the CPUs venussup took offline.
+    On,
+    /// Show cores, threads per core and offline siblings.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ExitCode::from(dispatch(cli))
+}
+
+fn dispatch(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Check {
+            config,
+            fs_root,
+            json,
+        } => commands::check::run(&config.config, &fs_root.root(), json.json),
+        Command::Topology { .. } => commands::not_yet("topology", 4),
+        Command::Smt { .. } => commands::not_yet("smt", 4),
+        Command::Run { .. } => commands::not_yet("run", 6),
+        Command::Status { .. } => commands::not_yet("status", 7),
+        Command::Start { .. } => commands::not_yet("start", 7),
+        Command::Stop { .. } => commands::not_yet("stop", 7),
+        Command::Restart { .. } => commands::not_yet("restart", 7),
+        Command::Reload { .. } => commands::not_yet("reload", 7),
+        Command::Plan { .. } => commands::not_yet("plan", 8),
+        Command::Metrics { .. } => commands::not_yet("metrics", 7),
+    }
+}
