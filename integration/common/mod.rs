@@ -1,0 +1,97 @@
+//! Shared by the black-box tests: run the built `venussup` binary with a
+//! kill-on-timeout guard and capture what it printed.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+/// No single invocation of the binary in a test may take longer.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The binary under test, as Cargo built it for this test run.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_venussup"))
+}
+
+/// What one invocation printed and how it ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Panics with everything printed unless the exit code is `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs `venussup ARGS...` in `cwd`, killing it if it outlives [`RUN_TIMEOUT`].
+pub fn venussup_in(cwd: &Path, args: &[&str]) -> Outcome {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn venussup");
+    let pid = child.id();
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).map(|_| s)
+    });
+    let err_reader = thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).map(|_| s)
+    });
+    let (tx, rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let status = child.wait();
+        let _ = tx.send(());
+        status
+    });
+    if rx.recv_timeout(RUN_TIMEOUT).is_err() {
+        // SAFETY: kill(2) on a pid we spawned and have not reaped yet (the
+        // waiter thread has not returned), so it cannot name another process.
+        unsafe { libc::kill(i32::try_from(pid).expect("pid fits"), libc::SIGKILL) };
+        panic!("venussup {args:?} ran longer than {RUN_TIMEOUT:?}; killed");
+    }
+    let status = waiter.join().expect("waiter").expect("wait");
+    Outcome {
+        code: status.code(),
+        stdout: out_reader.join().expect("reader").expect("read stdout"),
+        stderr: err_reader.join().expect("reader").expect("read stderr"),
+    }
+}
+
+/// Runs `venussup ARGS...` from the project root (so `examples/...` resolve).
+pub fn venussup(args: &[&str]) -> Outcome {
+    venussup_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+/// A file under the project root.
+pub fn project_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
