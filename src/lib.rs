@@ -5,5 +5,9 @@
 //! runtime touches the system.
 
 pub mod commands;
+pub mod config;
 pub mod cpulist;
+pub mod diag;
+pub mod envfile;
 pub mod fsroot;
+pub mod plan;

@@ -1,0 +1,175 @@
+//! The config file: one TOML file describes one host.
+//!
+//! Loading never stops at the first mistake: a syntax error ends parsing,
+//! but after that each table (`[host]`, every `[[service]]`, every
+//! `[[timer]]`) is read on its own, and then the semantic rules run over
+//! everything that could be read, so the operator sees every error at once,
+//! each with its file, line and column.
+
+mod model;
+mod validate;
+pub mod values;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use crate::diag::Diagnostics;
+pub use model::*;
+
+/// The tables a config file may have at its top level.
+const TOP_LEVEL_KEYS: [&str; 3] = ["host", "service", "timer"];
+
+/// A config file as read: its place (relative command paths are taken from
+/// its folder) and its tables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub host: HostConfig,
+    pub services: Vec<ServiceConfig>,
+    pub timers: Vec<TimerConfig>,
+}
+
+impl Config {
+    /// The folder the config file is in.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Reads and checks the config at `path`. Every problem found is in the
+/// returned diagnostics; the config is `None` when the file could not be
+/// read or parsed at all, and may come with errors otherwise: the caller
+/// decides whether to go on.
+pub fn load(path: &Path) -> (Option<Config>, Diagnostics) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mut diags = Diagnostics::new(path, &text);
+            let config = parse(path, &text, &mut diags);
+            (config, diags)
+        }
+        Err(e) => {
+            let mut diags = Diagnostics::new(path, "");
+            diags.error(None, format!("cannot read the config file: {e}"));
+            (None, diags)
+        }
+    }
+}
+
+/// Parses `text` (the content of `path`) and runs the file's own rules.
+pub fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<Config> {
+    let (root, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        for e in &syntax_errors {
+            diags.error(e.span(), e.message().trim().to_string());
+        }
+        return None;
+    }
+    let root = root.into_inner();
+    let mut config = Config {
+        path: path.to_path_buf(),
+        host: HostConfig::default(),
+        services: Vec::new(),
+        timers: Vec::new(),
+    };
+    for (key, value) in root {
+        match key.get_ref().as_ref() {
+            "host" => {
+                if let Some(host) = read_table(diags, value) {
+                    config.host = host;
+                }
+            }
+            "service" => config.services = read_array(diags, "service", value),
+            "timer" => config.timers = read_array(diags, "timer", value),
+            other => diags.error(
+                key.span(),
+                format!(
+                    "unknown table `{other}`{}; a config has {}",
+                    suggestion(other),
+                    TOP_LEVEL_KEYS.map(|k| format!("`{k}`")).join(", ")
+                ),
+            ),
+        }
+    }
+    validate::validate(&config, diags);
+    Some(config)
+}
+
+/// Hints for the top-level typos people make most.
+fn suggestion(key: &str) -> &'static str {
+    match key {
+        "services" | "services." => " (did you mean `[[service]]`?)",
+        "timers" => " (did you mean `[[timer]]`?)",
+        "hosts" | "global" => " (did you mean `[host]`?)",
+        _ => "",
+    }
+}
+
+/// Most mistakes reported for one table before giving up on it.
+const MAX_ERRORS_PER_TABLE: usize = 32;
+
+/// Deserializes one table, reporting every mistake in it: after each error
+/// the key it points at is set aside and the table is read again, so a
+/// typo in one key does not hide the next. A table read that way is
+/// returned without the bad keys, for the cross-table rules (names,
+/// `after`); its errors are already in `diags`.
+fn read_table<T: DeserializeOwned>(
+    diags: &mut Diagnostics,
+    value: Spanned<DeValue<'_>>,
+) -> Option<T> {
+    let span = value.span();
+    let mut value = value;
+    value.get_mut().make_owned();
+    for _ in 0..MAX_ERRORS_PER_TABLE {
+        let error = match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(t) => return Some(t),
+            Err(e) => e,
+        };
+        let at: Range<usize> = error.span().unwrap_or_else(|| span.clone());
+        diags.error(at.clone(), error.message().trim().to_string());
+        let DeValue::Table(table) = value.get_mut() else {
+            return None;
+        };
+        let covers = |r: Range<usize>| r.start <= at.start && at.start < r.end.max(r.start + 1);
+        let bad_key = table
+            .iter()
+            .find(|(k, v)| covers(k.span()) || covers(v.span()))
+            .map(|(k, _)| k.get_ref().to_string());
+        match bad_key {
+            Some(key) => {
+                table.remove(key.as_str());
+            }
+            None => return None, // the error is about the table as a whole
+        }
+    }
+    None
+}
+
+/// Deserializes each table of an array of tables (`[[service]]`) on its own,
+/// so one bad service does not hide the mistakes of the next.
+fn read_array<T: DeserializeOwned>(
+    diags: &mut Diagnostics,
+    what: &str,
+    value: Spanned<DeValue<'_>>,
+) -> Vec<T> {
+    let span = value.span();
+    match value.into_inner() {
+        DeValue::Array(items) => items
+            .into_iter()
+            .filter_map(|item| read_table(diags, item))
+            .collect(),
+        other => {
+            diags.error(
+                span,
+                format!(
+                    "`{what}` must be an array of tables written `[[{what}]]`, not a {}",
+                    other.type_str()
+                ),
+            );
+            Vec::new()
+        }
+    }
+}

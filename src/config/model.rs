@@ -1,0 +1,334 @@
+//! The config file's tables as plain serde data. Every table denies unknown
+//! keys; places that semantic checks point at are kept as `Spanned`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::values::{ByteSize, CpuSpec, GpuSpec, HumanDuration, Limit, SignalName, Umask};
+
+/// `[host]`: settings for the whole machine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// What to do with SMT sibling CPUs at start.
+    #[serde(default)]
+    pub smt: SmtPolicy,
+    /// Where the lock, the state file and the control socket live.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Where each service's `<name>.log` goes.
+    #[serde(default = "default_log_dir")]
+    pub log_dir: PathBuf,
+    /// CPUs kept for the OS and venussup itself; never given to a share.
+    pub reserved_cpus: Option<Spanned<CpuSpec>>,
+    /// Environment for every service and timer.
+    #[serde(default)]
+    pub env: BTreeMap<Spanned<String>, String>,
+    /// A file of `KEY=VALUE` lines for every service (secrets go here).
+    pub env_file: Option<Spanned<PathBuf>>,
+    /// Variables taken from venussup's own environment (nothing else leaks).
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    /// Log rotation for every service's output.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+pub fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/venussup")
+}
+
+pub fn default_log_dir() -> PathBuf {
+    PathBuf::from("/var/log/venussup")
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            smt: SmtPolicy::default(),
+            state_dir: default_state_dir(),
+            log_dir: default_log_dir(),
+            reserved_cpus: None,
+            env: BTreeMap::new(),
+            env_file: None,
+            pass_env: Vec::new(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `smt = "off"` takes every sibling thread offline at start; `"keep"`
+/// leaves the CPUs as the machine booted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmtPolicy {
+    #[default]
+    Keep,
+    Off,
+}
+
+/// `[host.log]`: size-based rotation of the services' log files.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Rotate `<name>.log` when it grows past this.
+    #[serde(default = "default_log_max_size")]
+    pub max_size: ByteSize,
+    /// How many rotated files (`<name>.log.1` ...) to keep.
+    #[serde(default = "default_log_keep")]
+    pub keep: u32,
+}
+
+fn default_log_max_size() -> ByteSize {
+    ByteSize::mib(100)
+}
+
+fn default_log_keep() -> u32 {
+    5
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            max_size: default_log_max_size(),
+            keep: default_log_keep(),
+        }
+    }
+}
+
+/// A long-running program (`daemon`) or one that runs to success once its
+/// dependencies are ready (`oneshot`, e.g. `venus-worker storage attach`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceKind {
+    #[default]
+    Daemon,
+    Oneshot,
+}
+
+/// What the service is, for the Venus-aware checks and GPU priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Sealer,
+    Worker,
+    #[default]
+    Other,
+}
+
+/// Sealing tasks, by the names venus-sealer's `[Storage] Allow*` flags and
+/// venus-worker's flags use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+pub enum Task {
+    #[serde(alias = "AP")]
+    AddPiece,
+    #[serde(alias = "P1", alias = "PC1")]
+    PreCommit1,
+    #[serde(alias = "P2", alias = "PC2")]
+    PreCommit2,
+    #[serde(alias = "C2", alias = "C")]
+    Commit,
+    Unseal,
+    #[serde(alias = "wdPoSt")]
+    WindowPoSt,
+    WinningPoSt,
+}
+
+impl Task {
+    /// GPU priority: WindowPoSt (and WinningPoSt) > C2 > PreCommit2; `None`
+    /// for tasks that never use a GPU.
+    pub fn gpu_priority(self) -> Option<u8> {
+        match self {
+            Task::WindowPoSt | Task::WinningPoSt => Some(3),
+            Task::Commit => Some(2),
+            Task::PreCommit2 => Some(1),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Every exit venussup did not ask for, whatever its code.
+    #[default]
+    Always,
+    /// Only non-zero exits and deaths by signal.
+    OnFailure,
+    Never,
+}
+
+/// How a service is held to its CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Confine {
+    /// Affinity mask and cgroup cpuset (cgroup where available).
+    #[default]
+    Both,
+    Affinity,
+    Cgroup,
+    None,
+}
+
+/// `[service.ready]`: when a started service counts as ready for those
+/// that start after it. Exactly one of `tcp`, `file`, `command`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadyConfig {
+    /// A TCP address that accepts connections, e.g. "127.0.0.1:2345".
+    pub tcp: Option<Spanned<String>>,
+    /// A file that exists.
+    pub file: Option<PathBuf>,
+    /// A command that exits 0.
+    pub command: Option<Spanned<Vec<String>>>,
+    /// Give up waiting after this long (the service is then failed).
+    #[serde(default = "default_ready_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_ready_timeout() -> HumanDuration {
+    HumanDuration::secs(120)
+}
+
+/// `[service.give_up]`: after `restarts` restarts within `within`, the
+/// service is failed instead of restarted again.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GiveUpConfig {
+    pub restarts: Spanned<u32>,
+    pub within: HumanDuration,
+}
+
+/// `[service.limits]`: rlimits and the cgroup memory limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open files (venus-worker refuses to start below 100000).
+    #[serde(default = "default_nofile")]
+    pub nofile: Spanned<Limit>,
+    /// Locked memory (the proofs library locks its layers).
+    #[serde(default = "default_memlock")]
+    pub memlock: Limit,
+    /// cgroup memory limit; none by default.
+    pub memory_max: Option<ByteSize>,
+}
+
+pub const DEFAULT_NOFILE: u64 = 1_048_576;
+
+fn default_nofile() -> Spanned<Limit> {
+    Spanned::new(0..0, Limit::Value(DEFAULT_NOFILE))
+}
+
+/// A default for a field kept with its place: the empty span `0..0` means
+/// "not written in the file".
+fn spanned_default<T: Default>() -> Spanned<T> {
+    Spanned::new(0..0, T::default())
+}
+
+fn default_memlock() -> Limit {
+    Limit::Unlimited
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            nofile: default_nofile(),
+            memlock: default_memlock(),
+            memory_max: None,
+        }
+    }
+}
+
+/// `[[service]]`: one program venussup starts and keeps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub kind: ServiceKind,
+    #[serde(default)]
+    pub role: Role,
+    /// The program and its arguments, never through a shell. `${VAR}` takes
+    /// a value from the service's environment (`$$` is a literal `$`).
+    pub command: Spanned<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<Spanned<String>, String>,
+    pub env_file: Option<Spanned<PathBuf>>,
+    pub workdir: Option<PathBuf>,
+    pub user: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub umask: Option<Umask>,
+    /// What the service does (GPU priority, Venus checks).
+    #[serde(default)]
+    pub tasks: Vec<Task>,
+    pub cpus: Option<Spanned<CpuSpec>>,
+    #[serde(default)]
+    pub confine: Confine,
+    #[serde(default = "spanned_default")]
+    pub gpus: Spanned<GpuSpec>,
+    /// Services that must be ready before this one starts.
+    #[serde(default)]
+    pub after: Vec<Spanned<String>>,
+    pub ready: Option<Spanned<ReadyConfig>>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Longest wait between restarts of a service that keeps dying young.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: HumanDuration,
+    pub give_up: Option<GiveUpConfig>,
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: SignalName,
+    /// Wait this long after the stop signal before SIGKILL.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: HumanDuration,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// For a oneshot: once it succeeded, never run it again on this host
+    /// (recorded in the state folder).
+    #[serde(default = "spanned_default")]
+    pub once: Spanned<bool>,
+}
+
+fn default_backoff_max() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+
+fn default_stop_signal() -> SignalName {
+    SignalName(nix::sys::signal::Signal::SIGTERM)
+}
+
+fn default_stop_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+
+/// `[[timer]]`: a command run every so often (the pledge).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimerConfig {
+    pub name: Spanned<String>,
+    pub command: Spanned<Vec<String>>,
+    pub every: Spanned<HumanDuration>,
+    /// A random delay up to this long is added to each interval.
+    pub jitter: Option<Spanned<HumanDuration>>,
+    /// A run still going after this long is killed and counted a failure.
+    pub timeout: Option<HumanDuration>,
+    /// Services that must be ready before the first run.
+    #[serde(default)]
+    pub after: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<Spanned<String>, String>,
+    pub env_file: Option<Spanned<PathBuf>>,
+    pub workdir: Option<PathBuf>,
+    pub user: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    /// Output that means "full, try later" rather than failure, e.g.
+    /// "too many sectors sealing".
+    #[serde(default)]
+    pub full_output: Vec<String>,
+    /// Exit codes that mean "full".
+    #[serde(default)]
+    pub full_exit_codes: Vec<i32>,
+}

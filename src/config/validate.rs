@@ -1,0 +1,324 @@
+//! The config file's own rules: what can be known wrong from the file alone,
+//! before looking at the host. Every rule reports into the same
+//! [`Diagnostics`] so all mistakes are shown at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use toml::Spanned;
+
+use super::values::CpuSpec;
+use super::{Config, RestartPolicy, Role, ServiceConfig, ServiceKind};
+use crate::diag::Diagnostics;
+
+/// Longest service or timer name; names become file and cgroup names.
+const MAX_NAME_LEN: usize = 64;
+
+pub fn validate(config: &Config, diags: &mut Diagnostics) {
+    names(config, diags);
+    for s in &config.services {
+        command(&s.command, diags);
+        env_keys(s.env.keys(), diags);
+        service_rules(s, diags);
+    }
+    for t in &config.timers {
+        command(&t.command, diags);
+        env_keys(t.env.keys(), diags);
+        if t.every.get_ref().0.is_zero() {
+            diags.error(t.every.span(), "a timer's `every` must be longer than zero");
+        }
+        if let Some(j) = &t.jitter {
+            if j.get_ref() >= t.every.get_ref() {
+                diags.error(
+                    j.span(),
+                    format!(
+                        "`jitter` ({}) must be shorter than `every` ({})",
+                        j.get_ref(),
+                        t.every.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+    env_keys(config.host.env.keys(), diags);
+    references(config, diags);
+    cycles(config, diags);
+    cpu_shares(config, diags);
+}
+
+/// A name is a file name and a cgroup name: letters, digits, `-`, `_`, `.`,
+/// not starting with `.` or `-`. `@` is kept for instances (`worker@0`).
+fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("a name cannot be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Some(format!("a name has at most {MAX_NAME_LEN} characters"));
+    }
+    if name.starts_with(['.', '-']) {
+        return Some(format!("`{name}` must not start with `.` or `-`"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Some(format!(
+            "`{name}` contains `{c}`; a name may use letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    None
+}
+
+fn names(config: &Config, diags: &mut Diagnostics) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let all = config
+        .services
+        .iter()
+        .map(|s| &s.name)
+        .chain(config.timers.iter().map(|t| &t.name));
+    for name in all {
+        if let Some(problem) = name_problem(name.get_ref()) {
+            diags.error(name.span(), problem);
+        }
+        if let Some(first) = seen.insert(name.get_ref(), name.span().start) {
+            let line = crate::diag::Position::of_offset(diags.text(), first).line;
+            diags.error(
+                name.span(),
+                format!(
+                    "`{}` is already the name of the service or timer on line {line}; names must be unique",
+                    name.get_ref()
+                ),
+            );
+        }
+    }
+}
+
+fn command(cmd: &Spanned<Vec<String>>, diags: &mut Diagnostics) {
+    match cmd.get_ref().first() {
+        None => diags.error(
+            cmd.span(),
+            "`command` is empty; give the program and its arguments, e.g. [\"/usr/local/bin/venus-worker\", \"run\"]",
+        ),
+        Some(p) if p.trim().is_empty() => diags.error(
+            cmd.span(),
+            "the program (first element of `command`) is empty",
+        ),
+        Some(_) => {}
+    }
+    if cmd.get_ref().iter().any(|a| a.contains('\0')) {
+        diags.error(cmd.span(), "`command` contains a NUL character");
+    }
+}
+
+fn env_keys<'a>(keys: impl Iterator<Item = &'a Spanned<String>>, diags: &mut Diagnostics) {
+    for key in keys {
+        let k = key.get_ref();
+        let valid = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            diags.error(
+                key.span(),
+                format!(
+                    "`{k}` is not an environment variable name (letters, digits and `_`, not starting with a digit)"
+                ),
+            );
+        }
+    }
+}
+
+fn service_rules(s: &ServiceConfig, diags: &mut Diagnostics) {
+    let name = s.name.get_ref();
+    if *s.once.get_ref() && s.kind != ServiceKind::Oneshot {
+        diags.error(
+            s.once.span(),
+            format!("`once` applies to oneshot services; `{name}` is a daemon (add `kind = \"oneshot\"` or drop `once`)"),
+        );
+    }
+    if let Some(ready) = &s.ready {
+        let r = ready.get_ref();
+        let probes = [r.tcp.is_some(), r.file.is_some(), r.command.is_some()];
+        let count = probes.iter().filter(|p| **p).count();
+        if count != 1 {
+            diags.error(
+                ready.span(),
+                format!("`ready` of `{name}` needs exactly one of `tcp`, `file` or `command` (it has {count})"),
+            );
+        }
+        if let Some(tcp) = &r.tcp {
+            if tcp.get_ref().parse::<SocketAddr>().is_err() {
+                diags.error(
+                    tcp.span(),
+                    format!(
+                        "`{}` is not an IP address and port, e.g. \"127.0.0.1:2345\"",
+                        tcp.get_ref()
+                    ),
+                );
+            }
+        }
+        if let Some(cmd) = &r.command {
+            command(cmd, diags);
+        }
+        if s.kind == ServiceKind::Oneshot {
+            diags.error(
+                ready.span(),
+                format!("`{name}` is a oneshot: it is done when it exits 0, so it takes no `ready` probe"),
+            );
+        }
+    }
+    if let Some(g) = &s.give_up {
+        if *g.restarts.get_ref() == 0 {
+            diags.error(
+                g.restarts.span(),
+                "`give_up.restarts` must be at least 1 (leave `give_up` out to never give up)",
+            );
+        }
+    }
+    if s.restart == RestartPolicy::OnFailure && matches!(s.role, Role::Sealer | Role::Worker) {
+        diags.warning(
+            s.name.span(),
+            format!("`{name}` is a Venus {} with `restart = \"on-failure\"`: venus-worker and lotus-worker exit 0 after a fatal error, so it would stay dead; use \"always\"",
+                if s.role == Role::Sealer { "sealer" } else { "worker" }),
+        );
+    }
+}
+
+/// `after` must name services of this file, not itself.
+fn references(config: &Config, diags: &mut Diagnostics) {
+    let services: BTreeSet<&str> = config
+        .services
+        .iter()
+        .map(|s| s.name.get_ref().as_str())
+        .collect();
+    let known = || {
+        services
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let afters = config
+        .services
+        .iter()
+        .map(|s| (s.name.get_ref(), &s.after))
+        .chain(config.timers.iter().map(|t| (t.name.get_ref(), &t.after)));
+    for (owner, after) in afters {
+        for dep in after {
+            if dep.get_ref() == owner {
+                diags.error(dep.span(), format!("`{owner}` cannot start after itself"));
+            } else if !services.contains(dep.get_ref().as_str()) {
+                diags.error(
+                    dep.span(),
+                    format!(
+                        "`{}` in `after` of `{owner}` is not a service of this file; services: {}",
+                        dep.get_ref(),
+                        known()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Reports each ordering cycle once, at the `after` entry that closes it.
+fn cycles(config: &Config, diags: &mut Diagnostics) {
+    let index: BTreeMap<&str, usize> = config
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.get_ref().as_str(), i))
+        .collect();
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    let mut mark = vec![0u8; config.services.len()];
+    let mut path = Vec::new();
+    for start in 0..config.services.len() {
+        visit(config, &index, start, &mut mark, &mut path, diags);
+    }
+}
+
+fn visit(
+    config: &Config,
+    index: &BTreeMap<&str, usize>,
+    node: usize,
+    mark: &mut [u8],
+    path: &mut Vec<usize>,
+    diags: &mut Diagnostics,
+) {
+    if mark[node] != 0 {
+        return;
+    }
+    mark[node] = 1;
+    path.push(node);
+    for dep in &config.services[node].after {
+        let Some(&next) = index.get(dep.get_ref().as_str()) else {
+            continue;
+        };
+        if next == node {
+            continue; // reported as "after itself"
+        }
+        if mark[next] == 1 {
+            let from = path.iter().position(|&n| n == next).unwrap_or(0);
+            let mut names: Vec<&str> = path[from..]
+                .iter()
+                .map(|&n| config.services[n].name.get_ref().as_str())
+                .collect();
+            names.push(config.services[next].name.get_ref());
+            diags.error(
+                dep.span(),
+                format!(
+                    "ordering cycle: {} (each waits for the next to be ready; remove one `after`)",
+                    names.join(" → ")
+                ),
+            );
+        } else {
+            visit(config, index, next, mark, path, diags);
+        }
+    }
+    path.pop();
+    mark[node] = 2;
+}
+
+/// Shares cannot add up past the host, and at most one service takes the rest.
+fn cpu_shares(config: &Config, diags: &mut Diagnostics) {
+    let mut total: u32 = 0;
+    let mut rest: Option<&str> = None;
+    for s in &config.services {
+        let Some(spec) = &s.cpus else { continue };
+        match spec.get_ref() {
+            CpuSpec::Share(p) => {
+                total += u32::from(*p);
+                if total > 100 {
+                    diags.error(
+                        spec.span(),
+                        format!(
+                            "CPU shares add up to {total}% with `{}`; together they can have at most 100%",
+                            s.name.get_ref()
+                        ),
+                    );
+                }
+            }
+            CpuSpec::Rest => match rest {
+                Some(first) => diags.error(
+                    spec.span(),
+                    format!(
+                        "`{first}` already takes the rest of the CPUs; give `{}` a share or a list",
+                        s.name.get_ref()
+                    ),
+                ),
+                None => rest = Some(s.name.get_ref()),
+            },
+            CpuSpec::List(_) | CpuSpec::All => {}
+        }
+    }
+    if let (Some(name), 100..) = (rest, total) {
+        let span = config
+            .services
+            .iter()
+            .find(|s| s.name.get_ref() == name)
+            .and_then(|s| s.cpus.as_ref().map(Spanned::span));
+        diags.error(
+            span,
+            format!("`{name}` takes the rest of the CPUs, but the shares already take 100%"),
+        );
+    }
+}

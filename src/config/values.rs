@@ -1,0 +1,452 @@
+//! Value types of the config file that are written as strings: durations,
+//! sizes, signals, CPU and GPU requests, umask. Each parses with a message
+//! that says what would be valid; serde reports it at the value's place.
+
+use std::fmt;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::cpulist::CpuSet;
+
+/// Deserializes a value written as a string through `parse`, whose error
+/// message becomes the config error.
+fn from_str_with<'de, D, T>(
+    deserializer: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct StrVisitor<T> {
+        expecting: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+    }
+    impl<T> Visitor<'_> for StrVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.parse)(v).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_str(StrVisitor { expecting, parse })
+}
+
+/// A duration written for people: `"90s"`, `"5min"`, `"1h 30m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn secs(s: u64) -> Self {
+        Self(Duration::from_secs(s))
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s.trim()).map(Self).map_err(|e| {
+            format!("`{s}` is not a duration ({e}); write e.g. \"90s\", \"5min\" or \"1h 30m\"")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a duration such as \"90s\" or \"5min\"", Self::parse)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A size in bytes: `"512GiB"`, `"100M"` (K, M, G, T and KiB.. are powers
+/// of 1024, as in cgroup files and systemd; KB, MB, GB, TB powers of 1000),
+/// or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub const fn mib(n: u64) -> Self {
+        Self(n << 20)
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let unit = unit.trim();
+        let bad = || {
+            format!("`{s}` is not a size; write e.g. \"512GiB\", \"100MiB\" or a number of bytes")
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        let factor: u64 = match unit {
+            "" | "B" => 1,
+            "K" | "KiB" => 1 << 10,
+            "M" | "MiB" => 1 << 20,
+            "G" | "GiB" => 1 << 30,
+            "T" | "TiB" => 1 << 40,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(factor)
+            .map(Self)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"512GiB\" or a number of bytes")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
+        for (name, shift) in UNITS {
+            let unit = 1u64 << shift;
+            if self.0 >= unit && self.0 % unit == 0 {
+                return write!(f, "{}{name}", self.0 >> shift);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+/// An rlimit value: a number or `"unlimited"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Value(u64),
+    Unlimited,
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Limit;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or \"unlimited\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Limit, E> {
+                u64::try_from(v)
+                    .map(Limit::Value)
+                    .map_err(|_| E::custom("a limit cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Limit, E> {
+                match v {
+                    "unlimited" | "infinity" => Ok(Limit::Unlimited),
+                    _ => Err(E::custom(format!(
+                        "`{v}` is not a limit; write a number or \"unlimited\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Limit {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Limit::Value(v) => s.serialize_u64(*v),
+            Limit::Unlimited => s.serialize_str("unlimited"),
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Value(v) => write!(f, "{v}"),
+            Limit::Unlimited => f.write_str("unlimited"),
+        }
+    }
+}
+
+/// A signal by name: `"SIGTERM"` or `"TERM"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalName(pub Signal);
+
+impl SignalName {
+    fn parse(s: &str) -> Result<Self, String> {
+        let upper = s.trim().to_ascii_uppercase();
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        full.parse::<Signal>().map(Self).map_err(|_| {
+            format!("`{s}` is not a signal name; write e.g. \"SIGTERM\", \"SIGINT\" or \"SIGQUIT\"")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SignalName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a signal name such as \"SIGTERM\"", Self::parse)
+    }
+}
+
+impl Serialize for SignalName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// Which CPUs a service asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuSpec {
+    /// A share of the usable CPUs, in percent (1 to 100), whole cores.
+    Share(u8),
+    /// Exactly these CPUs.
+    List(CpuSet),
+    /// The usable CPUs no other service was given.
+    Rest,
+    /// Every usable CPU, shared with everyone (no confinement).
+    All,
+}
+
+impl CpuSpec {
+    fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        match t {
+            "rest" => return Ok(Self::Rest),
+            "all" => return Ok(Self::All),
+            _ => {}
+        }
+        if let Some(p) = t.strip_suffix('%') {
+            return match p.trim().parse::<u8>() {
+                Ok(n @ 1..=100) => Ok(Self::Share(n)),
+                _ => Err(format!(
+                    "`{s}` is not a CPU share; a share is a whole percentage from \"1%\" to \"100%\""
+                )),
+            };
+        }
+        match CpuSet::parse_list(t) {
+            Ok(set) if !set.is_empty() => Ok(Self::List(set)),
+            Ok(_) => Err("an empty CPU list gives a service nothing to run on".to_string()),
+            Err(e) => Err(format!(
+                "`{s}` is neither a share (\"75%\"), \"rest\", \"all\" nor a CPU list: {e}"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CpuSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(
+            d,
+            "\"75%\", \"rest\", \"all\" or a CPU list such as \"0-31,64-95\"",
+            Self::parse,
+        )
+    }
+}
+
+impl fmt::Display for CpuSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CpuSpec::Share(p) => write!(f, "{p}%"),
+            CpuSpec::List(set) => write!(f, "{set}"),
+            CpuSpec::Rest => f.write_str("rest"),
+            CpuSpec::All => f.write_str("all"),
+        }
+    }
+}
+
+/// Which GPUs a service asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum GpuSpec {
+    /// No GPU: `CUDA_VISIBLE_DEVICES=` and `BELLMAN_NO_GPU=1`.
+    None,
+    /// Handed out by the service's tasks: WindowPoSt/WinningPoSt, then C2,
+    /// then PreCommit2; a service without GPU tasks gets none.
+    #[default]
+    Auto,
+    /// These GPU indices (in PCI bus order).
+    Indices(Vec<u32>),
+}
+
+impl<'de> Deserialize<'de> for GpuSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GpuSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"none\", \"auto\" or a list of GPU indices such as [0, 1]")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GpuSpec, E> {
+                match v {
+                    "none" => Ok(GpuSpec::None),
+                    "auto" => Ok(GpuSpec::Auto),
+                    _ => Err(E::custom(format!(
+                        "`{v}` is not a GPU request; write \"none\", \"auto\" or a list of indices such as [0]"
+                    ))),
+                }
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<GpuSpec, A::Error> {
+                let mut indices = Vec::new();
+                while let Some(i) = seq.next_element::<u32>()? {
+                    if indices.contains(&i) {
+                        return Err(de::Error::custom(format!("GPU {i} is listed twice")));
+                    }
+                    indices.push(i);
+                }
+                Ok(GpuSpec::Indices(indices))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl fmt::Display for GpuSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuSpec::None => f.write_str("none"),
+            GpuSpec::Auto => f.write_str("auto"),
+            GpuSpec::Indices(v) => {
+                let list: Vec<String> = v.iter().map(u32::to_string).collect();
+                write!(f, "[{}]", list.join(", "))
+            }
+        }
+    }
+}
+
+/// A file mode creation mask, written in octal: `"0022"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Umask(pub u32);
+
+impl Umask {
+    fn parse(s: &str) -> Result<Self, String> {
+        match u32::from_str_radix(s.trim(), 8) {
+            Ok(m) if m <= 0o777 => Ok(Self(m)),
+            _ => Err(format!(
+                "`{s}` is not a umask; write an octal mode from \"0000\" to \"0777\", e.g. \"0022\""
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Umask {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "an octal umask such as \"0022\"", Self::parse)
+    }
+}
+
+impl fmt::Display for Umask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl Serialize for Umask {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Serializes any `Display` value as its string (CPU and GPU requests).
+pub fn serialize_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_human() {
+        assert_eq!(
+            HumanDuration::parse("90s").unwrap().0,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            HumanDuration::parse("5min").unwrap().0,
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            HumanDuration::parse("1h 30m").unwrap().0,
+            Duration::from_secs(5400)
+        );
+        assert!(HumanDuration::parse("5 minutes please").is_err());
+        assert!(HumanDuration::parse("90").is_err());
+    }
+
+    #[test]
+    fn sizes_use_binary_short_units_like_cgroups() {
+        assert_eq!(ByteSize::parse("512GiB").unwrap().0, 512 << 30);
+        assert_eq!(ByteSize::parse("512G").unwrap().0, 512 << 30);
+        assert_eq!(ByteSize::parse("1GB").unwrap().0, 1_000_000_000);
+        assert_eq!(ByteSize::parse("4096").unwrap().0, 4096);
+        assert!(ByteSize::parse("12 parsecs").is_err());
+        assert!(ByteSize::parse("99999999999T").is_err());
+        assert_eq!(ByteSize(512 << 30).to_string(), "512GiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000B");
+    }
+
+    #[test]
+    fn signals_with_or_without_prefix() {
+        assert_eq!(SignalName::parse("SIGTERM").unwrap().0, Signal::SIGTERM);
+        assert_eq!(SignalName::parse("int").unwrap().0, Signal::SIGINT);
+        assert!(SignalName::parse("SIGNOPE").is_err());
+    }
+
+    #[test]
+    fn cpu_requests() {
+        assert_eq!(CpuSpec::parse("75%").unwrap(), CpuSpec::Share(75));
+        assert_eq!(CpuSpec::parse("rest").unwrap(), CpuSpec::Rest);
+        assert_eq!(CpuSpec::parse("all").unwrap(), CpuSpec::All);
+        assert_eq!(
+            CpuSpec::parse("0-1,4").unwrap(),
+            CpuSpec::List(CpuSet::parse_list("0-1,4").unwrap())
+        );
+        assert!(CpuSpec::parse("0%").is_err());
+        assert!(CpuSpec::parse("101%").is_err());
+        assert!(CpuSpec::parse("half").is_err());
+        assert!(CpuSpec::parse("").is_err());
+    }
+
+    #[test]
+    fn umask_is_octal() {
+        assert_eq!(Umask::parse("0022").unwrap().0, 0o22);
+        assert_eq!(Umask(0o27).to_string(), "0027");
+        assert!(Umask::parse("0999").is_err());
+        assert!(Umask::parse("1777").is_err());
+    }
+}
