@@ -128,9 +128,9 @@ mod tests {
             Position::of_offset(text, 6),
             Position { line: 2, column: 1 }
         );
-        // "bé" is 3 bytes, 2 characters: the `=` is the 4th character.
+        // "bé " is 4 bytes, 3 characters: the `=` (byte 10) is the 4th.
         assert_eq!(
-            Position::of_offset(text, 9),
+            Position::of_offset(text, 10),
             Position { line: 2, column: 4 }
         );
         assert_eq!(Position::of_offset(text, 999).line, 3);
