@@ -14,6 +14,8 @@ use serde::Serialize;
 pub enum Severity {
     Error,
     Warning,
+    /// Worth knowing, nothing to fix (e.g. a variable that has no effect).
+    Note,
 }
 
 /// Line and column, both counted from 1 (columns in characters).
@@ -51,6 +53,7 @@ impl fmt::Display for Diagnostic {
         let severity = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         write!(f, "{}", self.file.display())?;
         if let Some(p) = self.position {
@@ -94,6 +97,10 @@ impl Diagnostics {
 
     pub fn warning(&mut self, span: impl Into<Option<Range<usize>>>, message: impl Into<String>) {
         self.push(Severity::Warning, span.into(), message.into());
+    }
+
+    pub fn note(&mut self, span: impl Into<Option<Range<usize>>>, message: impl Into<String>) {
+        self.push(Severity::Note, span.into(), message.into());
     }
 
     /// The text of the file the diagnostics are about.

@@ -4,6 +4,7 @@
 //! host → [`plan::Plan`] → run. Each stage is its own module; only the
 //! runtime touches the system.
 
+pub mod capacity;
 pub mod commands;
 pub mod config;
 pub mod cpulist;
@@ -11,3 +12,4 @@ pub mod diag;
 pub mod envfile;
 pub mod fsroot;
 pub mod plan;
+pub mod venus;

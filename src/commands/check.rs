@@ -13,18 +13,24 @@ use crate::config;
 use crate::diag::{Diagnostic, Severity};
 use crate::fsroot::FsRoot;
 use crate::plan::{self, render, Host, Plan};
+use crate::venus;
 
 #[derive(Serialize)]
 struct Report<'a> {
     valid: bool,
     errors: Vec<&'a Diagnostic>,
     warnings: Vec<&'a Diagnostic>,
+    notes: Vec<&'a Diagnostic>,
     plan: Option<Plan>,
 }
 
 pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
     let (config, mut diags) = config::load(config_path);
-    let plan = config.map(|c| plan::resolve(&c, &Host::probe(fs_root), &mut diags));
+    let plan = config.map(|c| {
+        let plan = plan::resolve(&c, &Host::probe(fs_root), &mut diags);
+        venus::check(&c, &plan, fs_root, None, &mut diags);
+        plan
+    });
     let valid = !diags.has_errors();
     let items = diags.into_sorted();
     let by = |sev| {
@@ -39,6 +45,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
             valid,
             errors: by(Severity::Error).collect(),
             warnings: by(Severity::Warning).collect(),
+            notes: by(Severity::Note).collect(),
             plan: shown,
         };
         match serde_json::to_string_pretty(&report) {
@@ -55,28 +62,24 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
         for d in &items {
             eprintln!("{d}");
         }
-        let (errors, warnings) = (by(Severity::Error).count(), by(Severity::Warning).count());
+        let count = |sev, word| {
+            let n = by(sev).count();
+            format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+        };
+        let (errors, warnings, notes) = (
+            count(Severity::Error, "error"),
+            count(Severity::Warning, "warning"),
+            count(Severity::Note, "note"),
+        );
         if valid {
-            eprintln!("config OK ({warnings} warning{})", plural(warnings));
+            eprintln!("config OK ({warnings}, {notes})");
         } else {
-            eprintln!(
-                "config invalid: {errors} error{}, {warnings} warning{}; nothing was started",
-                plural(errors),
-                plural(warnings)
-            );
+            eprintln!("config invalid: {errors}, {warnings}, {notes}; nothing was started");
         }
     }
     if valid {
         exit::OK
     } else {
         exit::FAILURE
-    }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
     }
 }

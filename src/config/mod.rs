@@ -21,7 +21,7 @@ use crate::diag::Diagnostics;
 pub use model::*;
 
 /// The tables a config file may have at its top level.
-const TOP_LEVEL_KEYS: [&str; 3] = ["host", "service", "timer"];
+const TOP_LEVEL_KEYS: [&str; 4] = ["host", "service", "timer", "capacity"];
 
 /// A config file as read: its place (relative command paths are taken from
 /// its folder) and its tables.
@@ -31,6 +31,7 @@ pub struct Config {
     pub host: HostConfig,
     pub services: Vec<ServiceConfig>,
     pub timers: Vec<TimerConfig>,
+    pub capacity: Option<CapacityConfig>,
 }
 
 impl Config {
@@ -74,6 +75,7 @@ pub fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<Config>
         host: HostConfig::default(),
         services: Vec::new(),
         timers: Vec::new(),
+        capacity: None,
     };
     for (key, value) in root {
         match key.get_ref().as_ref() {
@@ -84,6 +86,7 @@ pub fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<Config>
             }
             "service" => config.services = read_array(diags, "service", value),
             "timer" => config.timers = read_array(diags, "timer", value),
+            "capacity" => config.capacity = read_table(diags, value),
             other => diags.error(
                 key.span(),
                 format!(

@@ -332,3 +332,26 @@ pub struct TimerConfig {
     #[serde(default)]
     pub full_exit_codes: Vec<i32>,
 }
+
+/// `[capacity]`: inputs of `venussup plan` and of the checks against it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// "32GiB" or "64GiB" (or a test size: "2KiB", "8MiB", "512MiB").
+    pub sector_size: Spanned<ByteSize>,
+    /// Overrides of the sector size's default figures.
+    pub shared_cache: Option<ByteSize>,
+    pub per_sector_memory: Option<ByteSize>,
+    pub per_sector_disk: Option<ByteSize>,
+    /// Sectors held back from what fits (default 1: the plan's 7 → 6).
+    #[serde(default = "default_reserve")]
+    pub reserve: u64,
+    /// Seal paths whose free space counts; default: the `--seal` paths of
+    /// the services' `storage attach` commands.
+    #[serde(default)]
+    pub seal_paths: Vec<PathBuf>,
+}
+
+fn default_reserve() -> u64 {
+    1
+}

@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use super::values::CpuSpec;
 use super::{Config, RestartPolicy, Role, ServiceConfig, ServiceKind};
+use crate::capacity::{SectorProfile, SECTOR_SIZES};
 use crate::diag::Diagnostics;
 
 /// Longest service or timer name; names become file and cgroup names.
@@ -44,6 +45,24 @@ pub fn validate(config: &Config, diags: &mut Diagnostics) {
     references(config, diags);
     cycles(config, diags);
     cpu_shares(config, diags);
+    capacity(config, diags);
+}
+
+/// A sector size without default figures needs all three given.
+fn capacity(config: &Config, diags: &mut Diagnostics) {
+    let Some(c) = &config.capacity else { return };
+    let all_given =
+        c.shared_cache.is_some() && c.per_sector_memory.is_some() && c.per_sector_disk.is_some();
+    if SectorProfile::default_for(*c.sector_size.get_ref()).is_none() && !all_given {
+        diags.error(
+            c.sector_size.span(),
+            format!(
+                "no default figures for {} sectors (known: {}); give `shared_cache`, `per_sector_memory` and `per_sector_disk`",
+                c.sector_size.get_ref(),
+                SECTOR_SIZES.join(", ")
+            ),
+        );
+    }
 }
 
 /// A name is a file name and a cgroup name: letters, digits, `-`, `_`, `.`,

@@ -1,0 +1,280 @@
+//! Venus-aware checks: the mistakes operators make with venus-sealer and
+//! venus-worker, caught before anything starts. Each message says what is
+//! wrong, where, and the fix.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use crate::capacity::Capacity;
+use crate::config::values::{GpuSpec, Limit};
+use crate::config::{Config, Role, ServiceConfig, ServiceKind, Task};
+use crate::diag::Diagnostics;
+use crate::fsroot::FsRoot;
+use crate::plan::{Plan, ServicePlan};
+
+/// venus-worker refuses to start with a lower soft `RLIMIT_NOFILE`.
+pub const WORKER_MIN_NOFILE: u64 = 100_000;
+/// venus-worker's `--listen` default.
+const WORKER_DEFAULT_LISTEN: &str = "0.0.0.0:3456";
+const WORKER_DEFAULT_REPO: &str = "~/.venusworker";
+const SEALER_DEFAULT_REPO: &str = "~/.venussealer";
+
+/// venus-worker's task flags (each on unless `--flag=false`) and the
+/// sealer's `[Storage]` switches, by task.
+const TASK_SWITCHES: [(Task, &str, &str); 5] = [
+    (Task::AddPiece, "addpiece", "AllowAddPiece"),
+    (Task::PreCommit1, "precommit1", "AllowPreCommit1"),
+    (Task::PreCommit2, "precommit2", "AllowPreCommit2"),
+    (Task::Commit, "commit", "AllowCommit"),
+    (Task::Unseal, "unseal", "AllowUnseal"),
+];
+
+/// The value of `--name` in an argv: `--name=V`, `--name V`, or `"true"`
+/// for a bare `--name` (Go's flag packages accept one or two dashes).
+pub fn flag_value<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
+    argv.iter().enumerate().find_map(|(i, arg)| {
+        let bare = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
+        if let Some(v) = bare.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+            return Some(v);
+        }
+        if bare != name {
+            return None;
+        }
+        match argv.get(i + 1) {
+            Some(next) if !next.starts_with('-') && next != "true" && next != "false" => {
+                Some(next.as_str())
+            }
+            _ => Some("true"),
+        }
+    })
+}
+
+fn flag_on(argv: &[String], name: &str) -> bool {
+    flag_value(argv, name).is_none_or(|v| v != "false")
+}
+
+/// Whether the service should get a GPU by what it asked for.
+fn wants_gpu(s: &ServiceConfig) -> bool {
+    match s.gpus.get_ref() {
+        GpuSpec::None => false,
+        GpuSpec::Indices(v) => !v.is_empty(),
+        GpuSpec::Auto => s.tasks.iter().any(|t| t.gpu_priority().is_some()),
+    }
+}
+
+/// The span of `key` in the service's own `env`, else of its name.
+fn env_span(s: &ServiceConfig, key: &str) -> Range<usize> {
+    s.env
+        .keys()
+        .find(|k| k.get_ref() == key)
+        .map_or_else(|| s.name.span(), |k| k.span())
+}
+
+fn repo(p: &ServicePlan, var: &str, default: &str) -> String {
+    p.env
+        .get(var)
+        .cloned()
+        .or_else(|| flag_value(&p.argv, "repo").map(str::to_string))
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn port(listen: &str) -> (&str, &str) {
+    listen.rsplit_once(':').unwrap_or(("0.0.0.0", listen))
+}
+
+/// Two listen addresses collide on the same port unless both name
+/// different specific addresses.
+fn listen_collides(a: &str, b: &str) -> bool {
+    let ((ha, pa), (hb, pb)) = (port(a), port(b));
+    let any = |h: &str| h.is_empty() || h == "0.0.0.0" || h == "[::]";
+    pa == pb && (ha == hb || any(ha) || any(hb))
+}
+
+/// Runs every Venus-aware check over the config and its plan.
+pub fn check(
+    config: &Config,
+    plan: &Plan,
+    fs_root: &FsRoot,
+    capacity: Option<&Capacity>,
+    diags: &mut Diagnostics,
+) {
+    let planned: BTreeMap<&str, &ServicePlan> =
+        plan.services.iter().map(|p| (p.name.as_str(), p)).collect();
+    let pairs: Vec<(&ServiceConfig, &ServicePlan)> = config
+        .services
+        .iter()
+        .filter_map(|s| planned.get(s.name.get_ref().as_str()).map(|p| (s, *p)))
+        .collect();
+    for (s, p) in &pairs {
+        environment(s, p, diags);
+    }
+    let workers: Vec<_> = pairs
+        .iter()
+        .filter(|(s, _)| s.role == Role::Worker && s.kind == ServiceKind::Daemon)
+        .collect();
+    for (s, p) in &workers {
+        worker_tasks(s, p, diags);
+        if let Limit::Value(n) = p.limits.nofile {
+            if n < WORKER_MIN_NOFILE {
+                let span = if s.limits.nofile.span().is_empty() {
+                    s.name.span()
+                } else {
+                    s.limits.nofile.span()
+                };
+                diags.error(span, format!("`{}` would get nofile {n}: venus-worker refuses to start below {WORKER_MIN_NOFILE}; raise `limits.nofile` (default 1048576)", s.name.get_ref()));
+            }
+        }
+    }
+    for (i, (a, pa)) in workers.iter().enumerate() {
+        for (b, pb) in &workers[i + 1..] {
+            let (ra, rb) = (
+                repo(pa, "VENUS_WORKER_PATH", WORKER_DEFAULT_REPO),
+                repo(pb, "VENUS_WORKER_PATH", WORKER_DEFAULT_REPO),
+            );
+            if ra == rb {
+                diags.error(b.name.span(), format!("`{}` and `{}` share the worker repo {ra}; each worker needs its own (set VENUS_WORKER_PATH in its `env`)", a.name.get_ref(), b.name.get_ref()));
+            }
+            let la = flag_value(&pa.argv, "listen").unwrap_or(WORKER_DEFAULT_LISTEN);
+            let lb = flag_value(&pb.argv, "listen").unwrap_or(WORKER_DEFAULT_LISTEN);
+            if listen_collides(la, lb) {
+                diags.error(b.command.span(), format!("`{}` listens on {lb} and `{}` on {la}: the second cannot bind; give each worker its own `--listen` port (venus-worker's default is {WORKER_DEFAULT_LISTEN})", b.name.get_ref(), a.name.get_ref()));
+            }
+        }
+    }
+    for (s, p) in pairs.iter().filter(|(s, _)| s.role == Role::Sealer) {
+        sealer_config(s, p, fs_root, capacity, diags);
+    }
+}
+
+fn environment(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
+    let name = s.name.get_ref();
+    if p.env.contains_key("BELLMAN_NO_GPU") && wants_gpu(s) {
+        diags.error(env_span(s, "BELLMAN_NO_GPU"), format!("`{name}` is meant to use a GPU, but BELLMAN_NO_GPU disables it whatever its value (even 0); remove it"));
+    }
+    if p.env.contains_key("TMP_DIR") {
+        diags.warning(env_span(s, "TMP_DIR"), format!("TMP_DIR has no effect on `{name}`: the GPU lock files live in TMPDIR; rename it to TMPDIR"));
+    }
+    if p.env.contains_key("FIL_PROOFS_MAXIMIZE_CACHING") {
+        diags.note(env_span(s, "FIL_PROOFS_MAXIMIZE_CACHING"), format!("FIL_PROOFS_MAXIMIZE_CACHING (set for `{name}`) is no longer read by the proofs library (removed in 2020); harmless, does nothing"));
+    }
+}
+
+/// venus-worker enables every task unless told `--task=false`; the flags
+/// must agree with the tasks the service declares.
+fn worker_tasks(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
+    if s.tasks.is_empty() {
+        return;
+    }
+    let name = s.name.get_ref();
+    for (task, flag, _) in TASK_SWITCHES {
+        let on = flag_on(&p.argv, flag);
+        let declared = s.tasks.contains(&task);
+        if on && !declared {
+            diags.warning(s.command.span(), format!("`{name}` will also run {task:?}: venus-worker enables it unless told `--{flag}=false`; add the flag, or add {task:?} to `tasks`"));
+        } else if !on && declared {
+            diags.warning(s.command.span(), format!("`{name}` declares {task:?} in `tasks`, but `--{flag}=false` turns it off; drop one of them"));
+        }
+    }
+}
+
+/// The sealer's own `config.toml`: `MaxSealingSectors` against the capacity
+/// plan, `[Storage] Allow*` against the tasks it declares.
+fn sealer_config(
+    s: &ServiceConfig,
+    p: &ServicePlan,
+    fs_root: &FsRoot,
+    capacity: Option<&Capacity>,
+    diags: &mut Diagnostics,
+) {
+    let name = s.name.get_ref();
+    let repo = repo(p, "VENUS_SEALER_PATH", SEALER_DEFAULT_REPO);
+    let repo = match repo.strip_prefix("~/") {
+        Some(rest) => PathBuf::from(p.env.get("HOME").map_or("/root", String::as_str)).join(rest),
+        None => PathBuf::from(repo),
+    };
+    let path = fs_root.path(repo.join("config.toml"));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        diags.note(s.name.span(), format!("the config.toml of `{name}` ({}) is not readable here; its MaxSealingSectors and [Storage] Allow* were not checked", path.display()));
+        return;
+    };
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            diags.error(
+                s.name.span(),
+                format!("{}: not valid TOML: {}", path.display(), e.message()),
+            );
+            return;
+        }
+    };
+    let section = |k: &str| table.get(k).and_then(toml::Value::as_table);
+    let max = section("Sealing")
+        .and_then(|t| t.get("MaxSealingSectors"))
+        .and_then(toml::Value::as_integer);
+    match (max, capacity) {
+        (Some(0), c) => diags.warning(s.name.span(), format!(
+            "{}: [Sealing] MaxSealingSectors = 0 means no limit, and memory runs out{}",
+            path.display(),
+            c.map_or(String::new(), |c| format!("; set it to {} (venussup plan)", c.recommended))
+        )),
+        (Some(n), Some(c)) if u64::try_from(n).is_ok_and(|n| n > c.recommended) => diags.warning(s.name.span(), format!(
+            "{}: [Sealing] MaxSealingSectors = {n} is above the capacity plan ({} fit by {:?}, {} recommended); set it to {}",
+            path.display(), c.fit, c.binding, c.recommended, c.recommended
+        )),
+        _ => {}
+    }
+    if s.tasks.is_empty() {
+        return;
+    }
+    let storage = section("Storage");
+    for (task, _, allow) in TASK_SWITCHES {
+        // venus-sealer allows every task unless its flag is false.
+        let allowed = storage
+            .and_then(|t| t.get(allow))
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(true);
+        if allowed && !s.tasks.contains(&task) {
+            diags.warning(s.name.span(), format!(
+                "{}: [Storage] {allow} is on, but `{name}` does not declare {task:?}: it would seal locally and compete with its proofs; set {allow} = false",
+                path.display()
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(args: &[&str]) -> Vec<String> {
+        args.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn flags_in_every_spelling() {
+        let argv = v(&[
+            "w",
+            "run",
+            "--listen=0.0.0.0:3457",
+            "-commit=false",
+            "--repo",
+            "/r",
+            "--no-local-storage",
+        ]);
+        assert_eq!(flag_value(&argv, "listen"), Some("0.0.0.0:3457"));
+        assert_eq!(flag_value(&argv, "commit"), Some("false"));
+        assert_eq!(flag_value(&argv, "repo"), Some("/r"));
+        assert_eq!(flag_value(&argv, "no-local-storage"), Some("true"));
+        assert_eq!(flag_value(&argv, "unseal"), None);
+        assert!(flag_on(&argv, "unseal") && !flag_on(&argv, "commit"));
+    }
+
+    #[test]
+    fn listen_addresses_collide_on_the_same_port_unless_distinct_hosts() {
+        assert!(listen_collides("0.0.0.0:3456", "0.0.0.0:3456"));
+        assert!(listen_collides("0.0.0.0:3456", "127.0.0.1:3456"));
+        assert!(!listen_collides("127.0.0.1:3456", "127.0.0.2:3456"));
+        assert!(!listen_collides("0.0.0.0:3456", "0.0.0.0:3457"));
+    }
+}
