@@ -11,5 +11,6 @@ pub mod cpulist;
 pub mod diag;
 pub mod envfile;
 pub mod fsroot;
+pub mod hostinfo;
 pub mod plan;
 pub mod venus;
