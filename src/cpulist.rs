@@ -23,7 +23,7 @@ pub enum CpuListError {
 
 /// Characters sysfs files may carry around their value: whitespace, and NUL
 /// padding in some snapshots.
-fn trim_sysfs(s: &str) -> &str {
+pub fn trim_sysfs(s: &str) -> &str {
     s.trim_matches(|c: char| c.is_whitespace() || c == '\0')
 }
 
@@ -145,11 +145,37 @@ impl CpuSet {
     pub fn to_vec(&self) -> Vec<u32> {
         self.iter().collect()
     }
+
+    /// Formats in the kernel's mask format, the inverse of
+    /// [`CpuSet::parse_mask`]: at least `min_words` 32-bit words (more if a
+    /// CPU needs them), most significant first, each as 8 hex digits.
+    pub fn to_mask(&self, min_words: usize) -> String {
+        let needed = self.0.last().map_or(0, |&top| top as usize / 32 + 1);
+        let mut words = vec![0u32; needed.max(min_words).max(1)];
+        for cpu in self.iter() {
+            words[cpu as usize / 32] |= 1 << (cpu % 32);
+        }
+        let hex: Vec<String> = words.iter().rev().map(|w| format!("{w:08x}")).collect();
+        hex.join(",")
+    }
+}
+
+/// Serialized as a JSON array of CPU numbers, ascending (`[0, 8]`).
+impl serde::Serialize for CpuSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
 }
 
 impl FromIterator<u32> for CpuSet {
     fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> Self {
         Self(iter.into_iter().collect())
+    }
+}
+
+impl Extend<u32> for CpuSet {
+    fn extend<I: IntoIterator<Item = u32>>(&mut self, iter: I) {
+        self.0.extend(iter);
     }
 }
 
@@ -239,6 +265,20 @@ mod tests {
         assert!(CpuSet::parse_mask("").is_err());
         assert!(CpuSet::parse_mask("zz").is_err());
         assert!(CpuSet::parse_mask("123456789").is_err());
+    }
+
+    #[test]
+    fn formats_masks_in_32_bit_words_and_round_trips() {
+        let set = CpuSet::parse_list("0-1,8,32,63").unwrap();
+        assert_eq!(set.to_mask(1), "80000001,00000103");
+        assert_eq!(CpuSet::new().to_mask(2), "00000000,00000000");
+        assert_eq!(CpuSet::parse_mask(&set.to_mask(3)).unwrap(), set);
+    }
+
+    #[test]
+    fn serializes_as_a_json_array() {
+        let set = CpuSet::parse_list("0,8-9").unwrap();
+        assert_eq!(serde_json::to_string(&set).unwrap(), "[0,8,9]");
     }
 
     #[test]
