@@ -14,3 +14,4 @@ pub mod fsroot;
 pub mod hostinfo;
 pub mod plan;
 pub mod venus;
+pub mod topology;

@@ -160,7 +160,7 @@ fn dispatch(cli: Cli) -> u8 {
             fs_root,
             json,
         } => commands::check::run(&config.config, &fs_root.root(), json.json),
-        Command::Topology { .. } => commands::not_yet("topology", 4),
+        Command::Topology { fs_root, json } => commands::topology::run(&fs_root.root(), json.json),
         Command::Smt { .. } => commands::not_yet("smt", 4),
         Command::Run { .. } => commands::not_yet("run", 6),
         Command::Status { .. } => commands::not_yet("status", 7),
