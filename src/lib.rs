@@ -13,5 +13,6 @@ pub mod envfile;
 pub mod fsroot;
 pub mod hostinfo;
 pub mod plan;
-pub mod venus;
+pub mod smt;
 pub mod topology;
+pub mod venus;

@@ -2,6 +2,7 @@
 //! output to stdout (errors to stderr) and returns the process exit code.
 
 pub mod check;
+pub mod smt;
 pub mod topology;
 
 /// Where the host's config lives unless `--config` says otherwise.
