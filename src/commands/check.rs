@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::exit;
+use super::{exit, print_stdout};
 use crate::config;
 use crate::diag::{Diagnostic, Severity};
 use crate::fsroot::FsRoot;
@@ -48,16 +48,19 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
             notes: by(Severity::Note).collect(),
             plan: shown,
         };
-        match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("venussup check: cannot write JSON: {e}");
-                return exit::FAILURE;
-            }
+        let written = serde_json::to_string_pretty(&report)
+            .map_err(|e| format!("cannot write JSON: {e}"))
+            .and_then(|s| print_stdout(&(s + "\n")));
+        if let Err(e) = written {
+            eprintln!("venussup check: {e}");
+            return exit::FAILURE;
         }
     } else {
         if let Some(p) = &shown {
-            print!("{}", render::text(p));
+            if let Err(e) = print_stdout(&render::text(p)) {
+                eprintln!("venussup check: {e}");
+                return exit::FAILURE;
+            }
         }
         for d in &items {
             eprintln!("{d}");

@@ -1,12 +1,10 @@
 //! `venussup topology`: the host's CPU topology as a tree, or as the JSON
 //! document other tools read (`{"cpus": [...]}`, one CPU per line).
 
-use std::io::{self, Write as _};
-
 use crate::fsroot::FsRoot;
 use crate::topology::{self, render, Topology};
 
-use super::exit;
+use super::{exit, print_stdout};
 
 pub fn run(fs_root: &FsRoot, json: bool) -> u8 {
     let topo = match topology::read(fs_root) {
@@ -36,18 +34,6 @@ pub fn run(fs_root: &FsRoot, json: bool) -> u8 {
             eprintln!("venussup topology: {e}");
             exit::FAILURE
         }
-    }
-}
-
-/// Writes to stdout. A reader that stopped reading (`| head`) is no error:
-/// there is nobody left to tell.
-pub(super) fn print_stdout(text: &str) -> Result<(), String> {
-    let mut out = io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            Err(format!("failed to write to stdout: {e}"))
-        }
-        _ => Ok(()),
     }
 }
 

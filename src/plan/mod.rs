@@ -42,11 +42,10 @@ pub struct Host {
 }
 
 impl Host {
-    /// Reads what the plan needs under `fs_root`.
+    /// Reads what the plan needs under `fs_root`. A host whose CPUs
+    /// cannot be listed has `online_cpus: None` (CPU lists go unchecked).
     pub fn probe(fs_root: &FsRoot) -> Self {
-        let online_cpus = std::fs::read_to_string(fs_root.path("/sys/devices/system/cpu/online"))
-            .ok()
-            .and_then(|t| CpuSet::parse_list(&t).ok());
+        let online_cpus = crate::topology::read(fs_root).ok().map(|t| t.online());
         Self {
             online_cpus,
             own_env: std::env::vars().collect(),
@@ -68,9 +67,7 @@ pub struct HostPlan {
     pub smt: SmtPolicy,
     pub state_dir: PathBuf,
     pub log_dir: PathBuf,
-    #[serde(serialize_with = "serialize_opt_cpus")]
     pub online_cpus: Option<CpuSet>,
-    #[serde(serialize_with = "serialize_opt_cpus")]
     pub reserved_cpus: Option<CpuSet>,
     pub log_max_size: ByteSize,
     pub log_keep: u32,
@@ -82,7 +79,6 @@ pub struct CpuPlan {
     #[serde(serialize_with = "serialize_display")]
     pub request: CpuSpec,
     /// The exact CPUs; `None` until the allocator has placed a share.
-    #[serde(serialize_with = "serialize_opt_cpus")]
     pub cpus: Option<CpuSet>,
     pub confine: Confine,
 }
@@ -170,13 +166,6 @@ pub struct TimerPlan {
     pub full_output: Vec<String>,
     pub full_exit_codes: Vec<i32>,
     pub log_file: PathBuf,
-}
-
-fn serialize_opt_cpus<S: serde::Serializer>(v: &Option<CpuSet>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(set) => s.collect_str(set),
-        None => s.serialize_none(),
-    }
 }
 
 /// Builds the plan for `config` on `host`. Problems found against the host
