@@ -71,6 +71,16 @@ pub enum Bound {
     Cores,
 }
 
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Bound::Memory => "memory",
+            Bound::Disk => "disk",
+            Bound::Cores => "cores",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Capacity {
     pub profile: SectorProfile,

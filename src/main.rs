@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use venussup::commands;
+use venussup::config::values::ByteSize;
 use venussup::fsroot::FsRoot;
 
 /// Supervisor for Filecoin sealing hosts: takes SMT siblings offline, runs
@@ -126,6 +127,16 @@ enum Command {
     },
     /// Capacity plan: how many sectors this host can seal at once.
     Plan {
+        /// A folder sectors seal in (repeat for several); its free space counts.
+        #[arg(long, value_name = "PATH")]
+        seal_path: Vec<PathBuf>,
+        /// 32GiB or 64GiB (or a test size: 2KiB, 8MiB, 512MiB); default from
+        /// the config's [capacity], else 32GiB.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        sector_size: Option<ByteSize>,
+        /// Config to take seal paths and figures from, and to check.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<PathBuf>,
         #[command(flatten)]
         fs_root: FsRootOpt,
         #[command(flatten)]
@@ -146,6 +157,10 @@ enum SmtAction {
     On,
     /// Show cores, threads per core and offline siblings.
     Status,
+}
+
+fn parse_size(s: &str) -> Result<ByteSize, String> {
+    ByteSize::parse(s)
 }
 
 fn main() -> ExitCode {
@@ -186,7 +201,19 @@ fn dispatch(cli: Cli) -> u8 {
         Command::Stop { .. } => commands::not_yet("stop", 7),
         Command::Restart { .. } => commands::not_yet("restart", 7),
         Command::Reload { .. } => commands::not_yet("reload", 7),
-        Command::Plan { .. } => commands::not_yet("plan", 8),
+        Command::Plan {
+            seal_path,
+            sector_size,
+            config,
+            fs_root,
+            json,
+        } => commands::plan::run(&commands::plan::Options {
+            config: config.as_deref(),
+            fs_root: fs_root.root(),
+            seal_paths: seal_path,
+            sector_size,
+            json: json.json,
+        }),
         Command::Metrics { .. } => commands::not_yet("metrics", 7),
     }
 }

@@ -142,8 +142,11 @@ pub fn check(
             }
         }
     }
-    for (s, p) in pairs.iter().filter(|(s, _)| s.role == Role::Sealer) {
-        sealer_config(s, p, fs_root, capacity, diags);
+    for (s, p) in sealers(config, plan) {
+        if let Some((path, table)) = read_sealer_config(s, p, fs_root, diags) {
+            max_sealing_sectors(s, &path, &table, capacity, diags);
+            storage_allows(s, &path, &table, diags);
+        }
     }
 }
 
@@ -178,15 +181,14 @@ fn worker_tasks(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
     }
 }
 
-/// The sealer's own `config.toml`: `MaxSealingSectors` against the capacity
-/// plan, `[Storage] Allow*` against the tasks it declares.
-fn sealer_config(
+/// Reads the sealer's own `config.toml` (from `VENUS_SEALER_PATH` or
+/// `--repo`, under the fs root); a note when it cannot be read here.
+fn read_sealer_config(
     s: &ServiceConfig,
     p: &ServicePlan,
     fs_root: &FsRoot,
-    capacity: Option<&Capacity>,
     diags: &mut Diagnostics,
-) {
+) -> Option<(PathBuf, toml::Table)> {
     let name = s.name.get_ref();
     let repo = repo(p, "VENUS_SEALER_PATH", SEALER_DEFAULT_REPO);
     let repo = match repo.strip_prefix("~/") {
@@ -196,20 +198,35 @@ fn sealer_config(
     let path = fs_root.path(repo.join("config.toml"));
     let Ok(text) = std::fs::read_to_string(&path) else {
         diags.note(s.name.span(), format!("the config.toml of `{name}` ({}) is not readable here; its MaxSealingSectors and [Storage] Allow* were not checked", path.display()));
-        return;
+        return None;
     };
-    let table: toml::Table = match text.parse() {
-        Ok(t) => t,
+    match text.parse() {
+        Ok(t) => Some((path, t)),
         Err(e) => {
+            let e: toml::de::Error = e;
             diags.error(
                 s.name.span(),
                 format!("{}: not valid TOML: {}", path.display(), e.message()),
             );
-            return;
+            None
         }
-    };
-    let section = |k: &str| table.get(k).and_then(toml::Value::as_table);
-    let max = section("Sealing")
+    }
+}
+
+fn section<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Table> {
+    table.get(key).and_then(toml::Value::as_table)
+}
+
+/// `[Sealing] MaxSealingSectors`: 0 is unlimited; above the capacity plan
+/// memory runs out.
+fn max_sealing_sectors(
+    s: &ServiceConfig,
+    path: &std::path::Path,
+    table: &toml::Table,
+    capacity: Option<&Capacity>,
+    diags: &mut Diagnostics,
+) {
+    let max = section(table, "Sealing")
         .and_then(|t| t.get("MaxSealingSectors"))
         .and_then(toml::Value::as_integer);
     match (max, capacity) {
@@ -219,15 +236,25 @@ fn sealer_config(
             c.map_or(String::new(), |c| format!("; set it to {} (venussup plan)", c.recommended))
         )),
         (Some(n), Some(c)) if u64::try_from(n).is_ok_and(|n| n > c.recommended) => diags.warning(s.name.span(), format!(
-            "{}: [Sealing] MaxSealingSectors = {n} is above the capacity plan ({} fit by {:?}, {} recommended); set it to {}",
+            "{}: [Sealing] MaxSealingSectors = {n} is above the capacity plan ({} fit, bound by {}, {} recommended); set it to {}",
             path.display(), c.fit, c.binding, c.recommended, c.recommended
         )),
         _ => {}
     }
+}
+
+/// `[Storage] Allow*` against the tasks the sealer declares.
+fn storage_allows(
+    s: &ServiceConfig,
+    path: &std::path::Path,
+    table: &toml::Table,
+    diags: &mut Diagnostics,
+) {
     if s.tasks.is_empty() {
         return;
     }
-    let storage = section("Storage");
+    let name = s.name.get_ref();
+    let storage = section(table, "Storage");
     for (task, _, allow) in TASK_SWITCHES {
         // venus-sealer allows every task unless its flag is false.
         let allowed = storage
@@ -239,6 +266,38 @@ fn sealer_config(
                 "{}: [Storage] {allow} is on, but `{name}` does not declare {task:?}: it would seal locally and compete with its proofs; set {allow} = false",
                 path.display()
             ));
+        }
+    }
+}
+
+/// The sealers of `config` with their plans.
+fn sealers<'a>(
+    config: &'a Config,
+    plan: &'a Plan,
+) -> impl Iterator<Item = (&'a ServiceConfig, &'a ServicePlan)> {
+    config
+        .services
+        .iter()
+        .filter(|s| s.role == Role::Sealer)
+        .filter_map(|s| {
+            plan.services
+                .iter()
+                .find(|p| p.name == *s.name.get_ref())
+                .map(|p| (s, p))
+        })
+}
+
+/// Only the checks against a capacity plan (for `venussup plan`).
+pub fn check_capacity(
+    config: &Config,
+    plan: &Plan,
+    fs_root: &FsRoot,
+    capacity: &Capacity,
+    diags: &mut Diagnostics,
+) {
+    for (s, p) in sealers(config, plan) {
+        if let Some((path, table)) = read_sealer_config(s, p, fs_root, diags) {
+            max_sealing_sectors(s, &path, &table, Some(capacity), diags);
         }
     }
 }

@@ -28,6 +28,8 @@ const TOP_LEVEL_KEYS: [&str; 4] = ["host", "service", "timer", "capacity"];
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
+    /// The file's text, for diagnostics found later (against the host).
+    pub text: String,
     pub host: HostConfig,
     pub services: Vec<ServiceConfig>,
     pub timers: Vec<TimerConfig>,
@@ -35,6 +37,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// An empty set of diagnostics about this file.
+    pub fn diagnostics(&self) -> Diagnostics {
+        Diagnostics::new(&self.path, &self.text)
+    }
+
     /// The folder the config file is in.
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
@@ -72,6 +79,7 @@ pub fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<Config>
     let root = root.into_inner();
     let mut config = Config {
         path: path.to_path_buf(),
+        text: text.to_string(),
         host: HostConfig::default(),
         services: Vec::new(),
         timers: Vec::new(),

@@ -130,13 +130,20 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// Exact sizes in the largest unit that divides them (`512GiB`), others in
+/// the largest unit they reach, to one decimal (`23.5GiB`).
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
         for (name, shift) in UNITS {
             let unit = 1u64 << shift;
-            if self.0 >= unit && self.0 % unit == 0 {
-                return write!(f, "{}{name}", self.0 >> shift);
+            if self.0 >= unit {
+                if self.0 % unit == 0 {
+                    return write!(f, "{}{name}", self.0 >> shift);
+                }
+                // Tenths of the unit, rounded; u128 cannot overflow here.
+                let tenths = (u128::from(self.0) * 10 + u128::from(unit) / 2) / u128::from(unit);
+                return write!(f, "{}.{}{name}", tenths / 10, tenths % 10);
             }
         }
         write!(f, "{}B", self.0)
@@ -418,6 +425,8 @@ mod tests {
         assert!(ByteSize::parse("99999999999T").is_err());
         assert_eq!(ByteSize(512 << 30).to_string(), "512GiB");
         assert_eq!(ByteSize(1000).to_string(), "1000B");
+        assert_eq!(ByteSize(24_684_100 << 10).to_string(), "23.5GiB");
+        assert_eq!(ByteSize(3 << 39).to_string(), "1.5TiB");
     }
 
     #[test]

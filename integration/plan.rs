@@ -1,0 +1,227 @@
+//! `venussup plan` on simulated hosts: an fs root with a meminfo and a CPU
+//! topology, and a real tmpfs mounted as the seal path (its size is the
+//! free space statvfs reports), so every bound can be driven.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{project_file, venussup};
+use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
+
+/// A tmpfs mounted for the test's life; unmounted on drop, even on panic.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (tmpfs takes no memory until written) at
+    /// `dir`. Needs root, as the tests run in CI.
+    fn mount(dir: &Path, size: &str) -> Self {
+        fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A simulated host: `memory_kib` of memory, `shape` of CPUs.
+fn host(memory_kib: u64, shape: &Shape) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    SimHost::regular(root.path(), shape, Style::MODERN).unwrap();
+    fs::create_dir_all(root.path().join("proc")).unwrap();
+    fs::write(
+        root.path().join("proc/meminfo"),
+        format!("MemTotal:       {memory_kib} kB\nMemFree:        1000 kB\n"),
+    )
+    .unwrap();
+    root
+}
+
+/// The deployment plan's host: 1 TiB, 2 sockets × 64 cores (2 threads
+/// each), L3 groups of 8 cores.
+fn plan_host() -> tempfile::TempDir {
+    let shape = Shape {
+        packages: 2,
+        cores_per_package: 64,
+        threads_per_core: 2,
+        numbering: Numbering::Spread,
+        l3_per_node: 8,
+        nodes_per_package: 1,
+    };
+    host(1 << 30, &shape)
+}
+
+fn plan_json(root: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["plan", "--json", "--fs-root", root.to_str().unwrap()];
+    all.extend(args);
+    venussup(&all).expect_code(0).json()
+}
+
+#[test]
+fn simulated_1_tib_128_core_host_64_gib_sectors_gives_the_plans_7_then_6() {
+    let root = plan_host();
+    let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
+    let doc = plan_json(
+        root.path(),
+        &["--seal-path", "/mnt/seal", "--sector-size", "64GiB"],
+    );
+    assert!(
+        (doc["by_memory_exact"].as_f64().unwrap() - 7.125).abs() < 1e-9,
+        "{doc}"
+    );
+    assert_eq!(doc["by_memory"], 7);
+    assert_eq!(doc["by_disk"], 10);
+    assert_eq!(doc["cores"], 128);
+    assert_eq!(doc["l3_groups"].as_array().unwrap().len(), 16);
+    assert_eq!(doc["by_cores"], 32);
+    assert_eq!(doc["binding"], "memory");
+    assert_eq!(doc["fit"], 7);
+    assert_eq!(doc["recommended"], 6);
+    assert_eq!(doc["seal_disk_needed"], 6u64 << 40);
+
+    let text = venussup(&[
+        "plan",
+        "--fs-root",
+        root.path().to_str().unwrap(),
+        "--seal-path",
+        "/mnt/seal",
+        "--sector-size",
+        "64GiB",
+    ]);
+    let out = &text.expect_code(0).stdout;
+    assert!(
+        out.contains("(1TiB − 112GiB) / 128GiB = 7.125 → 7"),
+        "{out}"
+    );
+    assert!(
+        out.contains("MaxSealingSectors = 6 (1 held back), needing 6TiB of seal disk"),
+        "{out}"
+    );
+}
+
+#[test]
+fn simulated_1_tib_host_32_gib_sectors() {
+    let root = plan_host();
+    let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
+    let doc = plan_json(
+        root.path(),
+        &["--seal-path", "/mnt/seal", "--sector-size", "32GiB"],
+    );
+    // (1024 − 56) / 64 = 15.125; 10 TiB / 520 GiB = 19.7
+    assert_eq!(
+        (doc["by_memory"].as_u64(), doc["by_disk"].as_u64()),
+        (Some(15), Some(19))
+    );
+    assert_eq!(
+        (doc["fit"].as_u64(), doc["recommended"].as_u64()),
+        (Some(15), Some(14))
+    );
+}
+
+#[test]
+fn simulated_small_seal_disk_binds() {
+    let root = plan_host();
+    let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "3T");
+    let doc = plan_json(
+        root.path(),
+        &["--seal-path", "/mnt/seal", "--sector-size", "64GiB"],
+    );
+    assert_eq!(doc["binding"], "disk");
+    assert_eq!(
+        (doc["fit"].as_u64(), doc["recommended"].as_u64()),
+        (Some(3), Some(2))
+    );
+}
+
+#[test]
+fn simulated_few_cores_in_odd_l3_groups_bind() {
+    // 2 L3 groups of 6 cores: one 4-core multicore-SDR unit each.
+    let shape = Shape {
+        l3_per_node: 2,
+        ..Shape::simple(12, 1, Numbering::Adjacent)
+    };
+    let root = host(1 << 30, &shape);
+    let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
+    let doc = plan_json(
+        root.path(),
+        &["--seal-path", "/mnt/seal", "--sector-size", "64GiB"],
+    );
+    assert_eq!(doc["l3_groups"], serde_json::json!([6, 6]));
+    assert_eq!(
+        (doc["by_cores"].as_u64(), doc["binding"].as_str()),
+        (Some(2), Some("cores"))
+    );
+}
+
+#[test]
+fn with_a_config_seal_paths_come_from_storage_attach_and_the_sealer_is_checked() {
+    let root = plan_host();
+    let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
+    let repo = root.path().join("var/lib/venus/sealer");
+    fs::create_dir_all(&repo).unwrap();
+    fs::write(
+        repo.join("config.toml"),
+        "[Sealing]\nMaxSealingSectors = 20\n",
+    )
+    .unwrap();
+    let cfg = root.path().join("venussup.toml");
+    let text = fs::read_to_string(project_file("examples/host-a.toml")).unwrap();
+    fs::write(
+        &cfg,
+        format!("{text}\n[capacity]\nsector_size = \"64GiB\"\n"),
+    )
+    .unwrap();
+    let out = venussup(&[
+        "plan",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--fs-root",
+        root.path().to_str().unwrap(),
+    ]);
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("/mnt/seal 10TiB free → 10"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("MaxSealingSectors = 20 is above the capacity plan (7 fit, bound by memory, 6 recommended); set it to 6"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn without_a_seal_path_or_config_it_says_what_to_give() {
+    let out = venussup(&["plan"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("--seal-path"), "{}", out.stderr);
+    venussup(&["plan", "--seal-path", "/", "--sector-size", "5 GB please"]).expect_code(2);
+}
+
+#[test]
+fn a_missing_seal_path_is_named() {
+    let root = plan_host();
+    let out = venussup(&[
+        "plan",
+        "--fs-root",
+        root.path().to_str().unwrap(),
+        "--seal-path",
+        "/mnt/nvme9",
+    ]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("mnt/nvme9"), "{}", out.stderr);
+}
