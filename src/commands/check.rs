@@ -28,7 +28,17 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
     let (config, mut diags) = config::load(config_path);
     let plan = config.map(|c| {
         let plan = plan::resolve(&c, &Host::probe(fs_root), &mut diags);
-        venus::check(&c, &plan, fs_root, None, &mut diags);
+        let capacity = c.capacity.as_ref().and_then(|cap| {
+            super::plan::assess(Some((&c, &plan)), fs_root, &[], None)
+                .map_err(|e| {
+                    diags.warning(
+                        cap.sector_size.span(),
+                        format!("the capacity plan could not be computed here ({e}); MaxSealingSectors was not checked against it"),
+                    );
+                })
+                .ok()
+        });
+        venus::check(&c, &plan, fs_root, capacity.as_ref().map(|a| &a.capacity), &mut diags);
         plan
     });
     let valid = !diags.has_errors();
