@@ -13,6 +13,7 @@ pub mod envfile;
 pub mod fsroot;
 pub mod hostinfo;
 pub mod plan;
+pub mod runtime;
 pub mod smt;
 pub mod topology;
 pub mod venus;

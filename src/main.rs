@@ -56,7 +56,16 @@ enum Command {
         config: ConfigOpt,
         #[command(flatten)]
         fs_root: FsRootOpt,
+        /// Log level or filter (`debug`, `info`, `venussup=debug`); default
+        /// from RUST_LOG, else `info`.
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
     },
+    /// A stand-in for venus-sealer and venus-worker, for the demo and the
+    /// tests: listens, logs, reports its CPUs and environment, crashes on
+    /// request.
+    #[command(hide = true)]
+    Standin(commands::standin::Options),
     /// Validate the config and print the resolved plan for this host.
     Check {
         #[command(flatten)]
@@ -195,7 +204,12 @@ fn dispatch(cli: Cli) -> u8 {
             fs_root: fs_root.root(),
             json: json.json,
         }),
-        Command::Run { .. } => commands::not_yet("run", 6),
+        Command::Run {
+            config,
+            fs_root,
+            log_level,
+        } => venussup::runtime::run(&config.config, &fs_root.root(), log_level.as_deref()),
+        Command::Standin(opts) => commands::standin::run(&opts),
         Command::Status { .. } => commands::not_yet("status", 7),
         Command::Start { .. } => commands::not_yet("start", 7),
         Command::Stop { .. } => commands::not_yet("stop", 7),

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod plan;
 pub mod smt;
+pub mod standin;
 pub mod topology;
 
 use std::io::{self, Write as _};

@@ -278,6 +278,9 @@ pub struct ServiceConfig {
     /// Longest wait between restarts of a service that keeps dying young.
     #[serde(default = "default_backoff_max")]
     pub backoff_max: HumanDuration,
+    /// A run at least this long is steady: the next death restarts at once
+    /// and resets the backoff (default 10s).
+    pub stable_after: Option<HumanDuration>,
     pub give_up: Option<GiveUpConfig>,
     #[serde(default = "default_stop_signal")]
     pub stop_signal: SignalName,

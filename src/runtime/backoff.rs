@@ -47,11 +47,6 @@ impl Backoff {
             .checked_mul(1u32 << exp)
             .map_or(policy.max, |d| d.min(policy.max))
     }
-
-    /// Young deaths in a row so far.
-    pub fn young_deaths(&self) -> u32 {
-        self.young_deaths
-    }
 }
 
 #[cfg(test)]
@@ -67,8 +62,7 @@ mod tests {
         let delays: Vec<u64> = (0..9).map(|_| b.on_death(&p, S / 10).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(b.on_death(&p, 10 * S), Duration::ZERO);
-        assert_eq!(b.young_deaths(), 0);
-        assert_eq!(b.on_death(&p, S / 10), S);
+        assert_eq!(b.on_death(&p, S / 10), S, "a steady run resets the count");
     }
 
     #[test]

@@ -1,0 +1,1039 @@
+//! The event loop: one `poll` over the signal pipe and the output pipes of
+//! timer runs, with one computed deadline; an idle supervisor sleeps until
+//! a signal or the next deadline, never on a tick.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use super::backoff::{Backoff, BackoffPolicy};
+use super::limits::{self, Ceilings};
+use super::notify::Notifier;
+use super::service::{after_exit, unix_now, AfterExit, ExitKind, LastExit, RestartRules, State};
+use super::signals::Signals;
+use super::spawn::{self, ChildHook, Identity, Output, SpawnSpec};
+use super::state::{self, PidRecord, RecordedPid};
+use super::timer::{self, Jitter, RunResult};
+use crate::config::values::Limit;
+use crate::config::ServiceKind;
+use crate::cpulist::CpuSet;
+use crate::plan::{Plan, ReadyPlan, ServicePlan, TimerPlan};
+
+/// How often a ready probe is tried while a service starts.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// How long one TCP probe may wait for a connection.
+const TCP_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// A timer run asked to stop gets this long before SIGKILL.
+const TIMER_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Results of each timer kept for status.
+const TIMER_HISTORY: usize = 10;
+
+/// Who a child pid belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Service(usize),
+    Probe(usize),
+    Timer(usize),
+}
+
+#[derive(Debug)]
+struct Svc {
+    plan: ServicePlan,
+    rules: RestartRules,
+    deps: Vec<usize>,
+    identity: Option<Identity>,
+    hook: Option<ChildHook>,
+    state: State,
+    ready: bool,
+    restarts: u32,
+    last_exit: Option<LastExit>,
+    backoff: Backoff,
+    history: VecDeque<Instant>,
+    /// Next probe attempt, and the pid of a running command probe.
+    probe_at: Option<Instant>,
+    probe_pid: Option<Pid>,
+    /// Why it is not running as it should (spawn error, probe timeout).
+    reason: Option<String>,
+    /// Set when venussup killed it (stop, probe timeout): not a crash.
+    asked_to_stop: bool,
+    /// When the current (or last) run started.
+    run_started: Option<Instant>,
+    /// The rlimits it really gets (see `limits.rs`).
+    nofile: Limit,
+    memlock: Limit,
+}
+
+#[derive(Debug)]
+struct Run {
+    pid: Pid,
+    started: Instant,
+    kill_at: Option<Instant>,
+    timed_out: Option<Duration>,
+    output: Option<File>,
+    log: Option<File>,
+    kept: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub at: u64,
+    #[serde(flatten)]
+    pub result: RunResult,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RunCounts {
+    pub success: u64,
+    pub full: u64,
+    pub failure: u64,
+    /// Due while the previous run was still going.
+    pub skipped: u64,
+}
+
+#[derive(Debug)]
+struct Tmr {
+    plan: TimerPlan,
+    deps: Vec<usize>,
+    due: Option<Instant>,
+    run: Option<Run>,
+    counts: RunCounts,
+    last: VecDeque<RunRecord>,
+}
+
+/// What `status` and the metrics read: one snapshot of the daemon.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub version: u32,
+    pub pid: u32,
+    pub started_at: u64,
+    pub config: PathBuf,
+    pub stopping: bool,
+    pub smt: Option<serde_json::Value>,
+    /// Orphaned grandchildren venussup reaped (as PID 1 or subreaper).
+    pub orphans_reaped: u64,
+    pub services: Vec<ServiceStatus>,
+    pub timers: Vec<TimerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub kind: ServiceKind,
+    pub state: &'static str,
+    pub ready: bool,
+    pub pid: Option<i32>,
+    /// Unix time the current run started.
+    pub since: Option<u64>,
+    pub restarts: u32,
+    pub last_exit: Option<LastExit>,
+    pub reason: Option<String>,
+    pub cpus: Option<CpuSet>,
+    pub log_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimerStatus {
+    pub name: String,
+    pub running: bool,
+    pub next_in_secs: Option<f64>,
+    pub runs: RunCounts,
+    pub last: Vec<RunRecord>,
+}
+
+/// Everything the loop needs from outside.
+#[derive(Debug)]
+pub struct Setup {
+    pub plan: Plan,
+    pub state_dir: PathBuf,
+    pub smt: Option<serde_json::Value>,
+    pub notifier: Notifier,
+    /// Child-side confinement per service name (CPU affinity, cgroup).
+    pub hooks: HashMap<String, ChildHook>,
+    pub stable_after: HashMap<String, Duration>,
+    pub ceilings: Ceilings,
+}
+
+#[derive(Debug)]
+pub struct Supervisor {
+    svcs: Vec<Svc>,
+    timers: Vec<Tmr>,
+    owners: HashMap<Pid, Owner>,
+    signals: Signals,
+    state_dir: PathBuf,
+    config: PathBuf,
+    smt: Option<serde_json::Value>,
+    notifier: Notifier,
+    started_at: u64,
+    stopping: bool,
+    announced_ready: bool,
+    next_watchdog: Option<Instant>,
+    jitter: Jitter,
+    dirty: bool,
+    orphans_reaped: u64,
+}
+
+fn kill_group(pid: Pid, sig: Signal) {
+    // The child called setsid: its pid is its process group.
+    match kill(Pid::from_raw(-pid.as_raw()), sig) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => warn!(
+            "failed to send {} to process group {pid}: {e}",
+            sig.as_str()
+        ),
+    }
+}
+
+fn exit_kind(status: WaitStatus) -> Option<(Pid, ExitKind)> {
+    match status {
+        WaitStatus::Exited(pid, code) => Some((pid, ExitKind::Code(code))),
+        WaitStatus::Signaled(pid, sig, _) => Some((pid, ExitKind::Signal(sig as i32))),
+        _ => None,
+    }
+}
+
+impl Supervisor {
+    pub fn new(setup: Setup) -> std::io::Result<Self> {
+        let Setup {
+            plan,
+            state_dir,
+            smt,
+            notifier,
+            mut hooks,
+            stable_after,
+            ceilings,
+        } = setup;
+        let index: HashMap<String, usize> = plan
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        let deps_of = |after: &[String]| {
+            after
+                .iter()
+                .filter_map(|a| index.get(a).copied())
+                .collect::<Vec<_>>()
+        };
+        let mut svcs = Vec::new();
+        let mut clamped = std::collections::BTreeSet::new();
+        for s in &plan.services {
+            let identity = match &s.user {
+                Some(u) => match spawn::identity(u, s.group.as_deref()) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        error!(service = %s.name, "{e}; it cannot start");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let policy = BackoffPolicy {
+                max: s.restart.backoff_max.0,
+                stable_after: stable_after
+                    .get(&s.name)
+                    .copied()
+                    .unwrap_or(BackoffPolicy::default().stable_after),
+                ..BackoffPolicy::default()
+            };
+            let (nofile, why) = limits::clamp("nofile", s.limits.nofile, ceilings.nofile);
+            let (memlock, why2) = limits::clamp("memlock", s.limits.memlock, ceilings.memlock);
+            clamped.extend([why, why2].into_iter().flatten());
+            svcs.push(Svc {
+                run_started: None,
+                nofile,
+                memlock,
+                deps: deps_of(&s.after),
+                rules: RestartRules {
+                    kind: s.kind,
+                    policy: s.restart.policy,
+                    backoff: policy,
+                    give_up: s.restart.give_up.clone(),
+                },
+                identity,
+                hook: hooks.remove(&s.name),
+                plan: s.clone(),
+                state: State::Waiting,
+                ready: false,
+                restarts: 0,
+                last_exit: None,
+                backoff: Backoff::default(),
+                history: VecDeque::new(),
+                probe_at: None,
+                probe_pid: None,
+                reason: None,
+                asked_to_stop: false,
+            });
+        }
+        for w in clamped {
+            warn!("{w}");
+        }
+        let timers = plan
+            .timers
+            .iter()
+            .map(|t| Tmr {
+                deps: deps_of(&t.after),
+                plan: t.clone(),
+                due: None,
+                run: None,
+                counts: RunCounts::default(),
+                last: VecDeque::new(),
+            })
+            .collect();
+        Ok(Self {
+            svcs,
+            timers,
+            owners: HashMap::new(),
+            signals: Signals::install()?,
+            state_dir,
+            config: plan.config.clone(),
+            smt,
+            next_watchdog: notifier.watchdog_every.map(|_| Instant::now()),
+            notifier,
+            started_at: unix_now(),
+            stopping: false,
+            announced_ready: false,
+            jitter: Jitter::seeded(unix_now() ^ u64::from(std::process::id())),
+            dirty: true,
+            orphans_reaped: 0,
+        })
+    }
+
+    /// Runs until every service is stopped after SIGTERM or SIGINT.
+    pub fn run(mut self) -> u8 {
+        loop {
+            let now = Instant::now();
+            self.step(now);
+            if self.stopping && self.nothing_alive() {
+                info!("all services stopped; exiting");
+                self.write_snapshot();
+                self.notifier.send("STATUS=stopped");
+                return 0;
+            }
+            if self.dirty {
+                self.write_snapshot();
+            }
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            self.wait(timeout);
+        }
+    }
+
+    fn nothing_alive(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    /// Blocks until a signal, timer output, or the deadline.
+    fn wait(&mut self, timeout: Option<Duration>) {
+        let timeout = match timeout {
+            // Round up so the deadline has passed when poll returns.
+            Some(d) => {
+                PollTimeout::try_from(d.as_millis().saturating_add(1)).unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+        let outputs: Vec<(usize, i32)> = self
+            .timers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                t.run
+                    .as_ref()
+                    .and_then(|r| r.output.as_ref())
+                    .map(|f| (i, f.as_raw_fd()))
+            })
+            .collect();
+        let (sig_ready, out_ready) = {
+            let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
+            let files: Vec<&File> = self
+                .timers
+                .iter()
+                .filter_map(|t| t.run.as_ref().and_then(|r| r.output.as_ref()))
+                .collect();
+            fds.extend(
+                files
+                    .iter()
+                    .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN)),
+            );
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => error!("poll failed: {e}"),
+            }
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            (
+                ready(&fds[0]),
+                fds[1..].iter().map(ready).collect::<Vec<bool>>(),
+            )
+        };
+        for ((i, _), readable) in outputs.iter().zip(out_ready) {
+            if readable {
+                self.read_timer_output(*i);
+            }
+        }
+        if sig_ready {
+            let p = self.signals.take();
+            if p.child {
+                self.reap();
+            }
+            if p.reload {
+                warn!("SIGHUP: reload is not supported yet (issue #7); nothing changed");
+            }
+            if p.stop && !self.stopping {
+                self.begin_stop();
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let svc = self.svcs.iter().flat_map(|s| {
+            let state = match &s.state {
+                State::Backoff { until } => Some(*until),
+                State::Stopping { kill_at, .. } => Some(*kill_at),
+                State::Starting { probe_until, .. } => Some(*probe_until),
+                _ => None,
+            };
+            [state, s.probe_at]
+        });
+        let tmr = self
+            .timers
+            .iter()
+            .flat_map(|t| [t.due, t.run.as_ref().and_then(|r| r.kill_at)]);
+        svc.chain(tmr).chain([self.next_watchdog]).flatten().min()
+    }
+
+    /// Everything due at `now`, and what became possible.
+    fn step(&mut self, now: Instant) {
+        if let (Some(at), Some(every)) = (self.next_watchdog, self.notifier.watchdog_every) {
+            if at <= now {
+                self.notifier.send("WATCHDOG=1");
+                self.next_watchdog = Some(now + every);
+            }
+        }
+        for i in 0..self.svcs.len() {
+            self.step_service(i, now);
+        }
+        for i in 0..self.timers.len() {
+            self.step_timer(i, now);
+        }
+        if self.stopping {
+            self.stop_what_can_stop(now);
+        } else if !self.announced_ready
+            && self
+                .svcs
+                .iter()
+                .all(|s| s.ready || !matches!(s.state, State::Waiting | State::Starting { .. }))
+        {
+            self.announced_ready = true;
+            info!("initial services started");
+            self.notifier
+                .send(&format!("READY=1\nSTATUS={}", self.summary()));
+        }
+    }
+
+    fn step_service(&mut self, i: usize, now: Instant) {
+        match self.svcs[i].state.clone() {
+            State::Waiting
+                if !self.stopping && self.svcs[i].deps.iter().all(|&d| self.svcs[d].ready) =>
+            {
+                self.start(i, now);
+            }
+            State::Backoff { until } if until <= now && !self.stopping => self.start(i, now),
+            State::Starting {
+                pid, probe_until, ..
+            } => {
+                if probe_until <= now {
+                    let s = &mut self.svcs[i];
+                    let timeout = s
+                        .plan
+                        .ready
+                        .as_ref()
+                        .map_or(String::new(), |r| probe_timeout(r).to_string());
+                    s.reason = Some(format!("not ready within {timeout}; killed"));
+                    error!(service = %s.plan.name, "not ready within {timeout}; killing it");
+                    s.probe_at = None;
+                    kill_group(pid, Signal::SIGKILL);
+                    self.dirty = true;
+                } else if self.svcs[i].probe_at.is_some_and(|t| t <= now) {
+                    self.probe(i, now);
+                }
+            }
+            State::Stopping { pid, kill_at } if kill_at <= now => {
+                let s = &mut self.svcs[i];
+                warn!(service = %s.plan.name, "still running {} after {}; sending SIGKILL", s.plan.stop.signal.0.as_str(), s.plan.stop.timeout);
+                kill_group(pid, Signal::SIGKILL);
+                // SIGKILL cannot be ignored; no deadline after it.
+                s.state = State::Stopping {
+                    pid,
+                    kill_at: now + Duration::from_secs(365 * 24 * 3600),
+                };
+            }
+            _ => {}
+        }
+    }
+
+    fn start(&mut self, i: usize, now: Instant) {
+        let s = &mut self.svcs[i];
+        if s.plan.once && state::once_marker(&self.state_dir, &s.plan.name).exists() {
+            info!(service = %s.plan.name, "already done on this host (once = true); not run again");
+            s.state = State::Done;
+            s.ready = true;
+            self.dirty = true;
+            return;
+        }
+        let spec = SpawnSpec {
+            argv: &s.plan.argv,
+            env: &s.plan.env,
+            workdir: s.plan.workdir.as_deref(),
+            identity: s.identity.as_ref(),
+            umask: s.plan.umask.map(|u| u.0),
+            nofile: Some(s.nofile),
+            memlock: Some(s.memlock),
+            output: Output::Append(s.plan.log_file.clone()),
+            hook: s.hook.clone(),
+        };
+        let result = if s.plan.user.is_some() && s.identity.is_none() {
+            Err(format!(
+                "user `{}` could not be resolved",
+                s.plan.user.as_deref().unwrap_or_default()
+            ))
+        } else {
+            spawn::spawn(spec).map_err(|e| e.to_string())
+        };
+        self.dirty = true;
+        match result {
+            Ok(child) => {
+                info!(service = %s.plan.name, pid = child.pid.as_raw(), "started");
+                s.reason = None;
+                s.asked_to_stop = false;
+                s.run_started = Some(now);
+                self.owners.insert(child.pid, Owner::Service(i));
+                match &s.plan.ready {
+                    Some(r) => {
+                        s.state = State::Starting {
+                            pid: child.pid,
+                            probe_until: now + probe_timeout(r).0,
+                        };
+                        s.probe_at = Some(now);
+                    }
+                    None => {
+                        s.state = State::Running { pid: child.pid };
+                        s.ready = true;
+                    }
+                }
+                self.record_pids();
+            }
+            Err(e) => {
+                let delay = s.backoff.on_death(&s.rules.backoff, Duration::ZERO);
+                error!(service = %s.plan.name, "{e}; retrying in {}", humantime::format_duration(delay));
+                s.reason = Some(e);
+                s.state = State::Backoff { until: now + delay };
+            }
+        }
+    }
+
+    fn probe(&mut self, i: usize, now: Instant) {
+        let s = &mut self.svcs[i];
+        let Some(ready) = s.plan.ready.clone() else {
+            return;
+        };
+        let ok = match &ready {
+            ReadyPlan::Tcp { address, .. } => address
+                .parse()
+                .is_ok_and(|a| std::net::TcpStream::connect_timeout(&a, TCP_PROBE_TIMEOUT).is_ok()),
+            ReadyPlan::File { path, .. } => path.exists(),
+            ReadyPlan::Command { argv, .. } => {
+                if s.probe_pid.is_none() {
+                    let spec = SpawnSpec {
+                        argv,
+                        env: &s.plan.env,
+                        workdir: s.plan.workdir.as_deref(),
+                        identity: s.identity.as_ref(),
+                        umask: None,
+                        nofile: None,
+                        memlock: None,
+                        output: Output::Append(s.plan.log_file.clone()),
+                        hook: None,
+                    };
+                    match spawn::spawn(spec) {
+                        Ok(child) => {
+                            s.probe_pid = Some(child.pid);
+                            self.owners.insert(child.pid, Owner::Probe(i));
+                        }
+                        Err(e) => warn!(service = %s.plan.name, "ready probe: {e}"),
+                    }
+                }
+                // The answer comes with the probe's exit.
+                s.probe_at = None;
+                return;
+            }
+        };
+        if ok {
+            self.became_ready(i);
+        } else {
+            self.svcs[i].probe_at = Some(now + PROBE_EVERY);
+        }
+    }
+
+    fn became_ready(&mut self, i: usize) {
+        let s = &mut self.svcs[i];
+        if let State::Starting { pid, .. } = s.state {
+            info!(service = %s.plan.name, "ready");
+            s.state = State::Running { pid };
+            s.ready = true;
+            s.probe_at = None;
+            self.dirty = true;
+        }
+    }
+
+    /// Drains every exited child: services, probes, timer runs, orphans.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(status) => {
+                    let Some((pid, how)) = exit_kind(status) else {
+                        continue;
+                    };
+                    match self.owners.remove(&pid) {
+                        Some(Owner::Service(i)) => self.service_exited(i, pid, how),
+                        Some(Owner::Probe(i)) => self.probe_exited(i, how),
+                        Some(Owner::Timer(i)) => self.timer_exited(i, how),
+                        None => {
+                            self.orphans_reaped += 1;
+                            self.dirty = true;
+                        }
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    error!("waitpid failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn service_exited(&mut self, i: usize, pid: Pid, how: ExitKind) {
+        let now = Instant::now();
+        self.dirty = true;
+        // Whatever the main process left in its group goes with it.
+        kill_group(pid, Signal::SIGKILL);
+        let s = &mut self.svcs[i];
+        let ran = s
+            .run_started
+            .map_or(Duration::ZERO, |t| now.duration_since(t));
+        s.last_exit = Some(LastExit {
+            how,
+            at: unix_now(),
+            ran_secs: ran.as_secs_f64(),
+        });
+        s.ready = s.ready && s.plan.kind == ServiceKind::Oneshot;
+        s.probe_at = None;
+        if let Some(p) = s.probe_pid.take() {
+            kill_group(p, Signal::SIGKILL);
+        }
+        if matches!(s.state, State::Stopping { .. }) || self.stopping {
+            info!(service = %s.plan.name, "stopped ({how})");
+            s.state = State::Stopped;
+            s.ready = false;
+            self.record_pids();
+            return;
+        }
+        let decision = after_exit(&s.rules, how, ran, &mut s.backoff, &mut s.history, now);
+        match decision {
+            AfterExit::Done => {
+                info!(service = %s.plan.name, "done");
+                s.state = State::Done;
+                s.ready = true;
+                if s.plan.once {
+                    let marker = state::once_marker(&self.state_dir, &s.plan.name);
+                    let written = marker
+                        .parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|()| std::fs::write(&marker, b""));
+                    if let Err(e) = written {
+                        warn!(service = %s.plan.name, "failed to record {}: {e}; it will run again at next start", marker.display());
+                    }
+                }
+            }
+            AfterExit::Restart(delay) => {
+                s.restarts += 1;
+                if delay.is_zero() {
+                    info!(service = %s.plan.name, "{how} after {}; restarting at once", humantime::format_duration(round(ran)));
+                    s.state = State::Backoff { until: now };
+                    self.start(i, now);
+                } else {
+                    warn!(service = %s.plan.name, "{how} after {}; restarting in {} (backoff)", humantime::format_duration(round(ran)), humantime::format_duration(delay));
+                    s.state = State::Backoff { until: now + delay };
+                }
+            }
+            AfterExit::Exited => {
+                info!(service = %s.plan.name, "{how}; restart policy keeps it down");
+                s.state = State::Exited;
+            }
+            AfterExit::Failed(reason) => {
+                error!(service = %s.plan.name, "{how}; {reason}");
+                s.reason = Some(reason.clone());
+                s.state = State::Failed { reason };
+            }
+        }
+        self.record_pids();
+    }
+
+    fn probe_exited(&mut self, i: usize, how: ExitKind) {
+        let now = Instant::now();
+        self.svcs[i].probe_pid = None;
+        if how.success() {
+            self.became_ready(i);
+        } else if matches!(self.svcs[i].state, State::Starting { .. }) {
+            self.svcs[i].probe_at = Some(now + PROBE_EVERY);
+        }
+    }
+
+    fn step_timer(&mut self, i: usize, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        let t = &mut self.timers[i];
+        if let Some(run) = &mut t.run {
+            if run.kill_at.is_some_and(|k| k <= now) && run.timed_out.is_none() {
+                run.timed_out = Some(now.duration_since(run.started));
+                warn!(timer = %t.plan.name, "run still going after its timeout; killing it");
+                kill_group(run.pid, Signal::SIGKILL);
+                run.kill_at = None;
+            }
+        }
+        let deps_ready = self.timers[i].deps.iter().all(|&d| self.svcs[d].ready);
+        let t = &mut self.timers[i];
+        match t.due {
+            None if deps_ready => {
+                let due = timer::next_due(
+                    now,
+                    t.plan.every.0,
+                    t.plan.jitter.map_or(Duration::ZERO, |j| j.0),
+                    self.jitter.next(),
+                    now,
+                );
+                t.due = Some(due);
+                self.dirty = true;
+            }
+            Some(due) if due <= now => {
+                let next = timer::next_due(
+                    due,
+                    t.plan.every.0,
+                    t.plan.jitter.map_or(Duration::ZERO, |j| j.0),
+                    self.jitter.next(),
+                    now,
+                );
+                t.due = Some(next);
+                self.dirty = true;
+                if t.run.is_some() {
+                    t.counts.skipped += 1;
+                    warn!(timer = %t.plan.name, "due while the last run is still going; skipped");
+                } else if deps_ready {
+                    self.run_timer(i, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn run_timer(&mut self, i: usize, now: Instant) {
+        let t = &mut self.timers[i];
+        let identity = t
+            .plan
+            .user
+            .as_ref()
+            .and_then(|u| spawn::identity(u, t.plan.group.as_deref()).ok());
+        let spec = SpawnSpec {
+            argv: &t.plan.argv,
+            env: &t.plan.env,
+            workdir: t.plan.workdir.as_deref(),
+            identity: identity.as_ref(),
+            umask: None,
+            nofile: None,
+            memlock: None,
+            output: Output::Pipe,
+            hook: None,
+        };
+        match spawn::spawn(spec) {
+            Ok(child) => {
+                info!(timer = %t.plan.name, pid = child.pid.as_raw(), "run started");
+                if let Some(out) = &child.output {
+                    let _ = nix::fcntl::fcntl(
+                        out,
+                        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                    );
+                }
+                let log = spawn::open_log(&t.plan.log_file)
+                    .map_err(|e| warn!(timer = %t.plan.name, "{e}"))
+                    .ok();
+                self.owners.insert(child.pid, Owner::Timer(i));
+                t.run = Some(Run {
+                    pid: child.pid,
+                    started: now,
+                    kill_at: t.plan.timeout.map(|d| now + d.0),
+                    timed_out: None,
+                    output: child.output,
+                    log,
+                    kept: Vec::new(),
+                });
+            }
+            Err(e) => {
+                error!(timer = %t.plan.name, "{e}");
+                Self::record_run(t, RunResult::Failure(e.to_string()));
+            }
+        }
+    }
+
+    fn read_timer_output(&mut self, i: usize) {
+        let Some(run) = self.timers[i].run.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 8192];
+        loop {
+            let Some(out) = run.output.as_mut() else {
+                return;
+            };
+            match out.read(&mut buf) {
+                Ok(0) => {
+                    run.output = None;
+                    return;
+                }
+                Ok(n) => {
+                    timer::keep_tail(&mut run.kept, &buf[..n]);
+                    if let Some(log) = run.log.as_mut() {
+                        let _ = std::io::Write::write_all(log, &buf[..n]);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    run.output = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn timer_exited(&mut self, i: usize, how: ExitKind) {
+        self.read_timer_output(i);
+        let t = &mut self.timers[i];
+        let Some(run) = t.run.take() else { return };
+        kill_group(run.pid, Signal::SIGKILL);
+        let output = String::from_utf8_lossy(&run.kept);
+        let result = timer::classify(
+            how,
+            run.timed_out,
+            &output,
+            &t.plan.full_output,
+            &t.plan.full_exit_codes,
+        );
+        match &result {
+            RunResult::Failure(r) => warn!(timer = %t.plan.name, "run failed: {r}"),
+            r => info!(timer = %t.plan.name, "run finished: {}", r.name()),
+        }
+        Self::record_run(t, result);
+        self.dirty = true;
+    }
+
+    fn record_run(t: &mut Tmr, result: RunResult) {
+        match result {
+            RunResult::Success => t.counts.success += 1,
+            RunResult::Full => t.counts.full += 1,
+            RunResult::Failure(_) => t.counts.failure += 1,
+        }
+        t.last.push_front(RunRecord {
+            at: unix_now(),
+            result,
+        });
+        t.last.truncate(TIMER_HISTORY);
+    }
+
+    fn begin_stop(&mut self) {
+        info!("stopping: timers first, then services in reverse start order");
+        self.stopping = true;
+        self.dirty = true;
+        self.notifier.send("STOPPING=1\nSTATUS=stopping");
+        let now = Instant::now();
+        for t in &mut self.timers {
+            t.due = None;
+            if let Some(run) = &mut t.run {
+                kill_group(run.pid, Signal::SIGTERM);
+                run.kill_at = Some(now + TIMER_STOP_GRACE);
+            }
+        }
+        for s in &mut self.svcs {
+            if let Some(p) = s.probe_pid {
+                kill_group(p, Signal::SIGKILL);
+            }
+            if matches!(s.state, State::Waiting | State::Backoff { .. }) {
+                s.state = State::Stopped;
+            }
+        }
+    }
+
+    /// Sends the stop signal to every service no running service depends on.
+    fn stop_what_can_stop(&mut self, now: Instant) {
+        // A timer run that outlives its grace is killed.
+        for t in &mut self.timers {
+            if let Some(run) = &mut t.run {
+                if run.kill_at.is_some_and(|k| k <= now) {
+                    kill_group(run.pid, Signal::SIGKILL);
+                    run.kill_at = None;
+                }
+            }
+        }
+        for i in (0..self.svcs.len()).rev() {
+            let pid = match self.svcs[i].state {
+                State::Starting { pid, .. } | State::Running { pid, .. } => pid,
+                _ => continue,
+            };
+            let needed = self
+                .svcs
+                .iter()
+                .any(|d| d.deps.contains(&i) && d.state.pid().is_some());
+            if needed {
+                continue;
+            }
+            let s = &mut self.svcs[i];
+            info!(service = %s.plan.name, "sending {}", s.plan.stop.signal.0.as_str());
+            kill_group(pid, s.plan.stop.signal.0);
+            s.asked_to_stop = true;
+            s.probe_at = None;
+            s.state = State::Stopping {
+                pid,
+                kill_at: now + s.plan.stop.timeout.0,
+            };
+            self.dirty = true;
+        }
+    }
+
+    fn record_pids(&self) {
+        let proc_dir = Path::new("/proc");
+        let record: PidRecord = self
+            .svcs
+            .iter()
+            .filter_map(|s| {
+                let pid = s.state.pid()?;
+                let start_time = state::start_time(proc_dir, pid.as_raw())?;
+                Some((
+                    s.plan.name.clone(),
+                    RecordedPid {
+                        pid: pid.as_raw(),
+                        start_time,
+                    },
+                ))
+            })
+            .collect();
+        if let Err(e) = state::write_pids(&self.state_dir, &record) {
+            warn!("{e}");
+        }
+    }
+
+    fn summary(&self) -> String {
+        let running = self
+            .svcs
+            .iter()
+            .filter(|s| matches!(s.state, State::Running { .. }))
+            .count();
+        let daemons = self
+            .svcs
+            .iter()
+            .filter(|s| s.plan.kind == ServiceKind::Daemon)
+            .count();
+        let failed = self
+            .svcs
+            .iter()
+            .filter(|s| matches!(s.state, State::Failed { .. } | State::Backoff { .. }))
+            .count();
+        format!("{running}/{daemons} services running, {failed} failed or backing off")
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let unix = unix_now();
+        let ago = |t: Instant| unix.saturating_sub(now.duration_since(t).as_secs());
+        Snapshot {
+            version: 1,
+            pid: std::process::id(),
+            started_at: self.started_at,
+            config: self.config.clone(),
+            stopping: self.stopping,
+            smt: self.smt.clone(),
+            orphans_reaped: self.orphans_reaped,
+            services: self
+                .svcs
+                .iter()
+                .map(|s| ServiceStatus {
+                    name: s.plan.name.clone(),
+                    kind: s.plan.kind,
+                    state: s.state.name(),
+                    ready: s.ready,
+                    pid: s.state.pid().map(Pid::as_raw),
+                    since: s.state.pid().and(s.run_started).map(ago),
+                    restarts: s.restarts,
+                    last_exit: s.last_exit.clone(),
+                    reason: match &s.state {
+                        State::Failed { reason } => Some(reason.clone()),
+                        _ => s.reason.clone(),
+                    },
+                    cpus: s.plan.cpus.as_ref().and_then(|c| c.cpus.clone()),
+                    log_file: s.plan.log_file.clone(),
+                })
+                .collect(),
+            timers: self
+                .timers
+                .iter()
+                .map(|t| TimerStatus {
+                    name: t.plan.name.clone(),
+                    running: t.run.is_some(),
+                    next_in_secs: t
+                        .due
+                        .map(|d| d.saturating_duration_since(now).as_secs_f64()),
+                    runs: t.counts.clone(),
+                    last: t.last.iter().cloned().collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn write_snapshot(&mut self) {
+        self.dirty = false;
+        match serde_json::to_vec_pretty(&self.snapshot()) {
+            Ok(json) => {
+                if let Err(e) = state::write_atomic(&self.state_dir.join("status.json"), &json) {
+                    warn!("{e}");
+                }
+            }
+            Err(e) => warn!("failed to encode the status snapshot: {e}"),
+        }
+        if self.announced_ready {
+            self.notifier.send(&format!("STATUS={}", self.summary()));
+        }
+    }
+}
+
+fn probe_timeout(r: &ReadyPlan) -> crate::config::values::HumanDuration {
+    match r {
+        ReadyPlan::Tcp { timeout, .. }
+        | ReadyPlan::File { timeout, .. }
+        | ReadyPlan::Command { timeout, .. } => *timeout,
+    }
+}
+
+/// Durations in logs, to the millisecond.
+fn round(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
