@@ -2,6 +2,8 @@
 //! kill-on-timeout guard and capture what it printed.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

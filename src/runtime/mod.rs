@@ -42,6 +42,7 @@ fn init_logging(level: Option<&str>) {
 }
 
 pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 {
+    spawn::close_inherited_on_exec();
     init_logging(log_level);
     let config = match load_valid_config(config_path) {
         Ok(c) => c,

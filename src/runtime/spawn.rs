@@ -61,6 +61,30 @@ pub enum SpawnError {
     },
 }
 
+/// Marks every descriptor venussup inherited (from systemd, a shell, a test
+/// harness) close-on-exec, so none crosses into a service. Called once at
+/// start, before any thread or child exists.
+pub fn close_inherited_on_exec() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl(F_GETFD/F_SETFD) on a descriptor number only reads
+        // and sets its flags; a number that was the listing's own (now
+        // closed) descriptor just fails with EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 /// Resolves `user` (and `group`, else the user's primary group) to ids.
 pub fn identity(user: &str, group: Option<&str>) -> Result<Identity, SpawnError> {
     fn lookup(name: &str) -> impl FnOnce(nix::Error) -> SpawnError {

@@ -1,0 +1,306 @@
+//! A `venussup run` under test: started in the background with its own
+//! folders, observed through its status snapshot (waiting on inotify, not
+//! on time), and always stopped, with every process it started, on drop.
+#![allow(clippy::unwrap_used)] // test support: a failure here is a test failure
+
+use std::fs;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use super::bin;
+
+/// The longest any test waits for the daemon to reach a state.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A folder with a config whose state and logs live inside it.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// Writes `services` (TOML tables) after a `[host]` table pointing the
+    /// state and log folders into a fresh temp folder. `{bin}` stands for
+    /// the venussup binary and `{dir}` for the folder.
+    pub fn new(services: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let text = format!(
+            "[host]\nstate_dir = \"{d}/state\"\nlog_dir = \"{d}/logs\"\n\n{}",
+            services
+                .replace("{bin}", bin().to_str().unwrap())
+                .replace("{dir}", &d)
+        );
+        fs::write(dir.path().join("venussup.toml"), text).unwrap();
+        Self { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("venussup.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Starts `venussup run` on this config.
+    pub fn start(&self) -> Daemon {
+        self.start_with(&[])
+    }
+
+    /// Starts `PREFIX... venussup run` (e.g. `unshare --pid --fork ...`).
+    pub fn start_with(&self, prefix: &[&str]) -> Daemon {
+        let stderr = fs::File::create(self.dir.path().join("daemon.log")).unwrap();
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        cmd.args(["run", "--log-level", "debug", "--config"])
+            .arg(self.config())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let child = cmd.spawn().unwrap();
+        fs::create_dir_all(self.state_dir()).unwrap();
+        Daemon {
+            child: Some(child),
+            namespaced: !prefix.is_empty(),
+            state_dir: self.state_dir(),
+            log: self.dir.path().join("daemon.log"),
+        }
+    }
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    /// Started under `unshare --pid --fork`: venussup is the child of the
+    /// process we started, and PID 1 of its own namespace.
+    namespaced: bool,
+    pub state_dir: PathBuf,
+    log: PathBuf,
+}
+
+/// An fd readable once `pid` has exited.
+pub fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2) only reads its two integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|f| *f >= 0)?;
+    // SAFETY: the kernel just handed us this descriptor; nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Waits (bounded) until `pid` has exited; true if it did.
+pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let Some(fd) = pidfd(pid) else { return true };
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let ms = PollTimeout::try_from(timeout.as_millis()).unwrap_or(PollTimeout::MAX);
+    matches!(poll(&mut fds, ms), Ok(n) if n > 0)
+}
+
+/// Whether a process exists (not yet reaped, zombies included).
+pub fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}
+
+/// The first child of `pid` (venussup under `unshare --fork`).
+fn first_child(pid: i32) -> Option<i32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+impl Daemon {
+    /// The process we started (`unshare` when namespaced).
+    fn started_pid(&self) -> i32 {
+        i32::try_from(self.child.as_ref().unwrap().id()).unwrap()
+    }
+
+    /// venussup's pid as seen from the test (outside any namespace).
+    pub fn pid(&self) -> i32 {
+        let started = self.started_pid();
+        if !self.namespaced {
+            return started;
+        }
+        // venussup writes its first snapshot after its fork happened.
+        self.wait_for("venussup's first snapshot", |st| !st.is_null());
+        first_child(started).expect("unshare has a child")
+    }
+
+    /// The snapshot as last written, or `Null` before the first.
+    pub fn status(&self) -> Value {
+        fs::read_to_string(self.state_dir.join("status.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// One service's entry in the snapshot.
+    pub fn service(&self, name: &str) -> Value {
+        self.status()["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until `pred` holds for the snapshot, woken by each rewrite of
+    /// the state folder; panics with the daemon's log after `WAIT`.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).unwrap();
+        inotify
+            .add_watch(
+                &self.state_dir,
+                AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+            )
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = self.status();
+            if pred(&status) {
+                return status;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}\nstatus: {status:#}\nlog:\n{}",
+                self.log()
+            );
+            let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(
+                &mut fds,
+                PollTimeout::try_from(left.as_millis()).unwrap_or(PollTimeout::MAX),
+            );
+            let _ = inotify.read_events();
+        }
+    }
+
+    pub fn wait_service(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let status = self.wait_for(&format!("{name}: {what}"), |st| {
+            st["services"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|s| s["name"] == name && pred(s)))
+        });
+        status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    }
+
+    /// Sends `sig` to venussup itself.
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Waits (bounded) for the daemon (and `unshare`, if any) to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let pid = self.started_pid();
+        assert!(
+            wait_gone(pid, timeout),
+            "venussup did not exit within {timeout:?}\nlog:\n{}",
+            self.log()
+        );
+        let status = self.child.as_mut().unwrap().wait().unwrap();
+        self.child = None;
+        status
+    }
+
+    /// Kills the daemon with SIGKILL (its services stay, as after a crash).
+    pub fn crash(&mut self) {
+        self.signal(Signal::SIGKILL);
+        self.wait_exit(WAIT);
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Pids of services the snapshot or the pid record names.
+    fn service_pids(state_dir: &Path) -> Vec<i32> {
+        let mut pids = Vec::new();
+        if let Some(v) = fs::read_to_string(state_dir.join("services.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        {
+            pids.extend(
+                v.as_object()
+                    .into_iter()
+                    .flat_map(|o| o.values())
+                    .filter_map(|r| r["pid"].as_i64()),
+            );
+        }
+        if let Some(v) = fs::read_to_string(state_dir.join("status.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        {
+            pids.extend(
+                v["services"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s["pid"].as_i64()),
+            );
+        }
+        pids.into_iter()
+            .filter_map(|p| i32::try_from(p).ok())
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let Some(started) = self.child.as_ref().map(|c| i32::try_from(c.id()).unwrap()) else {
+            if !self.namespaced {
+                self.kill_services();
+            }
+            return;
+        };
+        // venussup itself: under unshare, the namespace's PID 1, whose
+        // SIGKILL takes every process of the namespace with it.
+        let target = if self.namespaced {
+            first_child(started).unwrap_or(started)
+        } else {
+            started
+        };
+        let _ = kill(Pid::from_raw(target), Signal::SIGTERM);
+        if !wait_gone(target, Duration::from_secs(20)) {
+            let _ = kill(Pid::from_raw(target), Signal::SIGKILL);
+        }
+        if let Some(child) = self.child.as_mut() {
+            let _ = kill(Pid::from_raw(started), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        if !self.namespaced {
+            self.kill_services();
+        }
+    }
+}
+
+impl Daemon {
+    /// Nothing a test started may outlive it: the recorded services' groups
+    /// (pids of this namespace only; a namespaced daemon's die with it).
+    fn kill_services(&self) {
+        for pid in Self::service_pids(&self.state_dir) {
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        }
+    }
+}

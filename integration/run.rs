@@ -1,0 +1,376 @@
+//! `venussup run`, black-box: real processes, real signals, the daemon
+//! observed through its status snapshot and its services' own reports.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::daemon::{alive, wait_gone, Setup, WAIT};
+use common::venussup;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// A stand-in service: `{bin} standin` with a name and extra flags.
+fn standin(name: &str, extra: &str) -> String {
+    format!(
+        "[[service]]\nname = \"{name}\"\ncommand = [\"{{bin}}\", \"standin\", \"--name\", \"{name}\", \"--report\", \"{{dir}}/{name}.json\"{extra}]\n"
+    )
+}
+
+fn report(setup: &Setup, name: &str) -> Value {
+    serde_json::from_str(&fs::read_to_string(setup.path(&format!("{name}.json"))).unwrap()).unwrap()
+}
+
+fn pid_of(s: &Value) -> i32 {
+    i32::try_from(s["pid"].as_i64().unwrap()).unwrap()
+}
+
+#[test]
+fn services_start_in_order_with_their_env_own_session_and_no_leaked_descriptors() {
+    let setup = Setup::new(&format!(
+        "[host.env]\nTRUST_PARAMS = \"1\"\n\n{}ready = {{ tcp = \"127.0.0.1:23461\" }}\nenv = {{ VENUS_SEALER_PATH = \"/tmp/s\" }}\n\n{}after = [\"sealer\"]\nenv = {{ VENUS_WORKER_PATH = \"/tmp/w\", TRUST_PARAMS = \"0\" }}\numask = \"0027\"\n",
+        standin("sealer", ", \"--listen\", \"127.0.0.1:23461\""),
+        standin("worker", "")
+    ));
+    let d = setup.start();
+    let sealer = d.wait_service("sealer", "running", |s| s["state"] == "running");
+    let worker = d.wait_service("worker", "running", |s| s["state"] == "running");
+    d.wait_for("both reports", |_| {
+        setup.path("worker.json").exists() && setup.path("sealer.json").exists()
+    });
+    // Order: the worker starts only once the sealer's port accepts.
+    let log = d.log();
+    let ready = log
+        .find("ready service=sealer")
+        .expect("sealer became ready");
+    let started = log.find("started service=worker").expect("worker started");
+    assert!(
+        ready < started,
+        "worker started before the sealer was ready:\n{log}"
+    );
+
+    let w = report(&setup, "worker");
+    assert_eq!(w["pid"].as_i64(), worker["pid"].as_i64());
+    // Exactly the planned environment: nothing of the test's own leaks.
+    let env = w["env"].as_object().unwrap();
+    let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["PATH", "TRUST_PARAMS", "VENUS_WORKER_PATH"],
+        "{env:?}"
+    );
+    assert_eq!(
+        env["TRUST_PARAMS"], "0",
+        "the service's env wins over the host's"
+    );
+    assert_eq!(report(&setup, "sealer")["env"]["TRUST_PARAMS"], "1");
+    // Its own session and process group: signals to venussup never reach it.
+    assert_eq!(w["sid"].as_i64(), w["pid"].as_i64());
+    assert_eq!(w["pgid"].as_i64(), w["pid"].as_i64());
+    // Only stdin, stdout and stderr (and the fd listing itself) cross exec.
+    let fds: Vec<&str> = w["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let leaked: Vec<&&str> = fds
+        .iter()
+        .filter(|f| {
+            !f.starts_with("0:")
+                && !f.starts_with("1:")
+                && !f.starts_with("2:")
+                && !f.contains("/proc/")
+        })
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "descriptors leaked into the service: {leaked:?}"
+    );
+    assert!(fds.iter().any(|f| f.starts_with("0:/dev/null")), "{fds:?}");
+    assert!(
+        fds.iter()
+            .any(|f| f.starts_with("1:") && f.ends_with("/logs/worker.log")),
+        "{fds:?}"
+    );
+    // The open-files limit is raised as far as this host lets venussup.
+    let (soft, hard) = (
+        w["nofile"][0].as_u64().unwrap(),
+        w["nofile"][1].as_u64().unwrap(),
+    );
+    assert_eq!(soft, hard);
+    assert!(soft >= 20_000 || soft == 1_048_576, "nofile {soft}");
+    assert_ne!(sealer["pid"], worker["pid"]);
+    // Output lands in the service's log file.
+    assert!(fs::read_to_string(setup.path("logs/worker.log"))
+        .unwrap()
+        .contains("worker ["));
+}
+
+#[test]
+fn kill_9_of_a_service_brings_a_new_pid_at_once() {
+    let setup = Setup::new(&format!(
+        "{}stable_after = \"100ms\"\n",
+        standin("sealer", "")
+    ));
+    let d = setup.start();
+    let first = d.wait_service("sealer", "running", |s| s["state"] == "running");
+    // Let it run steadily (past stable_after) before the kill.
+    let pid = pid_of(&first);
+    assert!(
+        !wait_gone(pid, Duration::from_millis(300)),
+        "the stand-in died on its own"
+    );
+    let killed_at = Instant::now();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let again = d.wait_service("sealer", "a new pid", |s| {
+        s["state"] == "running" && s["pid"].as_i64() != Some(i64::from(pid))
+    });
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(1),
+        "a steady service restarts at once"
+    );
+    assert_eq!(again["restarts"], 1);
+    assert_eq!(again["last_exit"]["how"]["signal"], 9);
+}
+
+#[test]
+fn a_crash_looping_service_backs_off_doubling_and_resets_after_a_steady_run() {
+    // Dies at once three times, then runs 1.5 s (steady: stable_after 1s)
+    // before dying again. Each start is stamped by the service itself.
+    let script = "n=$(cat {dir}/count 2>/dev/null || echo 0); echo $((n+1)) > {dir}/count; date +%s%N >> {dir}/starts; if [ $n -lt 3 ]; then exit 1; fi; exec {bin} standin --exit-after 1500ms --exit-code 1";
+    let setup = Setup::new(&format!(
+        "[[service]]\nname = \"flappy\"\ncommand = [\"/bin/sh\", \"-c\", \"{script}\"]\nstable_after = \"1s\"\n"
+    ));
+    let d = setup.start();
+    let s = d.wait_service("flappy", "6 starts", |s| s["restarts"].as_u64() >= Some(5));
+    assert_eq!(s["last_exit"]["how"]["code"], 1);
+    let starts: Vec<f64> = fs::read_to_string(setup.path("starts"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse::<f64>().unwrap() / 1e9)
+        .collect();
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    // Young deaths: 1 s, 2 s, 4 s; then a 1.5 s steady run restarts at
+    // once (the backoff reset), and the next steady run again.
+    let expected = [1.0, 2.0, 4.0, 1.5, 1.5];
+    for (i, (gap, want)) in gaps.iter().zip(expected).enumerate() {
+        assert!(
+            (gap - want).abs() < 0.5,
+            "gap {i} was {gap:.2}s, expected about {want}s; all: {gaps:?}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_stops_in_reverse_order_escalating_to_sigkill_and_exits_0() {
+    let setup = Setup::new(&format!(
+        "{}\n{}after = [\"sealer\"]\nstop_timeout = \"1s\"\n",
+        standin("sealer", ""),
+        standin("stubborn", ", \"--ignore-sigterm\"")
+    ));
+    let mut d = setup.start();
+    d.wait_service("stubborn", "running", |s| s["state"] == "running");
+    let sealer = pid_of(&d.service("sealer"));
+    let stubborn = pid_of(&d.service("stubborn"));
+    let t0 = Instant::now();
+    d.signal(Signal::SIGTERM);
+    let status = d.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{}", d.log());
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "SIGKILL came before the stop timeout"
+    );
+    assert!(!alive(sealer) && !alive(stubborn));
+    let log = d.log();
+    let term_stubborn = log.find("sending SIGTERM service=stubborn").unwrap();
+    let kill_stubborn = log.find("sending SIGKILL service=stubborn").unwrap();
+    let term_sealer = log.find("sending SIGTERM service=sealer").unwrap();
+    assert!(
+        term_stubborn < kill_stubborn && kill_stubborn < term_sealer,
+        "wrong order:\n{log}"
+    );
+    let last = d.service("stubborn");
+    assert_eq!(last["last_exit"]["how"]["signal"], 9);
+}
+
+#[test]
+fn the_pledge_timer_runs_and_classifies_success_full_and_failure() {
+    let setup = Setup::new(
+        "[[timer]]\nname = \"ok\"\ncommand = [\"{bin}\", \"standin\", \"--say\", \"Created CC sector: 12\"]\nevery = \"200ms\"\nfull_output = [\"too many sectors sealing\"]\n\
+         [[timer]]\nname = \"full\"\ncommand = [\"/bin/sh\", \"-c\", \"echo 'ERROR: too many sectors sealing' >&2; exit 1\"]\nevery = \"200ms\"\nfull_output = [\"too many sectors sealing\"]\n\
+         [[timer]]\nname = \"broken\"\ncommand = [\"/bin/sh\", \"-c\", \"echo connection refused; exit 3\"]\nevery = \"200ms\"\nfull_output = [\"too many sectors sealing\"]\n\
+         [[timer]]\nname = \"slow\"\ncommand = [\"/bin/sleep\", \"60\"]\nevery = \"200ms\"\ntimeout = \"300ms\"\n",
+    );
+    let d = setup.start();
+    let st = d.wait_for("every timer has run", |st| {
+        st["timers"].as_array().is_some_and(|ts| {
+            ts.len() == 4
+                && ts
+                    .iter()
+                    .all(|t| t["last"].as_array().is_some_and(|l| !l.is_empty()))
+        })
+    });
+    let timer = |n: &str| {
+        st["timers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(timer("ok")["last"][0]["result"], "success");
+    assert_eq!(timer("full")["last"][0]["result"], "full");
+    assert_eq!(timer("broken")["last"][0]["result"], "failure");
+    assert_eq!(timer("broken")["last"][0]["reason"], "exit code 3");
+    assert!(timer("slow")["last"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("still running after"));
+    // Never two runs at once: the slow one was due again while running.
+    let d2 = d.wait_for("a skipped slot", |st| {
+        st["timers"][3]["runs"]["skipped"].as_u64() >= Some(1)
+    });
+    assert!(d2["timers"][3]["runs"]["skipped"].as_u64().unwrap() >= 1);
+    // The run's output is in the timer's log.
+    assert!(fs::read_to_string(setup.path("logs/full.log"))
+        .unwrap()
+        .contains("too many sectors sealing"));
+}
+
+#[test]
+fn a_second_run_for_the_same_host_is_refused() {
+    let setup = Setup::new(&standin("sealer", ""));
+    let d = setup.start();
+    d.wait_service("sealer", "running", |s| s["state"] == "running");
+    let out = venussup(&["run", "--config", setup.config().to_str().unwrap()]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("another venussup is already running"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&d.pid().to_string()),
+        "names the running one: {}",
+        out.stderr
+    );
+    // The first one's service is untouched.
+    assert_eq!(d.service("sealer")["restarts"], 0);
+}
+
+#[test]
+fn a_program_that_cannot_start_is_its_own_error_and_the_others_run() {
+    let setup = Setup::new(&format!(
+        "[[service]]\nname = \"ghost\"\ncommand = [\"/opt/nowhere/venus-worker\", \"run\"]\n\n{}",
+        standin("sealer", "")
+    ));
+    let d = setup.start();
+    let ghost = d.wait_service("ghost", "a start error", |s| {
+        s["state"] == "backoff" && s["reason"].is_string()
+    });
+    assert!(
+        ghost["reason"]
+            .as_str()
+            .unwrap()
+            .contains("failed to start `/opt/nowhere/venus-worker`"),
+        "{ghost}"
+    );
+    d.wait_service("sealer", "running", |s| s["state"] == "running");
+}
+
+#[test]
+fn a_restarted_venussup_stops_what_its_predecessor_left_then_starts_fresh() {
+    let setup = Setup::new(&standin("sealer", ""));
+    let mut first = setup.start();
+    let old = pid_of(&first.wait_service("sealer", "running", |s| s["state"] == "running"));
+    first.crash();
+    assert!(alive(old), "a service outlives its supervisor's crash");
+    let second = setup.start();
+    let new = second.wait_service("sealer", "running again", |s| {
+        s["state"] == "running" && s["pid"].as_i64() != Some(i64::from(old))
+    });
+    assert!(
+        wait_gone(old, Duration::from_secs(5)),
+        "the old copy is still running next to the new one"
+    );
+    assert_ne!(pid_of(&new), old);
+    assert!(second
+        .log()
+        .contains("still running from an earlier venussup"));
+}
+
+#[test]
+fn a_oneshot_runs_after_its_dependency_retries_until_success_and_once_is_remembered() {
+    let setup = Setup::new(&format!(
+        "{}\n[[service]]\nname = \"attach\"\nkind = \"oneshot\"\nonce = true\nafter = [\"worker\"]\n\
+         command = [\"/bin/sh\", \"-c\", \"n=$(cat {{dir}}/tries 2>/dev/null || echo 0); echo $((n+1)) > {{dir}}/tries; [ $n -ge 1 ]\"]\n",
+        standin("worker", "")
+    ));
+    let mut d = setup.start();
+    let attach = d.wait_service("attach", "done", |s| s["state"] == "done");
+    assert_eq!(attach["restarts"], 1, "failed once, retried once");
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).code(), Some(0));
+    let d = setup.start();
+    d.wait_service("attach", "done again", |s| s["state"] == "done");
+    assert_eq!(
+        fs::read_to_string(setup.path("tries")).unwrap().trim(),
+        "2",
+        "once = true: not run again"
+    );
+}
+
+#[test]
+fn sighup_to_venussup_reaches_no_service() {
+    let setup = Setup::new(&standin("sealer", ""));
+    let d = setup.start();
+    let pid = pid_of(&d.wait_service("sealer", "running", |s| s["state"] == "running"));
+    d.signal(Signal::SIGHUP);
+    // The daemon logs the SIGHUP once handled; the service must still run.
+    d.wait_for("SIGHUP handled", |_| d.log().contains("SIGHUP"));
+    assert!(alive(pid));
+    assert_eq!(d.service("sealer")["pid"].as_i64(), Some(i64::from(pid)));
+}
+
+#[test]
+fn double_forked_orphans_leave_no_zombie_as_subreaper() {
+    orphans_test(&[]);
+}
+
+#[test]
+fn double_forked_orphans_leave_no_zombie_as_pid_1() {
+    orphans_test(&["unshare", "--pid", "--fork", "--mount-proc"]);
+}
+
+/// A service leaves 500 orphans; venussup (subreaper, or PID 1 in its own
+/// pid namespace) reaps every one, then stops cleanly on SIGTERM.
+fn orphans_test(prefix: &[&str]) {
+    let setup = Setup::new(&standin("spawner", ", \"--orphans\", \"500\""));
+    let mut d = setup.start_with(prefix);
+    let st = d.wait_for("500 orphans reaped", |st| {
+        st["orphans_reaped"].as_u64() >= Some(500)
+    });
+    if !prefix.is_empty() {
+        assert_eq!(st["pid"], 1, "venussup is PID 1 in its namespace");
+    }
+    // No zombie is left whose parent is venussup.
+    let daemon = d.pid();
+    let zombies = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let mut f = after.split_whitespace();
+            f.next() == Some("Z") && f.next() == Some(&daemon.to_string())
+        })
+        .count();
+    assert_eq!(zombies, 0);
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).code(), Some(0), "{}", d.log());
+}
