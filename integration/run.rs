@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::daemon::{alive, wait_gone, Setup, WAIT};
+use common::daemon::{alive, wait_file, wait_gone, Setup, WAIT};
 use common::venussup;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -373,4 +373,88 @@ fn orphans_test(prefix: &[&str]) {
     assert_eq!(zombies, 0);
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(WAIT).code(), Some(0), "{}", d.log());
+}
+
+#[test]
+fn a_growing_log_is_rotated_while_the_service_runs_keeping_n() {
+    let setup = Setup::new(&standin("chatty", ", \"--spew\", \"20000\""));
+    // Rotation settings go in [host.log]; Setup wrote [host] first.
+    let cfg = fs::read_to_string(setup.config()).unwrap();
+    fs::write(
+        setup.config(),
+        cfg.replacen(
+            "[host]\n",
+            "[host]\nlog = { max_size = \"4KiB\", keep = 2 }\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let d = setup.start();
+    let pid = pid_of(&d.wait_service("chatty", "running", |s| s["state"] == "running"));
+    wait_file(&setup.path("logs/chatty.log.1"));
+    assert!(fs::metadata(setup.path("logs/chatty.log.1")).unwrap().len() >= 4096);
+    assert!(!setup.path("logs/chatty.log.3").exists(), "keep = 2");
+    assert!(alive(pid), "rotation does not disturb the service");
+    // The service still writes to the (truncated) live file.
+    assert!(fs::metadata(setup.path("logs/chatty.log")).unwrap().len() < 20000);
+}
+
+#[test]
+fn sd_notify_gets_ready_and_a_status_line() {
+    use std::os::unix::net::UnixDatagram;
+    let setup = Setup::new(&format!(
+        "{}ready = {{ file = \"{{dir}}/sealer.json\" }}\n",
+        standin("sealer", "")
+    ));
+    let sock_path = setup.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let d = setup.start_env(&[], &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("a notification within the wait");
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.contains("READY=1"), "{msg}");
+    assert!(msg.contains("STATUS=1/1 services running"), "{msg}");
+    // "1/1 running" above says READY came after the file probe passed; the
+    // snapshot says the same once written.
+    d.wait_service("sealer", "running", |s| s["state"] == "running");
+}
+
+#[test]
+fn a_command_probe_decides_readiness_and_dependents_wait_for_it() {
+    let setup = Setup::new(&format!(
+        "{}ready = {{ command = [\"/bin/sh\", \"-c\", \"test -e {{dir}}/go\"], timeout = \"20s\" }}\n\n{}after = [\"sealer\"]\n",
+        standin("sealer", ""),
+        standin("worker", "")
+    ));
+    let d = setup.start();
+    d.wait_service("sealer", "starting", |s| s["state"] == "starting");
+    assert_eq!(d.service("worker")["state"], "waiting");
+    fs::write(setup.path("go"), "").unwrap();
+    d.wait_service("worker", "running", |s| s["state"] == "running");
+    assert_eq!(d.service("sealer")["state"], "running");
+}
+
+#[test]
+fn a_service_runs_as_its_user_with_its_umask_and_groups() {
+    let setup = Setup::new(&format!(
+        "{}user = \"nobody\"\numask = \"0027\"\n",
+        standin("worker", "")
+    ));
+    // The report is written by `nobody`: its folder must let it.
+    let dir = setup.dir.path();
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let d = setup.start();
+    d.wait_service("worker", "running", |s| s["state"] == "running");
+    wait_file(&setup.path("worker.json"));
+    let r = report(&setup, "worker");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(r["uid"].as_u64(), Some(u64::from(nobody.uid.as_raw())));
+    assert_eq!(r["gid"].as_u64(), Some(u64::from(nobody.gid.as_raw())));
+    assert!(
+        !r["groups"].as_array().unwrap().iter().any(|g| g == 0),
+        "root's groups were dropped"
+    );
+    assert_eq!(r["umask"], "0027");
+    assert_eq!(r["env"]["USER"], "nobody");
 }

@@ -61,6 +61,11 @@ impl Setup {
 
     /// Starts `PREFIX... venussup run` (e.g. `unshare --pid --fork ...`).
     pub fn start_with(&self, prefix: &[&str]) -> Daemon {
+        self.start_env(prefix, &[])
+    }
+
+    /// Starts `PREFIX... venussup run` with extra environment variables.
+    pub fn start_env(&self, prefix: &[&str], env: &[(&str, &str)]) -> Daemon {
         let stderr = fs::File::create(self.dir.path().join("daemon.log")).unwrap();
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
@@ -74,7 +79,8 @@ impl Setup {
             .arg(self.config())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr);
+            .stderr(stderr)
+            .envs(env.iter().copied());
         let child = cmd.spawn().unwrap();
         fs::create_dir_all(self.state_dir()).unwrap();
         Daemon {
@@ -110,6 +116,31 @@ pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
     let ms = PollTimeout::try_from(timeout.as_millis()).unwrap_or(PollTimeout::MAX);
     matches!(poll(&mut fds, ms), Ok(n) if n > 0)
+}
+
+/// Waits (bounded) until `path` exists, woken by inotify on its folder.
+pub fn wait_file(path: &Path) {
+    let dir = path.parent().unwrap();
+    fs::create_dir_all(dir).unwrap();
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).unwrap();
+    inotify
+        .add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !path.exists() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{} did not appear within {WAIT:?}",
+            path.display()
+        );
+        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(left.as_millis()).unwrap_or(PollTimeout::MAX),
+        );
+        let _ = inotify.read_events();
+    }
 }
 
 /// Whether a process exists (not yet reaped, zombies included).

@@ -38,6 +38,9 @@ pub struct Options {
     /// Leave this many orphans: double-forked grandchildren that exit.
     #[arg(long, default_value_t = 0)]
     pub orphans: u32,
+    /// Write this many bytes of log lines after starting.
+    #[arg(long, default_value_t = 0)]
+    pub spew: usize,
     /// Leave one grandchild that keeps running in its process group.
     #[arg(long)]
     pub hold_grandchild: bool,
@@ -62,14 +65,16 @@ struct Report {
     fds: Vec<String>,
     uid: u32,
     gid: u32,
+    groups: Vec<u32>,
+    umask: String,
 }
 
-/// `Cpus_allowed_list` of a /proc status file.
-fn cpus_allowed(status_path: &str) -> String {
+/// A field of a /proc status file.
+fn status_field(status_path: &str, field: &str) -> String {
     std::fs::read_to_string(status_path)
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .map(|v| v.trim().to_string())
         .unwrap_or_default()
 }
@@ -78,7 +83,10 @@ fn report(opts: &Options) -> Report {
     use nix::sys::resource::{getrlimit, Resource};
     let thread_cpus = std::thread::spawn(|| {
         let tid = nix::unistd::gettid();
-        cpus_allowed(&format!("/proc/self/task/{tid}/status"))
+        status_field(
+            &format!("/proc/self/task/{tid}/status"),
+            "Cpus_allowed_list",
+        )
     })
     .join()
     .unwrap_or_default();
@@ -101,13 +109,19 @@ fn report(opts: &Options) -> Report {
         sid: nix::unistd::getsid(None).map_or(-1, nix::unistd::Pid::as_raw),
         argv: std::env::args().collect(),
         env: std::env::vars().collect(),
-        cpus_allowed: cpus_allowed("/proc/self/status"),
+        cpus_allowed: status_field("/proc/self/status", "Cpus_allowed_list"),
         thread_cpus_allowed: thread_cpus,
         nofile: getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((0, 0)),
         memlock: getrlimit(Resource::RLIMIT_MEMLOCK).unwrap_or((0, 0)),
         fds,
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),
+        groups: nix::unistd::getgroups()
+            .unwrap_or_default()
+            .iter()
+            .map(|g| g.as_raw())
+            .collect(),
+        umask: status_field("/proc/self/status", "Umask"),
     }
 }
 
@@ -186,6 +200,10 @@ pub fn run(opts: &Options) -> u8 {
                 .map_or(String::new(), |l| format!(", listening on {l}"))
         ),
     );
+    let line = "sealing layer 3 of 11: 0123456789abcdef0123456789abcdef0123456789abcdef";
+    for _ in 0..opts.spew.div_ceil(line.len() + 20) {
+        say(opts, line);
+    }
     if let Some(l) = listener {
         std::thread::spawn(move || {
             for conn in l.incoming().flatten() {

@@ -6,6 +6,7 @@
 mod adopt;
 mod backoff;
 mod limits;
+mod logs;
 mod notify;
 mod service;
 mod signals;

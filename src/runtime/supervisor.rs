@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 
 use super::backoff::{Backoff, BackoffPolicy};
 use super::limits::{self, Ceilings};
+use super::logs::{self, LogWatch};
 use super::notify::Notifier;
 use super::service::{after_exit, unix_now, AfterExit, ExitKind, LastExit, RestartRules, State};
 use super::signals::Signals;
@@ -181,6 +182,9 @@ pub struct Supervisor {
     jitter: Jitter,
     dirty: bool,
     orphans_reaped: u64,
+    logs: LogWatch,
+    log_max: u64,
+    log_keep: u32,
 }
 
 fn kill_group(pid: Pid, sig: Signal) {
@@ -306,6 +310,9 @@ impl Supervisor {
             jitter: Jitter::seeded(unix_now() ^ u64::from(std::process::id())),
             dirty: true,
             orphans_reaped: 0,
+            logs: LogWatch::new(),
+            log_max: plan.host.log_max_size.0,
+            log_keep: plan.host.log_keep,
         })
     }
 
@@ -343,29 +350,28 @@ impl Supervisor {
             }
             None => PollTimeout::NONE,
         };
-        let outputs: Vec<(usize, i32)> = self
-            .timers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| {
-                t.run
+        let now = Instant::now();
+        // Timers whose run output is open, in the order polled.
+        let outputs: Vec<usize> = (0..self.timers.len())
+            .filter(|&i| {
+                self.timers[i]
+                    .run
                     .as_ref()
-                    .and_then(|r| r.output.as_ref())
-                    .map(|f| (i, f.as_raw_fd()))
+                    .is_some_and(|r| r.output.is_some())
             })
             .collect();
-        let (sig_ready, out_ready) = {
+        let (sig_ready, logs_ready, out_ready) = {
             let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
-            let files: Vec<&File> = self
-                .timers
-                .iter()
-                .filter_map(|t| t.run.as_ref().and_then(|r| r.output.as_ref()))
-                .collect();
-            fds.extend(
-                files
-                    .iter()
-                    .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN)),
-            );
+            let logs_fd = self.logs.fd(now);
+            let logs_at = logs_fd.map(|fd| {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                fds.len() - 1
+            });
+            let first_output = fds.len();
+            fds.extend(outputs.iter().filter_map(|&i| {
+                let out = self.timers[i].run.as_ref()?.output.as_ref()?;
+                Some(PollFd::new(out.as_fd(), PollFlags::POLLIN))
+            }));
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => error!("poll failed: {e}"),
@@ -373,12 +379,16 @@ impl Supervisor {
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
             (
                 ready(&fds[0]),
-                fds[1..].iter().map(ready).collect::<Vec<bool>>(),
+                logs_at.is_some_and(|k| ready(&fds[k])),
+                fds[first_output..].iter().map(ready).collect::<Vec<bool>>(),
             )
         };
-        for ((i, _), readable) in outputs.iter().zip(out_ready) {
+        if logs_ready {
+            self.logs.check(Instant::now(), self.log_max, self.log_keep);
+        }
+        for (i, readable) in outputs.into_iter().zip(out_ready) {
             if readable {
-                self.read_timer_output(*i);
+                self.read_timer_output(i);
             }
         }
         if sig_ready {
@@ -409,11 +419,15 @@ impl Supervisor {
             .timers
             .iter()
             .flat_map(|t| [t.due, t.run.as_ref().and_then(|r| r.kill_at)]);
-        svc.chain(tmr).chain([self.next_watchdog]).flatten().min()
+        svc.chain(tmr)
+            .chain([self.next_watchdog, self.logs.deadline()])
+            .flatten()
+            .min()
     }
 
     /// Everything due at `now`, and what became possible.
     fn step(&mut self, now: Instant) {
+        self.logs.resume_if_due(now);
         if let (Some(at), Some(every)) = (self.next_watchdog, self.notifier.watchdog_every) {
             if at <= now {
                 self.notifier.send("WATCHDOG=1");
@@ -491,6 +505,9 @@ impl Supervisor {
             self.dirty = true;
             return;
         }
+        if let Err(e) = logs::rotate_idle(&s.plan.log_file, self.log_max, self.log_keep) {
+            warn!(service = %s.plan.name, "failed to rotate {}: {e}", s.plan.log_file.display());
+        }
         let spec = SpawnSpec {
             argv: &s.plan.argv,
             env: &s.plan.env,
@@ -514,6 +531,8 @@ impl Supervisor {
         match result {
             Ok(child) => {
                 info!(service = %s.plan.name, pid = child.pid.as_raw(), "started");
+                self.logs
+                    .watch(&s.plan.log_file, self.log_max, self.log_keep);
                 s.reason = None;
                 s.asked_to_stop = false;
                 s.run_started = Some(now);
@@ -775,6 +794,9 @@ impl Supervisor {
                         out,
                         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
                     );
+                }
+                if let Err(e) = logs::rotate_idle(&t.plan.log_file, self.log_max, self.log_keep) {
+                    warn!(timer = %t.plan.name, "failed to rotate {}: {e}", t.plan.log_file.display());
                 }
                 let log = spawn::open_log(&t.plan.log_file)
                     .map_err(|e| warn!(timer = %t.plan.name, "{e}"))
