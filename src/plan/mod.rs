@@ -29,6 +29,9 @@ use crate::fsroot::FsRoot;
 use expand::{expand, ExpandError};
 use program::Lookup;
 
+/// A run this long counts as steady unless `stable_after` says otherwise.
+pub const DEFAULT_STABLE_AFTER: HumanDuration = HumanDuration::secs(10);
+
 /// `PATH` for services that set none (systemd's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -100,6 +103,8 @@ pub struct LimitsPlan {
 pub struct RestartPlan {
     pub policy: RestartPolicy,
     pub backoff_max: HumanDuration,
+    /// A run this long is steady: restart at once, reset the backoff.
+    pub stable_after: HumanDuration,
     pub give_up: Option<GiveUpConfig>,
 }
 
@@ -486,6 +491,7 @@ fn service(
         restart: RestartPlan {
             policy: s.restart,
             backoff_max: s.backoff_max,
+            stable_after: s.stable_after.unwrap_or(DEFAULT_STABLE_AFTER),
             give_up: s.give_up.clone(),
         },
         stop: StopPlan {

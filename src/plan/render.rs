@@ -214,9 +214,10 @@ fn service_block(out: &mut String, index: usize, s: &ServicePlan) {
             out,
             "restart",
             &format!(
-                "{} · backoff up to {} · {give_up}",
+                "{} · backoff up to {}, reset by a {} run · {give_up}",
                 label(&s.restart.policy),
-                s.restart.backoff_max
+                s.restart.backoff_max,
+                s.restart.stable_after
             ),
         );
     }

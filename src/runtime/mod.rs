@@ -98,18 +98,12 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
         std::time::Duration::from_secs(30),
     );
     adopt::stop_leftovers(&state_dir, Path::new("/proc"), &stops, default_stop);
-    let stable_after = config
-        .services
-        .iter()
-        .filter_map(|s| s.stable_after.map(|d| (s.name.get_ref().clone(), d.0)))
-        .collect();
     let setup = supervisor::Setup {
         plan,
         state_dir,
         smt: smt_report,
         notifier: notify::Notifier::from_env(),
         hooks: HashMap::new(),
-        stable_after,
         ceilings: limits::Ceilings::probe(),
     };
     match supervisor::Supervisor::new(setup) {

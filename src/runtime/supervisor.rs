@@ -161,7 +161,6 @@ pub struct Setup {
     pub notifier: Notifier,
     /// Child-side confinement per service name (CPU affinity, cgroup).
     pub hooks: HashMap<String, ChildHook>,
-    pub stable_after: HashMap<String, Duration>,
     pub ceilings: Ceilings,
 }
 
@@ -214,7 +213,6 @@ impl Supervisor {
             smt,
             notifier,
             mut hooks,
-            stable_after,
             ceilings,
         } = setup;
         let index: HashMap<String, usize> = plan
@@ -244,10 +242,7 @@ impl Supervisor {
             };
             let policy = BackoffPolicy {
                 max: s.restart.backoff_max.0,
-                stable_after: stable_after
-                    .get(&s.name)
-                    .copied()
-                    .unwrap_or(BackoffPolicy::default().stable_after),
+                stable_after: s.restart.stable_after.0,
                 ..BackoffPolicy::default()
             };
             let (nofile, why) = limits::clamp("nofile", s.limits.nofile, ceilings.nofile);
