@@ -458,3 +458,104 @@ fn a_service_runs_as_its_user_with_its_umask_and_groups() {
     assert_eq!(r["umask"], "0027");
     assert_eq!(r["env"]["USER"], "nobody");
 }
+
+/// A simulated 4-core, 2-threads-per-core host (fs root in /dev/shm when
+/// there is one) for the SMT step of `run`.
+fn smt_host() -> tempfile::TempDir {
+    use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
+    let shm = std::path::Path::new("/dev/shm");
+    let root = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .unwrap();
+    SimHost::regular(
+        root.path(),
+        &Shape::simple(4, 2, Numbering::Spread),
+        Style::MODERN,
+    )
+    .unwrap();
+    root
+}
+
+fn online_file(root: &std::path::Path, cpu: u32) -> String {
+    fs::read_to_string(root.join(format!("sys/devices/system/cpu/cpu{cpu}/online")))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn simulated_smt_host_run_takes_siblings_offline_before_services_start() {
+    let root = smt_host();
+    let setup = Setup::new(&standin("sealer", ""));
+    let cfg = fs::read_to_string(setup.config()).unwrap();
+    fs::write(
+        setup.config(),
+        cfg.replacen("[host]\n", "[host]\nsmt = \"off\"\n", 1),
+    )
+    .unwrap();
+    let mut d = setup.start_args(&["--fs-root", root.path().to_str().unwrap()]);
+    let st = d.wait_service("sealer", "running", |s| s["state"] == "running");
+    assert_eq!(st["state"], "running");
+    let status = d.status();
+    assert_eq!(
+        status["smt"]["offlined"],
+        serde_json::json!([4, 5, 6, 7]),
+        "{status:#}"
+    );
+    for cpu in 4..8 {
+        assert_eq!(online_file(root.path(), cpu), "0");
+    }
+    assert_eq!(online_file(root.path(), 1), "1");
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).code(), Some(0));
+}
+
+#[test]
+fn simulated_read_only_sysfs_smt_failure_is_reported_and_services_still_start() {
+    let root = smt_host();
+    // A sysfs that cannot be written: every sibling's `online` is a folder.
+    for cpu in 4..8 {
+        let f = root
+            .path()
+            .join(format!("sys/devices/system/cpu/cpu{cpu}/online"));
+        fs::remove_file(&f).unwrap();
+        fs::create_dir(&f).unwrap();
+    }
+    let setup = Setup::new(&standin("sealer", ""));
+    let cfg = fs::read_to_string(setup.config()).unwrap();
+    fs::write(
+        setup.config(),
+        cfg.replacen("[host]\n", "[host]\nsmt = \"off\"\n", 1),
+    )
+    .unwrap();
+    let d = setup.start_args(&["--fs-root", root.path().to_str().unwrap()]);
+    d.wait_service("sealer", "running", |s| s["state"] == "running");
+    let status = d.status();
+    assert_eq!(
+        status["smt"]["failed"].as_array().map(Vec::len),
+        Some(4),
+        "{status:#}"
+    );
+    assert!(d.log().contains("SMT step failed"), "{}", d.log());
+}
+
+#[test]
+fn a_dependency_that_restarts_does_not_bounce_its_dependents() {
+    let setup = Setup::new(&format!(
+        "{}stable_after = \"100ms\"\n\n{}after = [\"sealer\"]\n",
+        standin("sealer", ""),
+        standin("worker", "")
+    ));
+    let d = setup.start();
+    let worker = pid_of(&d.wait_service("worker", "running", |s| s["state"] == "running"));
+    let sealer = pid_of(&d.service("sealer"));
+    kill(Pid::from_raw(sealer), Signal::SIGKILL).unwrap();
+    d.wait_service("sealer", "restarted", |s| {
+        s["restarts"] == 1 && s["state"] == "running"
+    });
+    assert_eq!(pid_of(&d.service("worker")), worker);
+    assert_eq!(d.service("worker")["restarts"], 0);
+}

@@ -64,8 +64,17 @@ impl Setup {
         self.start_env(prefix, &[])
     }
 
+    /// Starts `venussup run ARGS...` (e.g. `--fs-root DIR`).
+    pub fn start_args(&self, args: &[&str]) -> Daemon {
+        self.launch(&[], args, &[])
+    }
+
     /// Starts `PREFIX... venussup run` with extra environment variables.
     pub fn start_env(&self, prefix: &[&str], env: &[(&str, &str)]) -> Daemon {
+        self.launch(prefix, &[], env)
+    }
+
+    fn launch(&self, prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let stderr = fs::File::create(self.dir.path().join("daemon.log")).unwrap();
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
@@ -77,6 +86,7 @@ impl Setup {
         };
         cmd.args(["run", "--log-level", "debug", "--config"])
             .arg(self.config())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
