@@ -42,6 +42,15 @@ impl Config {
         Diagnostics::new(&self.path, &self.text)
     }
 
+    /// Each service's position in `services`, by name.
+    pub fn service_index(&self) -> std::collections::BTreeMap<&str, usize> {
+        self.services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.get_ref().as_str(), i))
+            .collect()
+    }
+
     /// The folder the config file is in.
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))

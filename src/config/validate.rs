@@ -241,12 +241,7 @@ fn references(config: &Config, diags: &mut Diagnostics) {
 
 /// Reports each ordering cycle once, at the `after` entry that closes it.
 fn cycles(config: &Config, diags: &mut Diagnostics) {
-    let index: BTreeMap<&str, usize> = config
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.get_ref().as_str(), i))
-        .collect();
+    let index = config.service_index();
     // 0 = unvisited, 1 = on the current path, 2 = done.
     let mut mark = vec![0u8; config.services.len()];
     let mut path = Vec::new();

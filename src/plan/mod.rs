@@ -197,12 +197,7 @@ pub fn resolve(config: &Config, host: &Host, diags: &mut Diagnostics) -> Plan {
         .iter()
         .map(|s| service(config, s, &host_env, host, diags))
         .collect();
-    let index: BTreeMap<&str, usize> = config
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.get_ref().as_str(), i))
-        .collect();
+    let index = config.service_index();
     let deps: Vec<Vec<usize>> = services
         .iter()
         .map(|s| {

@@ -730,36 +730,30 @@ impl Supervisor {
         }
         let deps_ready = self.timers[i].deps.iter().all(|&d| self.svcs[d].ready);
         let t = &mut self.timers[i];
-        match t.due {
-            None if deps_ready => {
-                let due = timer::next_due(
-                    now,
-                    t.plan.every.0,
-                    t.plan.jitter.map_or(Duration::ZERO, |j| j.0),
-                    self.jitter.next(),
-                    now,
-                );
-                t.due = Some(due);
-                self.dirty = true;
-            }
-            Some(due) if due <= now => {
-                let next = timer::next_due(
-                    due,
-                    t.plan.every.0,
-                    t.plan.jitter.map_or(Duration::ZERO, |j| j.0),
-                    self.jitter.next(),
-                    now,
-                );
-                t.due = Some(next);
-                self.dirty = true;
-                if t.run.is_some() {
-                    t.counts.skipped += 1;
-                    warn!(timer = %t.plan.name, "due while the last run is still going; skipped");
-                } else if deps_ready {
-                    self.run_timer(i, now);
-                }
-            }
-            _ => {}
+        // The first run is one interval after the dependencies are ready.
+        let first = t.due.is_none();
+        let from = match t.due {
+            None if deps_ready => now,
+            Some(due) if due <= now => due,
+            _ => return,
+        };
+        let jitter = t.plan.jitter.map_or(Duration::ZERO, |j| j.0);
+        t.due = Some(timer::next_due(
+            from,
+            t.plan.every.0,
+            jitter,
+            self.jitter.next(),
+            now,
+        ));
+        self.dirty = true;
+        if first {
+            return;
+        }
+        if t.run.is_some() {
+            t.counts.skipped += 1;
+            warn!(timer = %t.plan.name, "due while the last run is still going; skipped");
+        } else if deps_ready {
+            self.run_timer(i, now);
         }
     }
 
