@@ -167,6 +167,13 @@ impl serde::Serialize for CpuSet {
     }
 }
 
+/// Reads the JSON array [`Serialize`](serde::Serialize) writes.
+impl<'de> serde::Deserialize<'de> for CpuSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<u32>::deserialize(d).map(|v| v.into_iter().collect())
+    }
+}
+
 impl FromIterator<u32> for CpuSet {
     fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> Self {
         Self(iter.into_iter().collect())

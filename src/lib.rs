@@ -7,11 +7,13 @@
 pub mod capacity;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod cpulist;
 pub mod diag;
 pub mod envfile;
 pub mod fsroot;
 pub mod hostinfo;
+pub mod metrics;
 pub mod plan;
 pub mod runtime;
 pub mod smt;

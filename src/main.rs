@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use venussup::commands;
 use venussup::config::values::ByteSize;
+use venussup::control::Command as Request;
 use venussup::fsroot::FsRoot;
 
 /// Supervisor for Filecoin sealing hosts: takes SMT siblings offline, runs
@@ -156,6 +157,20 @@ enum Command {
         #[command(flatten)]
         config: ConfigOpt,
     },
+    /// Act on a timer: `timer run NAME` runs it now (the pledge, at once).
+    Timer {
+        #[arg(value_enum)]
+        action: TimerAction,
+        name: String,
+        #[command(flatten)]
+        config: ConfigOpt,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TimerAction {
+    /// Run it now (never while a run is going).
+    Run,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -210,11 +225,24 @@ fn dispatch(cli: Cli) -> u8 {
             log_level,
         } => venussup::runtime::run(&config.config, &fs_root.root(), log_level.as_deref()),
         Command::Standin(opts) => commands::standin::run(&opts),
-        Command::Status { .. } => commands::not_yet("status", 7),
-        Command::Start { .. } => commands::not_yet("start", 7),
-        Command::Stop { .. } => commands::not_yet("stop", 7),
-        Command::Restart { .. } => commands::not_yet("restart", 7),
-        Command::Reload { .. } => commands::not_yet("reload", 7),
+        Command::Status { name, config, json } => {
+            commands::control::status(&config.config, name, json.json)
+        }
+        Command::Start { name, config } => {
+            commands::control::simple(&config.config, Request::Start { name })
+        }
+        Command::Stop { name, config } => {
+            commands::control::simple(&config.config, Request::Stop { name })
+        }
+        Command::Restart { name, config } => {
+            commands::control::simple(&config.config, Request::Restart { name })
+        }
+        Command::Reload { config } => commands::control::simple(&config.config, Request::Reload),
+        Command::Timer {
+            action: TimerAction::Run,
+            name,
+            config,
+        } => commands::control::simple(&config.config, Request::TimerRun { name }),
         Command::Plan {
             seal_path,
             sector_size,
@@ -228,6 +256,6 @@ fn dispatch(cli: Cli) -> u8 {
             sector_size,
             json: json.json,
         }),
-        Command::Metrics { .. } => commands::not_yet("metrics", 7),
+        Command::Metrics { config } => commands::control::metrics(&config.config),
     }
 }

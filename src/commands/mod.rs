@@ -2,6 +2,7 @@
 //! output to stdout (errors to stderr) and returns the process exit code.
 
 pub mod check;
+pub mod control;
 pub mod plan;
 pub mod smt;
 pub mod standin;

@@ -35,6 +35,19 @@ pub struct HostConfig {
     /// Log rotation for every service's output.
     #[serde(default)]
     pub log: LogConfig,
+    /// A group whose members may use the control socket (`status`,
+    /// `stop`, ...) besides root; the socket is then mode 0660.
+    pub control_group: Option<Spanned<String>>,
+    /// `[host.metrics]`: the Prometheus listener (off unless set).
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[host.metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve `GET /metrics` on, e.g. "127.0.0.1:9101".
+    pub listen: Spanned<String>,
 }
 
 pub fn default_state_dir() -> PathBuf {
@@ -56,6 +69,8 @@ impl Default for HostConfig {
             env_file: None,
             pass_env: Vec::new(),
             log: LogConfig::default(),
+            control_group: None,
+            metrics: None,
         }
     }
 }

@@ -60,14 +60,19 @@ fn redact_env(env: &mut std::collections::BTreeMap<String, String>) -> Vec<Strin
     secrets
 }
 
+/// A copy of one service's plan fit to show.
+pub fn redacted_service(s: &ServicePlan) -> ServicePlan {
+    let mut s = s.clone();
+    let secrets = redact_env(&mut s.env);
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    s.argv = redact_argv(&s.argv, &refs);
+    s
+}
+
 /// A copy of the plan fit to show: secret values replaced by `<redacted>`.
 pub fn redacted(plan: &Plan) -> Plan {
     let mut plan = plan.clone();
-    for s in &mut plan.services {
-        let secrets = redact_env(&mut s.env);
-        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        s.argv = redact_argv(&s.argv, &refs);
-    }
+    plan.services = plan.services.iter().map(redacted_service).collect();
     for t in &mut plan.timers {
         let secrets = redact_env(&mut t.env);
         let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();

@@ -21,13 +21,15 @@ use std::path::Path;
 use tracing::{error, info, warn};
 
 use crate::commands::{exit, load_valid_config};
-use crate::config::SmtPolicy;
+use crate::config::{Config, SmtPolicy};
+use crate::control;
 use crate::diag::Severity;
 use crate::fsroot::FsRoot;
-use crate::plan::{self, Host};
+use crate::plan::{self, Host, Plan};
 use crate::smt;
 
-pub use supervisor::Snapshot;
+pub use service::{unix_now, ExitKind};
+pub use supervisor::{ServiceStatus, Snapshot, TimerStatus};
 
 /// Structured log lines on stderr; journald keeps them under systemd.
 fn init_logging(level: Option<&str>) {
@@ -40,6 +42,54 @@ fn init_logging(level: Option<&str>) {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+}
+
+/// Plans `config` on the host under `fs_root`: errors refuse it (all of
+/// them, one per line); warnings and notes are logged.
+fn resolve_logged(config: &Config, fs_root: &FsRoot) -> Result<Plan, String> {
+    let mut diags = config.diagnostics();
+    let plan = plan::resolve(config, &Host::probe(fs_root), &mut diags);
+    let mut errors = Vec::new();
+    for d in diags.into_sorted() {
+        match d.severity {
+            Severity::Error => errors.push(d.to_string()),
+            Severity::Warning => warn!("{d}"),
+            Severity::Note => info!("{d}"),
+        }
+    }
+    if errors.is_empty() {
+        Ok(plan)
+    } else {
+        Err(format!(
+            "{}\nthe config is invalid; `venussup check` shows everything",
+            errors.join("\n")
+        ))
+    }
+}
+
+/// Loads and plans the config at `path` (a reload).
+pub(crate) fn load_plan(path: &Path, fs_root: &FsRoot) -> Result<(Config, Plan), String> {
+    let config = load_valid_config(path)?;
+    let plan = resolve_logged(&config, fs_root)?;
+    Ok((config, plan))
+}
+
+/// Who may use the control socket: root, and `[host] control_group`.
+fn access(config: &Config) -> control::server::Access {
+    let group = config.host.control_group.as_ref().and_then(|g| {
+        nix::unistd::Group::from_name(g.get_ref())
+            .ok()
+            .flatten()
+            .map(|g| g.gid)
+            .or_else(|| {
+                warn!(
+                    "control_group `{}` does not exist; only root may use the control socket",
+                    g.get_ref()
+                );
+                None
+            })
+    });
+    control::server::Access { group }
 }
 
 pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 {
@@ -79,15 +129,13 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
         }
         serde_json::to_value(&report).unwrap_or_default()
     });
-    let mut diags = config.diagnostics();
-    let plan = plan::resolve(&config, &Host::probe(fs_root), &mut diags);
-    for d in diags.into_sorted() {
-        match d.severity {
-            Severity::Error => error!("{d}"),
-            Severity::Warning => warn!("{d}"),
-            Severity::Note => info!("{d}"),
+    let plan = match resolve_logged(&config, fs_root) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            return exit::FAILURE;
         }
-    }
+    };
     let stops: BTreeMap<String, _> = plan
         .services
         .iter()
@@ -98,8 +146,35 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
         std::time::Duration::from_secs(30),
     );
     adopt::stop_leftovers(&state_dir, Path::new("/proc"), &stops, default_stop);
+    let control = match control::server::Server::bind(
+        &state_dir.join(control::SOCKET_NAME),
+        access(&config),
+    ) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            error!(
+                "failed to open the control socket in {}: {e}; status and reload will not answer",
+                state_dir.display()
+            );
+            None
+        }
+    };
+    let http = config.host.metrics.as_ref().and_then(|m| {
+        control::http::MetricsServer::bind(m.listen.get_ref())
+            .inspect(|_| info!("serving GET /metrics on {}", m.listen.get_ref()))
+            .map_err(|e| {
+                error!(
+                    "failed to listen for metrics on {}: {e}",
+                    m.listen.get_ref()
+                )
+            })
+            .ok()
+    });
     let setup = supervisor::Setup {
+        http,
         plan,
+        fs_root: fs_root.clone(),
+        control,
         state_dir,
         smt: smt_report,
         notifier: notify::Notifier::from_env(),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::backoff::{Backoff, BackoffPolicy};
 use crate::config::{GiveUpConfig, RestartPolicy, ServiceKind};
@@ -72,7 +72,7 @@ impl State {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExitKind {
     Code(i32),
@@ -97,7 +97,7 @@ impl std::fmt::Display for ExitKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastExit {
     pub how: ExitKind,
     /// Seconds since the Unix epoch.

@@ -3,14 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::service::ExitKind;
 
 /// How much of a run's output is kept for matching and for status.
 pub const OUTPUT_KEPT: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "result", content = "reason")]
 pub enum RunResult {
     Success,

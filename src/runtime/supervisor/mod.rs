@@ -2,7 +2,7 @@
 //! timer runs, with one computed deadline; an idle supervisor sleeps until
 //! a signal or the next deadline, never on a tick.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsFd;
@@ -14,7 +14,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::backoff::{Backoff, BackoffPolicy};
@@ -28,8 +28,14 @@ use super::state::{self, PidRecord, RecordedPid};
 use super::timer::{self, Jitter, RunResult};
 use crate::config::values::Limit;
 use crate::config::ServiceKind;
-use crate::cpulist::CpuSet;
+use crate::control::http::{HttpToken, MetricsServer};
+use crate::control::server::{Server, Token};
+use crate::fsroot::FsRoot;
 use crate::plan::{Plan, ReadyPlan, ServicePlan, TimerPlan};
+
+mod control;
+mod snapshot;
+pub use snapshot::{ServiceStatus, Snapshot, TimerStatus};
 
 /// How often a ready probe is tried while a service starts.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
@@ -39,6 +45,8 @@ const TCP_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 const TIMER_STOP_GRACE: Duration = Duration::from_secs(10);
 /// Results of each timer kept for status.
 const TIMER_HISTORY: usize = 10;
+/// Exits of each service kept for `status NAME`.
+const RECENT_EXITS: usize = 5;
 
 /// Who a child pid belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,13 +74,72 @@ struct Svc {
     probe_pid: Option<Pid>,
     /// Why it is not running as it should (spawn error, probe timeout).
     reason: Option<String>,
-    /// Set when venussup killed it (stop, probe timeout): not a crash.
-    asked_to_stop: bool,
     /// When the current (or last) run started.
     run_started: Option<Instant>,
+    /// The last few exits, newest first, for `status NAME`.
+    recent_exits: VecDeque<LastExit>,
+    after_stop: AfterStop,
+    /// A reload changed it: this plan takes over at its next start.
+    replacement: Option<ServicePlan>,
+    /// A reload removed it: dropped once stopped.
+    retiring: bool,
     /// The rlimits it really gets (see `limits.rs`).
     nofile: Limit,
     memlock: Limit,
+}
+
+impl Svc {
+    /// A service as first seen (at start or in a reload), not yet started.
+    fn new(s: &ServicePlan, ceilings: &Ceilings, clamped: &mut BTreeSet<String>) -> Self {
+        let identity = s.user.as_ref().and_then(|u| {
+            spawn::identity(u, s.group.as_deref())
+                .map_err(|e| error!(service = %s.name, "{e}; it cannot start"))
+                .ok()
+        });
+        let (nofile, why) = limits::clamp("nofile", s.limits.nofile, ceilings.nofile);
+        let (memlock, why2) = limits::clamp("memlock", s.limits.memlock, ceilings.memlock);
+        clamped.extend([why, why2].into_iter().flatten());
+        Svc {
+            run_started: None,
+            nofile,
+            memlock,
+            deps: Vec::new(),
+            rules: RestartRules {
+                kind: s.kind,
+                policy: s.restart.policy,
+                backoff: BackoffPolicy {
+                    max: s.restart.backoff_max.0,
+                    stable_after: s.restart.stable_after.0,
+                    ..BackoffPolicy::default()
+                },
+                give_up: s.restart.give_up.clone(),
+            },
+            identity,
+            hook: None,
+            plan: s.clone(),
+            state: State::Waiting,
+            ready: false,
+            restarts: 0,
+            last_exit: None,
+            recent_exits: VecDeque::new(),
+            backoff: Backoff::default(),
+            history: VecDeque::new(),
+            probe_at: None,
+            probe_pid: None,
+            reason: None,
+            after_stop: AfterStop::StayStopped,
+            replacement: None,
+            retiring: false,
+        }
+    }
+}
+
+/// What a service does once a stop venussup asked for is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStop {
+    StayStopped,
+    /// `restart NAME`, or a reload that changed it.
+    StartAgain,
 }
 
 #[derive(Debug)]
@@ -86,14 +153,14 @@ struct Run {
     kept: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     pub at: u64,
     #[serde(flatten)]
     pub result: RunResult,
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct RunCounts {
     pub success: u64,
     pub full: u64,
@@ -112,44 +179,17 @@ struct Tmr {
     last: VecDeque<RunRecord>,
 }
 
-/// What `status` and the metrics read: one snapshot of the daemon.
-#[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
-    pub version: u32,
-    pub pid: u32,
-    pub started_at: u64,
-    pub config: PathBuf,
-    pub stopping: bool,
-    pub smt: Option<serde_json::Value>,
-    /// Orphaned grandchildren venussup reaped (as PID 1 or subreaper).
-    pub orphans_reaped: u64,
-    pub services: Vec<ServiceStatus>,
-    pub timers: Vec<TimerStatus>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceStatus {
-    pub name: String,
-    pub kind: ServiceKind,
-    pub state: &'static str,
-    pub ready: bool,
-    pub pid: Option<i32>,
-    /// Unix time the current run started.
-    pub since: Option<u64>,
-    pub restarts: u32,
-    pub last_exit: Option<LastExit>,
-    pub reason: Option<String>,
-    pub cpus: Option<CpuSet>,
-    pub log_file: PathBuf,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TimerStatus {
-    pub name: String,
-    pub running: bool,
-    pub next_in_secs: Option<f64>,
-    pub runs: RunCounts,
-    pub last: Vec<RunRecord>,
+impl Tmr {
+    fn new(plan: &TimerPlan) -> Self {
+        Tmr {
+            deps: Vec::new(),
+            plan: plan.clone(),
+            due: None,
+            run: None,
+            counts: RunCounts::default(),
+            last: VecDeque::new(),
+        }
+    }
 }
 
 /// Everything the loop needs from outside.
@@ -161,6 +201,12 @@ pub struct Setup {
     pub notifier: Notifier,
     /// Child-side confinement per service name (CPU affinity, cgroup).
     pub hooks: HashMap<String, ChildHook>,
+    /// The control socket, when it could be bound.
+    pub control: Option<Server>,
+    /// Where the host is read (reload plans again).
+    pub fs_root: FsRoot,
+    /// The Prometheus listener, when configured and bound.
+    pub http: Option<MetricsServer>,
     pub ceilings: Ceilings,
 }
 
@@ -184,6 +230,10 @@ pub struct Supervisor {
     logs: LogWatch,
     log_max: u64,
     log_keep: u32,
+    ceilings: Ceilings,
+    control: Option<Server>,
+    http: Option<MetricsServer>,
+    fs_root: FsRoot,
 }
 
 fn kill_group(pid: Pid, sig: Signal) {
@@ -214,82 +264,25 @@ impl Supervisor {
             notifier,
             mut hooks,
             ceilings,
+            control,
+            fs_root,
+            http,
         } = setup;
-        let index: HashMap<String, usize> = plan
+        let mut clamped = BTreeSet::new();
+        let svcs = plan
             .services
             .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.clone(), i))
+            .map(|s| {
+                let mut svc = Svc::new(s, &ceilings, &mut clamped);
+                svc.hook = hooks.remove(&s.name);
+                svc
+            })
             .collect();
-        let deps_of = |after: &[String]| {
-            after
-                .iter()
-                .filter_map(|a| index.get(a).copied())
-                .collect::<Vec<_>>()
-        };
-        let mut svcs = Vec::new();
-        let mut clamped = std::collections::BTreeSet::new();
-        for s in &plan.services {
-            let identity = match &s.user {
-                Some(u) => match spawn::identity(u, s.group.as_deref()) {
-                    Ok(id) => Some(id),
-                    Err(e) => {
-                        error!(service = %s.name, "{e}; it cannot start");
-                        None
-                    }
-                },
-                None => None,
-            };
-            let policy = BackoffPolicy {
-                max: s.restart.backoff_max.0,
-                stable_after: s.restart.stable_after.0,
-                ..BackoffPolicy::default()
-            };
-            let (nofile, why) = limits::clamp("nofile", s.limits.nofile, ceilings.nofile);
-            let (memlock, why2) = limits::clamp("memlock", s.limits.memlock, ceilings.memlock);
-            clamped.extend([why, why2].into_iter().flatten());
-            svcs.push(Svc {
-                run_started: None,
-                nofile,
-                memlock,
-                deps: deps_of(&s.after),
-                rules: RestartRules {
-                    kind: s.kind,
-                    policy: s.restart.policy,
-                    backoff: policy,
-                    give_up: s.restart.give_up.clone(),
-                },
-                identity,
-                hook: hooks.remove(&s.name),
-                plan: s.clone(),
-                state: State::Waiting,
-                ready: false,
-                restarts: 0,
-                last_exit: None,
-                backoff: Backoff::default(),
-                history: VecDeque::new(),
-                probe_at: None,
-                probe_pid: None,
-                reason: None,
-                asked_to_stop: false,
-            });
-        }
         for w in clamped {
             warn!("{w}");
         }
-        let timers = plan
-            .timers
-            .iter()
-            .map(|t| Tmr {
-                deps: deps_of(&t.after),
-                plan: t.clone(),
-                due: None,
-                run: None,
-                counts: RunCounts::default(),
-                last: VecDeque::new(),
-            })
-            .collect();
-        Ok(Self {
+        let timers = plan.timers.iter().map(Tmr::new).collect();
+        let mut me = Self {
             svcs,
             timers,
             owners: HashMap::new(),
@@ -308,7 +301,35 @@ impl Supervisor {
             logs: LogWatch::new(),
             log_max: plan.host.log_max_size.0,
             log_keep: plan.host.log_keep,
-        })
+            ceilings,
+            control,
+            fs_root,
+            http,
+        };
+        me.link();
+        Ok(me)
+    }
+
+    /// Resolves every `after` name to an index (after the lists changed).
+    fn link(&mut self) {
+        let index: HashMap<String, usize> = self
+            .svcs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.plan.name.clone(), i))
+            .collect();
+        let deps_of = |after: &[String]| {
+            after
+                .iter()
+                .filter_map(|a| index.get(a).copied())
+                .collect::<Vec<_>>()
+        };
+        for s in &mut self.svcs {
+            s.deps = deps_of(&s.plan.after);
+        }
+        for t in &mut self.timers {
+            t.deps = deps_of(&t.plan.after);
+        }
     }
 
     /// Runs until every service is stopped after SIGTERM or SIGINT.
@@ -355,8 +376,32 @@ impl Supervisor {
                     .is_some_and(|r| r.output.is_some())
             })
             .collect();
-        let (sig_ready, logs_ready, out_ready) = {
+        let (sig_ready, logs_ready, out_ready, control_ready, http_ready) = {
             let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
+            let control_set = self
+                .control
+                .as_ref()
+                .map(Server::poll_set)
+                .unwrap_or_default();
+            let tokens: Vec<Token> = control_set.iter().map(|(t, _, _)| *t).collect();
+            fds.extend(
+                control_set
+                    .into_iter()
+                    .map(|(_, fd, flags)| PollFd::new(fd, flags)),
+            );
+            let first_http = fds.len();
+            let http_set = self
+                .http
+                .as_ref()
+                .map(MetricsServer::poll_set)
+                .unwrap_or_default();
+            let http_tokens: Vec<HttpToken> = http_set.iter().map(|(t, _, _)| *t).collect();
+            fds.extend(
+                http_set
+                    .into_iter()
+                    .map(|(_, fd, flags)| PollFd::new(fd, flags)),
+            );
+            let first_log = fds.len();
             let logs_fd = self.logs.fd(now);
             let logs_at = logs_fd.map(|fd| {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
@@ -372,12 +417,38 @@ impl Supervisor {
                 Err(e) => error!("poll failed: {e}"),
             }
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let control_ready: Vec<Token> = tokens
+                .into_iter()
+                .zip(&fds[1..first_http])
+                .filter(|(_, fd)| ready(fd))
+                .map(|(t, _)| t)
+                .collect();
+            let http_ready: Vec<HttpToken> = http_tokens
+                .into_iter()
+                .zip(&fds[first_http..first_log])
+                .filter(|(_, fd)| ready(fd))
+                .map(|(t, _)| t)
+                .collect();
             (
                 ready(&fds[0]),
                 logs_at.is_some_and(|k| ready(&fds[k])),
                 fds[first_output..].iter().map(ready).collect::<Vec<bool>>(),
+                control_ready,
+                http_ready,
             )
         };
+        for token in http_ready {
+            // Out of `self` for the call, so the body can read the snapshot.
+            if let Some(mut h) = self.http.take() {
+                h.ready(token, Instant::now(), || {
+                    crate::metrics::render(&self.snapshot())
+                });
+                self.http = Some(h);
+            }
+        }
+        if !control_ready.is_empty() {
+            self.serve_control(&control_ready);
+        }
         if logs_ready {
             self.logs.check(Instant::now(), self.log_max, self.log_keep);
         }
@@ -391,8 +462,12 @@ impl Supervisor {
             if p.child {
                 self.reap();
             }
-            if p.reload {
-                warn!("SIGHUP: reload is not supported yet (issue #7); nothing changed");
+            if p.reload && !self.stopping {
+                info!("SIGHUP: reloading {}", self.config.display());
+                match self.reload() {
+                    Ok(summary) => info!("reloaded: {summary}"),
+                    Err(e) => error!("reload refused, nothing changed:\n{e}"),
+                }
             }
             if p.stop && !self.stopping {
                 self.begin_stop();
@@ -414,8 +489,10 @@ impl Supervisor {
             .timers
             .iter()
             .flat_map(|t| [t.due, t.run.as_ref().and_then(|r| r.kill_at)]);
+        let control = self.control.as_ref().and_then(Server::deadline);
+        let http = self.http.as_ref().and_then(MetricsServer::deadline);
         svc.chain(tmr)
-            .chain([self.next_watchdog, self.logs.deadline()])
+            .chain([self.next_watchdog, self.logs.deadline(), control, http])
             .flatten()
             .min()
     }
@@ -423,6 +500,13 @@ impl Supervisor {
     /// Everything due at `now`, and what became possible.
     fn step(&mut self, now: Instant) {
         self.logs.resume_if_due(now);
+        if let Some(c) = self.control.as_mut() {
+            c.expire(now);
+        }
+        if let Some(h) = self.http.as_mut() {
+            h.expire(now);
+        }
+        self.drop_retired();
         if let (Some(at), Some(every)) = (self.next_watchdog, self.notifier.watchdog_every) {
             if at <= now {
                 self.notifier.send("WATCHDOG=1");
@@ -529,7 +613,6 @@ impl Supervisor {
                 self.logs
                     .watch(&s.plan.log_file, self.log_max, self.log_keep);
                 s.reason = None;
-                s.asked_to_stop = false;
                 s.run_started = Some(now);
                 self.owners.insert(child.pid, Owner::Service(i));
                 match &s.plan.ready {
@@ -647,11 +730,14 @@ impl Supervisor {
         let ran = s
             .run_started
             .map_or(Duration::ZERO, |t| now.duration_since(t));
-        s.last_exit = Some(LastExit {
+        let exit = LastExit {
             how,
             at: unix_now(),
             ran_secs: ran.as_secs_f64(),
-        });
+        };
+        s.recent_exits.push_front(exit.clone());
+        s.recent_exits.truncate(RECENT_EXITS);
+        s.last_exit = Some(exit);
         s.ready = s.ready && s.plan.kind == ServiceKind::Oneshot;
         s.probe_at = None;
         if let Some(p) = s.probe_pid.take() {
@@ -661,6 +747,9 @@ impl Supervisor {
             info!(service = %s.plan.name, "stopped ({how})");
             s.state = State::Stopped;
             s.ready = false;
+            if !self.stopping {
+                self.after_requested_stop(i, now);
+            }
             self.record_pids();
             return;
         }
@@ -921,7 +1010,6 @@ impl Supervisor {
             let s = &mut self.svcs[i];
             info!(service = %s.plan.name, "sending {}", s.plan.stop.signal.0.as_str());
             kill_group(pid, s.plan.stop.signal.0);
-            s.asked_to_stop = true;
             s.probe_at = None;
             s.state = State::Stopping {
                 pid,
@@ -970,54 +1058,6 @@ impl Supervisor {
             .filter(|s| matches!(s.state, State::Failed { .. } | State::Backoff { .. }))
             .count();
         format!("{running}/{daemons} services running, {failed} failed or backing off")
-    }
-
-    pub fn snapshot(&self) -> Snapshot {
-        let now = Instant::now();
-        let unix = unix_now();
-        let ago = |t: Instant| unix.saturating_sub(now.duration_since(t).as_secs());
-        Snapshot {
-            version: 1,
-            pid: std::process::id(),
-            started_at: self.started_at,
-            config: self.config.clone(),
-            stopping: self.stopping,
-            smt: self.smt.clone(),
-            orphans_reaped: self.orphans_reaped,
-            services: self
-                .svcs
-                .iter()
-                .map(|s| ServiceStatus {
-                    name: s.plan.name.clone(),
-                    kind: s.plan.kind,
-                    state: s.state.name(),
-                    ready: s.ready,
-                    pid: s.state.pid().map(Pid::as_raw),
-                    since: s.state.pid().and(s.run_started).map(ago),
-                    restarts: s.restarts,
-                    last_exit: s.last_exit.clone(),
-                    reason: match &s.state {
-                        State::Failed { reason } => Some(reason.clone()),
-                        _ => s.reason.clone(),
-                    },
-                    cpus: s.plan.cpus.as_ref().and_then(|c| c.cpus.clone()),
-                    log_file: s.plan.log_file.clone(),
-                })
-                .collect(),
-            timers: self
-                .timers
-                .iter()
-                .map(|t| TimerStatus {
-                    name: t.plan.name.clone(),
-                    running: t.run.is_some(),
-                    next_in_secs: t
-                        .due
-                        .map(|d| d.saturating_duration_since(now).as_secs_f64()),
-                    runs: t.counts.clone(),
-                    last: t.last.iter().cloned().collect(),
-                })
-                .collect(),
-        }
     }
 
     fn write_snapshot(&mut self) {

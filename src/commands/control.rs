@@ -1,0 +1,319 @@
+//! The commands that talk to the running daemon over its control socket:
+//! `status`, `start`, `stop`, `restart`, `reload`, `timer run`, `metrics`.
+//! Exit codes: 0 done (status: everything as desired), 1 refused or
+//! something failed or backing off, 3 the daemon is not reachable.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{exit, print_stdout};
+use crate::config;
+use crate::control::client::{self, ClientError};
+use crate::control::Command;
+use crate::runtime::{unix_now, ServiceStatus, Snapshot};
+
+/// The daemon's state folder, from the config at `path` (read leniently:
+/// a config with mistakes still names its folder).
+pub fn state_dir_of(path: &Path) -> PathBuf {
+    match config::load(path) {
+        (Some(c), _) => c.host.state_dir,
+        (None, _) => config::default_state_dir(),
+    }
+}
+
+fn ask(config: &Path, command: Command) -> Result<Value, u8> {
+    client::request(&state_dir_of(config), command).map_err(|e| {
+        eprintln!("venussup: {e}");
+        match e {
+            ClientError::Unreachable { .. } => exit::UNREACHABLE,
+            _ => exit::FAILURE,
+        }
+    })
+}
+
+fn emit(text: &str) -> u8 {
+    match print_stdout(text) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("venussup: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// `start`, `stop`, `restart`, `reload`, `timer run`: says what happened.
+pub fn simple(config: &Path, command: Command) -> u8 {
+    match ask(config, command) {
+        Ok(v) => emit(&format!("{}\n", summary_line(&v))),
+        Err(code) => code,
+    }
+}
+
+fn summary_line(v: &Value) -> String {
+    if let (Some(name), Some(state)) = (v["service"].as_str(), v["state"].as_str()) {
+        return format!("{name}: {state}");
+    }
+    if let Some(name) = v["timer"].as_str() {
+        return format!("{name}: run started");
+    }
+    if v.get("unchanged").is_some() {
+        let list = |k: &str| {
+            let names: Vec<&str> = v[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        return format!(
+            "reloaded: started {}; stopped {}; restarted {}; unchanged {}",
+            list("started"),
+            list("stopped"),
+            list("restarted"),
+            list("unchanged")
+        );
+    }
+    v.to_string()
+}
+
+pub fn metrics(config: &Path) -> u8 {
+    match ask(config, Command::Metrics) {
+        Ok(Value::String(text)) => emit(&text),
+        Ok(other) => emit(&other.to_string()),
+        Err(code) => code,
+    }
+}
+
+/// A duration in seconds the way `systemctl` shows one: `2h 3min`.
+fn ago(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}min {s}s"),
+        (0, _, _) => format!("{h}h {m}min"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+fn last_exit(s: &ServiceStatus, now: u64) -> String {
+    s.last_exit.as_ref().map_or("-".to_string(), |e| {
+        format!("{} ({} ago)", e.how, ago(now.saturating_sub(e.at)))
+    })
+}
+
+/// Whether everything is as desired: nothing failed or backing off.
+fn healthy(snap: &Snapshot) -> bool {
+    !snap
+        .services
+        .iter()
+        .any(|s| matches!(&*s.state, "failed" | "backoff"))
+}
+
+fn smt_line(snap: &Snapshot) -> String {
+    match &snap.smt {
+        None => "SMT left as booted".to_string(),
+        Some(r) if r.get("error").is_some() => {
+            format!("SMT step failed: {}", r["error"].as_str().unwrap_or("?"))
+        }
+        Some(r) => {
+            let n = |k: &str| r[k].as_array().map_or(0, Vec::len);
+            let failed = n("failed");
+            if failed > 0 {
+                format!(
+                    "SMT: {} siblings offline, {failed} could not be taken offline",
+                    n("offlined")
+                )
+            } else {
+                format!("SMT: {} siblings offline", n("offlined"))
+            }
+        }
+    }
+}
+
+fn table(snap: &Snapshot) -> String {
+    let now = unix_now();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "venussup {} · pid {} · up {} · {}{}",
+        env!("CARGO_PKG_VERSION"),
+        snap.pid,
+        ago(now.saturating_sub(snap.started_at)),
+        snap.config.display(),
+        if snap.stopping { " · stopping" } else { "" }
+    );
+    let _ = writeln!(out, "host: {}\n", smt_line(snap));
+    let rows: Vec<[String; 8]> = snap
+        .services
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                serde_json::to_value(s.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                s.state.clone(),
+                s.pid.map_or("-".into(), |p| p.to_string()),
+                s.since.map_or("-".into(), |t| ago(now.saturating_sub(t))),
+                s.restarts.to_string(),
+                last_exit(s, now),
+                s.cpus.as_ref().map_or("all".into(), ToString::to_string),
+            ]
+        })
+        .collect();
+    let header = [
+        "SERVICE",
+        "KIND",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "LAST EXIT",
+        "CPUS",
+    ];
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].chars().count())
+                .chain([header[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(&header.map(String::from)));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line(r));
+    }
+    for s in snap.services.iter().filter(|s| s.reason.is_some()) {
+        let _ = writeln!(
+            out,
+            "  {}: {}",
+            s.name,
+            s.reason.as_deref().unwrap_or_default()
+        );
+    }
+    if !snap.timers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nTIMER  NEXT  RUNS (success/full/failure/skipped)  LAST RESULTS (newest first)"
+        );
+        for t in &snap.timers {
+            let next = match (t.running, t.next_in_secs) {
+                (true, _) => "running".to_string(),
+                (false, Some(s)) => {
+                    format!("in {}", ago(Duration::from_secs_f64(s.max(0.0)).as_secs()))
+                }
+                (false, None) => "not scheduled".to_string(),
+            };
+            let last: Vec<&str> = t.last.iter().map(|r| r.result.name()).collect();
+            let r = &t.runs;
+            let _ = writeln!(
+                out,
+                "{}  {next}  {}/{}/{}/{}  {}",
+                t.name,
+                r.success,
+                r.full,
+                r.failure,
+                r.skipped,
+                last.join(", ")
+            );
+        }
+    }
+    out
+}
+
+fn detail(v: &Value) -> String {
+    let mut out = String::new();
+    let name = v["name"].as_str().unwrap_or("?");
+    let _ = writeln!(out, "{name} ({})", v["kind"].as_str().unwrap_or("?"));
+    for key in [
+        "state",
+        "pid",
+        "restarts",
+        "reason",
+        "cpus",
+        "log_file",
+        "after",
+        "runs",
+        "next_in_secs",
+    ] {
+        if !v[key].is_null() {
+            let _ = writeln!(out, "  {key:<9} {}", v[key]);
+        }
+    }
+    if let Some(argv) = v["argv"].as_array() {
+        let args: Vec<&str> = argv.iter().filter_map(Value::as_str).collect();
+        let _ = writeln!(out, "  command   {}", args.join(" "));
+    }
+    if let Some(exits) = v["recent_exits"].as_array().filter(|e| !e.is_empty()) {
+        let _ = writeln!(out, "  recent exits (newest first):");
+        for e in exits {
+            let _ = writeln!(
+                out,
+                "    {} after {:.1}s, at {}",
+                serde_json::from_value::<crate::runtime::ExitKind>(e["how"].clone())
+                    .map_or(e["how"].to_string(), |k| k.to_string()),
+                e["ran_secs"].as_f64().unwrap_or(0.0),
+                e["at"]
+            );
+        }
+    }
+    if let Some(lines) = v["log_tail"].as_array().filter(|l| !l.is_empty()) {
+        let _ = writeln!(out, "  last log lines:");
+        for l in lines.iter().filter_map(Value::as_str) {
+            let _ = writeln!(out, "    {l}");
+        }
+    }
+    out
+}
+
+pub fn status(config: &Path, name: Option<String>, json: bool) -> u8 {
+    let detail_wanted = name.is_some();
+    let v = match ask(config, Command::Status { name }) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if detail_wanted {
+        let bad = matches!(v["state"].as_str(), Some("failed" | "backoff"));
+        let code = emit(&if json { format!("{v:#}\n") } else { detail(&v) });
+        return if code == exit::OK && bad {
+            exit::FAILURE
+        } else {
+            code
+        };
+    }
+    let snap: Snapshot = match serde_json::from_value(v.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("venussup: the daemon's status is not what this version reads: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let code = emit(&if json {
+        format!("{v:#}\n")
+    } else {
+        table(&snap)
+    });
+    if code == exit::OK && !healthy(&snap) {
+        exit::FAILURE
+    } else {
+        code
+    }
+}

@@ -1,0 +1,229 @@
+//! The optional Prometheus listener: `GET /metrics` over plain HTTP/1.1,
+//! one response per connection. Non-blocking and bounded like the control
+//! socket: a request head is at most [`MAX_HEAD`] bytes and must arrive
+//! within [`IDLE_TIMEOUT`]; anything but `GET /metrics` gets 404 or 405.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Instant;
+
+use nix::poll::PollFlags;
+
+use super::{IDLE_TIMEOUT, MAX_CLIENTS};
+
+pub const MAX_HEAD: usize = 8 * 1024;
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    deadline: Instant,
+    answered: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpToken {
+    Listener,
+    Conn(u64),
+}
+
+#[derive(Debug)]
+pub struct MetricsServer {
+    listener: TcpListener,
+    conns: HashMap<u64, Conn>,
+    next: u64,
+}
+
+/// What a request head asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Metrics,
+    NotFound,
+    MethodNotAllowed,
+    BadRequest,
+}
+
+/// Routes a complete request head (pure).
+pub fn route(head: &[u8]) -> Route {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(method), Some(path), Some(v)) if v.starts_with("HTTP/") => {
+            let path = path.split('?').next().unwrap_or(path);
+            match (method, path) {
+                ("GET", "/metrics") => Route::Metrics,
+                ("GET" | "HEAD", _) => Route::NotFound,
+                _ => Route::MethodNotAllowed,
+            }
+        }
+        _ => Route::BadRequest,
+    }
+}
+
+fn response(status: &str, content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+impl MetricsServer {
+    pub fn bind(addr: &str) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            listener,
+            conns: HashMap::new(),
+            next: 0,
+        })
+    }
+
+    pub fn poll_set(&self) -> Vec<(HttpToken, BorrowedFd<'_>, PollFlags)> {
+        let mut v = vec![(
+            HttpToken::Listener,
+            self.listener.as_fd(),
+            PollFlags::POLLIN,
+        )];
+        for (id, c) in &self.conns {
+            let flags = if c.answered {
+                PollFlags::POLLOUT
+            } else {
+                PollFlags::POLLIN
+            };
+            v.push((HttpToken::Conn(*id), c.stream.as_fd(), flags));
+        }
+        v
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.conns.values().map(|c| c.deadline).min()
+    }
+
+    pub fn expire(&mut self, now: Instant) {
+        self.conns.retain(|_, c| c.deadline > now);
+    }
+
+    /// Handles readiness; `metrics` renders the body when it is asked for.
+    pub fn ready(&mut self, token: HttpToken, now: Instant, metrics: impl FnOnce() -> String) {
+        match token {
+            HttpToken::Listener => loop {
+                match self.listener.accept() {
+                    Ok((stream, _)) => {
+                        if self.conns.len() >= MAX_CLIENTS {
+                            continue; // dropped: closes at once
+                        }
+                        let _ = stream.set_nonblocking(true);
+                        self.conns.insert(
+                            self.next,
+                            Conn {
+                                stream,
+                                input: Vec::new(),
+                                output: Vec::new(),
+                                deadline: now + IDLE_TIMEOUT,
+                                answered: false,
+                            },
+                        );
+                        self.next += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            },
+            HttpToken::Conn(id) => {
+                let Some(c) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                if !c.answered {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match c.stream.read(&mut buf) {
+                            Ok(0) => {
+                                self.conns.remove(&id);
+                                return;
+                            }
+                            Ok(n) => c.input.extend_from_slice(&buf[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => break,
+                        }
+                        if c.input.len() > MAX_HEAD {
+                            break;
+                        }
+                    }
+                    let complete = c.input.windows(4).any(|w| w == b"\r\n\r\n")
+                        || c.input.windows(2).any(|w| w == b"\n\n");
+                    if c.input.len() > MAX_HEAD {
+                        c.output = response(
+                            "431 Request Header Fields Too Large",
+                            "text/plain",
+                            "request too large\n",
+                        );
+                    } else if complete {
+                        c.output = match route(&c.input) {
+                            Route::Metrics => response(
+                                "200 OK",
+                                "text/plain; version=0.0.4; charset=utf-8",
+                                &metrics(),
+                            ),
+                            Route::NotFound => response(
+                                "404 Not Found",
+                                "text/plain",
+                                "only /metrics is served here\n",
+                            ),
+                            Route::MethodNotAllowed => response(
+                                "405 Method Not Allowed",
+                                "text/plain",
+                                "only GET /metrics\n",
+                            ),
+                            Route::BadRequest => {
+                                response("400 Bad Request", "text/plain", "not an HTTP request\n")
+                            }
+                        };
+                    } else {
+                        return;
+                    }
+                    c.answered = true;
+                }
+                loop {
+                    match c.stream.write(&c.output) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            c.output.drain(..n);
+                            if c.output.is_empty() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+                self.conns.remove(&id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_get_metrics_is_served() {
+        assert_eq!(
+            route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Route::Metrics
+        );
+        assert_eq!(route(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Route::Metrics);
+        assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(
+            route(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            Route::MethodNotAllowed
+        );
+        assert_eq!(route(b"\x00\x01garbage\r\n\r\n"), Route::BadRequest);
+    }
+}

@@ -1,0 +1,167 @@
+//! The control protocol: newline-delimited JSON over a Unix stream socket
+//! in the state folder (`control.sock`). One request per line, one
+//! response line per request, in order; a client may send several.
+//!
+//! Request:  `{"version": 1, "command": "status", "name": "worker01"}`
+//!           commands: `status` (name optional), `start`, `stop`,
+//!           `restart`, `timer-run` (each with `name`), `reload`, `metrics`.
+//! Response: `{"version": 1, "ok": true, "result": ...}` or
+//!           `{"version": 1, "ok": false, "error": "..."}`.
+//!
+//! Bounds: a request line is at most [`MAX_REQUEST`] bytes; a client that
+//! sends nothing for [`IDLE_TIMEOUT`] is dropped; at most [`MAX_CLIENTS`]
+//! at once (more are told "busy"). Only root (and, when the config names
+//! one, a group) may connect: the socket's mode and the peer's credentials
+//! (SO_PEERCRED) both say so.
+
+pub mod client;
+pub mod http;
+pub mod server;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The socket's file name in the state folder.
+pub const SOCKET_NAME: &str = "control.sock";
+pub const MAX_REQUEST: usize = 64 * 1024;
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const MAX_CLIENTS: usize = 512;
+/// A client that does not read its responses is dropped past this.
+pub const MAX_PENDING_OUTPUT: usize = 64 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Command {
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Restart {
+        name: String,
+    },
+    TimerRun {
+        name: String,
+    },
+    Reload,
+    Metrics,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub version: u32,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+impl Request {
+    pub fn new(command: Command) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            command,
+        }
+    }
+
+    /// Parses one request line, with an error fit to send back.
+    pub fn parse(line: &[u8]) -> Result<Self, String> {
+        let req: Request = serde_json::from_slice(line).map_err(|e| {
+            format!("malformed request ({e}); send one JSON object per line, e.g. {{\"version\": 1, \"command\": \"status\"}}")
+        })?;
+        if req.version != PROTOCOL_VERSION {
+            return Err(format!(
+                "protocol version {} is not supported (this daemon speaks {PROTOCOL_VERSION})",
+                req.version
+            ));
+        }
+        Ok(req)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub version: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(result: serde_json::Value) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    pub fn err(error: impl Into<String>) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            ok: false,
+            result: None,
+            error: Some(error.into()),
+        }
+    }
+
+    /// The response as one line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_else(|_| {
+            b"{\"version\":1,\"ok\":false,\"error\":\"unencodable response\"}".to_vec()
+        });
+        v.push(b'\n');
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_round_trip() {
+        let r =
+            Request::parse(br#"{"version": 1, "command": "stop", "name": "worker01"}"#).unwrap();
+        assert_eq!(
+            r.command,
+            Command::Stop {
+                name: "worker01".into()
+            }
+        );
+        let r = Request::parse(br#"{"version":1,"command":"status"}"#).unwrap();
+        assert_eq!(r.command, Command::Status { name: None });
+        let line = serde_json::to_string(&Request::new(Command::TimerRun {
+            name: "pledge".into(),
+        }))
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"version":1,"command":"timer-run","name":"pledge"}"#
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_why() {
+        assert!(Request::parse(b"hello")
+            .unwrap_err()
+            .contains("malformed request"));
+        assert!(Request::parse(br#"{"version":1,"command":"explode"}"#)
+            .unwrap_err()
+            .contains("malformed"));
+        assert!(Request::parse(br#"{"version":1,"command":"stop"}"#)
+            .unwrap_err()
+            .contains("name"));
+        assert!(Request::parse(br#"{"version":2,"command":"status"}"#)
+            .unwrap_err()
+            .contains("version 2"));
+    }
+}

@@ -1,0 +1,250 @@
+//! The daemon's snapshot in Prometheus' text exposition format (0.0.4):
+//! served by the optional listener and by `venussup metrics`, and read by
+//! node_exporter's textfile collector. Rendering is pure; what is read from
+//! `/proc` (CPU time, memory) is read just before.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::runtime::Snapshot;
+
+/// States a service can be in, each a series of `venussup_service_state`.
+pub const STATES: [&str; 9] = [
+    "waiting", "starting", "running", "backoff", "stopping", "stopped", "exited", "failed", "done",
+];
+
+/// CPU time and memory of a running service's main process.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+}
+
+/// Reads `/proc/PID/stat` (utime + stime) and `/proc/PID/statm` (resident).
+pub fn usage(proc_dir: &Path, pid: i32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(proc_dir.join(pid.to_string()).join("stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of the line are 12 and 13 after the command name.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let statm = std::fs::read_to_string(proc_dir.join(pid.to_string()).join("statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let (hz, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    let page = u64::try_from(page).ok()?;
+    #[allow(clippy::cast_precision_loss)] // CPU ticks stay far below 2^53
+    let cpu_seconds = ticks as f64 / hz as f64;
+    Some(Usage {
+        cpu_seconds,
+        rss_bytes: pages * page,
+    })
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{}}} {value}", labels.join(","));
+        }
+    }
+}
+
+/// The metrics of `snap`; `usage` by service name for running services.
+pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>) -> String {
+    let mut o = Out(String::new());
+    o.family("venussup_build_info", "gauge", "venussup's version.");
+    o.sample(
+        "venussup_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    o.family(
+        "venussup_smt_offline_cpus",
+        "gauge",
+        "SMT sibling CPUs venussup took offline at start.",
+    );
+    let offlined = snap
+        .smt
+        .as_ref()
+        .and_then(|s| s["offlined"].as_array())
+        .map_or(0, Vec::len);
+    o.sample("venussup_smt_offline_cpus", &[], offlined);
+    o.family(
+        "venussup_orphans_reaped_total",
+        "counter",
+        "Orphaned processes venussup reaped.",
+    );
+    o.sample("venussup_orphans_reaped_total", &[], snap.orphans_reaped);
+
+    o.family(
+        "venussup_service_up",
+        "gauge",
+        "1 when the service runs (starting or running), else 0.",
+    );
+    for s in &snap.services {
+        o.sample(
+            "venussup_service_up",
+            &[("service", &s.name)],
+            u8::from(s.pid.is_some()),
+        );
+    }
+    o.family(
+        "venussup_service_state",
+        "gauge",
+        "1 for the state the service is in, 0 for the others.",
+    );
+    for s in &snap.services {
+        for st in STATES {
+            o.sample(
+                "venussup_service_state",
+                &[("service", &s.name), ("state", st)],
+                u8::from(s.state == st),
+            );
+        }
+    }
+    o.family(
+        "venussup_service_restarts_total",
+        "counter",
+        "Restarts since venussup started.",
+    );
+    for s in &snap.services {
+        o.sample(
+            "venussup_service_restarts_total",
+            &[("service", &s.name)],
+            s.restarts,
+        );
+    }
+    o.family(
+        "venussup_service_last_exit_code",
+        "gauge",
+        "Exit code of the last run (128 + signal when killed by one).",
+    );
+    for s in &snap.services {
+        if let Some(e) = &s.last_exit {
+            let code = match e.how {
+                crate::runtime::ExitKind::Code(c) => c,
+                crate::runtime::ExitKind::Signal(sig) => 128 + sig,
+            };
+            o.sample(
+                "venussup_service_last_exit_code",
+                &[("service", &s.name)],
+                code,
+            );
+        }
+    }
+    o.family(
+        "venussup_service_uptime_seconds",
+        "gauge",
+        "Seconds since the current run started.",
+    );
+    let now = crate::runtime::unix_now();
+    for s in &snap.services {
+        if let Some(since) = s.since {
+            o.sample(
+                "venussup_service_uptime_seconds",
+                &[("service", &s.name)],
+                now.saturating_sub(since),
+            );
+        }
+    }
+    o.family(
+        "venussup_service_cpu_seconds_total",
+        "counter",
+        "CPU time of the service's main process.",
+    );
+    for s in &snap.services {
+        if let Some(u) = usage.get(&s.name) {
+            o.sample(
+                "venussup_service_cpu_seconds_total",
+                &[("service", &s.name)],
+                u.cpu_seconds,
+            );
+        }
+    }
+    o.family(
+        "venussup_service_memory_bytes",
+        "gauge",
+        "Resident memory of the service's main process.",
+    );
+    for s in &snap.services {
+        if let Some(u) = usage.get(&s.name) {
+            o.sample(
+                "venussup_service_memory_bytes",
+                &[("service", &s.name)],
+                u.rss_bytes,
+            );
+        }
+    }
+    o.family(
+        "venussup_timer_runs_total",
+        "counter",
+        "Timer runs by result (skipped: due while the last run went on).",
+    );
+    for t in &snap.timers {
+        let r = &t.runs;
+        for (result, n) in [
+            ("success", r.success),
+            ("full", r.full),
+            ("failure", r.failure),
+            ("skipped", r.skipped),
+        ] {
+            o.sample(
+                "venussup_timer_runs_total",
+                &[("timer", &t.name), ("result", result)],
+                n,
+            );
+        }
+    }
+    o.0
+}
+
+/// The metrics of `snap`, with CPU and memory read from `/proc` now.
+pub fn render(snap: &Snapshot) -> String {
+    let usage = snap
+        .services
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), usage(Path::new("/proc"), s.pid?)?)))
+        .collect();
+    render_with(snap, &usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn usage_of_this_process() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        let u = usage(Path::new("/proc"), me).unwrap();
+        assert!(u.rss_bytes > 0);
+    }
+}

@@ -1,0 +1,439 @@
+//! Requests from the control socket (and SIGHUP's reload), applied to the
+//! supervisor's state: each answers at once; what takes time (a stop, a
+//! start) goes on in the loop and shows in the snapshot.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::{kill_group, AfterStop, Owner, Supervisor, Svc, Tmr};
+use crate::control::server::Token;
+use crate::control::{Command, Response};
+use crate::plan::render;
+use crate::runtime::service::State;
+
+/// Lines of a service's log shown by `status NAME`.
+const LOG_TAIL_LINES: usize = 20;
+/// Bytes read from the end of a log to find them.
+const LOG_TAIL_BYTES: u64 = 16 * 1024;
+
+/// What a reload did.
+#[derive(Debug, Default, Serialize)]
+pub struct ReloadSummary {
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub restarted: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} new, {} removed, {} changed (restarting), {} unchanged",
+            self.started.len(),
+            self.stopped.len(),
+            self.restarted.len(),
+            self.unchanged.len()
+        )
+    }
+}
+
+/// The last lines of a file, read from its end.
+fn tail(path: &std::path::Path) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)));
+    let mut buf = Vec::new();
+    let _ = f.take(LOG_TAIL_BYTES).read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..]
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+impl Supervisor {
+    /// Reads, answers and forgets what the ready control descriptors bring.
+    pub(super) fn serve_control(&mut self, tokens: &[Token]) {
+        let now = Instant::now();
+        for token in tokens {
+            let requests = match self.control.as_mut() {
+                Some(server) => server.ready(*token, now),
+                None => return,
+            };
+            for (client, request) in requests {
+                let response = match request {
+                    Ok(r) => self.handle(r.command),
+                    Err(e) => Response::err(e),
+                };
+                if let Some(server) = self.control.as_mut() {
+                    server.respond(client, &response);
+                }
+            }
+        }
+    }
+
+    fn service_index(&self, name: &str) -> Result<usize, String> {
+        self.svcs
+            .iter()
+            .position(|s| s.plan.name == name && !s.retiring)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.svcs.iter().map(|s| s.plan.name.as_str()).collect();
+                format!("no service `{name}` (services: {})", names.join(", "))
+            })
+    }
+
+    pub(super) fn handle(&mut self, command: Command) -> Response {
+        let now = Instant::now();
+        let result = match command {
+            Command::Status { name: None } => {
+                serde_json::to_value(self.snapshot()).map_err(|e| e.to_string())
+            }
+            Command::Status { name: Some(name) } => self.detail(&name),
+            Command::Start { name } => self
+                .service_index(&name)
+                .and_then(|i| self.start_on_request(i, now)),
+            Command::Stop { name } => self
+                .service_index(&name)
+                .and_then(|i| self.stop_on_request(i, now, AfterStop::StayStopped)),
+            Command::Restart { name } => self.service_index(&name).and_then(|i| {
+                if self.svcs[i].state.pid().is_some() {
+                    self.stop_on_request(i, now, AfterStop::StartAgain)
+                } else {
+                    self.start_on_request(i, now)
+                }
+            }),
+            Command::TimerRun { name } => self.timer_now(&name, now),
+            Command::Reload => self
+                .reload()
+                .and_then(|summary| serde_json::to_value(summary).map_err(|e| e.to_string())),
+            Command::Metrics => Ok(Value::String(crate::metrics::render(&self.snapshot()))),
+        };
+        match result {
+            Ok(v) => Response::ok(v),
+            Err(e) => Response::err(e),
+        }
+    }
+
+    /// `status NAME`: the snapshot entry plus the command, recent exits and
+    /// the log's last lines.
+    fn detail(&self, name: &str) -> Result<Value, String> {
+        let snapshot = self.snapshot();
+        if let Some(t) = snapshot.timers.iter().find(|t| t.name == name) {
+            let plan = self
+                .timers
+                .iter()
+                .find(|x| x.plan.name == name)
+                .map(|x| &x.plan);
+            let mut v = serde_json::to_value(t).map_err(|e| e.to_string())?;
+            v["kind"] = json!("timer");
+            if let Some(p) = plan {
+                v["log_tail"] = json!(tail(&p.log_file));
+            }
+            return Ok(v);
+        }
+        let i = self.service_index(name)?;
+        let s = &self.svcs[i];
+        let shown = render::redacted_service(&s.plan);
+        let entry = snapshot.services.into_iter().find(|x| x.name == name);
+        let mut v = serde_json::to_value(entry).map_err(|e| e.to_string())?;
+        v["argv"] = json!(shown.argv);
+        v["env"] = json!(shown.env);
+        v["recent_exits"] = json!(s.recent_exits);
+        v["log_tail"] = json!(tail(&s.plan.log_file));
+        v["after"] = json!(s.plan.after);
+        Ok(v)
+    }
+
+    fn start_on_request(&mut self, i: usize, now: Instant) -> Result<Value, String> {
+        let s = &mut self.svcs[i];
+        match s.state {
+            State::Stopped
+            | State::Exited
+            | State::Failed { .. }
+            | State::Done
+            | State::Backoff { .. } => {
+                info!(service = %s.plan.name, "start requested");
+                s.backoff = Default::default();
+                s.history.clear();
+                s.reason = None;
+                s.after_stop = AfterStop::StayStopped;
+                s.state = State::Waiting;
+                self.dirty = true;
+                self.step_service(i, now);
+                Ok(json!({"service": self.svcs[i].plan.name, "state": self.svcs[i].state.name()}))
+            }
+            State::Stopping { .. } => {
+                s.after_stop = AfterStop::StartAgain;
+                Ok(json!({"service": s.plan.name, "state": "stopping, then starting"}))
+            }
+            _ => Err(format!("`{}` is already {}", s.plan.name, s.state.name())),
+        }
+    }
+
+    /// Sends the stop signal now (not waiting for dependents: the operator
+    /// asked for this one); `after` says what follows the exit.
+    pub(super) fn stop_on_request(
+        &mut self,
+        i: usize,
+        now: Instant,
+        after: AfterStop,
+    ) -> Result<Value, String> {
+        let s = &mut self.svcs[i];
+        s.after_stop = after;
+        self.dirty = true;
+        match s.state.clone() {
+            State::Starting { pid, .. } | State::Running { pid } => {
+                info!(service = %s.plan.name, "stop requested: sending {}", s.plan.stop.signal.0.as_str());
+                kill_group(pid, s.plan.stop.signal.0);
+                s.probe_at = None;
+                s.state = State::Stopping {
+                    pid,
+                    kill_at: now + s.plan.stop.timeout.0,
+                };
+            }
+            State::Stopping { .. } => {}
+            _ => {
+                s.state = State::Stopped;
+                self.after_requested_stop(i, now);
+            }
+        }
+        Ok(json!({"service": self.svcs[i].plan.name, "state": self.svcs[i].state.name()}))
+    }
+
+    /// What follows a stop venussup asked for: a changed plan takes over, a
+    /// restart starts again, a removed service goes.
+    pub(super) fn after_requested_stop(&mut self, i: usize, now: Instant) {
+        let s = &mut self.svcs[i];
+        if s.retiring {
+            return;
+        }
+        if let Some(plan) = s.replacement.take() {
+            let mut clamped = BTreeSet::new();
+            let mut fresh = Svc::new(&plan, &self.ceilings, &mut clamped);
+            for w in clamped {
+                warn!(service = %plan.name, "{w}");
+            }
+            fresh.hook = s.hook.take();
+            *s = fresh;
+            self.link();
+            self.step_service(i, now);
+        } else if s.after_stop == AfterStop::StartAgain {
+            s.after_stop = AfterStop::StayStopped;
+            s.backoff = Default::default();
+            s.state = State::Waiting;
+            self.step_service(i, now);
+        }
+    }
+
+    fn timer_now(&mut self, name: &str, now: Instant) -> Result<Value, String> {
+        let i = self
+            .timers
+            .iter()
+            .position(|t| t.plan.name == name)
+            .ok_or_else(|| format!("no timer `{name}`"))?;
+        if self.timers[i].run.is_some() {
+            return Err(format!(
+                "`{name}` is running already; a timer never runs twice at once"
+            ));
+        }
+        info!(timer = %name, "run requested");
+        self.run_timer(i, now);
+        Ok(json!({"timer": name, "running": self.timers[i].run.is_some()}))
+    }
+
+    /// Re-reads the config; an invalid one changes nothing. A valid one is
+    /// applied as a diff: new services start, removed ones stop, changed
+    /// ones restart, unchanged ones keep running with the same pid.
+    pub(super) fn reload(&mut self) -> Result<ReloadSummary, String> {
+        let (config, plan) = crate::runtime::load_plan(&self.config, &self.fs_root)?;
+        let now = Instant::now();
+        if config.host.state_dir != self.state_dir {
+            warn!("state_dir changed in the config; it takes effect when venussup restarts");
+        }
+        self.log_max = plan.host.log_max_size.0;
+        self.log_keep = plan.host.log_keep;
+        let mut summary = ReloadSummary::default();
+        let mut old: HashMap<String, Svc> = HashMap::new();
+        let old_index: HashMap<String, usize> = self
+            .svcs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.plan.name.clone(), i))
+            .collect();
+        for s in self.svcs.drain(..) {
+            old.insert(s.plan.name.clone(), s);
+        }
+        let mut svcs = Vec::new();
+        let mut clamped = BTreeSet::new();
+        for p in &plan.services {
+            match old.remove(&p.name) {
+                Some(mut s) if s.retiring => {
+                    // Removed earlier, back now: let it finish stopping, then start.
+                    s.retiring = false;
+                    s.replacement = Some(p.clone());
+                    summary.restarted.push(p.name.clone());
+                    svcs.push(s);
+                }
+                Some(s) if same_plan(&s.plan, p) => {
+                    summary.unchanged.push(p.name.clone());
+                    svcs.push(s);
+                }
+                Some(mut s) => {
+                    summary.restarted.push(p.name.clone());
+                    s.replacement = Some(p.clone());
+                    svcs.push(s);
+                }
+                None => {
+                    summary.started.push(p.name.clone());
+                    svcs.push(Svc::new(p, &self.ceilings, &mut clamped));
+                }
+            }
+        }
+        let mut removed: Vec<Svc> = old.into_values().collect();
+        removed.sort_by_key(|s| old_index.get(&s.plan.name).copied());
+        for mut s in removed {
+            if !s.retiring {
+                summary.stopped.push(s.plan.name.clone());
+            }
+            s.retiring = true;
+            svcs.push(s);
+        }
+        for w in clamped {
+            warn!("{w}");
+        }
+        // Pids point at positions: move them with their services.
+        let new_index: HashMap<&str, usize> = svcs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.plan.name.as_str(), i))
+            .collect();
+        let old_names: HashMap<usize, String> =
+            old_index.iter().map(|(n, i)| (*i, n.clone())).collect();
+        let remap = |i: usize| {
+            old_names
+                .get(&i)
+                .and_then(|n| new_index.get(n.as_str()).copied())
+        };
+        let owners: Vec<_> = self.owners.drain().collect();
+        for (pid, owner) in owners {
+            let moved = match owner {
+                Owner::Service(i) => remap(i).map(Owner::Service),
+                Owner::Probe(i) => remap(i).map(Owner::Probe),
+                Owner::Timer(i) => Some(Owner::Timer(i)),
+            };
+            if let Some(o) = moved {
+                self.owners.insert(pid, o);
+            }
+        }
+        self.svcs = svcs;
+        self.reload_timers(&plan.timers);
+        self.link();
+        // Changed and removed services stop now; the rest follows in the loop.
+        for i in 0..self.svcs.len() {
+            let s = &self.svcs[i];
+            if s.retiring || s.replacement.is_some() {
+                if s.state.pid().is_some() {
+                    let _ = self.stop_on_request(i, now, AfterStop::StayStopped);
+                } else if !s.retiring {
+                    self.after_requested_stop(i, now);
+                } else {
+                    self.svcs[i].state = State::Stopped;
+                }
+            }
+        }
+        self.dirty = true;
+        Ok(summary)
+    }
+
+    /// Timers are replaced by name; a timer whose plan is unchanged keeps its
+    /// schedule and counts. A running run of a removed timer is killed.
+    fn reload_timers(&mut self, plans: &[crate::plan::TimerPlan]) {
+        let mut old: BTreeMap<String, (usize, Tmr)> = self
+            .timers
+            .drain(..)
+            .enumerate()
+            .map(|(i, t)| (t.plan.name.clone(), (i, t)))
+            .collect();
+        let mut moved: HashMap<usize, usize> = HashMap::new();
+        for (new_i, p) in plans.iter().enumerate() {
+            let t = match old.remove(&p.name) {
+                Some((old_i, mut t)) => {
+                    moved.insert(old_i, new_i);
+                    if !same_timer(&t.plan, p) {
+                        t.plan = p.clone();
+                        t.due = None;
+                    }
+                    t
+                }
+                None => Tmr::new(p),
+            };
+            self.timers.push(t);
+        }
+        for (_, (_, t)) in old {
+            if let Some(run) = t.run {
+                kill_group(run.pid, Signal::SIGKILL);
+            }
+        }
+        let owners: Vec<_> = self.owners.drain().collect();
+        for (pid, owner) in owners {
+            match owner {
+                Owner::Timer(i) => {
+                    if let Some(&j) = moved.get(&i) {
+                        self.owners.insert(pid, Owner::Timer(j));
+                    }
+                }
+                o => {
+                    self.owners.insert(pid, o);
+                }
+            }
+        }
+    }
+
+    /// Removes retired services once nothing of theirs runs.
+    pub(super) fn drop_retired(&mut self) {
+        let done = |s: &Svc| s.retiring && s.state.pid().is_none() && s.probe_pid.is_none();
+        if !self.svcs.iter().any(done) {
+            return;
+        }
+        let names: Vec<String> = self.svcs.iter().map(|s| s.plan.name.clone()).collect();
+        self.svcs.retain(|s| !done(s));
+        let index: HashMap<&str, usize> = self
+            .svcs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.plan.name.as_str(), i))
+            .collect();
+        let owners: Vec<_> = self.owners.drain().collect();
+        for (pid, owner) in owners {
+            let moved = match owner {
+                Owner::Service(i) => index.get(names[i].as_str()).map(|&j| Owner::Service(j)),
+                Owner::Probe(i) => index.get(names[i].as_str()).map(|&j| Owner::Probe(j)),
+                o @ Owner::Timer(_) => Some(o),
+            };
+            if let Some(o) = moved {
+                self.owners.insert(pid, o);
+            }
+        }
+        self.link();
+        self.dirty = true;
+    }
+}
+
+/// Plans compare as what they would show in `check --json`.
+fn same_plan(a: &crate::plan::ServicePlan, b: &crate::plan::ServicePlan) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}
+
+fn same_timer(a: &crate::plan::TimerPlan, b: &crate::plan::TimerPlan) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}
