@@ -157,6 +157,15 @@ enum Command {
         #[command(flatten)]
         config: ConfigOpt,
     },
+    /// A value for the Zabbix agent (see units/zabbix_agentd.d/venussup.conf):
+    /// `discovery`, `timer-discovery`, `state|up|restarts|uptime|last-exit-code NAME`,
+    /// `timer-last|timer-failures NAME`.
+    Zabbix {
+        key: String,
+        name: Option<String>,
+        #[command(flatten)]
+        config: ConfigOpt,
+    },
     /// Act on a timer: `timer run NAME` runs it now (the pledge, at once).
     Timer {
         #[arg(value_enum)]
@@ -257,5 +266,8 @@ fn dispatch(cli: Cli) -> u8 {
             json: json.json,
         }),
         Command::Metrics { config } => commands::control::metrics(&config.config),
+        Command::Zabbix { key, name, config } => {
+            commands::zabbix::run(&config.config, &key, name.as_deref())
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod plan;
 pub mod smt;
 pub mod standin;
 pub mod topology;
+pub mod zabbix;
 
 use std::io::{self, Write as _};
 use std::path::Path;

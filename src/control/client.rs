@@ -41,11 +41,21 @@ pub fn request(state_dir: &Path, command: Command) -> Result<serde_json::Value, 
     let mut line = serde_json::to_vec(&Request::new(command))
         .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(unreachable)?;
+    // A daemon that refuses the peer answers at once and closes, maybe
+    // before the request is written: read its answer all the same.
+    let written = stream.write_all(&line);
     let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+    let read = BufReader::new(&stream).read_line(&mut answer);
+    match (written, read) {
+        (_, Ok(n)) if n > 0 => {}
+        (Err(e), _) => return Err(unreachable(e)),
+        (Ok(()), Err(e)) => return Err(ClientError::BadAnswer(e.to_string())),
+        (Ok(()), Ok(_)) => {
+            return Err(ClientError::BadAnswer(
+                "the daemon closed the connection without an answer".into(),
+            ))
+        }
+    }
     let response: Response = serde_json::from_str(&answer)
         .map_err(|e| ClientError::BadAnswer(format!("{e}: {answer:?}")))?;
     if response.ok {

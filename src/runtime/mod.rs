@@ -146,19 +146,18 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
         std::time::Duration::from_secs(30),
     );
     adopt::stop_leftovers(&state_dir, Path::new("/proc"), &stops, default_stop);
-    let control = match control::server::Server::bind(
-        &state_dir.join(control::SOCKET_NAME),
-        access(&config),
-    ) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            error!(
+    let control =
+        match control::server::Server::bind(&state_dir.join(control::SOCKET_NAME), access(&config))
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                error!(
                 "failed to open the control socket in {}: {e}; status and reload will not answer",
                 state_dir.display()
             );
-            None
-        }
-    };
+                None
+            }
+        };
     let http = config.host.metrics.as_ref().and_then(|m| {
         control::http::MetricsServer::bind(m.listen.get_ref())
             .inspect(|_| info!("serving GET /metrics on {}", m.listen.get_ref()))
