@@ -4,6 +4,7 @@
 //! host → [`plan::Plan`] → run. Each stage is its own module; only the
 //! runtime touches the system.
 
+pub mod alloc;
 pub mod capacity;
 pub mod commands;
 pub mod config;
