@@ -13,6 +13,7 @@ pub mod cpulist;
 pub mod diag;
 pub mod envfile;
 pub mod fsroot;
+pub mod gpu;
 pub mod hostinfo;
 pub mod metrics;
 pub mod plan;
