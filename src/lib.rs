@@ -6,6 +6,7 @@
 
 pub mod alloc;
 pub mod capacity;
+pub mod cgroup;
 pub mod commands;
 pub mod config;
 pub mod control;
