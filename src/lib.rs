@@ -9,6 +9,7 @@ pub mod capacity;
 pub mod cgroup;
 pub mod commands;
 pub mod config;
+pub mod confine;
 pub mod control;
 pub mod cpulist;
 pub mod diag;
