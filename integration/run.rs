@@ -55,12 +55,19 @@ fn services_start_in_order_with_their_env_own_session_and_no_leaked_descriptors(
 
     let w = report(&setup, "worker");
     assert_eq!(w["pid"].as_i64(), worker["pid"].as_i64());
-    // Exactly the planned environment: nothing of the test's own leaks.
+    // Exactly the planned environment: nothing of the test's own leaks
+    // (a service without a GPU gets the two GPU variables from the plan).
     let env = w["env"].as_object().unwrap();
     let keys: Vec<&str> = env.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["PATH", "TRUST_PARAMS", "VENUS_WORKER_PATH"],
+        [
+            "BELLMAN_NO_GPU",
+            "CUDA_VISIBLE_DEVICES",
+            "PATH",
+            "TRUST_PARAMS",
+            "VENUS_WORKER_PATH"
+        ],
         "{env:?}"
     );
     assert_eq!(

@@ -4,14 +4,18 @@
 //! host → [`plan::Plan`] → run. Each stage is its own module; only the
 //! runtime touches the system.
 
+pub mod alloc;
 pub mod capacity;
+pub mod cgroup;
 pub mod commands;
 pub mod config;
+pub mod confine;
 pub mod control;
 pub mod cpulist;
 pub mod diag;
 pub mod envfile;
 pub mod fsroot;
+pub mod gpu;
 pub mod hostinfo;
 pub mod metrics;
 pub mod plan;

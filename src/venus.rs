@@ -7,10 +7,11 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use crate::capacity::Capacity;
-use crate::config::values::{GpuSpec, Limit};
+use crate::config::values::Limit;
 use crate::config::{Config, Role, ServiceConfig, ServiceKind, Task};
 use crate::diag::Diagnostics;
 use crate::fsroot::FsRoot;
+use crate::gpu;
 use crate::plan::{Plan, ServicePlan};
 
 /// venus-worker refuses to start with a lower soft `RLIMIT_NOFILE`.
@@ -54,13 +55,21 @@ fn flag_on(argv: &[String], name: &str) -> bool {
     flag_value(argv, name).is_none_or(|v| v != "false")
 }
 
-/// Whether the service should get a GPU by what it asked for.
-fn wants_gpu(s: &ServiceConfig) -> bool {
-    match s.gpus.get_ref() {
-        GpuSpec::None => false,
-        GpuSpec::Indices(v) => !v.is_empty(),
-        GpuSpec::Auto => s.tasks.iter().any(|t| t.gpu_priority().is_some()),
-    }
+/// `FIL_PROOFS_MULTICORE_SDR_PRODUCERS` when not set (the proofs' default).
+const DEFAULT_SDR_PRODUCERS: usize = 3;
+
+/// Cores per multicore-SDR unit (`FIL_PROOFS_MULTICORE_SDR_PRODUCERS + 1`)
+/// when a service runs PreCommit1 with `FIL_PROOFS_USE_MULTICORE_SDR=1`.
+pub fn multicore_sdr_unit(tasks: &[Task], env: &BTreeMap<String, String>) -> Option<usize> {
+    let multicore = env
+        .get("FIL_PROOFS_USE_MULTICORE_SDR")
+        .is_some_and(|v| v == "1");
+    (tasks.contains(&Task::PreCommit1) && multicore).then(|| {
+        env.get("FIL_PROOFS_MULTICORE_SDR_PRODUCERS")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_SDR_PRODUCERS)
+            + 1
+    })
 }
 
 /// The span of `key` in the service's own `env`, else of its name.
@@ -108,6 +117,7 @@ pub fn check(
         .collect();
     for (s, p) in &pairs {
         environment(s, p, diags);
+        multicore_sdr(s, p, diags);
     }
     let workers: Vec<_> = pairs
         .iter()
@@ -152,14 +162,90 @@ pub fn check(
 
 fn environment(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
     let name = s.name.get_ref();
-    if p.env.contains_key("BELLMAN_NO_GPU") && wants_gpu(s) {
+    let gpu = &p.gpus;
+    let gets_gpu = !gpu.devices.is_empty();
+    if gpu.replaced.contains_key("BELLMAN_NO_GPU")
+        && (gets_gpu || gpu::wants_gpu(s.gpus.get_ref(), &s.tasks))
+    {
         diags.error(env_span(s, "BELLMAN_NO_GPU"), format!("`{name}` is meant to use a GPU, but BELLMAN_NO_GPU disables it whatever its value (even 0); remove it"));
+    }
+    for key in ["CUDA_VISIBLE_DEVICES", "TMPDIR"] {
+        let (Some(old), Some(new)) = (gpu.replaced.get(key), p.env.get(key)) else {
+            continue;
+        };
+        if old != new {
+            let why = if key == "TMPDIR" {
+                format!(
+                    "every service sharing its GPU ({}) uses this folder, where bellperson keeps its GPU locks",
+                    gpu.shared_with
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                "venussup sets it from `gpus`; remove it and choose GPUs with `gpus`".to_string()
+            };
+            diags.warning(
+                env_span(s, key),
+                format!("{key}={old} of `{name}` is replaced with {key}={new}: {why}"),
+            );
+        }
     }
     if p.env.contains_key("TMP_DIR") {
         diags.warning(env_span(s, "TMP_DIR"), format!("TMP_DIR has no effect on `{name}`: the GPU lock files live in TMPDIR; rename it to TMPDIR"));
     }
     if p.env.contains_key("FIL_PROOFS_MAXIMIZE_CACHING") {
         diags.note(env_span(s, "FIL_PROOFS_MAXIMIZE_CACHING"), format!("FIL_PROOFS_MAXIMIZE_CACHING (set for `{name}`) is no longer read by the proofs library (removed in 2020); harmless, does nothing"));
+    }
+}
+
+/// A PreCommit1 service with multicore SDR needs its cores in L3 groups as
+/// the proofs library sees them: it splits the cores it is given into one
+/// equal run per L3 cache (asserting they divide evenly) and runs each
+/// sector's SDR unit of `FIL_PROOFS_MULTICORE_SDR_PRODUCERS + 1` cores in
+/// one run. So: the same number of cores from every L3 group, at least a
+/// unit each, in one NUMA node.
+fn multicore_sdr(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
+    let Some(cpu) = &p.cpus else { return };
+    let (Some(unit), Some(span)) = (cpu.sdr_unit, &cpu.span) else {
+        return;
+    };
+    let at = s.cpus.as_ref().map_or_else(|| s.name.span(), |c| c.span());
+    let name = &p.name;
+    let head = format!("`{name}` runs PreCommit1 with FIL_PROOFS_USE_MULTICORE_SDR=1");
+    if !span.l3_known {
+        diags.note(at, format!("{head}; this host does not tell its L3 caches, so its CPUs could not be checked against the multicore-SDR rule"));
+        return;
+    }
+    let largest_group = span.l3.iter().map(|u| u.of).max().unwrap_or(0);
+    if !span.even() {
+        let takes: Vec<String> = span
+            .l3
+            .iter()
+            .map(|u| format!("{} of group {}", u.cores, u.group))
+            .collect();
+        diags.warning(at.clone(), format!(
+            "{head}, but its cores are uneven across L3 groups ({}): the proofs library splits the cores it sees into one equal run per L3 cache (and panics when they do not divide), so SDR units straddle caches; give it whole L3 groups (a multiple of {largest_group} cores) or the same number of cores from each group",
+            takes.join(", ")
+        ));
+    } else if span.min_per_group() < unit.min(largest_group) {
+        diags.warning(at.clone(), format!(
+            "{head}, but it gets only {} core{} per L3 group, fewer than one SDR unit ({unit} = FIL_PROOFS_MULTICORE_SDR_PRODUCERS + 1)",
+            span.min_per_group(),
+            if span.min_per_group() == 1 { "" } else { "s" }
+        ));
+    }
+    if span.nodes > 1 {
+        let nodes = span
+            .numa
+            .as_ref()
+            .map_or("?".to_string(), ToString::to_string);
+        if span.cores <= span.largest_node {
+            diags.warning(at, format!("{head}, but its {} cores span NUMA nodes {nodes} though they would fit in one ({} cores); SDR then reads memory across nodes", span.cores, span.largest_node));
+        } else {
+            diags.note(at, format!("{head}; its {} cores span NUMA nodes {nodes} because one node has {}: for the fastest PreCommit1, run one worker per NUMA node", span.cores, span.largest_node));
+        }
     }
 }
 

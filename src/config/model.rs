@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::values::{ByteSize, CpuSpec, GpuSpec, HumanDuration, Limit, SignalName, Umask};
+use crate::gpu::{normalize_bus_id, Stated};
 
 /// `[host]`: settings for the whole machine.
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +41,9 @@ pub struct HostConfig {
     pub control_group: Option<Spanned<String>>,
     /// `[host.metrics]`: the Prometheus listener (off unless set).
     pub metrics: Option<MetricsConfig>,
+    /// The host's GPUs as the operator states them (a count or PCI bus
+    /// ids); otherwise they are found under `/proc/driver/nvidia`.
+    pub gpus: Option<Spanned<HostGpus>>,
 }
 
 /// `[host.metrics]`.
@@ -71,7 +75,50 @@ impl Default for HostConfig {
             log: LogConfig::default(),
             control_group: None,
             metrics: None,
+            gpus: None,
         }
+    }
+}
+
+/// `[host] gpus`: `2`, or `["0000:01:00.0", "0000:41:00.0"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostGpus(pub Stated);
+
+impl<'de> Deserialize<'de> for HostGpus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HostGpus;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of GPUs or a list of PCI bus ids such as [\"0000:01:00.0\"]")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HostGpus, E> {
+                u32::try_from(v)
+                    .map(|n| HostGpus(Stated::Count(n)))
+                    .map_err(|_| E::custom("a number of GPUs cannot be negative"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<HostGpus, A::Error> {
+                let mut ids: Vec<String> = Vec::new();
+                while let Some(text) = seq.next_element::<String>()? {
+                    let id = normalize_bus_id(&text).ok_or_else(|| {
+                        serde::de::Error::custom(format!(
+                            "`{text}` is not a PCI bus id; write e.g. \"0000:01:00.0\" (see /proc/driver/nvidia/gpus)"
+                        ))
+                    })?;
+                    if ids.contains(&id) {
+                        return Err(serde::de::Error::custom(format!(
+                            "GPU {id} is listed twice"
+                        )));
+                    }
+                    ids.push(id);
+                }
+                Ok(HostGpus(Stated::BusIds(ids)))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -280,6 +327,9 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub tasks: Vec<Task>,
     pub cpus: Option<Spanned<CpuSpec>>,
+    /// Services whose CPUs this one's CPU list may overlap.
+    #[serde(default)]
+    pub share_cpus_with: Vec<Spanned<String>>,
     #[serde(default)]
     pub confine: Confine,
     #[serde(default = "spanned_default")]

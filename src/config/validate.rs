@@ -202,7 +202,8 @@ fn service_rules(s: &ServiceConfig, diags: &mut Diagnostics) {
     }
 }
 
-/// `after` must name services of this file, not itself.
+/// `after` and `share_cpus_with` must name services of this file, not
+/// itself.
 fn references(config: &Config, diags: &mut Diagnostics) {
     let services: BTreeSet<&str> = config
         .services
@@ -216,6 +217,32 @@ fn references(config: &Config, diags: &mut Diagnostics) {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    for s in &config.services {
+        let owner = s.name.get_ref();
+        let is_list = matches!(
+            s.cpus.as_ref().map(Spanned::get_ref),
+            Some(CpuSpec::List(_))
+        );
+        for other in &s.share_cpus_with {
+            if !is_list {
+                diags.error(other.span(), format!("`share_cpus_with` lets a CPU list overlap others; `{owner}` has no CPU list (shares and `rest` never overlap)"));
+            } else if other.get_ref() == owner {
+                diags.error(
+                    other.span(),
+                    format!("`{owner}` cannot share CPUs with itself"),
+                );
+            } else if !services.contains(other.get_ref().as_str()) {
+                diags.error(
+                    other.span(),
+                    format!(
+                        "`{}` in `share_cpus_with` of `{owner}` is not a service of this file; services: {}",
+                        other.get_ref(),
+                        known()
+                    ),
+                );
+            }
+        }
+    }
     let afters = config
         .services
         .iter()

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use toml::Spanned;
 
+use crate::alloc::{self, Ask, Layout, Span};
 use crate::config::values::{
     serialize_display, ByteSize, CpuSpec, GpuSpec, HumanDuration, Limit, SignalName, Umask,
 };
@@ -22,10 +23,13 @@ use crate::config::{
     Config, Confine, GiveUpConfig, RestartPolicy, Role, ServiceConfig, ServiceKind, SmtPolicy,
     Task, TimerConfig,
 };
+use crate::confine::{self, Hierarchy};
 use crate::cpulist::CpuSet;
 use crate::diag::Diagnostics;
 use crate::envfile;
 use crate::fsroot::FsRoot;
+use crate::gpu::{self, Gpu};
+use crate::topology::Topology;
 use expand::{expand, ExpandError};
 use program::Lookup;
 
@@ -40,18 +44,39 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 pub struct Host {
     /// CPUs online now; `None` when the host does not say.
     pub online_cpus: Option<CpuSet>,
+    /// Cores, L3 groups and NUMA nodes; `None` when it cannot be read
+    /// (then every online CPU counts as a core of one group).
+    pub topology: Option<Topology>,
+    /// The NVIDIA GPUs found.
+    pub gpus: gpu::Discovery,
+    /// The cgroup hierarchy services would be confined in; `None` when
+    /// not probed (nothing is said about confinement then).
+    pub cgroups: Option<Hierarchy>,
     /// venussup's own environment, for `pass_env`.
     pub own_env: BTreeMap<String, String>,
 }
 
 impl Host {
-    /// Reads what the plan needs under `fs_root`. A host whose CPUs
-    /// cannot be listed has `online_cpus: None` (CPU lists go unchecked).
+    /// Reads what the plan needs under `fs_root` (nothing is written).
     pub fn probe(fs_root: &FsRoot) -> Self {
-        let online_cpus = crate::topology::read(fs_root).ok().map(|t| t.online());
+        let topology = crate::topology::read(fs_root).ok();
         Self {
-            online_cpus,
+            online_cpus: topology.as_ref().map(Topology::online),
+            topology,
+            gpus: gpu::discover(fs_root),
+            cgroups: Some(Hierarchy::detect(fs_root)),
             own_env: std::env::vars().collect(),
+        }
+    }
+
+    /// The host as the CPU allocator sees it after the SMT step; `None`
+    /// when not even the online CPUs are known.
+    pub fn layout(&self, smt: SmtPolicy, reserved: &CpuSet) -> Option<Layout> {
+        let smt_off = smt == SmtPolicy::Off;
+        match (&self.topology, &self.online_cpus) {
+            (Some(t), _) => Some(Layout::new(t, smt_off, reserved)),
+            (None, Some(online)) => Some(Layout::flat(online, reserved)),
+            (None, None) => None,
         }
     }
 }
@@ -72,24 +97,56 @@ pub struct HostPlan {
     pub log_dir: PathBuf,
     pub online_cpus: Option<CpuSet>,
     pub reserved_cpus: Option<CpuSet>,
+    /// What shares are taken from: online after the SMT step, minus the
+    /// reserved CPUs, and how many whole cores that is.
+    pub usable_cpus: Option<CpuSet>,
+    pub usable_cores: usize,
+    /// The GPUs planned with, in PCI bus order, and where they were learned.
+    pub gpus: Vec<Gpu>,
+    pub gpu_source: gpu::Source,
+    /// The cgroup hierarchy services are confined in (`None`: not probed).
+    pub cgroups: Option<Hierarchy>,
     pub log_max_size: ByteSize,
     pub log_keep: u32,
 }
 
-/// The CPUs a service asked for and, where known, got.
+/// The CPUs a service asked for and got.
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuPlan {
     #[serde(serialize_with = "serialize_display")]
     pub request: CpuSpec,
-    /// The exact CPUs; `None` until the allocator has placed a share.
+    /// The exact CPUs; `None` when they could not be placed (the config
+    /// then has an error).
     pub cpus: Option<CpuSet>,
+    /// How they lie on the host: cores, L3 groups, NUMA nodes.
+    #[serde(flatten)]
+    pub span: Option<Span>,
     pub confine: Confine,
+    /// Cores per multicore-SDR unit, when it runs PreCommit1 with
+    /// `FIL_PROOFS_USE_MULTICORE_SDR=1`.
+    pub sdr_unit: Option<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub share_cpus_with: Vec<String>,
 }
 
+/// The GPUs a service asked for and got; the plan's environment holds it
+/// to them.
 #[derive(Debug, Clone, Serialize)]
 pub struct GpuPlan {
     #[serde(serialize_with = "serialize_display")]
     pub request: GpuSpec,
+    /// CUDA indices (PCI bus order), as in `CUDA_VISIBLE_DEVICES`.
+    pub devices: Vec<u32>,
+    #[serde(flatten)]
+    pub reason: gpu::Reason,
+    /// Services holding one of the same GPUs.
+    pub shared_with: Vec<String>,
+    /// Shared with those services: bellperson's GPU locks live here.
+    pub tmpdir: Option<PathBuf>,
+    /// What the config had set for the variables the GPU plan replaced or
+    /// removed (`BELLMAN_NO_GPU`, `CUDA_VISIBLE_DEVICES`, ...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub replaced: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -195,8 +252,17 @@ pub fn resolve(config: &Config, host: &Host, diags: &mut Diagnostics) -> Plan {
     let mut services: Vec<ServicePlan> = config
         .services
         .iter()
-        .map(|s| service(config, s, &host_env, host, diags))
+        .map(|s| service(config, s, &host_env, diags))
         .collect();
+    let layout = host.layout(
+        config.host.smt,
+        reserved_cpus.as_ref().unwrap_or(&CpuSet::new()),
+    );
+    place_cpus(config, &mut services, layout.as_ref(), diags);
+    let gpus = hand_out_gpus(config, &mut services, host, diags);
+    if let Some(h) = &host.cgroups {
+        confinement(config, &services, h, diags);
+    }
     let index = config.service_index();
     let deps: Vec<Vec<usize>> = services
         .iter()
@@ -223,6 +289,11 @@ pub fn resolve(config: &Config, host: &Host, diags: &mut Diagnostics) -> Plan {
             log_dir: config.host.log_dir.clone(),
             online_cpus: host.online_cpus.clone(),
             reserved_cpus,
+            usable_cpus: layout.as_ref().map(Layout::usable),
+            usable_cores: layout.as_ref().map_or(0, Layout::share_cores),
+            gpus: gpus.gpus,
+            gpu_source: gpus.source,
+            cgroups: host.cgroups.clone(),
             log_max_size: config.host.log.max_size,
             log_keep: config.host.log.keep,
         },
@@ -410,11 +481,167 @@ fn cpus_exist(set: &CpuSet, span: Range<usize>, what: &str, host: &Host, diags: 
     }
 }
 
+/// Places every service's CPUs (see [`alloc`]) and reports what is wrong
+/// at the `cpus` it is about.
+fn place_cpus(
+    config: &Config,
+    services: &mut [ServicePlan],
+    layout: Option<&Layout>,
+    diags: &mut Diagnostics,
+) {
+    let asking: Vec<(usize, &Spanned<CpuSpec>)> = config
+        .services
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.cpus.as_ref().map(|c| (i, c)))
+        .collect();
+    let Some(layout) = layout else {
+        for (i, spec) in asking {
+            diags.error(
+                spec.span(),
+                format!(
+                    "`cpus` of `{}` cannot be placed: the CPUs of this host could not be read",
+                    services[i].name
+                ),
+            );
+        }
+        return;
+    };
+    let requests: Vec<alloc::Request> = asking
+        .iter()
+        .map(|&(i, spec)| alloc::Request {
+            name: services[i].name.clone(),
+            ask: match spec.get_ref() {
+                CpuSpec::Share(p) => Ask::Share(*p),
+                CpuSpec::List(set) => Ask::List(set.clone()),
+                CpuSpec::Rest => Ask::Rest,
+                CpuSpec::All => Ask::All,
+            },
+            sdr_unit: services[i].cpus.as_ref().and_then(|c| c.sdr_unit),
+            share_with: config.services[i]
+                .share_cpus_with
+                .iter()
+                .map(|s| s.get_ref().clone())
+                .collect(),
+        })
+        .collect();
+    let outcome = alloc::allocate(layout, &requests);
+    for (&(i, _), placement) in asking.iter().zip(outcome.placements) {
+        if let (Some(plan), Some(p)) = (services[i].cpus.as_mut(), placement) {
+            plan.cpus = Some(p.cpus);
+            plan.span = Some(p.span);
+        }
+    }
+    for (k, problem) in outcome.problems {
+        let (i, spec) = asking[k];
+        let message = format!("`cpus` of `{}`: {problem}", services[i].name);
+        if problem.is_error() {
+            diags.error(spec.span(), message);
+        } else {
+            diags.warning(spec.span(), message);
+        }
+    }
+}
+
+/// Hands out the GPUs (see [`gpu`]), sets each service's GPU environment
+/// and says what a service that asked for a GPU does not get.
+fn hand_out_gpus(
+    config: &Config,
+    services: &mut [ServicePlan],
+    host: &Host,
+    diags: &mut Diagnostics,
+) -> gpu::Discovery {
+    let stated = config.host.gpus.as_ref();
+    let (gpus, remark) = gpu::reconcile(stated.map(|s| &s.get_ref().0), &host.gpus);
+    if let (Some(s), Some((worth_warning, text))) = (stated, remark) {
+        if worth_warning {
+            diags.warning(s.span(), text);
+        } else {
+            diags.note(s.span(), text);
+        }
+    }
+    for w in &gpus.warnings {
+        diags.warning(None, w.clone());
+    }
+    let claims: Vec<gpu::Claim> = config
+        .services
+        .iter()
+        .map(|s| gpu::Claim {
+            name: s.name.get_ref().clone(),
+            spec: s.gpus.get_ref().clone(),
+            tasks: s.tasks.clone(),
+        })
+        .collect();
+    let count = u32::try_from(gpus.gpus.len()).unwrap_or(u32::MAX);
+    let (grants, problems) = gpu::assign(count, &claims);
+    let span = |s: &ServiceConfig| {
+        if s.gpus.span().is_empty() {
+            s.name.span()
+        } else {
+            s.gpus.span()
+        }
+    };
+    for p in problems {
+        let s = &config.services[p.claim];
+        diags.error(
+            s.gpus.span(),
+            format!("`gpus` of `{}`: {p}", s.name.get_ref()),
+        );
+    }
+    let names: Vec<String> = claims.iter().map(|c| c.name.clone()).collect();
+    let shared = gpu::sharing(&names, &grants);
+    let tmpdirs = gpu::shared_tmpdirs(&grants, &config.host.state_dir);
+    for (i, ((grant, shared_with), tmpdir)) in
+        grants.into_iter().zip(shared).zip(tmpdirs).enumerate()
+    {
+        let s = &config.services[i];
+        let name = s.name.get_ref();
+        match grant.shortfall(name, &shared_with) {
+            Some((true, text)) => diags.warning(span(s), text),
+            Some((false, text)) => diags.note(span(s), text),
+            None => {}
+        }
+        let plan = &mut services[i];
+        let replaced = gpu::apply_env(&mut plan.env, &grant.devices, tmpdir.as_deref());
+        plan.gpus = GpuPlan {
+            request: s.gpus.get_ref().clone(),
+            devices: grant.devices,
+            reason: grant.reason,
+            shared_with,
+            tmpdir,
+            replaced,
+        };
+    }
+    gpus
+}
+
+/// What confinement will do on this host, told where it falls short.
+fn confinement(
+    config: &Config,
+    services: &[ServicePlan],
+    hierarchy: &Hierarchy,
+    diags: &mut Diagnostics,
+) {
+    for (s, plan) in config.services.iter().zip(services) {
+        let span = s.cpus.as_ref().map_or_else(|| s.name.span(), Spanned::span);
+        match confine::decide(hierarchy, plan) {
+            Ok(d) => {
+                if let Some(w) = d.warning {
+                    diags.warning(span, w);
+                }
+            }
+            Err(e) => diags.warning(
+                s.name.span(),
+                format!("{e}: `{}` will fail to start", plan.name),
+            ),
+        }
+    }
+}
+
 fn service(
     config: &Config,
     s: &ServiceConfig,
     host_env: &BTreeMap<String, String>,
-    host: &Host,
     diags: &mut Diagnostics,
 ) -> ServicePlan {
     let name = s.name.get_ref().clone();
@@ -422,26 +649,17 @@ fn service(
     let unread = env_files_unread(config, s.env_file.as_ref());
     let argv = argv(config, &name, &s.command, &env, unread, diags);
     user_exists(s.user.as_ref(), s.group.as_ref(), &name, diags);
-    let cpus = s.cpus.as_ref().map(|spec| {
-        let cpus = match spec.get_ref() {
-            CpuSpec::List(set) => {
-                cpus_exist(
-                    set,
-                    spec.span(),
-                    &format!("`cpus` of `{name}`"),
-                    host,
-                    diags,
-                );
-                Some(set.clone())
-            }
-            CpuSpec::All => host.online_cpus.clone(),
-            CpuSpec::Share(_) | CpuSpec::Rest => None,
-        };
-        CpuPlan {
-            request: spec.get_ref().clone(),
-            cpus,
-            confine: s.confine,
-        }
+    let cpus = s.cpus.as_ref().map(|spec| CpuPlan {
+        request: spec.get_ref().clone(),
+        cpus: None,
+        span: None,
+        confine: s.confine,
+        sdr_unit: crate::venus::multicore_sdr_unit(&s.tasks, &env),
+        share_cpus_with: s
+            .share_cpus_with
+            .iter()
+            .map(|n| n.get_ref().clone())
+            .collect(),
     });
     let ready = s.ready.as_ref().and_then(|r| {
         let r = r.get_ref();
@@ -477,6 +695,11 @@ fn service(
         cpus,
         gpus: GpuPlan {
             request: s.gpus.get_ref().clone(),
+            devices: Vec::new(),
+            reason: gpu::Reason::NotAsked,
+            shared_with: Vec::new(),
+            tmpdir: None,
+            replaced: BTreeMap::new(),
         },
         limits: LimitsPlan {
             nofile: *s.limits.nofile.get_ref(),

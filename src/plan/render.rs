@@ -3,8 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::{CpuPlan, Plan, ReadyPlan, ServicePlan, TimerPlan};
+use super::{CpuPlan, GpuPlan, Plan, ReadyPlan, ServicePlan, TimerPlan};
+use crate::alloc::Span;
 use crate::config::ServiceKind;
+use crate::cpulist::CpuSet;
 
 /// What stands in for a secret.
 pub const REDACTED: &str = "<redacted>";
@@ -110,16 +112,93 @@ fn label<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
+/// `0-95 · 96 cores · request 75% · confine both`.
 fn cpus_line(c: &CpuPlan) -> String {
-    let cpus = match &c.cpus {
-        Some(set) => format!("{set} ({} CPUs)", set.len()),
-        None => format!("{} of the usable CPUs, placed at start", c.request),
+    let cpus = match (&c.cpus, &c.span) {
+        (Some(set), Some(span)) => format!(
+            "{set} · {} core{}",
+            span.cores,
+            if span.cores == 1 { "" } else { "s" }
+        ),
+        (Some(set), None) => format!("{set} ({} CPUs)", set.len()),
+        _ => "not placed".to_string(),
+    };
+    let shares = if c.share_cpus_with.is_empty() {
+        String::new()
+    } else {
+        format!(" · may overlap {}", c.share_cpus_with.join(", "))
     };
     format!(
-        "{cpus} · request {} · confine {}",
+        "{cpus} · request {} · confine {}{shares}",
         c.request,
         label(&c.confine)
     )
+}
+
+/// A set of small numbers (L3 groups, NUMA nodes) as a compact list.
+fn numbers(items: impl Iterator<Item = usize>) -> String {
+    items
+        .filter_map(|n| u32::try_from(n).ok())
+        .collect::<CpuSet>()
+        .to_string()
+}
+
+/// `L3 groups 0-11 (12 whole groups of 8 cores) · NUMA nodes 0-1`.
+fn span_line(span: &Span) -> String {
+    let groups = span.l3.len();
+    let l3 = if !span.l3_known {
+        "L3 not told by the host".to_string()
+    } else {
+        let which = format!(
+            "L3 group{} {}",
+            if groups == 1 { "" } else { "s" },
+            numbers(span.l3.iter().map(|u| u.group))
+        );
+        let sizes: Vec<usize> = span.l3.iter().map(|u| u.of).collect();
+        let of = if sizes.windows(2).all(|w| w[0] == w[1]) {
+            sizes.first().map_or(String::new(), ToString::to_string)
+        } else {
+            "different numbers of".to_string()
+        };
+        let each = if groups == 1 { "" } else { " each" };
+        let shape = if span.whole_groups() {
+            format!(
+                "{groups} whole group{} of {of} cores",
+                if groups == 1 { "" } else { "s" }
+            )
+        } else if span.even() {
+            format!("{} of {of} cores{each}", span.min_per_group())
+        } else {
+            let per: Vec<String> = span.l3.iter().map(|u| u.cores.to_string()).collect();
+            format!("{} of {of} cores each", per.join("+"))
+        };
+        format!("{which} ({shape})")
+    };
+    let numa = match &span.numa {
+        Some(nodes) => format!(
+            "NUMA node{} {nodes}",
+            if nodes.len() == 1 { "" } else { "s" }
+        ),
+        None => "NUMA not told by the host".to_string(),
+    };
+    format!("{l3} · {numa}")
+}
+
+/// `0 · auto: Commit, taker 1 of 1, a GPU of its own`.
+fn gpus_line(g: &GpuPlan) -> String {
+    let devices = if g.devices.is_empty() {
+        "none".to_string()
+    } else {
+        numbers(g.devices.iter().map(|&d| d as usize))
+    };
+    let mut line = format!("{devices} · request {} · {}", g.request, g.reason);
+    if !g.shared_with.is_empty() {
+        let _ = write!(line, " · shared with {}", g.shared_with.join(", "));
+    }
+    if let Some(t) = &g.tmpdir {
+        let _ = write!(line, " · TMPDIR {}", t.display());
+    }
+    line
 }
 
 fn ready_line(r: &ReadyPlan) -> String {
@@ -190,7 +269,10 @@ fn service_block(out: &mut String, index: usize, s: &ServicePlan) {
             .as_ref()
             .map_or("all online CPUs, not confined".to_string(), cpus_line),
     );
-    row(out, "gpus", &s.gpus.request.to_string());
+    if let Some(span) = s.cpus.as_ref().and_then(|c| c.span.as_ref()) {
+        row(out, "", &span_line(span));
+    }
+    row(out, "gpus", &gpus_line(&s.gpus));
     row(
         out,
         "limits",
@@ -285,6 +367,22 @@ pub fn text(plan: &Plan) -> String {
             .as_ref()
             .map_or("none".to_string(), ToString::to_string)
     );
+    if let Some(usable) = &h.usable_cpus {
+        let _ = writeln!(
+            out,
+            "      usable CPUs {usable} ({} whole cores for shares)",
+            h.usable_cores
+        );
+    }
+    if h.gpus.is_empty() {
+        let _ = writeln!(out, "      GPUs: none found");
+    } else {
+        let list: Vec<String> = h.gpus.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "      GPUs {}, from {}", list.join(", "), h.gpu_source);
+    }
+    if let Some(c) = &h.cgroups {
+        let _ = writeln!(out, "      confinement: {c}");
+    }
     let _ = writeln!(
         out,
         "      state {} · logs {} (rotated at {}, {} kept)",

@@ -1,0 +1,292 @@
+//! `venussup check` hands GPUs out on simulated hosts: NVIDIA GPUs written
+//! under `--fs-root` as the driver shows them (no real GPU here), or none.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{project_file, venussup, Outcome};
+use venussup::fsroot::FsRoot;
+use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
+
+/// An 8-core simulated host with a simulated GPU at each bus id, in the
+/// order given (device minors 0, 1, ...).
+fn host(gpus: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap();
+    SimHost::regular(
+        dir.path(),
+        &Shape::simple(8, 1, Numbering::Adjacent),
+        Style::MODERN,
+    )
+    .unwrap();
+    let root = FsRoot::new(dir.path());
+    for (minor, bus) in (0..).zip(gpus) {
+        venussup::gpu::simulate(
+            &root,
+            bus,
+            minor,
+            &format!("NVIDIA GeForce RTX 3060 Ti #{minor}"),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn check(root: &Path, text: &str) -> (Outcome, serde_json::Value) {
+    let path = root.join("venussup.toml");
+    fs::write(&path, text).unwrap();
+    let args = [
+        "check",
+        "--fs-root",
+        root.to_str().unwrap(),
+        "--config",
+        path.to_str().unwrap(),
+    ];
+    let out = venussup(&args);
+    let doc = venussup(&[&args[..], &["--json"]].concat()).json();
+    (out, doc)
+}
+
+fn service(doc: &serde_json::Value, name: &str) -> serde_json::Value {
+    doc["plan"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no service {name} in {doc}"))
+        .clone()
+}
+
+fn devices(doc: &serde_json::Value, name: &str) -> serde_json::Value {
+    service(doc, name)["gpus"]["devices"].clone()
+}
+
+fn assert_diag(out: &Outcome, severity: &str, needle: &str) {
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains(&format!(": {severity}: ")) && l.contains(needle)),
+        "no {severity} containing {needle:?} in:\n{}",
+        out.stderr
+    );
+}
+
+/// A sealer proving, a C2 worker and a P2 worker, all `gpus = "auto"`.
+const THREE_TAKERS: &str = "\
+[host]
+state_dir = \"/var/lib/venussup\"
+[[service]]
+name = \"p2\"
+tasks = [\"PreCommit1\", \"PreCommit2\"]
+command = [\"/bin/true\"]
+[[service]]
+name = \"c2\"
+tasks = [\"Commit\"]
+command = [\"/bin/true\"]
+[[service]]
+name = \"sealer\"
+tasks = [\"WindowPoSt\", \"WinningPoSt\"]
+command = [\"/bin/true\"]
+";
+
+#[test]
+fn simulated_no_gpu_host_a_is_normal_and_says_what_the_sealer_lacks() {
+    let root = host(&[]);
+    let text = fs::read_to_string(project_file("examples/host-a.toml")).unwrap();
+    let (out, doc) = check(root.path(), &text);
+    out.expect_code(0);
+    assert!(out.stdout.contains("GPUs: none found"), "{}", out.stdout);
+    assert_diag(
+        &out,
+        "warning",
+        "`sealer` asks for a GPU (WindowPoSt), but this host has none",
+    );
+    for name in ["sealer", "worker"] {
+        let env = &service(&doc, name)["env"];
+        assert_eq!(
+            (
+                env["CUDA_VISIBLE_DEVICES"].as_str(),
+                env["BELLMAN_NO_GPU"].as_str()
+            ),
+            (Some(""), Some("1"))
+        );
+    }
+}
+
+#[test]
+fn simulated_one_gpu_host_a_the_sealer_gets_it_and_the_worker_none() {
+    let root = host(&["0000:01:00.0"]);
+    let text = fs::read_to_string(project_file("examples/host-a.toml")).unwrap();
+    let (out, doc) = check(root.path(), &text);
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains(
+            "gpus     0 · request auto · auto: WindowPoSt, taker 1 of 1, a GPU of its own"
+        ),
+        "{}",
+        out.stdout
+    );
+    let sealer = service(&doc, "sealer");
+    assert_eq!(sealer["env"]["CUDA_VISIBLE_DEVICES"], "0");
+    assert_eq!(sealer["env"]["CUDA_DEVICE_ORDER"], "PCI_BUS_ID");
+    assert!(sealer["env"]["BELLMAN_NO_GPU"].is_null());
+    assert_eq!(devices(&doc, "worker"), serde_json::json!([]));
+    assert_eq!(service(&doc, "worker")["gpus"]["why"], "not-asked");
+    assert!(!out.stderr.contains("GPU ("), "{}", out.stderr);
+}
+
+#[test]
+fn simulated_one_gpu_three_takers_windowpost_gets_it_alone_the_others_none() {
+    let root = host(&["0000:01:00.0"]);
+    let (out, doc) = check(root.path(), THREE_TAKERS);
+    out.expect_code(0);
+    assert_eq!(devices(&doc, "sealer"), serde_json::json!([0]));
+    assert_eq!(devices(&doc, "c2"), serde_json::json!([]));
+    assert_eq!(devices(&doc, "p2"), serde_json::json!([]));
+    assert_diag(&out, "warning", "`c2` gets no GPU: the only GPU goes to `sealer` alone, so that it never waits; Commit runs on the CPU");
+    assert_diag(
+        &out,
+        "warning",
+        "`p2` gets no GPU: the only GPU goes to `sealer` alone",
+    );
+}
+
+#[test]
+fn simulated_two_gpus_three_takers_c2_and_p2_share_the_last_and_its_tmpdir() {
+    let root = host(&["0000:01:00.0", "0000:41:00.0"]);
+    let (out, doc) = check(root.path(), THREE_TAKERS);
+    out.expect_code(0);
+    assert_eq!(devices(&doc, "sealer"), serde_json::json!([0]));
+    assert_eq!(devices(&doc, "c2"), serde_json::json!([1]));
+    assert_eq!(devices(&doc, "p2"), serde_json::json!([1]));
+    for name in ["c2", "p2"] {
+        let s = service(&doc, name);
+        assert_eq!(s["env"]["TMPDIR"], "/var/lib/venussup/gpu1-tmp");
+        assert_eq!(s["gpus"]["tmpdir"], "/var/lib/venussup/gpu1-tmp");
+    }
+    assert!(service(&doc, "sealer")["env"]["TMPDIR"].is_null());
+    assert_diag(
+        &out,
+        "note",
+        "`p2` (PreCommit2) shares GPU 1 with `c2`: there are fewer GPUs than services asking",
+    );
+    assert!(
+        out.stdout
+            .contains("· shared with c2 · TMPDIR /var/lib/venussup/gpu1-tmp"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn simulated_gpus_are_numbered_in_pci_bus_order_not_device_order() {
+    // Device minor 0 sits at bus 41, minor 1 at bus 01: CUDA index 0 is bus 01.
+    let root = host(&["0000:41:00.0", "0000:01:00.0"]);
+    let (out, doc) = check(
+        root.path(),
+        "[[service]]\nname = \"x\"\ncommand = [\"/bin/true\"]\ngpus = [1]\n",
+    );
+    out.expect_code(0);
+    assert_eq!(doc["plan"]["host"]["gpus"][0]["bus_id"], "0000:01:00.0");
+    assert_eq!(doc["plan"]["host"]["gpus"][1]["bus_id"], "0000:41:00.0");
+    assert_eq!(doc["plan"]["host"]["gpu_source"], "driver");
+    assert_eq!(service(&doc, "x")["env"]["CUDA_VISIBLE_DEVICES"], "1");
+}
+
+#[test]
+fn simulated_device_nodes_only_still_count_as_gpus() {
+    let root = host(&[]);
+    fs::create_dir_all(root.path().join("dev")).unwrap();
+    fs::write(root.path().join("dev/nvidia0"), "").unwrap();
+    fs::write(root.path().join("dev/nvidiactl"), "").unwrap();
+    let (out, doc) = check(root.path(), THREE_TAKERS);
+    out.expect_code(0);
+    assert_eq!(doc["plan"]["host"]["gpu_source"], "device-nodes");
+    assert_eq!(devices(&doc, "sealer"), serde_json::json!([0]));
+}
+
+#[test]
+fn simulated_one_gpu_a_listed_gpu_beyond_the_host_is_an_error_at_its_line() {
+    let root = host(&["0000:01:00.0"]);
+    let (out, _) = check(
+        root.path(),
+        "[[service]]\nname = \"x\"\ncommand = [\"/bin/true\"]\ngpus = [0, 1]\n",
+    );
+    out.expect_code(1);
+    assert_diag(
+        &out,
+        "error",
+        "venussup.toml:4:8: error: `gpus` of `x`: GPU 1 is listed, but this host has 1 GPU (0-0)",
+    );
+}
+
+#[test]
+fn simulated_no_gpu_host_plans_with_the_gpus_the_config_states() {
+    let root = host(&[]);
+    let text = format!(
+        "[host]\ngpus = [\"0000:41:00.0\", \"01:00.0\"]\n{}",
+        &THREE_TAKERS[7..]
+    );
+    let (out, doc) = check(root.path(), &text);
+    out.expect_code(0);
+    assert_diag(
+        &out,
+        "note",
+        "`[host] gpus` states 0 (0000:01:00.0), 1 (0000:41:00.0); none is found here",
+    );
+    assert_eq!(doc["plan"]["host"]["gpu_source"], "config");
+    assert_eq!(devices(&doc, "sealer"), serde_json::json!([0]));
+    assert_eq!(devices(&doc, "c2"), serde_json::json!([1]));
+
+    let one = host(&["0000:01:00.0"]);
+    let (out, _) = check(one.path(), "[host]\ngpus = 2\n");
+    assert_diag(&out, "warning", "`[host] gpus` states 0, 1, but the NVIDIA driver shows 0 (0000:01:00.0 NVIDIA GeForce RTX 3060 Ti #0)");
+    let (out, _) = check(one.path(), "[host]\ngpus = [\"nvidia0\"]\n");
+    out.expect_code(1);
+    assert_diag(&out, "error", "`nvidia0` is not a PCI bus id");
+}
+
+#[test]
+fn simulated_one_gpu_gpu_variables_from_the_config_give_way_to_the_plan() {
+    let root = host(&["0000:01:00.0"]);
+    let text = "\
+[[service]]
+name = \"c2\"
+tasks = [\"Commit\"]
+command = [\"/bin/true\"]
+env = { CUDA_VISIBLE_DEVICES = \"1\", BELLMAN_NO_GPU = \"0\" }
+[[service]]
+name = \"cpu\"
+command = [\"/bin/true\"]
+env = { CUDA_VISIBLE_DEVICES = \"0\" }
+";
+    let (out, _) = check(root.path(), text);
+    out.expect_code(1);
+    // One place reports BELLMAN_NO_GPU, once.
+    assert_eq!(
+        out.stderr.matches("BELLMAN_NO_GPU disables it").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert_diag(
+        &out,
+        "error",
+        "venussup.toml:5:37: error: `c2` is meant to use a GPU, but BELLMAN_NO_GPU disables it",
+    );
+    assert_diag(
+        &out,
+        "warning",
+        "CUDA_VISIBLE_DEVICES=1 of `c2` is replaced with CUDA_VISIBLE_DEVICES=0: venussup sets it from `gpus`",
+    );
+    assert_diag(
+        &out,
+        "warning",
+        "CUDA_VISIBLE_DEVICES=0 of `cpu` is replaced with CUDA_VISIBLE_DEVICES=: venussup",
+    );
+}

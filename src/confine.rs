@@ -1,0 +1,572 @@
+//! Holding a service to its CPUs and memory limit, re-applied at every
+//! start and restart.
+//!
+//! The parent prepares, the child applies:
+//!
+//! 1. [`prepare`] (parent, before fork): creates or updates the service's
+//!    cgroup under the venussup parent (`cpuset.cpus`, `cpuset.mems` = the
+//!    NUMA nodes of its CPUs, the memory limit) and opens each cgroup's
+//!    `cgroup.procs`, close-on-exec.
+//! 2. [`Confinement::apply_in_child`] (child, between fork and exec, from
+//!    `CommandExt::pre_exec`): writes `0` to each pre-opened `cgroup.procs`
+//!    (the child moves itself: the slow part of a move, an RCU grace period
+//!    of ~8 ms here, is the child's, not the supervisor's), then sets its
+//!    affinity mask, so every thread it ever makes inherits both. A failure
+//!    fails the spawn.
+//! 3. [`release`] after it stopped; [`cleanup_stale`] at daemon start.
+//!
+//! The hierarchy is detected once ([`Hierarchy::detect`]): cgroup v2 when
+//! its root offers the cpuset controller, else the v1 cpuset hierarchy (and
+//! the v1 memory hierarchy for the memory limit), else none, in which case a
+//! service is held by its affinity mask only and a warning says so. The
+//! proofs library's multicore-SDR threads ignore the affinity mask
+//! (lotus#5076, rust-fil-proofs#1440); only the cpuset holds them.
+
+use std::fmt;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::sched::{sched_setaffinity, CpuSet as AffinityMask};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::cgroup::mounts::{cgroup_mounts, MOUNTINFO};
+use crate::cgroup::{CgroupError, Cgroupfs};
+use crate::config::Confine;
+use crate::cpulist::CpuSet;
+use crate::fsroot::FsRoot;
+use crate::plan::ServicePlan;
+
+/// The cgroup that holds every service's cgroup.
+pub const DEFAULT_PARENT: &str = "venussup";
+
+/// Which cgroup hierarchy confines services on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "version", rename_all = "kebab-case")]
+pub enum Hierarchy {
+    /// cgroup v2 whose root offers the cpuset controller: one tree.
+    V2 { mount: PathBuf, memory: bool },
+    /// cgroup v1: each controller has its own tree.
+    V1 {
+        cpuset: Option<PathBuf>,
+        memory: Option<PathBuf>,
+    },
+    /// Nothing usable, and why.
+    None { why: String },
+}
+
+impl Hierarchy {
+    /// Reads the mount table under `fs_root`. Paths are mapped under it.
+    pub fn detect(fs_root: &FsRoot) -> Self {
+        let path = fs_root.path(MOUNTINFO);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                return Hierarchy::None {
+                    why: format!("cannot read {}: {e}", path.display()),
+                }
+            }
+        };
+        let mounts = cgroup_mounts(&text);
+        let controllers = |point: &str| {
+            std::fs::read_to_string(fs_root.path(point).join("cgroup.controllers"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        for m in mounts.iter().filter(|m| m.unified) {
+            let offered = controllers(&m.point);
+            if offered.iter().any(|c| c == "cpuset") {
+                return Hierarchy::V2 {
+                    mount: fs_root.path(&m.point),
+                    memory: offered.iter().any(|c| c == "memory"),
+                };
+            }
+        }
+        let v1 = |controller: &str| {
+            mounts
+                .iter()
+                .find(|m| m.has_v1(controller))
+                .map(|m| fs_root.path(&m.point))
+        };
+        match (v1("cpuset"), v1("memory")) {
+            (None, None) => Hierarchy::None {
+                why: "no cgroup v2 mount offers the cpuset controller, and there is no cgroup v1 cpuset or memory hierarchy".to_string(),
+            },
+            (cpuset, memory) => Hierarchy::V1 { cpuset, memory },
+        }
+    }
+
+    pub fn has_cpuset(&self) -> bool {
+        matches!(
+            self,
+            Hierarchy::V2 { .. }
+                | Hierarchy::V1 {
+                    cpuset: Some(_),
+                    ..
+                }
+        )
+    }
+
+    pub fn has_memory(&self) -> bool {
+        matches!(
+            self,
+            Hierarchy::V2 { memory: true, .. }
+                | Hierarchy::V1 {
+                    memory: Some(_),
+                    ..
+                }
+        )
+    }
+
+    /// The root of each tree in use.
+    fn roots(&self) -> Vec<&Path> {
+        match self {
+            Hierarchy::V2 { mount, .. } => vec![mount.as_path()],
+            Hierarchy::V1 { cpuset, memory } => {
+                cpuset.iter().chain(memory).map(PathBuf::as_path).collect()
+            }
+            Hierarchy::None { .. } => Vec::new(),
+        }
+    }
+}
+
+/// `cgroup v2 at /sys/fs/cgroup (cpuset, memory)`,
+/// `cgroup v1 (cpuset at ..., memory at ...)`, `no cgroups (why)`.
+impl fmt::Display for Hierarchy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hierarchy::V2 { mount, memory } => write!(
+                f,
+                "cgroup v2 at {} (cpuset{})",
+                mount.display(),
+                if *memory { ", memory" } else { "" }
+            ),
+            Hierarchy::V1 { cpuset, memory } => {
+                let at = |what: &str, p: &Option<PathBuf>| match p {
+                    Some(p) => format!("{what} at {}", p.display()),
+                    None => format!("no {what}"),
+                };
+                write!(
+                    f,
+                    "cgroup v1 ({}, {})",
+                    at("cpuset", cpuset),
+                    at("memory", memory)
+                )
+            }
+            Hierarchy::None { why } => write!(f, "no cgroups ({why})"),
+        }
+    }
+}
+
+/// Why confinement could not be prepared or undone.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfineError {
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("`{name}` cannot name a cgroup: {why}")]
+    BadName { name: String, why: &'static str },
+    #[error("`{service}` has `limits.memory_max`, but this host has {hierarchy}, without a memory controller")]
+    NoMemory { service: String, hierarchy: String },
+    #[error("CPU {cpu} of `{service}` does not fit an affinity mask (at most {max} CPUs)")]
+    MaskTooSmall {
+        service: String,
+        cpu: u32,
+        max: usize,
+    },
+    #[error("failed to remove the cgroup {}: it still has processes {}", path.display(), list(pids))]
+    Busy { path: PathBuf, pids: Vec<i32> },
+}
+
+fn list(pids: &[i32]) -> String {
+    pids.iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A cgroup name venussup makes: letters, digits, `-`, `_`, `.`, `@`, not
+/// starting with `.` or `-`, so never `.`, `..`, a path or a control file.
+fn check_name(name: &str) -> Result<(), ConfineError> {
+    let bad = |why| {
+        Err(ConfineError::BadName {
+            name: name.to_string(),
+            why,
+        })
+    };
+    if name.is_empty() || name.len() > 128 {
+        return bad("it must have 1 to 128 characters");
+    }
+    if name.starts_with(['.', '-']) {
+        return bad("it must not start with `.` or `-`");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+    {
+        return bad("it may only use letters, digits, `-`, `_`, `.` and `@`");
+    }
+    Ok(())
+}
+
+/// What holds one service, decided from its plan and the hierarchy alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The affinity mask, set in the child.
+    pub affinity: Option<CpuSet>,
+    /// `cpuset.cpus` of its cgroup.
+    pub cpuset: Option<CpuSet>,
+    /// `cpuset.mems`: the NUMA nodes of its CPUs; `None` to take the
+    /// parent's (the host does not tell).
+    pub mems: Option<CpuSet>,
+    /// The memory limit in bytes.
+    pub memory_max: Option<u64>,
+    /// Why it is held less than it asks (no cpuset here).
+    pub warning: Option<String>,
+}
+
+/// Affinity and cpuset as `confine` asks (default both); where the host has
+/// no cpuset, affinity only and a warning. A memory limit without a memory
+/// controller is an error: the service would run without its limit.
+pub fn decide(hierarchy: &Hierarchy, plan: &ServicePlan) -> Result<Decision, ConfineError> {
+    let memory_max = plan.limits.memory_max.map(|m| m.0);
+    if memory_max.is_some() && !hierarchy.has_memory() {
+        return Err(ConfineError::NoMemory {
+            service: plan.name.clone(),
+            hierarchy: hierarchy.to_string(),
+        });
+    }
+    let mut d = Decision {
+        affinity: None,
+        cpuset: None,
+        mems: None,
+        memory_max,
+        warning: None,
+    };
+    let Some(cpu) = &plan.cpus else {
+        return Ok(d);
+    };
+    let Some(cpus) = &cpu.cpus else {
+        return Ok(d);
+    };
+    let wants_cgroup = matches!(cpu.confine, Confine::Both | Confine::Cgroup);
+    if wants_cgroup && hierarchy.has_cpuset() {
+        d.cpuset = Some(cpus.clone());
+        d.mems = cpu.span.as_ref().and_then(|s| s.numa.clone());
+    } else if wants_cgroup {
+        d.warning = Some(format!(
+            "`{}` is held by its affinity mask only: this host has {hierarchy}; the proofs library's multicore-SDR threads do not respect an affinity mask (lotus#5076)",
+            plan.name
+        ));
+    }
+    if matches!(cpu.confine, Confine::Both | Confine::Affinity) || d.warning.is_some() {
+        d.affinity = Some(cpus.clone());
+    }
+    Ok(d)
+}
+
+/// The hierarchy to use and the venussup parent cgroup in it; detected once
+/// at daemon start.
+#[derive(Debug, Clone)]
+pub struct CgroupSetup {
+    hierarchy: Hierarchy,
+    parent: String,
+    fs: Cgroupfs,
+}
+
+impl CgroupSetup {
+    /// The hierarchy of the host under `fs_root`, written through the real
+    /// kernel; `parent` is the name of venussup's cgroup (tests pass a
+    /// name of their own and remove it).
+    pub fn detect(fs_root: &FsRoot, parent: &str) -> Result<Self, ConfineError> {
+        Self::new(Hierarchy::detect(fs_root), parent, Cgroupfs::real())
+    }
+
+    pub fn new(hierarchy: Hierarchy, parent: &str, fs: Cgroupfs) -> Result<Self, ConfineError> {
+        check_name(parent)?;
+        Ok(Self {
+            hierarchy,
+            parent: parent.to_string(),
+            fs,
+        })
+    }
+
+    pub fn hierarchy(&self) -> &Hierarchy {
+        &self.hierarchy
+    }
+
+    pub fn parent(&self) -> &str {
+        &self.parent
+    }
+
+    /// The venussup parent in each tree in use.
+    fn parents(&self) -> Vec<PathBuf> {
+        self.hierarchy
+            .roots()
+            .into_iter()
+            .map(|r| r.join(&self.parent))
+            .collect()
+    }
+
+    /// The parent in `root`, created and made ready for children: on v1
+    /// cpuset it takes the root's CPUs and memory nodes (a new v1 cpuset is
+    /// empty, and no task can join an empty one); on v2 it passes the
+    /// controllers down.
+    fn ready_parent(&self, root: &Path, v1_cpuset: bool) -> Result<PathBuf, ConfineError> {
+        let parent = root.join(&self.parent);
+        if let Hierarchy::V2 { memory, .. } = &self.hierarchy {
+            let enable = if *memory {
+                "+cpuset +memory"
+            } else {
+                "+cpuset"
+            };
+            self.fs.write(root, "cgroup.subtree_control", enable)?;
+            self.fs.create(&parent)?;
+            self.fs.write(&parent, "cgroup.subtree_control", enable)?;
+        } else {
+            self.fs.create(&parent)?;
+        }
+        if v1_cpuset {
+            for file in ["cpuset.cpus", "cpuset.mems"] {
+                let value = self.fs.read(root, file)?;
+                self.fs.write(&parent, file, &value)?;
+            }
+        }
+        Ok(parent)
+    }
+}
+
+/// What the child applies to itself between fork and exec.
+#[derive(Debug)]
+pub struct Confinement {
+    affinity: Option<AffinityMask>,
+    /// `cgroup.procs` of each cgroup to join, opened close-on-exec.
+    joins: Vec<OwnedFd>,
+    cgroups: Vec<PathBuf>,
+    warnings: Vec<String>,
+}
+
+impl Confinement {
+    /// Nothing to apply.
+    pub fn none() -> Self {
+        Self {
+            affinity: None,
+            joins: Vec::new(),
+            cgroups: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Runs in the child between fork and exec (`pre_exec`): only
+    /// async-signal-safe calls, no allocation. Joins each cgroup first (on
+    /// v1, joining a cpuset resets the affinity to the cpuset's CPUs), then
+    /// sets the affinity mask. Any error fails the spawn.
+    pub fn apply_in_child(&self) -> io::Result<()> {
+        for fd in &self.joins {
+            match nix::unistd::write(fd, b"0") {
+                Ok(1) => {}
+                Ok(_) => return Err(io::ErrorKind::WriteZero.into()),
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+        if let Some(mask) = &self.affinity {
+            sched_setaffinity(Pid::from_raw(0), mask)?;
+        }
+        Ok(())
+    }
+
+    /// The cgroups the child joins.
+    pub fn cgroups(&self) -> &[PathBuf] {
+        &self.cgroups
+    }
+
+    /// Why it is held less than it asks; for the log.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+}
+
+fn affinity_mask(service: &str, cpus: &CpuSet) -> Result<AffinityMask, ConfineError> {
+    let mut mask = AffinityMask::new();
+    for cpu in cpus.iter() {
+        mask.set(cpu as usize)
+            .map_err(|_| ConfineError::MaskTooSmall {
+                service: service.to_string(),
+                cpu,
+                max: AffinityMask::count(),
+            })?;
+    }
+    Ok(mask)
+}
+
+/// Parent side, before fork: creates or updates the service's cgroup(s)
+/// and opens what the child writes its pid to. Idempotent; call it at
+/// every start and restart.
+pub fn prepare(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, ConfineError> {
+    let name = plan.name.as_str();
+    check_name(name)?;
+    let d = decide(&setup.hierarchy, plan)?;
+    let mut c = Confinement {
+        affinity: d
+            .affinity
+            .as_ref()
+            .map(|cpus| affinity_mask(name, cpus))
+            .transpose()?,
+        warnings: d.warning.iter().cloned().collect(),
+        ..Confinement::none()
+    };
+    let fs = &setup.fs;
+    let join = |c: &mut Confinement, dir: PathBuf| -> Result<(), ConfineError> {
+        c.joins.push(fs.open_procs(&dir)?);
+        c.cgroups.push(dir);
+        Ok(())
+    };
+    match &setup.hierarchy {
+        Hierarchy::V2 { mount, memory } if d.cpuset.is_some() || d.memory_max.is_some() => {
+            let dir = setup.ready_parent(mount, false)?.join(name);
+            fs.create(&dir)?;
+            let cpus = d.cpuset.as_ref().map_or(String::new(), ToString::to_string);
+            let mems = d.mems.as_ref().map_or(String::new(), ToString::to_string);
+            fs.write(&dir, "cpuset.cpus", &cpus)?;
+            fs.write(&dir, "cpuset.mems", &mems)?;
+            if *memory {
+                let max = d.memory_max.map_or("max".to_string(), |m| m.to_string());
+                fs.write(&dir, "memory.max", &max)?;
+            }
+            join(&mut c, dir)?;
+        }
+        Hierarchy::V1 { cpuset, memory } => {
+            if let (Some(root), Some(cpus)) = (cpuset, &d.cpuset) {
+                let parent = setup.ready_parent(root, true)?;
+                let dir = parent.join(name);
+                fs.create(&dir)?;
+                let mems = match &d.mems {
+                    Some(m) => m.to_string(),
+                    None => fs.read(&parent, "cpuset.mems")?,
+                };
+                fs.write(&dir, "cpuset.mems", &mems)?;
+                fs.write(&dir, "cpuset.cpus", &cpus.to_string())?;
+                join(&mut c, dir)?;
+            }
+            if let (Some(root), Some(max)) = (memory, d.memory_max) {
+                let dir = setup.ready_parent(root, false)?.join(name);
+                fs.create(&dir)?;
+                fs.write(&dir, "memory.limit_in_bytes", &max.to_string())?;
+                join(&mut c, dir)?;
+            }
+        }
+        Hierarchy::V2 { .. } | Hierarchy::None { .. } => {}
+    }
+    Ok(c)
+}
+
+/// Removes the service's cgroup(s) once it stopped (kills nothing: a
+/// cgroup that still has processes is an error naming them).
+pub fn release(setup: &CgroupSetup, name: &str) -> Result<(), ConfineError> {
+    check_name(name)?;
+    for dir in setup.parents().into_iter().map(|p| p.join(name)) {
+        remove(setup, &dir)?;
+    }
+    Ok(())
+}
+
+fn remove(setup: &CgroupSetup, dir: &Path) -> Result<(), ConfineError> {
+    match setup.fs.remove_tree(dir) {
+        Ok(_) => Ok(()),
+        Err(e) if e.io_kind() == Some(io::ErrorKind::ResourceBusy) => {
+            let pids = all_pids(setup, dir)?;
+            Err(ConfineError::Busy {
+                path: dir.to_path_buf(),
+                pids,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The processes of a cgroup and of the cgroups below it.
+fn all_pids(setup: &CgroupSetup, dir: &Path) -> Result<Vec<i32>, ConfineError> {
+    let mut pids = setup.fs.procs(dir)?;
+    for child in setup.fs.children(dir)? {
+        pids.extend(all_pids(setup, &dir.join(child))?);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
+
+/// Every process in the service's cgroup(s) (and below), sorted; none when
+/// it has no cgroup.
+pub fn pids(setup: &CgroupSetup, name: &str) -> Result<Vec<i32>, ConfineError> {
+    check_name(name)?;
+    let mut pids = Vec::new();
+    for dir in setup.parents().into_iter().map(|p| p.join(name)) {
+        pids.extend(all_pids(setup, &dir)?);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
+
+/// A cgroup under the venussup parent that still has processes at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaleCgroup {
+    pub path: PathBuf,
+    pub pids: Vec<i32>,
+    /// It is the cgroup of a service of the plan (a previous run's).
+    pub owned: bool,
+}
+
+impl fmt::Display for StaleCgroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} still has processes {}{}",
+            self.path.display(),
+            list(&self.pids),
+            if self.owned {
+                " (left by a previous run of venussup)"
+            } else {
+                " (no service of the plan owns it)"
+            }
+        )
+    }
+}
+
+/// At daemon start: removes the empty cgroups under the parent that no
+/// service in `keep` owns, and reports every cgroup that still has
+/// processes.
+pub fn cleanup_stale(setup: &CgroupSetup, keep: &[&str]) -> Result<Vec<StaleCgroup>, ConfineError> {
+    let mut stale = Vec::new();
+    for parent in setup.parents() {
+        for name in setup.fs.children(&parent)? {
+            let dir = parent.join(&name);
+            let pids = all_pids(setup, &dir)?;
+            let owned = keep.contains(&name.as_str());
+            if !pids.is_empty() {
+                stale.push(StaleCgroup {
+                    path: dir,
+                    pids,
+                    owned,
+                });
+            } else if !owned {
+                remove(setup, &dir)?;
+            }
+        }
+    }
+    Ok(stale)
+}
+
+/// Removes the venussup parent itself (it must be empty): for tests and
+/// for taking venussup off a host.
+pub fn remove_parent(setup: &CgroupSetup) -> Result<(), ConfineError> {
+    for parent in setup.parents() {
+        remove(setup, &parent)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,256 @@
+//! Confinement against simulated cgroupfs trees (tempdirs filled the way
+//! the kernel fills a new cgroup): what is written where, idempotence,
+//! release, stale cleanup, and what happens without cgroups. The real
+//! kernel is exercised by `integration/confine.rs`.
+
+use std::fs;
+use std::path::Path;
+
+use super::*;
+use crate::cgroup::sim::{SimCgroups, SimKernel};
+use crate::diag::Diagnostics;
+use crate::plan::Host;
+use crate::topology::sim::{Numbering, Shape, SimHost, Style};
+
+/// A simulated host: 2 NUMA nodes of 4 cores (one L3 each), no SMT.
+fn host_dir() -> (tempfile::TempDir, FsRoot) {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = Shape {
+        packages: 2,
+        cores_per_package: 4,
+        threads_per_core: 1,
+        numbering: Numbering::Adjacent,
+        l3_per_node: 1,
+        nodes_per_package: 1,
+    };
+    SimHost::regular(dir.path(), &shape, Style::MODERN).unwrap();
+    let root = FsRoot::new(dir.path());
+    (dir, root)
+}
+
+/// The plan of one service `w` with `extra` config lines, on `root`.
+fn plan_of(root: &FsRoot, extra: &str) -> ServicePlan {
+    let text = format!("[[service]]\nname = \"w\"\ncommand = [\"/bin/true\"]\n{extra}");
+    let path = Path::new("t.toml");
+    let mut diags = Diagnostics::new(path, &text);
+    let config = crate::config::parse(path, &text, &mut diags).unwrap();
+    let plan = crate::plan::resolve(&config, &Host::probe(root), &mut diags);
+    assert!(!diags.has_errors(), "{:?}", diags.into_sorted());
+    plan.services.into_iter().next().unwrap()
+}
+
+fn setup(root: &FsRoot) -> CgroupSetup {
+    CgroupSetup::new(Hierarchy::detect(root), "venussup", SimKernel::cgroupfs()).unwrap()
+}
+
+fn read(root: &FsRoot, path: &str) -> String {
+    fs::read_to_string(root.path(path))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn v1_writes_the_parent_the_cpuset_and_the_memory_limit_and_is_idempotent() {
+    let (_dir, root) = host_dir();
+    SimCgroups::v1(&root, "0-7", "0-1").unwrap();
+    let setup = setup(&root);
+    assert!(matches!(
+        setup.hierarchy(),
+        Hierarchy::V1 {
+            cpuset: Some(_),
+            memory: Some(_)
+        }
+    ));
+    let plan = plan_of(
+        &root,
+        "cpus = \"50%\"\nlimits = { memory_max = \"1GiB\" }\n",
+    );
+    for _ in 0..2 {
+        let c = prepare(&setup, &plan).unwrap();
+        assert_eq!(c.cgroups().len(), 2);
+        assert!(c.warnings().is_empty());
+    }
+    let cs = "/sys/fs/cgroup/cpuset/venussup";
+    assert_eq!(read(&root, &format!("{cs}/cpuset.cpus")), "0-7");
+    assert_eq!(read(&root, &format!("{cs}/cpuset.mems")), "0-1");
+    assert_eq!(read(&root, &format!("{cs}/w/cpuset.cpus")), "0-3");
+    assert_eq!(read(&root, &format!("{cs}/w/cpuset.mems")), "0");
+    assert_eq!(
+        read(
+            &root,
+            "/sys/fs/cgroup/memory/venussup/w/memory.limit_in_bytes"
+        ),
+        "1073741824"
+    );
+}
+
+#[test]
+fn v2_passes_controllers_down_and_resets_what_is_not_asked() {
+    let (_dir, root) = host_dir();
+    SimCgroups::v2(&root, "cpuset cpu io memory pids", "0-7", "0-1").unwrap();
+    let setup = setup(&root);
+    assert_eq!(
+        setup.hierarchy().to_string(),
+        format!(
+            "cgroup v2 at {} (cpuset, memory)",
+            root.path("/sys/fs/cgroup").display()
+        )
+    );
+    let plan = plan_of(&root, "cpus = \"4-7\"\n");
+    let c = prepare(&setup, &plan).unwrap();
+    assert_eq!(c.cgroups(), [root.path("/sys/fs/cgroup/venussup/w")]);
+    assert_eq!(
+        read(&root, "/sys/fs/cgroup/cgroup.subtree_control"),
+        "+cpuset +memory"
+    );
+    assert_eq!(
+        read(&root, "/sys/fs/cgroup/venussup/cgroup.subtree_control"),
+        "+cpuset +memory"
+    );
+    assert_eq!(read(&root, "/sys/fs/cgroup/venussup/w/cpuset.cpus"), "4-7");
+    assert_eq!(read(&root, "/sys/fs/cgroup/venussup/w/cpuset.mems"), "1");
+    assert_eq!(read(&root, "/sys/fs/cgroup/venussup/w/memory.max"), "max");
+}
+
+#[test]
+fn confine_chooses_affinity_cgroup_or_both() {
+    let (_dir, root) = host_dir();
+    SimCgroups::v1(&root, "0-7", "0-1").unwrap();
+    let h = Hierarchy::detect(&root);
+    let set = CpuSet::parse_list("0-3").unwrap();
+    let d = |confine: &str| {
+        decide(
+            &h,
+            &plan_of(&root, &format!("cpus = \"0-3\"\nconfine = \"{confine}\"\n")),
+        )
+        .unwrap()
+    };
+    let both = d("both");
+    assert_eq!(
+        (both.affinity.as_ref(), both.cpuset.as_ref()),
+        (Some(&set), Some(&set))
+    );
+    assert_eq!(
+        (d("affinity").affinity.as_ref(), d("affinity").cpuset),
+        (Some(&set), None)
+    );
+    assert_eq!(
+        (d("cgroup").affinity, d("cgroup").cpuset.as_ref()),
+        (None, Some(&set))
+    );
+    assert_eq!((d("none").affinity, d("none").cpuset), (None, None));
+    // No `cpus`: nothing to hold.
+    assert_eq!(decide(&h, &plan_of(&root, "")).unwrap().affinity, None);
+}
+
+#[test]
+fn without_cgroups_a_warning_and_the_affinity_mask_only() {
+    let (_dir, root) = host_dir();
+    let setup = setup(&root);
+    assert!(matches!(setup.hierarchy(), Hierarchy::None { .. }));
+    let plan = plan_of(&root, "cpus = \"0-3\"\nconfine = \"cgroup\"\n");
+    let d = decide(setup.hierarchy(), &plan).unwrap();
+    assert_eq!(d.affinity, Some(CpuSet::parse_list("0-3").unwrap()));
+    let c = prepare(&setup, &plan).unwrap();
+    assert!(c.cgroups().is_empty());
+    assert!(
+        c.warnings()[0].contains("held by its affinity mask only"),
+        "{:?}",
+        c.warnings()
+    );
+}
+
+#[test]
+fn a_memory_limit_without_a_memory_controller_is_an_error() {
+    let (_dir, root) = host_dir();
+    SimCgroups::v2(&root, "cpuset cpu", "0-7", "0-1").unwrap();
+    let plan = plan_of(
+        &root,
+        "cpus = \"0-3\"\nlimits = { memory_max = \"8GiB\" }\n",
+    );
+    let err = prepare(&setup(&root), &plan).unwrap_err();
+    assert!(matches!(err, ConfineError::NoMemory { .. }), "{err}");
+}
+
+#[test]
+fn release_removes_and_names_the_processes_that_hold_a_cgroup() {
+    let (_dir, root) = host_dir();
+    SimCgroups::v1(&root, "0-7", "0-1").unwrap();
+    let setup = setup(&root);
+    let plan = plan_of(
+        &root,
+        "cpus = \"0-3\"\nlimits = { memory_max = \"1GiB\" }\n",
+    );
+    prepare(&setup, &plan).unwrap();
+    let procs = root.path("/sys/fs/cgroup/memory/venussup/w/cgroup.procs");
+    fs::write(&procs, "4242\n4243\n").unwrap();
+    assert_eq!(pids(&setup, "w").unwrap(), vec![4242, 4243]);
+    let err = release(&setup, "w").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "failed to remove the cgroup {}: it still has processes 4242, 4243",
+            root.path("/sys/fs/cgroup/memory/venussup/w").display()
+        )
+    );
+    fs::write(&procs, "").unwrap();
+    release(&setup, "w").unwrap();
+    release(&setup, "w").unwrap();
+    assert!(!root.path("/sys/fs/cgroup/cpuset/venussup/w").exists());
+    remove_parent(&setup).unwrap();
+    assert!(!root.path("/sys/fs/cgroup/cpuset/venussup").exists());
+}
+
+#[test]
+fn stale_cgroups_empty_ones_go_the_others_are_reported() {
+    let (_dir, root) = host_dir();
+    SimCgroups::v1(&root, "0-7", "0-1").unwrap();
+    let setup = setup(&root);
+    prepare(&setup, &plan_of(&root, "cpus = \"0-3\"\n")).unwrap();
+    let fs = SimKernel::cgroupfs();
+    let parent = root.path("/sys/fs/cgroup/cpuset/venussup");
+    for name in ["old", "ghost", "ghost/inner"] {
+        fs.create(&parent.join(name)).unwrap();
+    }
+    fs::write(parent.join("ghost/inner/cgroup.procs"), "77\n").unwrap();
+    let stale = cleanup_stale(&setup, &["w"]).unwrap();
+    assert_eq!(
+        stale,
+        vec![StaleCgroup {
+            path: parent.join("ghost"),
+            pids: vec![77],
+            owned: false
+        }]
+    );
+    assert!(!parent.join("old").exists());
+    assert!(parent.join("w").exists());
+}
+
+#[test]
+fn a_failed_write_names_the_file_and_the_value() {
+    let (_dir, root) = host_dir();
+    SimCgroups::v1(&root, "0-7", "0-1").unwrap();
+    let setup = setup(&root);
+    // A plain folder where the cgroup should be, without the kernel's files.
+    let parent = root.path("/sys/fs/cgroup/cpuset/venussup");
+    SimKernel::cgroupfs().create(&parent).unwrap();
+    fs::create_dir(parent.join("w")).unwrap();
+    let err = prepare(&setup, &plan_of(&root, "cpus = \"0-3\"\n")).unwrap_err();
+    let text = err.to_string();
+    let file = root.path("/sys/fs/cgroup/cpuset/venussup/w/cpuset.mems");
+    assert!(
+        text.starts_with(&format!("failed to write `0` to {}: ", file.display())),
+        "{text}"
+    );
+}
+
+#[test]
+fn names_that_are_not_plain_are_refused() {
+    let (_dir, root) = host_dir();
+    for bad in ["", ".", "..", "a/b", "-x", "cpu set"] {
+        let err = CgroupSetup::new(Hierarchy::detect(&root), bad, Cgroupfs::real()).unwrap_err();
+        assert!(matches!(err, ConfineError::BadName { .. }), "{bad}");
+    }
+    assert!(check_name("worker@0").is_ok());
+}
