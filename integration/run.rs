@@ -566,3 +566,80 @@ fn a_dependency_that_restarts_does_not_bounce_its_dependents() {
     assert_eq!(pid_of(&d.service("worker")), worker);
     assert_eq!(d.service("worker")["restarts"], 0);
 }
+
+#[test]
+fn a_confined_service_stays_in_its_cpuset_even_when_it_widens_its_mask_and_its_cgroup_goes_with_it()
+{
+    let parent = format!("venussup-test-run-{}", std::process::id());
+    let setup = Setup::new(&format!(
+        "{}cpus = \"1\"\n",
+        standin("worker", ", \"--widen-affinity\"")
+    ));
+    let cfg = fs::read_to_string(setup.config()).unwrap();
+    fs::write(
+        setup.config(),
+        cfg.replacen(
+            "[host]\n",
+            &format!("[host]\ncgroup_parent = \"{parent}\"\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let mut d = setup.start();
+    d.wait_service("worker", "running", |s| s["state"] == "running");
+    wait_file(&setup.path("worker.json"));
+    let r = report(&setup, "worker");
+    assert_eq!(
+        r["cpus_allowed"], "1",
+        "the cpuset holds what the mask no longer does: {r}"
+    );
+    assert_eq!(r["thread_cpus_allowed"], "1");
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/cpuset")
+        .join(&parent)
+        .join("worker");
+    assert!(cgroup.is_dir(), "{} exists while it runs", cgroup.display());
+    let procs = fs::read_to_string(cgroup.join("cgroup.procs")).unwrap();
+    let pid = r["pid"].as_u64().unwrap().to_string();
+    assert!(procs.lines().any(|p| p == pid), "{procs}");
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).code(), Some(0));
+    assert!(!cgroup.exists(), "the service's cgroup is removed at stop");
+    assert!(
+        !cgroup.parent().unwrap().exists(),
+        "and venussup's parent at exit"
+    );
+}
+
+#[test]
+fn a_grandchild_that_left_the_process_group_is_killed_through_the_cgroup_at_stop() {
+    let parent = format!("venussup-test-gc-{}", std::process::id());
+    let setup = Setup::new(&format!(
+        "{}cpus = \"0-1\"\n",
+        standin("forker", ", \"--hold-grandchild\", \"{dir}/grandchild\"")
+    ));
+    let cfg = fs::read_to_string(setup.config()).unwrap();
+    fs::write(
+        setup.config(),
+        cfg.replacen(
+            "[host]\n",
+            &format!("[host]\ncgroup_parent = \"{parent}\"\n"),
+            1,
+        ),
+    )
+    .unwrap();
+    let mut d = setup.start();
+    d.wait_service("forker", "running", |s| s["state"] == "running");
+    wait_file(&setup.path("grandchild"));
+    let gc: i32 = fs::read_to_string(setup.path("grandchild"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(gc));
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).code(), Some(0));
+    assert!(
+        wait_gone(gc, Duration::from_secs(5)),
+        "the escaped grandchild outlived its service"
+    );
+}

@@ -41,9 +41,14 @@ pub struct Options {
     /// Write this many bytes of log lines after starting.
     #[arg(long, default_value_t = 0)]
     pub spew: usize,
-    /// Leave one grandchild that keeps running in its process group.
+    /// Leave one grandchild that keeps running in a session of its own
+    /// (escaping the process group, as daemons do); its pid goes to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub hold_grandchild: Option<PathBuf>,
+    /// Widen its own CPU affinity to every CPU before reporting (a program
+    /// that ignores the mask it was given).
     #[arg(long)]
-    pub hold_grandchild: bool,
+    pub widen_affinity: bool,
     /// Anything else (a real worker's flags, e.g. `--commit=false`) is
     /// accepted and ignored.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
@@ -133,7 +138,7 @@ fn say(opts: &Options, line: &str) {
 
 /// Forks a child that forks `n` grandchildren, then exits: they are
 /// re-parented to the nearest subreaper (venussup) or PID 1.
-fn leave_orphans(n: u32, hold: bool) {
+fn leave_orphans(n: u32, hold: Option<&std::path::Path>) {
     use nix::unistd::{fork, ForkResult};
     // SAFETY: called before this process starts any thread, so the child
     // is a copy of a single-threaded process; the children only call fork,
@@ -147,9 +152,12 @@ fn leave_orphans(n: u32, hold: bool) {
                     unsafe { libc::_exit(0) };
                 }
             }
-            if hold {
-                // SAFETY: as above; the grandchild waits for a signal forever.
+            if let Some(file) = hold {
+                // SAFETY: as above; the grandchild leaves the session, says
+                // its pid and waits for a signal forever.
                 if let Ok(ForkResult::Child) = unsafe { fork() } {
+                    let _ = nix::unistd::setsid();
+                    let _ = std::fs::write(file, std::process::id().to_string());
                     loop {
                         nix::unistd::pause();
                     }
@@ -167,8 +175,17 @@ fn leave_orphans(n: u32, hold: bool) {
 }
 
 pub fn run(opts: &Options) -> u8 {
-    if opts.orphans > 0 || opts.hold_grandchild {
-        leave_orphans(opts.orphans, opts.hold_grandchild);
+    if opts.orphans > 0 || opts.hold_grandchild.is_some() {
+        leave_orphans(opts.orphans, opts.hold_grandchild.as_deref());
+    }
+    if opts.widen_affinity {
+        let mut all = nix::sched::CpuSet::new();
+        for cpu in 0..nix::sched::CpuSet::count() {
+            let _ = all.set(cpu);
+        }
+        if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &all) {
+            say(opts, &format!("could not widen affinity: {e}"));
+        }
     }
     if let Some(line) = &opts.say {
         say(opts, line);

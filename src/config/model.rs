@@ -36,6 +36,10 @@ pub struct HostConfig {
     /// Log rotation for every service's output.
     #[serde(default)]
     pub log: LogConfig,
+    /// The cgroup venussup makes its services' cgroups in (under each
+    /// hierarchy's root).
+    #[serde(default = "default_cgroup_parent")]
+    pub cgroup_parent: Spanned<String>,
     /// A group whose members may use the control socket (`status`,
     /// `stop`, ...) besides root; the socket is then mode 0660.
     pub control_group: Option<Spanned<String>>,
@@ -58,6 +62,10 @@ pub fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/venussup")
 }
 
+fn default_cgroup_parent() -> Spanned<String> {
+    Spanned::new(0..0, crate::confine::DEFAULT_PARENT.to_string())
+}
+
 pub fn default_log_dir() -> PathBuf {
     PathBuf::from("/var/log/venussup")
 }
@@ -75,6 +83,7 @@ impl Default for HostConfig {
             log: LogConfig::default(),
             control_group: None,
             metrics: None,
+            cgroup_parent: default_cgroup_parent(),
             gpus: None,
         }
     }

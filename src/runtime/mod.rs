@@ -15,13 +15,14 @@ mod state;
 mod supervisor;
 mod timer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use tracing::{error, info, warn};
 
 use crate::commands::{exit, load_valid_config};
 use crate::config::{Config, SmtPolicy};
+use crate::confine;
 use crate::control;
 use crate::diag::Severity;
 use crate::fsroot::FsRoot;
@@ -72,6 +73,35 @@ pub(crate) fn load_plan(path: &Path, fs_root: &FsRoot) -> Result<(Config, Plan),
     let config = load_valid_config(path)?;
     let plan = resolve_logged(&config, fs_root)?;
     Ok((config, plan))
+}
+
+/// The cgroup hierarchy for the services, with what an earlier daemon left
+/// there cleaned up: empty cgroups removed, processes still in one killed.
+fn cgroups(config: &Config, fs_root: &FsRoot, plan: &Plan) -> Option<confine::CgroupSetup> {
+    let setup = match confine::CgroupSetup::detect(fs_root, config.host.cgroup_parent.get_ref()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cgroups: {e}; services are confined by affinity only");
+            return None;
+        }
+    };
+    info!("cgroups: {}", setup.hierarchy());
+    let keep: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+    match confine::cleanup_stale(&setup, &keep) {
+        Ok(stale) => {
+            for s in stale.iter().filter(|s| !s.pids.is_empty()) {
+                warn!("{s}; killing what is left there");
+                for pid in &s.pids {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(*pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        Err(e) => warn!("cgroups: failed to clean up after an earlier venussup: {e}"),
+    }
+    Some(setup)
 }
 
 /// Who may use the control socket: root, and `[host] control_group`.
@@ -169,6 +199,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
             })
             .ok()
     });
+    let cgroups = cgroups(&config, fs_root, &plan);
     let setup = supervisor::Setup {
         http,
         plan,
@@ -177,7 +208,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
         state_dir,
         smt: smt_report,
         notifier: notify::Notifier::from_env(),
-        hooks: HashMap::new(),
+        cgroups,
         ceilings: limits::Ceilings::probe(),
     };
     match supervisor::Supervisor::new(setup) {

@@ -219,11 +219,10 @@ impl Supervisor {
         }
         if let Some(plan) = s.replacement.take() {
             let mut clamped = BTreeSet::new();
-            let mut fresh = Svc::new(&plan, &self.ceilings, &mut clamped);
+            let fresh = Svc::new(&plan, &self.ceilings, &mut clamped);
             for w in clamped {
                 warn!(service = %plan.name, "{w}");
             }
-            fresh.hook = s.hook.take();
             *s = fresh;
             self.link();
             self.step_service(i, now);

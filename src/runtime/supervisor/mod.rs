@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -28,6 +29,7 @@ use super::state::{self, PidRecord, RecordedPid};
 use super::timer::{self, Jitter, RunResult};
 use crate::config::values::Limit;
 use crate::config::ServiceKind;
+use crate::confine::{self, CgroupSetup};
 use crate::control::http::{HttpToken, MetricsServer};
 use crate::control::server::{Server, Token};
 use crate::fsroot::FsRoot;
@@ -62,7 +64,8 @@ struct Svc {
     rules: RestartRules,
     deps: Vec<usize>,
     identity: Option<Identity>,
-    hook: Option<ChildHook>,
+    /// Confinement warnings were logged (once per service, not per start).
+    confine_warned: Option<()>,
     state: State,
     ready: bool,
     restarts: u32,
@@ -115,7 +118,7 @@ impl Svc {
                 give_up: s.restart.give_up.clone(),
             },
             identity,
-            hook: None,
+            confine_warned: None,
             plan: s.clone(),
             state: State::Waiting,
             ready: false,
@@ -200,7 +203,8 @@ pub struct Setup {
     pub smt: Option<serde_json::Value>,
     pub notifier: Notifier,
     /// Child-side confinement per service name (CPU affinity, cgroup).
-    pub hooks: HashMap<String, ChildHook>,
+    /// The cgroup hierarchy services are confined in, if any.
+    pub cgroups: Option<CgroupSetup>,
     /// The control socket, when it could be bound.
     pub control: Option<Server>,
     /// Where the host is read (reload plans again).
@@ -234,6 +238,7 @@ pub struct Supervisor {
     control: Option<Server>,
     http: Option<MetricsServer>,
     fs_root: FsRoot,
+    cgroups: Option<CgroupSetup>,
 }
 
 fn kill_group(pid: Pid, sig: Signal) {
@@ -262,7 +267,7 @@ impl Supervisor {
             state_dir,
             smt,
             notifier,
-            mut hooks,
+            cgroups,
             ceilings,
             control,
             fs_root,
@@ -272,11 +277,7 @@ impl Supervisor {
         let svcs = plan
             .services
             .iter()
-            .map(|s| {
-                let mut svc = Svc::new(s, &ceilings, &mut clamped);
-                svc.hook = hooks.remove(&s.name);
-                svc
-            })
+            .map(|s| Svc::new(s, &ceilings, &mut clamped))
             .collect();
         for w in clamped {
             warn!("{w}");
@@ -305,6 +306,7 @@ impl Supervisor {
             control,
             fs_root,
             http,
+            cgroups,
         };
         me.link();
         Ok(me)
@@ -339,6 +341,12 @@ impl Supervisor {
             self.step(now);
             if self.stopping && self.nothing_alive() {
                 info!("all services stopped; exiting");
+                if let Some(setup) = &self.cgroups {
+                    for i in 0..self.svcs.len() {
+                        self.release(i);
+                    }
+                    let _ = confine::remove_parent(setup);
+                }
                 self.write_snapshot();
                 self.notifier.send("STATUS=stopped");
                 return 0;
@@ -587,24 +595,42 @@ impl Supervisor {
         if let Err(e) = logs::rotate_idle(&s.plan.log_file, self.log_max, self.log_keep) {
             warn!(service = %s.plan.name, "failed to rotate {}: {e}", s.plan.log_file.display());
         }
-        let spec = SpawnSpec {
-            argv: &s.plan.argv,
-            env: &s.plan.env,
-            workdir: s.plan.workdir.as_deref(),
-            identity: s.identity.as_ref(),
-            umask: s.plan.umask.map(|u| u.0),
-            nofile: Some(s.nofile),
-            memlock: Some(s.memlock),
-            output: Output::Append(s.plan.log_file.clone()),
-            hook: s.hook.clone(),
+        // Confinement is prepared again at every start: a cgroup removed
+        // or changed behind venussup's back is put right.
+        let hook = match &self.cgroups {
+            Some(setup) => match confine::prepare(setup, &s.plan) {
+                Ok(c) => {
+                    if s.confine_warned.is_none() {
+                        for w in c.warnings() {
+                            warn!(service = %s.plan.name, "{w}");
+                        }
+                        s.confine_warned = Some(());
+                    }
+                    let c = Arc::new(c);
+                    Ok(Some(ChildHook(Arc::new(move || c.apply_in_child()))))
+                }
+                Err(e) => Err(format!("failed to confine it: {e}")),
+            },
+            None => Ok(None),
         };
-        let result = if s.plan.user.is_some() && s.identity.is_none() {
-            Err(format!(
+        let result = match hook {
+            Err(e) => Err(e),
+            Ok(_) if s.plan.user.is_some() && s.identity.is_none() => Err(format!(
                 "user `{}` could not be resolved",
                 s.plan.user.as_deref().unwrap_or_default()
-            ))
-        } else {
-            spawn::spawn(spec).map_err(|e| e.to_string())
+            )),
+            Ok(hook) => spawn::spawn(SpawnSpec {
+                argv: &s.plan.argv,
+                env: &s.plan.env,
+                workdir: s.plan.workdir.as_deref(),
+                identity: s.identity.as_ref(),
+                umask: s.plan.umask.map(|u| u.0),
+                nofile: Some(s.nofile),
+                memlock: Some(s.memlock),
+                output: Output::Append(s.plan.log_file.clone()),
+                hook,
+            })
+            .map_err(|e| e.to_string()),
         };
         self.dirty = true;
         match result {
@@ -750,6 +776,9 @@ impl Supervisor {
             if !self.stopping {
                 self.after_requested_stop(i, now);
             }
+            if self.svcs[i].state == State::Stopped {
+                self.release(i);
+            }
             self.record_pids();
             return;
         }
@@ -791,7 +820,31 @@ impl Supervisor {
                 s.state = State::Failed { reason };
             }
         }
+        if matches!(
+            self.svcs[i].state,
+            State::Exited | State::Failed { .. } | State::Done
+        ) {
+            self.release(i);
+        }
         self.record_pids();
+    }
+
+    /// A service is down for good (stopped, exited, failed, done): whatever
+    /// is left in its cgroup is killed (nothing escapes by double-forking)
+    /// and the cgroup removed.
+    fn release(&self, i: usize) {
+        let Some(setup) = &self.cgroups else { return };
+        let name = &self.svcs[i].plan.name;
+        if let Ok(pids) = confine::pids(setup, name) {
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        // Killed processes may not be gone yet; a cgroup left now is
+        // removed at the next start of the service or of venussup.
+        if let Err(e) = confine::release(setup, name) {
+            tracing::debug!(service = %name, "cgroup not removed yet: {e}");
+        }
     }
 
     fn probe_exited(&mut self, i: usize, how: ExitKind) {
