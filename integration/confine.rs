@@ -116,11 +116,10 @@ fn parse_probe(output: &Output) -> Probe {
 /// and exec.
 fn spawn(confinement: &Arc<Confinement>, command: &mut Command) -> std::io::Result<Child> {
     let c = Arc::clone(confinement);
-    // SAFETY: the closure runs in the forked child before exec. It calls
-    // only `apply_in_child`, which makes async-signal-safe system calls
-    // (write(2) on fds opened before the fork, sched_setaffinity(2) with a
-    // mask built before the fork) and allocates nothing; the `Arc` it holds
-    // keeps that state alive in the parent while the child is spawned.
+    // The closure runs in the forked child before exec; the `Arc` keeps its
+    // state alive in the parent while the child is spawned.
+    // SAFETY: `apply_in_child` only makes async-signal-safe syscalls (write
+    // on fds, sched_setaffinity with a mask, both made before the fork).
     unsafe { command.pre_exec(move || c.apply_in_child()) };
     command.spawn()
 }

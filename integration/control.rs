@@ -357,16 +357,7 @@ fn metrics_pass_promtool_on_the_socket_and_over_http() {
         "{}\n[[timer]]\nname = \"pledge\"\ncommand = [\"/bin/true\"]\nevery = \"100ms\"\n",
         standin("sealer", "")
     ));
-    let cfg = fs::read_to_string(setup.config()).unwrap();
-    fs::write(
-        setup.config(),
-        cfg.replacen(
-            "[host]\n",
-            "[host]\nmetrics = { listen = \"127.0.0.1:23491\" }\n",
-            1,
-        ),
-    )
-    .unwrap();
+    setup.host_line("metrics = { listen = \"127.0.0.1:23491\" }");
     let d = setup.start();
     running(&d, "sealer");
     d.wait_for("a pledge run", |st| {

@@ -386,16 +386,7 @@ fn orphans_test(prefix: &[&str]) {
 fn a_growing_log_is_rotated_while_the_service_runs_keeping_n() {
     let setup = Setup::new(&standin("chatty", ", \"--spew\", \"20000\""));
     // Rotation settings go in [host.log]; Setup wrote [host] first.
-    let cfg = fs::read_to_string(setup.config()).unwrap();
-    fs::write(
-        setup.config(),
-        cfg.replacen(
-            "[host]\n",
-            "[host]\nlog = { max_size = \"4KiB\", keep = 2 }\n",
-            1,
-        ),
-    )
-    .unwrap();
+    setup.host_line("log = { max_size = \"4KiB\", keep = 2 }");
     let d = setup.start();
     let pid = pid_of(&d.wait_service("chatty", "running", |s| s["state"] == "running"));
     wait_file(&setup.path("logs/chatty.log.1"));
@@ -497,12 +488,7 @@ fn online_file(root: &std::path::Path, cpu: u32) -> String {
 fn simulated_smt_host_run_takes_siblings_offline_before_services_start() {
     let root = smt_host();
     let setup = Setup::new(&standin("sealer", ""));
-    let cfg = fs::read_to_string(setup.config()).unwrap();
-    fs::write(
-        setup.config(),
-        cfg.replacen("[host]\n", "[host]\nsmt = \"off\"\n", 1),
-    )
-    .unwrap();
+    setup.host_line("smt = \"off\"");
     let mut d = setup.start_args(&["--fs-root", root.path().to_str().unwrap()]);
     let st = d.wait_service("sealer", "running", |s| s["state"] == "running");
     assert_eq!(st["state"], "running");
@@ -532,12 +518,7 @@ fn simulated_read_only_sysfs_smt_failure_is_reported_and_services_still_start() 
         fs::create_dir(&f).unwrap();
     }
     let setup = Setup::new(&standin("sealer", ""));
-    let cfg = fs::read_to_string(setup.config()).unwrap();
-    fs::write(
-        setup.config(),
-        cfg.replacen("[host]\n", "[host]\nsmt = \"off\"\n", 1),
-    )
-    .unwrap();
+    setup.host_line("smt = \"off\"");
     let d = setup.start_args(&["--fs-root", root.path().to_str().unwrap()]);
     d.wait_service("sealer", "running", |s| s["state"] == "running");
     let status = d.status();
@@ -575,16 +556,7 @@ fn a_confined_service_stays_in_its_cpuset_even_when_it_widens_its_mask_and_its_c
         "{}cpus = \"1\"\n",
         standin("worker", ", \"--widen-affinity\"")
     ));
-    let cfg = fs::read_to_string(setup.config()).unwrap();
-    fs::write(
-        setup.config(),
-        cfg.replacen(
-            "[host]\n",
-            &format!("[host]\ncgroup_parent = \"{parent}\"\n"),
-            1,
-        ),
-    )
-    .unwrap();
+    setup.host_line(&format!("cgroup_parent = \"{parent}\""));
     let mut d = setup.start();
     d.wait_service("worker", "running", |s| s["state"] == "running");
     wait_file(&setup.path("worker.json"));
@@ -617,16 +589,7 @@ fn a_grandchild_that_left_the_process_group_is_killed_through_the_cgroup_at_stop
         "{}cpus = \"0-1\"\n",
         standin("forker", ", \"--hold-grandchild\", \"{dir}/grandchild\"")
     ));
-    let cfg = fs::read_to_string(setup.config()).unwrap();
-    fs::write(
-        setup.config(),
-        cfg.replacen(
-            "[host]\n",
-            &format!("[host]\ncgroup_parent = \"{parent}\"\n"),
-            1,
-        ),
-    )
-    .unwrap();
+    setup.host_line(&format!("cgroup_parent = \"{parent}\""));
     let mut d = setup.start();
     d.wait_service("forker", "running", |s| s["state"] == "running");
     wait_file(&setup.path("grandchild"));

@@ -42,6 +42,16 @@ impl Setup {
         Self { dir }
     }
 
+    /// Adds `line` (e.g. `smt = "off"`) to the config's `[host]` table.
+    pub fn host_line(&self, line: &str) {
+        let text = fs::read_to_string(self.config()).unwrap();
+        fs::write(
+            self.config(),
+            text.replacen("[host]\n", &format!("[host]\n{line}\n"), 1),
+        )
+        .unwrap();
+    }
+
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("venussup.toml")
     }

@@ -249,11 +249,10 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     let mask = spec.umask;
     let hook = spec.hook.clone();
     let ids = spec.identity.cloned();
-    // SAFETY: the closure runs in the child between fork and exec, where
-    // only async-signal-safe functions may be called. It makes plain
-    // syscalls (setsid, setrlimit, umask, setgroups, setgid, setuid) on data
-    // prepared and owned before the fork; it allocates nothing and takes no
-    // lock. `hook` is documented to follow the same rule.
+    // The closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called (`hook` follows the rule).
+    // SAFETY: it makes plain syscalls (setsid, setrlimit, umask, setgroups,
+    // setgid, setuid) on data owned before the fork; no allocation, no lock.
     unsafe {
         cmd.pre_exec(move || {
             setsid()?;

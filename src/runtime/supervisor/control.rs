@@ -193,13 +193,8 @@ impl Supervisor {
         self.dirty = true;
         match s.state.clone() {
             State::Starting { pid, .. } | State::Running { pid } => {
-                info!(service = %s.plan.name, "stop requested: sending {}", s.plan.stop.signal.0.as_str());
-                kill_group(pid, s.plan.stop.signal.0);
-                s.probe_at = None;
-                s.state = State::Stopping {
-                    pid,
-                    kill_at: now + s.plan.stop.timeout.0,
-                };
+                info!(service = %s.plan.name, "stop requested");
+                self.send_stop(i, pid, now);
             }
             State::Stopping { .. } => {}
             _ => {
@@ -323,17 +318,11 @@ impl Supervisor {
                 .get(&i)
                 .and_then(|n| new_index.get(n.as_str()).copied())
         };
-        let owners: Vec<_> = self.owners.drain().collect();
-        for (pid, owner) in owners {
-            let moved = match owner {
-                Owner::Service(i) => remap(i).map(Owner::Service),
-                Owner::Probe(i) => remap(i).map(Owner::Probe),
-                Owner::Timer(i) => Some(Owner::Timer(i)),
-            };
-            if let Some(o) = moved {
-                self.owners.insert(pid, o);
-            }
-        }
+        self.remap_owners(|owner| match owner {
+            Owner::Service(i) => remap(i).map(Owner::Service),
+            Owner::Probe(i) => remap(i).map(Owner::Probe),
+            o @ Owner::Timer(_) => Some(o),
+        });
         self.svcs = svcs;
         self.reload_timers(&plan.timers);
         self.link();
@@ -383,19 +372,10 @@ impl Supervisor {
                 kill_group(run.pid, Signal::SIGKILL);
             }
         }
-        let owners: Vec<_> = self.owners.drain().collect();
-        for (pid, owner) in owners {
-            match owner {
-                Owner::Timer(i) => {
-                    if let Some(&j) = moved.get(&i) {
-                        self.owners.insert(pid, Owner::Timer(j));
-                    }
-                }
-                o => {
-                    self.owners.insert(pid, o);
-                }
-            }
-        }
+        self.remap_owners(|owner| match owner {
+            Owner::Timer(i) => moved.get(&i).map(|&j| Owner::Timer(j)),
+            o => Some(o),
+        });
     }
 
     /// Removes retired services once nothing of theirs runs.
@@ -406,23 +386,17 @@ impl Supervisor {
         }
         let names: Vec<String> = self.svcs.iter().map(|s| s.plan.name.clone()).collect();
         self.svcs.retain(|s| !done(s));
-        let index: HashMap<&str, usize> = self
+        let index: HashMap<String, usize> = self
             .svcs
             .iter()
             .enumerate()
-            .map(|(i, s)| (s.plan.name.as_str(), i))
+            .map(|(i, s)| (s.plan.name.clone(), i))
             .collect();
-        let owners: Vec<_> = self.owners.drain().collect();
-        for (pid, owner) in owners {
-            let moved = match owner {
-                Owner::Service(i) => index.get(names[i].as_str()).map(|&j| Owner::Service(j)),
-                Owner::Probe(i) => index.get(names[i].as_str()).map(|&j| Owner::Probe(j)),
-                o @ Owner::Timer(_) => Some(o),
-            };
-            if let Some(o) = moved {
-                self.owners.insert(pid, o);
-            }
-        }
+        self.remap_owners(|owner| match owner {
+            Owner::Service(i) => index.get(&names[i]).map(|&j| Owner::Service(j)),
+            Owner::Probe(i) => index.get(&names[i]).map(|&j| Owner::Probe(j)),
+            o @ Owner::Timer(_) => Some(o),
+        });
         self.link();
         self.dirty = true;
     }

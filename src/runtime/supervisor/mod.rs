@@ -1060,16 +1060,31 @@ impl Supervisor {
             if needed {
                 continue;
             }
-            let s = &mut self.svcs[i];
-            info!(service = %s.plan.name, "sending {}", s.plan.stop.signal.0.as_str());
-            kill_group(pid, s.plan.stop.signal.0);
-            s.probe_at = None;
-            s.state = State::Stopping {
-                pid,
-                kill_at: now + s.plan.stop.timeout.0,
-            };
-            self.dirty = true;
+            self.send_stop(i, pid, now);
         }
+    }
+
+    /// Sends a service its stop signal; SIGKILL follows at its stop timeout.
+    fn send_stop(&mut self, i: usize, pid: Pid, now: Instant) {
+        let s = &mut self.svcs[i];
+        info!(service = %s.plan.name, "sending {}", s.plan.stop.signal.0.as_str());
+        kill_group(pid, s.plan.stop.signal.0);
+        s.probe_at = None;
+        s.state = State::Stopping {
+            pid,
+            kill_at: now + s.plan.stop.timeout.0,
+        };
+        self.dirty = true;
+    }
+
+    /// Moves every pid's owner as `f` says (after services or timers moved
+    /// in their lists); an owner `f` drops is forgotten.
+    fn remap_owners(&mut self, f: impl Fn(Owner) -> Option<Owner>) {
+        let owners: Vec<(Pid, Owner)> = self.owners.drain().collect();
+        self.owners = owners
+            .into_iter()
+            .filter_map(|(pid, o)| f(o).map(|o| (pid, o)))
+            .collect();
     }
 
     fn record_pids(&self) {
