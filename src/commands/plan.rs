@@ -76,30 +76,21 @@ fn config_seal_paths(config: &Config, plan: &Plan) -> Vec<PathBuf> {
     paths
 }
 
-/// Multicore SDR and its unit size, from the environment PreCommit1 runs
-/// with (the first PreCommit1 service, else the host's).
+/// Multicore SDR and its unit size, from the environment the first
+/// PreCommit1 service runs with; without one (or without a config), the
+/// deployment plan's multicore SDR with the proofs' default producers.
 fn sdr_unit(plan: Option<&Plan>) -> (bool, u32) {
-    let env = plan.and_then(|p| {
+    let default = (true, DEFAULT_SDR_PRODUCERS + 1);
+    let Some(p1) = plan.and_then(|p| {
         p.services
             .iter()
             .find(|s| s.tasks.contains(&crate::config::Task::PreCommit1))
-            .or_else(|| p.services.first())
-            .map(|s| &s.env)
-    });
-    let Some(env) = env else {
-        return (true, DEFAULT_SDR_PRODUCERS + 1);
+    }) else {
+        return default;
     };
-    let multicore = env
-        .get("FIL_PROOFS_USE_MULTICORE_SDR")
-        .is_some_and(|v| v == "1");
-    let producers = env
-        .get("FIL_PROOFS_MULTICORE_SDR_PRODUCERS")
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(DEFAULT_SDR_PRODUCERS);
-    if multicore {
-        (true, producers + 1)
-    } else {
-        (false, 1)
+    match venus::multicore_sdr_unit(&p1.tasks, &p1.env) {
+        Some(unit) => (true, u32::try_from(unit).unwrap_or(u32::MAX)),
+        None => (false, 1),
     }
 }
 
