@@ -79,6 +79,8 @@ struct Svc {
     reason: Option<String>,
     /// When the current (or last) run started.
     run_started: Option<Instant>,
+    /// The kernel's start time of the current pid (`services.json`).
+    start_time: Option<u64>,
     /// The last few exits, newest first, for `status NAME`.
     recent_exits: VecDeque<LastExit>,
     after_stop: AfterStop,
@@ -104,6 +106,7 @@ impl Svc {
         clamped.extend([why, why2].into_iter().flatten());
         Svc {
             run_started: None,
+            start_time: None,
             nofile,
             memlock,
             deps: Vec::new(),
@@ -230,6 +233,8 @@ pub struct Supervisor {
     next_watchdog: Option<Instant>,
     jitter: Jitter,
     dirty: bool,
+    /// `services.json` is behind the pids.
+    pids_dirty: bool,
     orphans_reaped: u64,
     logs: LogWatch,
     log_max: u64,
@@ -298,6 +303,7 @@ impl Supervisor {
             announced_ready: false,
             jitter: Jitter::seeded(unix_now() ^ u64::from(std::process::id())),
             dirty: true,
+            pids_dirty: false,
             orphans_reaped: 0,
             logs: LogWatch::new(),
             log_max: plan.host.log_max_size.0,
@@ -347,9 +353,13 @@ impl Supervisor {
                     }
                     let _ = confine::remove_parent(setup);
                 }
+                self.record_pids();
                 self.write_snapshot();
                 self.notifier.send("STATUS=stopped");
                 return 0;
+            }
+            if self.pids_dirty {
+                self.record_pids();
             }
             if self.dirty {
                 self.write_snapshot();
@@ -640,6 +650,7 @@ impl Supervisor {
                     .watch(&s.plan.log_file, self.log_max, self.log_keep);
                 s.reason = None;
                 s.run_started = Some(now);
+                s.start_time = state::start_time(Path::new("/proc"), child.pid.as_raw());
                 self.owners.insert(child.pid, Owner::Service(i));
                 match &s.plan.ready {
                     Some(r) => {
@@ -654,7 +665,7 @@ impl Supervisor {
                         s.ready = true;
                     }
                 }
-                self.record_pids();
+                self.pids_dirty = true;
             }
             Err(e) => {
                 let delay = s.backoff.on_death(&s.rules.backoff, Duration::ZERO);
@@ -779,7 +790,7 @@ impl Supervisor {
             if self.svcs[i].state == State::Stopped {
                 self.release(i);
             }
-            self.record_pids();
+            self.pids_dirty = true;
             return;
         }
         let decision = after_exit(&s.rules, how, ran, &mut s.backoff, &mut s.history, now);
@@ -826,7 +837,7 @@ impl Supervisor {
         ) {
             self.release(i);
         }
-        self.record_pids();
+        self.pids_dirty = true;
     }
 
     /// A service is down for good (stopped, exited, failed, done): whatever
@@ -1087,14 +1098,16 @@ impl Supervisor {
             .collect();
     }
 
-    fn record_pids(&self) {
-        let proc_dir = Path::new("/proc");
+    /// Writes `services.json` (once per loop turn that changed a pid, not
+    /// once per start: 1000 starts would rewrite it 1000 times).
+    fn record_pids(&mut self) {
+        self.pids_dirty = false;
         let record: PidRecord = self
             .svcs
             .iter()
             .filter_map(|s| {
                 let pid = s.state.pid()?;
-                let start_time = state::start_time(proc_dir, pid.as_raw())?;
+                let start_time = s.start_time?;
                 Some((
                     s.plan.name.clone(),
                     RecordedPid {
