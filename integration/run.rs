@@ -176,7 +176,7 @@ fn a_crash_looping_service_backs_off_doubling_and_resets_after_a_steady_run() {
 #[test]
 fn sigterm_stops_in_reverse_order_escalating_to_sigkill_and_exits_0() {
     let setup = Setup::new(&format!(
-        "{}\n{}after = [\"sealer\"]\nstop_timeout = \"1s\"\n",
+        "{}\n{}after = [\"sealer\"]\nstop_timeout = \"1s\"\nready = {{ file = \"{{dir}}/stubborn.json\" }}\n",
         standin("sealer", ""),
         standin("stubborn", ", \"--ignore-sigterm\"")
     ));

@@ -499,6 +499,31 @@ fn all_pids(setup: &CgroupSetup, dir: &Path) -> Result<Vec<i32>, ConfineError> {
 
 /// Every process in the service's cgroup(s) (and below), sorted; none when
 /// it has no cgroup.
+/// How many times the kernel's OOM killer killed a process in the
+/// service's memory cgroup (`oom_kill` of v2 `memory.events`, v1
+/// `memory.oom_control`); `None` without a memory cgroup for it.
+pub fn oom_kills(setup: &CgroupSetup, name: &str) -> Option<u64> {
+    check_name(name).ok()?;
+    let (dir, file) = match &setup.hierarchy {
+        Hierarchy::V2 {
+            mount,
+            memory: true,
+        } => (mount.join(&setup.parent).join(name), "memory.events"),
+        Hierarchy::V1 {
+            memory: Some(root), ..
+        } => (root.join(&setup.parent).join(name), "memory.oom_control"),
+        _ => return None,
+    };
+    parse_oom_kill(&setup.fs.read(&dir, file).ok()?)
+}
+
+/// The `oom_kill N` line of a memory controller file.
+fn parse_oom_kill(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 pub fn pids(setup: &CgroupSetup, name: &str) -> Result<Vec<i32>, ConfineError> {
     check_name(name)?;
     let mut pids = Vec::new();

@@ -97,9 +97,13 @@ enum Command {
         #[command(flatten)]
         config: ConfigOpt,
     },
-    /// Stop and start a service.
+    /// Stop (draining first, if it drains) and start a service.
     Restart {
         name: String,
+        /// Also restart the services that start after it (a sealer's
+        /// workers reconnect by themselves; this is for when they do not).
+        #[arg(long)]
+        with_dependents: bool,
         #[command(flatten)]
         config: ConfigOpt,
     },
@@ -243,9 +247,17 @@ fn dispatch(cli: Cli) -> u8 {
         Command::Stop { name, config } => {
             commands::control::simple(&config.config, Request::Stop { name })
         }
-        Command::Restart { name, config } => {
-            commands::control::simple(&config.config, Request::Restart { name })
-        }
+        Command::Restart {
+            name,
+            with_dependents,
+            config,
+        } => commands::control::simple(
+            &config.config,
+            Request::Restart {
+                name,
+                with_dependents,
+            },
+        ),
         Command::Reload { config } => commands::control::simple(&config.config, Request::Reload),
         Command::Timer {
             action: TimerAction::Run,

@@ -10,8 +10,9 @@ use std::path::Path;
 use crate::runtime::Snapshot;
 
 /// States a service can be in, each a series of `venussup_service_state`.
-pub const STATES: [&str; 9] = [
-    "waiting", "starting", "running", "backoff", "stopping", "stopped", "exited", "failed", "done",
+pub const STATES: [&str; 11] = [
+    "waiting", "blocked", "starting", "running", "backoff", "draining", "stopping", "stopped",
+    "exited", "failed", "done",
 ];
 
 /// CPU time and memory of a running service's main process.
@@ -155,6 +156,18 @@ pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>) -> String {
                 code,
             );
         }
+    }
+    o.family(
+        "venussup_service_oom_kills_total",
+        "counter",
+        "OOM kills in the service's memory cgroup since venussup started.",
+    );
+    for s in &snap.services {
+        o.sample(
+            "venussup_service_oom_kills_total",
+            &[("service", &s.name)],
+            s.oom_kills,
+        );
     }
     o.family(
         "venussup_service_uptime_seconds",

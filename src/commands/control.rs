@@ -105,7 +105,11 @@ fn ago(secs: u64) -> String {
 
 fn last_exit(s: &ServiceStatus, now: u64) -> String {
     s.last_exit.as_ref().map_or("-".to_string(), |e| {
-        format!("{} ({} ago)", e.how, ago(now.saturating_sub(e.at)))
+        let why = e
+            .reason
+            .as_deref()
+            .map_or(String::new(), |r| format!(", {r}"));
+        format!("{}{why} ({} ago)", e.how, ago(now.saturating_sub(e.at)))
     })
 }
 

@@ -45,6 +45,16 @@ pub struct Options {
     /// (escaping the process group, as daemons do); its pid goes to FILE.
     #[arg(long, value_name = "FILE")]
     pub hold_grandchild: Option<PathBuf>,
+    /// Work on a "sealing task" for this long (e.g. "2s"), recording
+    /// `running`, then `done`, in `--task-file`; a stop signal before the
+    /// end abandons it (`abandoned`) and exits 0, as the Go workers do.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub task: Option<Duration>,
+    #[arg(long, value_name = "FILE")]
+    pub task_file: Option<PathBuf>,
+    /// Allocate and touch this many MiB (to meet a memory limit).
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    pub allocate: usize,
     /// Widen its own CPU affinity to every CPU before reporting (a program
     /// that ignores the mask it was given).
     #[arg(long)]
@@ -175,6 +185,12 @@ fn leave_orphans(n: u32, hold: Option<&std::path::Path>) {
 }
 
 pub fn run(opts: &Options) -> u8 {
+    if opts.ignore_sigterm {
+        // First of all, so a report or a ready probe means it is in place.
+        // SAFETY: setting SIGTERM to SIG_IGN changes only this process's
+        // disposition; no handler code runs.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    }
     if opts.orphans > 0 || opts.hold_grandchild.is_some() {
         leave_orphans(opts.orphans, opts.hold_grandchild.as_deref());
     }
@@ -236,17 +252,38 @@ pub fn run(opts: &Options) -> u8 {
             std::process::exit(code);
         });
     }
+    if opts.allocate > 0 {
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..opts.allocate {
+            // Touch every page, so the memory really counts.
+            held.push(vec![1u8; 1 << 20]);
+        }
+        say(opts, &format!("holding {} MiB", held.len()));
+        std::mem::forget(held);
+    }
+    if let (Some(secs), Some(file)) = (opts.task, opts.task_file.clone()) {
+        let _ = std::fs::write(&file, "running");
+        let name = opts.name.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(secs);
+            let _ = std::fs::write(&file, "done");
+            println!("{name} [{}]: task done", std::process::id());
+        });
+    }
     let mut wanted = vec![signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP];
     if !opts.ignore_sigterm {
         wanted.push(signal_hook::consts::SIGTERM);
-    } else {
-        // SAFETY: setting SIGTERM to SIG_IGN changes only this process's
-        // disposition; no handler code runs.
-        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
     }
     match signal_hook::iterator::Signals::new(&wanted) {
         Ok(mut signals) => {
             if let Some(sig) = signals.forever().next() {
+                // Like the Go workers: a stop signal cancels the task in flight.
+                if let Some(file) = &opts.task_file {
+                    if std::fs::read_to_string(file).is_ok_and(|t| t == "running") {
+                        let _ = std::fs::write(file, "abandoned");
+                        say(opts, "task abandoned");
+                    }
+                }
                 say(opts, &format!("got signal {sig}; exiting"));
             }
         }

@@ -363,6 +363,18 @@ pub struct ServiceConfig {
     pub stop_timeout: HumanDuration,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// A planned stop (stop, reload of a changed service, shutdown) drains
+    /// first; a crash restart does not.
+    pub drain: Option<DrainConfig>,
+    /// Output that means "this will not fix itself by restarting": when a
+    /// young death's last log lines contain one, the backoff goes to its
+    /// cap and status shows the line. Default for Venus sealers and
+    /// workers: the known fatal start errors.
+    pub fatal_output: Option<Vec<String>>,
+    /// Paths that must be mount points before it starts (a seal path on
+    /// NVMe, a tmpfs); until they are, it waits in `blocked`.
+    #[serde(default)]
+    pub requires_mounts: Vec<PathBuf>,
     /// For a oneshot: once it succeeded, never run it again on this host
     /// (recorded in the state folder).
     #[serde(default = "spanned_default")]
@@ -380,6 +392,48 @@ fn default_stop_signal() -> SignalName {
 fn default_stop_timeout() -> HumanDuration {
     HumanDuration::secs(30)
 }
+
+/// `[service.drain]`: what a planned stop does before the stop signal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainConfig {
+    /// Run first, e.g. `venus-worker tasks disable` (no new tasks).
+    pub command: Option<Spanned<Vec<String>>>,
+    /// Polled until it reports idle: exit 0 (and, with `quiet_output`,
+    /// output containing it), e.g. `venus-worker wait-quiet`.
+    pub quiet: Option<Spanned<Vec<String>>>,
+    pub quiet_output: Option<String>,
+    /// Idle must hold this long (successive polls) before the stop.
+    #[serde(default = "default_quiet_for")]
+    pub quiet_for: HumanDuration,
+    #[serde(default = "default_poll_every")]
+    pub poll_every: HumanDuration,
+    /// Stop anyway after this long (a sealing task can take hours).
+    #[serde(default = "default_drain_timeout")]
+    pub timeout: HumanDuration,
+    /// Run last, before the stop signal.
+    pub stop_command: Option<Spanned<Vec<String>>>,
+}
+
+fn default_quiet_for() -> HumanDuration {
+    HumanDuration::secs(0)
+}
+
+fn default_poll_every() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+
+fn default_drain_timeout() -> HumanDuration {
+    HumanDuration::secs(4 * 3600)
+}
+
+/// Start errors of venus-worker and lotus-worker that no restart fixes.
+pub const VENUS_FATAL_OUTPUT: [&str; 4] = [
+    "soft file descriptor limit",
+    "repo is already locked",
+    "address already in use",
+    "opening path",
+];
 
 /// `[[timer]]`: a command run every so often (the pledge).
 #[derive(Debug, Clone, Deserialize)]

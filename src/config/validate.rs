@@ -185,6 +185,34 @@ fn service_rules(s: &ServiceConfig, diags: &mut Diagnostics) {
             );
         }
     }
+    if let Some(d) = &s.drain {
+        for c in [&d.command, &d.quiet, &d.stop_command]
+            .into_iter()
+            .flatten()
+        {
+            command(c, diags);
+        }
+        if d.quiet.is_none() && d.quiet_output.is_some() {
+            diags.error(s.name.span(), format!("`drain.quiet_output` of `{name}` needs a `drain.quiet` command to read it from"));
+        }
+        if d.poll_every.0.is_zero() {
+            diags.error(
+                s.name.span(),
+                format!("`drain.poll_every` of `{name}` must be longer than zero"),
+            );
+        }
+    }
+    for m in &s.requires_mounts {
+        if !m.is_absolute() {
+            diags.error(
+                s.name.span(),
+                format!(
+                    "`requires_mounts` of `{name}` names {}, which is not an absolute path",
+                    m.display()
+                ),
+            );
+        }
+    }
     if let Some(g) = &s.give_up {
         if *g.restarts.get_ref() == 0 {
             diags.error(

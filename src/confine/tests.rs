@@ -254,3 +254,16 @@ fn names_that_are_not_plain_are_refused() {
     }
     assert!(check_name("worker@0").is_ok());
 }
+
+#[test]
+fn oom_kill_counts_are_read_from_either_version() {
+    assert_eq!(
+        super::parse_oom_kill("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"),
+        Some(3)
+    );
+    assert_eq!(
+        super::parse_oom_kill("low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n"),
+        Some(1)
+    );
+    assert_eq!(super::parse_oom_kill("oom_kill_disable 0\n"), None);
+}

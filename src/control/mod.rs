@@ -46,6 +46,9 @@ pub enum Command {
     },
     Restart {
         name: String,
+        /// Also restart every service that starts after it (transitively).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        with_dependents: bool,
     },
     TimerRun {
         name: String,

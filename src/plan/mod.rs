@@ -21,7 +21,7 @@ use crate::config::values::{
 };
 use crate::config::{
     Config, Confine, GiveUpConfig, RestartPolicy, Role, ServiceConfig, ServiceKind, SmtPolicy,
-    Task, TimerConfig,
+    Task, TimerConfig, VENUS_FATAL_OUTPUT,
 };
 use crate::confine::{self, Hierarchy};
 use crate::cpulist::CpuSet;
@@ -211,6 +211,22 @@ pub struct ServicePlan {
     pub ready: Option<ReadyPlan>,
     pub once: bool,
     pub log_file: PathBuf,
+    pub drain: Option<DrainPlan>,
+    /// Lines that mark a death no restart fixes.
+    pub fatal_output: Vec<String>,
+    pub requires_mounts: Vec<PathBuf>,
+}
+
+/// What a planned stop runs before the stop signal.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainPlan {
+    pub command: Option<Vec<String>>,
+    pub quiet: Option<Vec<String>>,
+    pub quiet_output: Option<String>,
+    pub quiet_for: HumanDuration,
+    pub poll_every: HumanDuration,
+    pub timeout: HumanDuration,
+    pub stop_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -719,6 +735,26 @@ fn service(
         after: s.after.iter().map(|a| a.get_ref().clone()).collect(),
         ready,
         once: *s.once.get_ref(),
+        drain: s.drain.as_ref().map(|d| {
+            let argv = |c: &Option<Spanned<Vec<String>>>| c.as_ref().map(|c| c.get_ref().clone());
+            DrainPlan {
+                command: argv(&d.command),
+                quiet: argv(&d.quiet),
+                quiet_output: d.quiet_output.clone(),
+                quiet_for: d.quiet_for,
+                poll_every: d.poll_every,
+                timeout: d.timeout,
+                stop_command: argv(&d.stop_command),
+            }
+        }),
+        fatal_output: match (&s.fatal_output, s.role) {
+            (Some(given), _) => given.clone(),
+            (None, Role::Sealer | Role::Worker) => {
+                VENUS_FATAL_OUTPUT.iter().map(ToString::to_string).collect()
+            }
+            (None, Role::Other) => Vec::new(),
+        },
+        requires_mounts: s.requires_mounts.clone(),
         name,
     }
 }

@@ -74,6 +74,25 @@ pub fn rotate_live(path: &Path, max: u64, keep: u32) -> io::Result<bool> {
     Ok(true)
 }
 
+/// The last `lines` lines of a file, read from its last 16 KiB.
+pub fn tail(path: &Path, lines: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL_BYTES: u64 = 16 * 1024;
+    let Ok(mut f) = fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)));
+    let mut buf = Vec::new();
+    let _ = f.take(TAIL_BYTES).read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// inotify over the log files of running services.
 #[derive(Debug)]
 pub struct LogWatch {

@@ -16,6 +16,10 @@ use crate::config::{GiveUpConfig, RestartPolicy, ServiceKind};
 pub enum State {
     /// For the services in `after` to be ready.
     Waiting,
+    /// For its required mounts (`requires_mounts`) to appear.
+    Blocked {
+        reason: String,
+    },
     /// Spawned; for its ready probe to pass.
     Starting {
         pid: Pid,
@@ -26,6 +30,13 @@ pub enum State {
     },
     /// For the backoff delay to pass before the next start.
     Backoff {
+        until: Instant,
+    },
+    /// A planned stop drains first: for its drain command, its quiet probe
+    /// to report idle, or `until` (the drain timeout).
+    Draining {
+        pid: Pid,
+        since: Instant,
         until: Instant,
     },
     /// Sent its stop signal; SIGKILL at `kill_at`.
@@ -50,6 +61,8 @@ impl State {
     pub fn name(&self) -> &'static str {
         match self {
             State::Waiting => "waiting",
+            State::Blocked { .. } => "blocked",
+            State::Draining { .. } => "draining",
             State::Starting { .. } => "starting",
             State::Running { .. } => "running",
             State::Backoff { .. } => "backoff",
@@ -65,6 +78,7 @@ impl State {
         match self {
             State::Starting { pid, .. }
             | State::Running { pid, .. }
+            | State::Draining { pid, .. }
             | State::Stopping { pid, .. } => Some(*pid),
             _ => None,
         }
@@ -100,6 +114,10 @@ impl std::fmt::Display for ExitKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastExit {
     pub how: ExitKind,
+    /// Why, when venussup knows more than the code: `oom-killed`, or the
+    /// fatal start line that matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Seconds since the Unix epoch.
     pub at: u64,
     /// How long that run lasted, in seconds.

@@ -14,12 +14,11 @@ use super::{kill_group, AfterStop, Owner, Supervisor, Svc, Tmr};
 use crate::control::server::Token;
 use crate::control::{Command, Response};
 use crate::plan::render;
+use crate::runtime::logs;
 use crate::runtime::service::State;
 
 /// Lines of a service's log shown by `status NAME`.
 const LOG_TAIL_LINES: usize = 20;
-/// Bytes read from the end of a log to find them.
-const LOG_TAIL_BYTES: u64 = 16 * 1024;
 
 /// What a reload did.
 #[derive(Debug, Default, Serialize)]
@@ -41,24 +40,6 @@ impl std::fmt::Display for ReloadSummary {
             self.unchanged.len()
         )
     }
-}
-
-/// The last lines of a file, read from its end.
-fn tail(path: &std::path::Path) -> Vec<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let len = f.metadata().map_or(0, |m| m.len());
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)));
-    let mut buf = Vec::new();
-    let _ = f.take(LOG_TAIL_BYTES).read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..]
-        .iter()
-        .map(ToString::to_string)
-        .collect()
 }
 
 impl Supervisor {
@@ -105,12 +86,19 @@ impl Supervisor {
             Command::Stop { name } => self
                 .service_index(&name)
                 .and_then(|i| self.stop_on_request(i, now, AfterStop::StayStopped)),
-            Command::Restart { name } => self.service_index(&name).and_then(|i| {
-                if self.svcs[i].state.pid().is_some() {
-                    self.stop_on_request(i, now, AfterStop::StartAgain)
-                } else {
-                    self.start_on_request(i, now)
+            Command::Restart {
+                name,
+                with_dependents,
+            } => self.service_index(&name).and_then(|i| {
+                let mut which = vec![i];
+                if with_dependents {
+                    which.extend(self.dependents(i));
                 }
+                let mut last = Value::Null;
+                for j in which {
+                    last = self.restart_one(j, now)?;
+                }
+                Ok(last)
             }),
             Command::TimerRun { name } => self.timer_now(&name, now),
             Command::Reload => self
@@ -137,7 +125,7 @@ impl Supervisor {
             let mut v = serde_json::to_value(t).map_err(|e| e.to_string())?;
             v["kind"] = json!("timer");
             if let Some(p) = plan {
-                v["log_tail"] = json!(tail(&p.log_file));
+                v["log_tail"] = json!(logs::tail(&p.log_file, LOG_TAIL_LINES));
             }
             return Ok(v);
         }
@@ -149,9 +137,32 @@ impl Supervisor {
         v["argv"] = json!(shown.argv);
         v["env"] = json!(shown.env);
         v["recent_exits"] = json!(s.recent_exits);
-        v["log_tail"] = json!(tail(&s.plan.log_file));
+        v["log_tail"] = json!(logs::tail(&s.plan.log_file, LOG_TAIL_LINES));
         v["after"] = json!(s.plan.after);
         Ok(v)
+    }
+
+    fn restart_one(&mut self, i: usize, now: Instant) -> Result<Value, String> {
+        if self.svcs[i].state.pid().is_some() {
+            self.stop_on_request(i, now, AfterStop::StartAgain)
+        } else {
+            self.start_on_request(i, now)
+        }
+    }
+
+    /// Every service that starts after `i`, directly or through others.
+    fn dependents(&self, i: usize) -> Vec<usize> {
+        let mut found: Vec<usize> = Vec::new();
+        let mut frontier = vec![i];
+        while let Some(j) = frontier.pop() {
+            for (k, s) in self.svcs.iter().enumerate() {
+                if s.deps.contains(&j) && k != i && !found.contains(&k) {
+                    found.push(k);
+                    frontier.push(k);
+                }
+            }
+        }
+        found
     }
 
     fn start_on_request(&mut self, i: usize, now: Instant) -> Result<Value, String> {
@@ -194,9 +205,9 @@ impl Supervisor {
         match s.state.clone() {
             State::Starting { pid, .. } | State::Running { pid } => {
                 info!(service = %s.plan.name, "stop requested");
-                self.send_stop(i, pid, now);
+                self.planned_stop(i, pid, now);
             }
-            State::Stopping { .. } => {}
+            State::Stopping { .. } | State::Draining { .. } => {}
             _ => {
                 s.state = State::Stopped;
                 self.after_requested_stop(i, now);
@@ -321,6 +332,7 @@ impl Supervisor {
         self.remap_owners(|owner| match owner {
             Owner::Service(i) => remap(i).map(Owner::Service),
             Owner::Probe(i) => remap(i).map(Owner::Probe),
+            Owner::Drain(i) => remap(i).map(Owner::Drain),
             o @ Owner::Timer(_) => Some(o),
         });
         self.svcs = svcs;
@@ -395,6 +407,7 @@ impl Supervisor {
         self.remap_owners(|owner| match owner {
             Owner::Service(i) => index.get(&names[i]).map(|&j| Owner::Service(j)),
             Owner::Probe(i) => index.get(&names[i]).map(|&j| Owner::Probe(j)),
+            Owner::Drain(i) => index.get(&names[i]).map(|&j| Owner::Drain(j)),
             o @ Owner::Timer(_) => Some(o),
         });
         self.link();

@@ -36,6 +36,7 @@ use crate::fsroot::FsRoot;
 use crate::plan::{Plan, ReadyPlan, ServicePlan, TimerPlan};
 
 mod control;
+mod drain;
 mod snapshot;
 pub use snapshot::{ServiceStatus, Snapshot, TimerStatus};
 
@@ -49,13 +50,40 @@ const TIMER_STOP_GRACE: Duration = Duration::from_secs(10);
 const TIMER_HISTORY: usize = 10;
 /// Exits of each service kept for `status NAME`.
 const RECENT_EXITS: usize = 5;
+/// Log lines of a young death searched for a fatal start error.
+const FATAL_LINES: usize = 30;
 
 /// Who a child pid belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
     Service(usize),
     Probe(usize),
+    /// A drain command or quiet probe of a service.
+    Drain(usize),
     Timer(usize),
+}
+
+/// Where a planned stop's drain is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum DrainPhase {
+    #[default]
+    Off,
+    /// Its drain command runs (no new tasks).
+    Command,
+    /// Its quiet probe is polled until idle long enough.
+    Quiet,
+    /// Its stop command runs; the stop signal follows.
+    StopCommand,
+}
+
+#[derive(Debug, Default)]
+struct DrainProgress {
+    phase: DrainPhase,
+    helper: Option<Pid>,
+    /// The quiet probe's output (matched against `quiet_output`).
+    helper_out: Option<File>,
+    next_poll: Option<Instant>,
+    quiet_since: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -81,6 +109,10 @@ struct Svc {
     run_started: Option<Instant>,
     /// The kernel's start time of the current pid (`services.json`).
     start_time: Option<u64>,
+    drain: DrainProgress,
+    /// The cgroup's OOM kill count when the current run started.
+    oom_base: Option<u64>,
+    oom_kills: u64,
     /// The last few exits, newest first, for `status NAME`.
     recent_exits: VecDeque<LastExit>,
     after_stop: AfterStop,
@@ -107,6 +139,9 @@ impl Svc {
         Svc {
             run_started: None,
             start_time: None,
+            drain: DrainProgress::default(),
+            oom_base: None,
+            oom_kills: 0,
             nofile,
             memlock,
             deps: Vec::new(),
@@ -244,6 +279,8 @@ pub struct Supervisor {
     http: Option<MetricsServer>,
     fs_root: FsRoot,
     cgroups: Option<CgroupSetup>,
+    /// `/proc/self/mountinfo`, polled while a service is blocked on a mount.
+    mounts: Option<File>,
 }
 
 fn kill_group(pid: Pid, sig: Signal) {
@@ -313,6 +350,7 @@ impl Supervisor {
             fs_root,
             http,
             cgroups,
+            mounts: None,
         };
         me.link();
         Ok(me)
@@ -347,12 +385,7 @@ impl Supervisor {
             self.step(now);
             if self.stopping && self.nothing_alive() {
                 info!("all services stopped; exiting");
-                if let Some(setup) = &self.cgroups {
-                    for i in 0..self.svcs.len() {
-                        self.release(i);
-                    }
-                    let _ = confine::remove_parent(setup);
-                }
+                self.release_all_at_exit();
                 self.record_pids();
                 self.write_snapshot();
                 self.notifier.send("STATUS=stopped");
@@ -394,7 +427,7 @@ impl Supervisor {
                     .is_some_and(|r| r.output.is_some())
             })
             .collect();
-        let (sig_ready, logs_ready, out_ready, control_ready, http_ready) = {
+        let (sig_ready, logs_ready, out_ready, control_ready, http_ready, mounts_changed) = {
             let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
             let control_set = self
                 .control
@@ -407,6 +440,21 @@ impl Supervisor {
                     .into_iter()
                     .map(|(_, fd, flags)| PollFd::new(fd, flags)),
             );
+            // The mount table, while a service waits for a mount: the
+            // kernel marks it readable with POLLPRI when it changes.
+            let blocked = self
+                .svcs
+                .iter()
+                .any(|s| matches!(s.state, State::Blocked { .. }));
+            if blocked && self.mounts.is_none() {
+                self.mounts = std::fs::File::open("/proc/self/mountinfo").ok();
+            } else if !blocked {
+                self.mounts = None;
+            }
+            let mounts_at = self.mounts.as_ref().map(|m| {
+                fds.push(PollFd::new(m.as_fd(), PollFlags::POLLPRI));
+                fds.len() - 1
+            });
             let first_http = fds.len();
             let http_set = self
                 .http
@@ -435,9 +483,10 @@ impl Supervisor {
                 Err(e) => error!("poll failed: {e}"),
             }
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let mounts_changed = mounts_at.is_some_and(|k| ready(&fds[k]));
             let control_ready: Vec<Token> = tokens
                 .into_iter()
-                .zip(&fds[1..first_http])
+                .zip(&fds[1..mounts_at.unwrap_or(first_http)])
                 .filter(|(_, fd)| ready(fd))
                 .map(|(t, _)| t)
                 .collect();
@@ -453,8 +502,12 @@ impl Supervisor {
                 fds[first_output..].iter().map(ready).collect::<Vec<bool>>(),
                 control_ready,
                 http_ready,
+                mounts_changed,
             )
         };
+        if mounts_changed {
+            self.mounts_changed();
+        }
         for token in http_ready {
             // Out of `self` for the call, so the body can read the snapshot.
             if let Some(mut h) = self.http.take() {
@@ -498,10 +551,11 @@ impl Supervisor {
             let state = match &s.state {
                 State::Backoff { until } => Some(*until),
                 State::Stopping { kill_at, .. } => Some(*kill_at),
+                State::Draining { until, .. } => Some(*until),
                 State::Starting { probe_until, .. } => Some(*probe_until),
                 _ => None,
             };
-            [state, s.probe_at]
+            [state, s.probe_at, s.drain.next_poll]
         });
         let tmr = self
             .timers
@@ -579,6 +633,7 @@ impl Supervisor {
                     self.probe(i, now);
                 }
             }
+            State::Draining { .. } => self.step_drain(i, now),
             State::Stopping { pid, kill_at } if kill_at <= now => {
                 let s = &mut self.svcs[i];
                 warn!(service = %s.plan.name, "still running {} after {}; sending SIGKILL", s.plan.stop.signal.0.as_str(), s.plan.stop.timeout);
@@ -599,6 +654,20 @@ impl Supervisor {
             info!(service = %s.plan.name, "already done on this host (once = true); not run again");
             s.state = State::Done;
             s.ready = true;
+            self.dirty = true;
+            return;
+        }
+        let missing = missing_mounts(&s.plan.requires_mounts);
+        if !missing.is_empty() {
+            let reason = format!("waiting for {} to be mounted", missing.join(", "));
+            if s.state
+                != (State::Blocked {
+                    reason: reason.clone(),
+                })
+            {
+                warn!(service = %s.plan.name, "blocked: {reason}");
+            }
+            s.state = State::Blocked { reason };
             self.dirty = true;
             return;
         }
@@ -623,6 +692,11 @@ impl Supervisor {
             },
             None => Ok(None),
         };
+        // After `prepare`: the memory cgroup exists from the first start on.
+        s.oom_base = self
+            .cgroups
+            .as_ref()
+            .and_then(|c| confine::oom_kills(c, &s.plan.name));
         let result = match hook {
             Err(e) => Err(e),
             Ok(_) if s.plan.user.is_some() && s.identity.is_none() => Err(format!(
@@ -742,6 +816,7 @@ impl Supervisor {
                     match self.owners.remove(&pid) {
                         Some(Owner::Service(i)) => self.service_exited(i, pid, how),
                         Some(Owner::Probe(i)) => self.probe_exited(i, how),
+                        Some(Owner::Drain(i)) => self.drain_helper_exited(i, how),
                         Some(Owner::Timer(i)) => self.timer_exited(i, how),
                         None => {
                             self.orphans_reaped += 1;
@@ -763,12 +838,28 @@ impl Supervisor {
         self.dirty = true;
         // Whatever the main process left in its group goes with it.
         kill_group(pid, Signal::SIGKILL);
+        let oom = self.oom_since_start(i);
         let s = &mut self.svcs[i];
         let ran = s
             .run_started
             .map_or(Duration::ZERO, |t| now.duration_since(t));
+        let young = ran < s.rules.backoff.stable_after;
+        let fatal = if young && !oom {
+            fatal_line(&s.plan.log_file, &s.plan.fatal_output)
+        } else {
+            None
+        };
+        if oom {
+            s.oom_kills += 1;
+            error!(service = %s.plan.name, "{how}: killed by the kernel's OOM killer (memory_max {})", s.plan.limits.memory_max.map_or("?".to_string(), |m| m.to_string()));
+        }
         let exit = LastExit {
             how,
+            reason: if oom {
+                Some("oom-killed".to_string())
+            } else {
+                fatal.clone()
+            },
             at: unix_now(),
             ran_secs: ran.as_secs_f64(),
         };
@@ -780,7 +871,10 @@ impl Supervisor {
         if let Some(p) = s.probe_pid.take() {
             kill_group(p, Signal::SIGKILL);
         }
-        if matches!(s.state, State::Stopping { .. }) || self.stopping {
+        if let Some(p) = s.drain.helper.take() {
+            kill_group(p, Signal::SIGKILL);
+        }
+        if matches!(s.state, State::Stopping { .. } | State::Draining { .. }) || self.stopping {
             info!(service = %s.plan.name, "stopped ({how})");
             s.state = State::Stopped;
             s.ready = false;
@@ -812,6 +906,15 @@ impl Supervisor {
             }
             AfterExit::Restart(delay) => {
                 s.restarts += 1;
+                // A fatal start error does not fix itself: wait the longest.
+                let delay = match &fatal {
+                    Some(line) => {
+                        error!(service = %s.plan.name, "fatal start error, restarting will not fix it: {line} ({}); next try in {}", fatal_hint(line), humantime::format_duration(s.rules.backoff.max));
+                        s.reason = Some(format!("fatal start error: {line}"));
+                        s.rules.backoff.max
+                    }
+                    None => delay,
+                };
                 if delay.is_zero() {
                     info!(service = %s.plan.name, "{how} after {}; restarting at once", humantime::format_duration(round(ran)));
                     s.state = State::Backoff { until: now };
@@ -838,6 +941,57 @@ impl Supervisor {
             self.release(i);
         }
         self.pids_dirty = true;
+    }
+
+    /// The mount table changed: blocked services look again.
+    fn mounts_changed(&mut self) {
+        if let Some(m) = self.mounts.as_mut() {
+            // Reading it to the end re-arms the notification.
+            let mut sink = Vec::new();
+            let _ = std::io::Seek::seek(m, std::io::SeekFrom::Start(0));
+            let _ = m.read_to_end(&mut sink);
+        }
+        for s in &mut self.svcs {
+            if matches!(s.state, State::Blocked { .. }) {
+                s.state = State::Waiting;
+            }
+        }
+    }
+
+    /// At exit: every service's cgroup emptied and removed, then venussup's
+    /// parent. A SIGKILLed process leaves its cgroup only once the kernel
+    /// has finished it, so each removal is retried for a bounded moment.
+    fn release_all_at_exit(&self) {
+        let Some(setup) = &self.cgroups else { return };
+        for i in 0..self.svcs.len() {
+            self.release(i);
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let left = || {
+            self.svcs
+                .iter()
+                .any(|s| confine::pids(setup, &s.plan.name).is_ok_and(|p| !p.is_empty()))
+        };
+        while left() && Instant::now() < deadline {
+            // No event says "the cgroup is empty" on v1: a short, bounded wait.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for s in &self.svcs {
+            let _ = confine::release(setup, &s.plan.name);
+        }
+        if let Err(e) = confine::remove_parent(setup) {
+            warn!("cgroups: {e}");
+        }
+    }
+
+    /// Whether the OOM killer struck the service's cgroup since it started.
+    fn oom_since_start(&self, i: usize) -> bool {
+        let s = &self.svcs[i];
+        let now = self
+            .cgroups
+            .as_ref()
+            .and_then(|c| confine::oom_kills(c, &s.plan.name));
+        matches!((s.oom_base, now), (Some(base), Some(n)) if n > base)
     }
 
     /// A service is down for good (stopped, exited, failed, done): whatever
@@ -1042,7 +1196,10 @@ impl Supervisor {
             if let Some(p) = s.probe_pid {
                 kill_group(p, Signal::SIGKILL);
             }
-            if matches!(s.state, State::Waiting | State::Backoff { .. }) {
+            if matches!(
+                s.state,
+                State::Waiting | State::Backoff { .. } | State::Blocked { .. }
+            ) {
                 s.state = State::Stopped;
             }
         }
@@ -1071,7 +1228,7 @@ impl Supervisor {
             if needed {
                 continue;
             }
-            self.send_stop(i, pid, now);
+            self.planned_stop(i, pid, now);
         }
     }
 
@@ -1168,4 +1325,57 @@ fn probe_timeout(r: &ReadyPlan) -> crate::config::values::HumanDuration {
 /// Durations in logs, to the millisecond.
 fn round(d: Duration) -> Duration {
     Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Required mount points that are not mounted now.
+fn missing_mounts(required: &[PathBuf]) -> Vec<String> {
+    if required.is_empty() {
+        return Vec::new();
+    }
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounted: Vec<&str> = table.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    required
+        .iter()
+        .filter(|m| {
+            !mounted
+                .iter()
+                .any(|p| unescape_mount(p) == m.to_string_lossy())
+        })
+        .map(|m| m.display().to_string())
+        .collect()
+}
+
+/// Mount points in mountinfo escape space, tab, newline and backslash.
+fn unescape_mount(p: &str) -> String {
+    p.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// The last log line of a young death that says it will not fix itself.
+fn fatal_line(log: &Path, patterns: &[String]) -> Option<String> {
+    if patterns.is_empty() {
+        return None;
+    }
+    logs::tail(log, FATAL_LINES)
+        .into_iter()
+        .rev()
+        .find(|l| patterns.iter().any(|p| l.contains(p.as_str())))
+        .map(|l| l.trim().to_string())
+}
+
+/// What to fix, for the fatal start errors venussup knows.
+fn fatal_hint(line: &str) -> &'static str {
+    if line.contains("file descriptor limit") {
+        "raise limits.nofile"
+    } else if line.contains("already locked") {
+        "another process holds its repo: check VENUS_WORKER_PATH / --repo"
+    } else if line.contains("address already in use") {
+        "another process listens on its --listen port"
+    } else if line.contains("opening path") {
+        "a seal or store path is missing or not mounted: see requires_mounts"
+    } else {
+        "see the service's log"
+    }
 }

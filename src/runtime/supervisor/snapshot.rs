@@ -42,6 +42,15 @@ pub struct ServiceStatus {
     pub reason: Option<String>,
     pub cpus: Option<CpuSet>,
     pub log_file: PathBuf,
+    /// OOM kills of its cgroup since venussup started.
+    #[serde(default)]
+    pub oom_kills: u64,
+    /// While draining: how long it has waited.
+    #[serde(default)]
+    pub draining_secs: Option<f64>,
+    /// While backing off: when the next start comes.
+    #[serde(default)]
+    pub next_start_in_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,8 +87,23 @@ impl Supervisor {
                     since: s.state.pid().and(s.run_started).map(ago),
                     restarts: s.restarts,
                     last_exit: s.last_exit.clone(),
+                    oom_kills: s.oom_kills,
+                    draining_secs: match s.state {
+                        State::Draining { since, .. } => {
+                            Some(now.duration_since(since).as_secs_f64())
+                        }
+                        _ => None,
+                    },
+                    next_start_in_secs: match s.state {
+                        State::Backoff { until } => {
+                            Some(until.saturating_duration_since(now).as_secs_f64())
+                        }
+                        _ => None,
+                    },
                     reason: match &s.state {
-                        State::Failed { reason } => Some(reason.clone()),
+                        State::Failed { reason } | State::Blocked { reason } => {
+                            Some(reason.clone())
+                        }
                         _ => s.reason.clone(),
                     },
                     cpus: s.plan.cpus.as_ref().and_then(|c| c.cpus.clone()),
