@@ -323,6 +323,58 @@ fn service_block(out: &mut String, index: usize, s: &ServicePlan) {
     if let Some(r) = &s.ready {
         row(out, "ready", &ready_line(r));
     }
+    if let Some(d) = &s.drain {
+        let mut steps = Vec::new();
+        if let Some(c) = &d.command {
+            steps.push(format!("`{}`", argv_line(c)));
+        }
+        if let Some(q) = &d.quiet {
+            let matched = d
+                .quiet_output
+                .as_ref()
+                .map_or(String::new(), |o| format!(" with output {o:?}"));
+            steps.push(format!(
+                "until `{}` exits 0{matched} for {} (every {})",
+                argv_line(q),
+                d.quiet_for,
+                d.poll_every
+            ));
+        }
+        if let Some(c) = &d.stop_command {
+            steps.push(format!("`{}`", argv_line(c)));
+        }
+        row(
+            out,
+            "drain",
+            &format!("{}; at most {}", steps.join(", then "), d.timeout),
+        );
+    }
+    if !s.requires_mounts.is_empty() {
+        let m: Vec<String> = s
+            .requires_mounts
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        row(
+            out,
+            "mounts",
+            &format!("waits for {} to be mounted", m.join(", ")),
+        );
+    }
+    if !s.fatal_output.is_empty() {
+        row(
+            out,
+            "fatal if",
+            &format!(
+                "a young death logs {}",
+                s.fatal_output
+                    .iter()
+                    .map(|p| format!("{p:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        );
+    }
     row(out, "log", &s.log_file.display().to_string());
 }
 
