@@ -9,7 +9,11 @@
 //!   only the first thread of each core stays) minus `[host] reserved_cpus`.
 //!   A share counts and takes **whole cores**: a core with a reserved thread
 //!   is no part of any share.
-//! - A share of p% is ⌊p × usable cores / 100⌋ cores, at least one.
+//! - A share of p% is ⌊p × usable cores / 100⌋ cores, at least one. A
+//!   service with `instances` splits its share: each of its n instances
+//!   gets ⌊share / n⌋ cores (at least one), on a NUMA node of its own when
+//!   it names one (its GPU's, or its node for `per-numa`) and that node
+//!   has room; else anywhere, with a warning.
 //! - Explicit lists are taken as written; they must be online (and stay
 //!   online after the SMT step), and two lists must not overlap unless one
 //!   of the services says it shares with the other. Shares are placed in
@@ -263,6 +267,12 @@ pub struct L3Use {
 pub enum Ask {
     /// A share of the usable cores, in percent.
     Share(u8),
+    /// One of `parts` equal parts of a share (an instance of a service
+    /// with `instances`).
+    Part {
+        percent: u8,
+        parts: usize,
+    },
     List(CpuSet),
     Rest,
     All,
@@ -277,6 +287,8 @@ pub struct Request {
     pub sdr_unit: Option<usize>,
     /// Services whose CPUs its list may overlap.
     pub share_with: Vec<String>,
+    /// The NUMA node its share should lie in (an instance's GPU's node).
+    pub numa: Option<u32>,
 }
 
 /// The CPUs one service gets.
@@ -310,15 +322,23 @@ pub enum Problem {
     TooFew {
         need: usize,
         percent: u8,
+        /// Instances the share is split over (1: not split).
+        parts: usize,
         usable: usize,
         free: usize,
     },
     NothingLeft,
+    /// Its NUMA node has too few free cores (or none usable): placed
+    /// elsewhere (a warning).
+    OffNode {
+        node: u32,
+        need: usize,
+    },
 }
 
 impl Problem {
     pub fn is_error(&self) -> bool {
-        !matches!(self, Problem::Reserved { .. })
+        !matches!(self, Problem::Reserved { .. } | Problem::OffNode { .. })
     }
 }
 
@@ -347,16 +367,23 @@ impl fmt::Display for Problem {
             Problem::TooFew {
                 need,
                 percent,
+                parts,
                 usable,
                 free,
             } => write!(
                 f,
-                "{percent}% is {need} core{} of the {usable} usable, but only {free} {} free after the lists and larger shares; lower the shares",
+                "{}{percent}% is {need} core{} of the {usable} usable, but only {free} {} free after the lists and larger shares; lower the shares",
+                if *parts > 1 { format!("1/{parts} of ") } else { String::new() },
                 plural(*need),
                 if *free == 1 { "is" } else { "are" }
             ),
             Problem::NothingLeft => f.write_str(
                 "`rest` gets nothing: the other services already take every usable CPU",
+            ),
+            Problem::OffNode { node, need } => write!(
+                f,
+                "NUMA node {node} (its GPU's or its own) has fewer than {need} free core{}, so its CPUs lie elsewhere; lower the share",
+                plural(*need)
             ),
         }
     }
@@ -428,21 +455,35 @@ pub fn allocate(layout: &Layout, requests: &[Request]) -> Outcome {
     overlaps(requests, &placements, &mut problems);
 
     let share_cores = layout.share_cores();
-    let mut shares: Vec<(usize, u8, usize)> = requests
+    let mut shares: Vec<(usize, u8, usize, usize)> = requests
         .iter()
         .enumerate()
         .filter_map(|(i, r)| match r.ask {
-            Ask::Share(p) => Some((i, p, layout.cores_for_share(p))),
+            Ask::Share(p) => Some((i, p, 1, layout.cores_for_share(p))),
+            Ask::Part { percent, parts } => Some((
+                i,
+                percent,
+                parts,
+                (layout.cores_for_share(percent) / parts.max(1)).max(1),
+            )),
             _ => None,
         })
         .collect();
-    shares.sort_by_key(|&(i, _, need)| (std::cmp::Reverse(need), i));
-    for (i, percent, need) in shares {
+    shares.sort_by_key(|&(i, _, _, need)| (std::cmp::Reverse(need), i));
+    for (i, percent, parts, need) in shares {
         if share_cores == 0 {
             problems.push((i, Problem::NoUsableCores));
             continue;
         }
-        match place(layout, &free, need, requests[i].sdr_unit) {
+        let sdr_unit = requests[i].sdr_unit;
+        let placed = match requests[i].numa {
+            None => place(layout, &free, need, sdr_unit, None),
+            Some(node) => place(layout, &free, need, sdr_unit, Some(node)).or_else(|| {
+                problems.push((i, Problem::OffNode { node, need }));
+                place(layout, &free, need, sdr_unit, None)
+            }),
+        };
+        match placed {
             Some(take) => {
                 let mut cpus = CpuSet::new();
                 for (g, count) in take {
@@ -457,6 +498,7 @@ pub fn allocate(layout: &Layout, requests: &[Request]) -> Outcome {
                 Problem::TooFew {
                     need,
                     percent,
+                    parts,
                     usable: share_cores,
                     free: free.iter().map(Vec::len).sum(),
                 },
@@ -480,7 +522,7 @@ pub fn allocate(layout: &Layout, requests: &[Request]) -> Outcome {
                 }
             }
             Ask::All => placements[i] = Some(usable.clone()),
-            Ask::Share(_) | Ask::List(_) => {}
+            Ask::Share(_) | Ask::Part { .. } | Ask::List(_) => {}
         }
     }
     problems.sort_by_key(|(i, _)| *i);
@@ -526,17 +568,21 @@ fn overlaps(
 /// Cores to take from each group, as (group, count), ascending by group.
 type Shape = Vec<(usize, usize)>;
 
-/// The best shape for `need` cores among the free ones, or `None` when
-/// fewer are free.
+/// The best shape for `need` cores among the free ones (only in NUMA node
+/// `node` when given), or `None` when fewer are free there.
 fn place(
     layout: &Layout,
     free: &[Vec<usize>],
     need: usize,
     sdr_unit: Option<usize>,
+    node: Option<u32>,
 ) -> Option<Shape> {
     let counts: Vec<usize> = free.iter().map(Vec::len).collect();
     let per_domain: Vec<usize> = (0..layout.domains.len())
         .map(|d| {
+            if node.is_some_and(|n| layout.domains[d].node != Some(n)) {
+                return 0;
+            }
             layout
                 .groups
                 .iter()

@@ -54,6 +54,7 @@ fn req(name: &str, ask: Ask) -> Request {
         ask,
         sdr_unit: None,
         share_with: Vec::new(),
+        numa: None,
     }
 }
 
@@ -234,6 +235,7 @@ fn host_b_on_a_2_cpu_vm_gives_one_core_each_and_a_third_share_is_an_error() {
         vec![(
             2,
             Problem::TooFew {
+                parts: 1,
                 need: 1,
                 percent: 5,
                 usable: 2,
@@ -400,4 +402,63 @@ fn property_order_of_distinct_sized_shares_does_not_matter() {
     for i in 0..4 {
         assert_eq!(out.placements[i], back.placements[3 - i]);
     }
+}
+
+fn part(name: &str, percent: u8, parts: usize, numa: Option<u32>) -> Request {
+    Request {
+        numa,
+        ..req(name, Ask::Part { percent, parts })
+    }
+}
+
+#[test]
+fn instances_split_a_share_each_on_its_own_numa_node() {
+    // 2 nodes × 8 cores, L3 groups of 4: four instances of a 100% share,
+    // two per node (as per-gpu with two GPUs on each node).
+    let layout = Layout::new(&topology(&shape(1, 16, 1, 2, 2)), false, &CpuSet::new());
+    let nodes = [Some(0), Some(0), Some(1), Some(1)];
+    let requests: Vec<Request> = (0..4)
+        .map(|i| part(&format!("w@{i}"), 100, 4, nodes[i]))
+        .collect();
+    let out = allocate(&layout, &requests);
+    assert!(out.problems.is_empty(), "{:?}", out.problems);
+    let got: Vec<String> = (0..4).map(|i| cpus(&out, i)).collect();
+    assert_eq!(got, ["0-3", "4-7", "8-11", "12-15"]);
+    for (i, node) in nodes.iter().enumerate() {
+        let span = &out.placements[i].as_ref().unwrap().span;
+        assert_eq!(span.numa, Some(set(&node.unwrap().to_string())));
+        assert!(span.whole_groups());
+    }
+}
+
+#[test]
+fn an_instance_whose_node_is_full_goes_elsewhere_with_a_warning() {
+    let layout = Layout::new(&topology(&shape(1, 16, 1, 2, 2)), false, &CpuSet::new());
+    // Three parts of 75% (4 cores each, 12 cores) all want node 0 (8 cores).
+    let requests: Vec<Request> = (0..3)
+        .map(|i| part(&format!("w@{i}"), 75, 3, Some(0)))
+        .collect();
+    let out = allocate(&layout, &requests);
+    assert_eq!(cpus(&out, 0), "0-3");
+    assert_eq!(cpus(&out, 1), "4-7");
+    assert_eq!(cpus(&out, 2), "8-11");
+    assert_eq!(
+        out.problems,
+        vec![(2, Problem::OffNode { node: 0, need: 4 })]
+    );
+    assert!(!out.problems[0].1.is_error());
+    // An odd split rounds down; a part that does not fit says so.
+    let out = allocate(&layout, &[part("a@0", 100, 3, None)]);
+    assert_eq!(cpus(&out, 0), "0-4");
+    let out = allocate(
+        &layout,
+        &[
+            req("list", Ask::List(set("0-11"))),
+            part("b@0", 100, 2, None),
+        ],
+    );
+    assert_eq!(
+        out.problems[0].1.to_string(),
+        "1/2 of 100% is 8 cores of the 16 usable, but only 4 are free after the lists and larger shares; lower the shares"
+    );
 }

@@ -539,6 +539,7 @@ fn place_cpus(
                 .iter()
                 .map(|s| s.get_ref().clone())
                 .collect(),
+            numa: None,
         })
         .collect();
     let outcome = alloc::allocate(layout, &requests);
