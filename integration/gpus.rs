@@ -169,7 +169,11 @@ fn simulated_two_gpus_three_takers_c2_and_p2_share_the_last_and_its_tmpdir() {
         assert_eq!(s["env"]["TMPDIR"], "/var/lib/venussup/gpu1-tmp");
         assert_eq!(s["gpus"]["tmpdir"], "/var/lib/venussup/gpu1-tmp");
     }
-    assert!(service(&doc, "sealer")["env"]["TMPDIR"].is_null());
+    // The sealer has GPU 0 alone: a lock domain of its own.
+    assert_eq!(
+        service(&doc, "sealer")["env"]["TMPDIR"],
+        "/var/lib/venussup/gpu0-tmp"
+    );
     assert_diag(
         &out,
         "note",
@@ -248,7 +252,11 @@ fn simulated_no_gpu_host_plans_with_the_gpus_the_config_states() {
     assert_diag(&out, "warning", "`[host] gpus` states 0, 1, but the NVIDIA driver shows 0 (0000:01:00.0 NVIDIA GeForce RTX 3060 Ti #0)");
     let (out, _) = check(one.path(), "[host]\ngpus = [\"nvidia0\"]\n");
     out.expect_code(1);
-    assert_diag(&out, "error", "`nvidia0` is not a PCI bus id");
+    assert_diag(
+        &out,
+        "error",
+        "`nvidia0` is neither a PCI bus id nor a GPU UUID",
+    );
 }
 
 #[test]

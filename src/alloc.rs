@@ -142,6 +142,14 @@ impl Layout {
             .flat_map(|(g, group)| group.cores.iter().map(move |c| (g, c)))
     }
 
+    /// The host's NUMA nodes, in order; `None` when it does not tell them.
+    pub fn numa_nodes(&self) -> Option<Vec<u32>> {
+        let mut nodes: Vec<u32> = self.domains.iter().map(|d| d.node).collect::<Option<_>>()?;
+        nodes.sort_unstable();
+        nodes.dedup();
+        Some(nodes)
+    }
+
     /// CPUs online after the SMT step.
     pub fn after_smt(&self) -> CpuSet {
         self.cores()

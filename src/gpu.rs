@@ -2,9 +2,11 @@
 //! environment that holds a service to them.
 //!
 //! Discovery reads `/proc/driver/nvidia/gpus/<bus id>/information` (one
-//! folder per GPU, named by its PCI bus id), else counts `/dev/nvidiaN`,
-//! under the fs root; GPUs are numbered in PCI bus order, which is CUDA's
-//! order once `CUDA_DEVICE_ORDER=PCI_BUS_ID` is set. No GPU is a normal host.
+//! folder per GPU, named by its PCI bus id; its model and `GPU UUID`) and
+//! the GPU's NUMA node from `/sys/bus/pci/devices/<bus id>/numa_node`, else
+//! counts `/dev/nvidiaN`, under the fs root; GPUs are numbered in PCI bus
+//! order, which is CUDA's order once `CUDA_DEVICE_ORDER=PCI_BUS_ID` is set.
+//! No GPU is a normal host.
 //!
 //! Assignment (pure): a service asks for `none`, indices, or `auto`. `auto`
 //! goes by what the service does: WindowPoSt/WinningPoSt first, then
@@ -23,14 +25,16 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::values::GpuSpec;
-use crate::config::Task;
+use crate::config::values::{GpuRef, GpuSpec};
+use crate::config::{CudaIds, Task};
 use crate::fsroot::FsRoot;
 
 /// One folder per GPU, named by its PCI bus id.
 pub const DRIVER_DIR: &str = "/proc/driver/nvidia/gpus";
 /// Where the `nvidiaN` device nodes are.
 pub const DEV_DIR: &str = "/dev";
+/// `<bus id>/numa_node`: the NUMA node a PCI device is attached to.
+pub const PCI_DIR: &str = "/sys/bus/pci/devices";
 
 /// One GPU of the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,6 +46,21 @@ pub struct Gpu {
     pub bus_id: Option<String>,
     pub model: Option<String>,
     pub uuid: Option<String>,
+    /// The NUMA node it is attached to, when the host tells.
+    pub numa: Option<u32>,
+}
+
+impl Gpu {
+    /// A GPU known by its index only.
+    pub fn numbered(index: u32) -> Self {
+        Self {
+            index,
+            bus_id: None,
+            model: None,
+            uuid: None,
+            numa: None,
+        }
+    }
 }
 
 impl fmt::Display for Gpu {
@@ -52,10 +71,13 @@ impl fmt::Display for Gpu {
             .flatten()
             .map(String::as_str)
             .collect();
-        if !about.is_empty() {
-            write!(f, " ({})", about.join(" "))?;
+        let node = self.numa.map(|n| format!("NUMA node {n}"));
+        match (about.is_empty(), node) {
+            (true, None) => Ok(()),
+            (true, Some(node)) => write!(f, " ({node})"),
+            (false, None) => write!(f, " ({})", about.join(" ")),
+            (false, Some(node)) => write!(f, " ({}, {node})", about.join(" ")),
         }
-        Ok(())
     }
 }
 
@@ -121,7 +143,8 @@ pub fn discover(fs_root: &FsRoot) -> Discovery {
                 Gpu {
                     index,
                     model: info.get("Model").cloned(),
-                    uuid: info.get("GPU UUID").cloned(),
+                    uuid: info.get("GPU UUID").and_then(|u| normalize_uuid(u)),
+                    numa: numa_node(fs_root, &bus_id, &mut warnings),
                     bus_id: Some(bus_id),
                 }
             })
@@ -139,15 +162,7 @@ pub fn discover(fs_root: &FsRoot) -> Discovery {
         .filter_map(|n| n.parse().ok())
         .collect();
     minors.sort_unstable();
-    let gpus: Vec<Gpu> = (0..)
-        .zip(&minors)
-        .map(|(index, _)| Gpu {
-            index,
-            bus_id: None,
-            model: None,
-            uuid: None,
-        })
-        .collect();
+    let gpus: Vec<Gpu> = (0..).zip(&minors).map(|(i, _)| Gpu::numbered(i)).collect();
     Discovery {
         source: if gpus.is_empty() {
             Source::None
@@ -157,6 +172,46 @@ pub fn discover(fs_root: &FsRoot) -> Discovery {
         gpus,
         warnings,
     }
+}
+
+/// The NUMA node of the PCI device `bus_id`: `None` when the host does not
+/// tell (no file, or the kernel's `-1`); a file that cannot be read or
+/// parsed is a warning.
+fn numa_node(fs_root: &FsRoot, bus_id: &str, warnings: &mut Vec<String>) -> Option<u32> {
+    let file = fs_root.path(PCI_DIR).join(bus_id).join("numa_node");
+    match fs::read_to_string(&file) {
+        Ok(text) => match text.trim().parse::<i64>() {
+            Ok(n) => u32::try_from(n).ok(),
+            Err(_) => {
+                warnings.push(format!(
+                    "ignored {}: `{}` is not a number",
+                    file.display(),
+                    text.trim()
+                ));
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            warnings.push(format!("ignored {}: {e}", file.display()));
+            None
+        }
+    }
+}
+
+/// A GPU UUID as the driver prints it, `GPU-` and lower-case hex in dashed
+/// groups (`GPU-8e5c1f2a-0b3c-4d5e-8f90-a1b2c3d4e5f6`); `None` when it is
+/// not one.
+pub fn normalize_uuid(text: &str) -> Option<String> {
+    let t = text.trim();
+    let rest = t
+        .get(..4)
+        .filter(|p| p.eq_ignore_ascii_case("GPU-"))
+        .map(|_| &t[4..])?;
+    let groups: Vec<&str> = rest.split('-').collect();
+    let hex = |g: &&str| !g.is_empty() && g.bytes().all(|b| b.is_ascii_hexdigit());
+    (groups.iter().all(hex) && rest.len() >= 8)
+        .then(|| format!("GPU-{}", rest.to_ascii_lowercase()))
 }
 
 /// The names in a folder; none when it cannot be listed (no driver).
@@ -200,26 +255,55 @@ pub fn normalize_bus_id(text: &str) -> Option<String> {
 }
 
 /// Writes a simulated NVIDIA GPU under `fs_root` as the driver shows it:
-/// `/proc/driver/nvidia/gpus/<bus id>/information` and `/dev/nvidia<minor>`
-/// (tests and demos; no GPU is needed).
+/// `/proc/driver/nvidia/gpus/<bus id>/information` (with the UUID of
+/// [`simulated_uuid`]) and `/dev/nvidia<minor>` (tests and demos; no GPU
+/// is needed).
 pub fn simulate(fs_root: &FsRoot, bus_id: &str, minor: u32, model: &str) -> std::io::Result<()> {
     let dir = fs_root.path(DRIVER_DIR).join(bus_id);
     fs::create_dir_all(&dir)?;
     fs::write(
         dir.join("information"),
         format!(
-            "Model: \t\t {model}\nIRQ:   \t\t 142\nGPU UUID: \t GPU-{minor:08x}-sim\nBus Type: \t PCIe\nBus Location: \t {bus_id}\nDevice Minor: \t {minor}\n"
+            "Model: \t\t {model}\nIRQ:   \t\t 142\nGPU UUID: \t {}\nBus Type: \t PCIe\nBus Location: \t {bus_id}\nDevice Minor: \t {minor}\n",
+            simulated_uuid(minor)
         ),
     )?;
     fs::create_dir_all(fs_root.path(DEV_DIR))?;
     fs::write(fs_root.path(DEV_DIR).join(format!("nvidia{minor}")), "")
 }
 
+/// The UUID [`simulate`] gives the GPU with device minor `minor`.
+pub fn simulated_uuid(minor: u32) -> String {
+    format!("GPU-{minor:08x}-5e5e-4d1c-9a00-00000000c0de")
+}
+
+/// Writes the NUMA node of a simulated GPU as sysfs shows it.
+pub fn simulate_numa(fs_root: &FsRoot, bus_id: &str, node: i32) -> std::io::Result<()> {
+    let dir = fs_root.path(PCI_DIR).join(bus_id);
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join("numa_node"), format!("{node}\n"))
+}
+
 /// The GPUs the host states in `[host] gpus`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stated {
     Count(u32),
-    BusIds(Vec<String>),
+    Ids(Vec<StatedId>),
+}
+
+/// One GPU of `[host] gpus`: by PCI bus id or by UUID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatedId {
+    Bus(String),
+    Uuid(String),
+}
+
+impl fmt::Display for StatedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatedId::Bus(s) | StatedId::Uuid(s) => f.write_str(s),
+        }
+    }
 }
 
 /// The GPUs to plan with: the stated ones when the config states them
@@ -240,40 +324,55 @@ pub fn reconcile(
                     .get(index as usize)
                     .filter(|_| found.gpus.len() == *n as usize)
                     .cloned()
-                    .unwrap_or(Gpu {
-                        index,
-                        bus_id: None,
-                        model: None,
-                        uuid: None,
-                    })
+                    .unwrap_or(Gpu::numbered(index))
             })
             .collect(),
-        Stated::BusIds(ids) => {
-            let mut ids = ids.clone();
-            ids.sort();
-            (0..)
-                .zip(ids)
-                .map(|(index, id)| {
-                    let known = found.gpus.iter().find(|g| g.bus_id.as_deref() == Some(&id));
-                    Gpu {
-                        index,
-                        model: known.and_then(|g| g.model.clone()),
-                        uuid: known.and_then(|g| g.uuid.clone()),
-                        bus_id: Some(id),
-                    }
+        Stated::Ids(ids) => {
+            // What the driver knows of each, then PCI bus order; a UUID the
+            // driver does not show has no known place and comes last, as
+            // stated.
+            let mut known: Vec<Gpu> = ids
+                .iter()
+                .map(|id| {
+                    let matches = |g: &&Gpu| match id {
+                        StatedId::Bus(b) => g.bus_id.as_deref() == Some(b),
+                        StatedId::Uuid(u) => g.uuid.as_deref() == Some(u),
+                    };
+                    found
+                        .gpus
+                        .iter()
+                        .find(matches)
+                        .cloned()
+                        .unwrap_or(match id {
+                            StatedId::Bus(b) => Gpu {
+                                bus_id: Some(b.clone()),
+                                ..Gpu::numbered(0)
+                            },
+                            StatedId::Uuid(u) => Gpu {
+                                uuid: Some(u.clone()),
+                                ..Gpu::numbered(0)
+                            },
+                        })
                 })
+                .collect();
+            known.sort_by(|a, b| {
+                (a.bus_id.is_none(), &a.bus_id).cmp(&(b.bus_id.is_none(), &b.bus_id))
+            });
+            (0..)
+                .zip(known)
+                .map(|(index, g)| Gpu { index, ..g })
                 .collect()
         }
     };
     let same = match stated {
         Stated::Count(n) => found.gpus.len() == *n as usize,
-        Stated::BusIds(_) => {
+        Stated::Ids(ids) => {
             found.gpus.len() == gpus.len()
-                && gpus.iter().all(|g| {
-                    found
-                        .gpus
-                        .iter()
-                        .any(|f| f.bus_id.is_none() || f.bus_id == g.bus_id)
+                && ids.iter().all(|id| {
+                    found.gpus.iter().any(|f| match id {
+                        StatedId::Bus(b) => f.bus_id.is_none() || f.bus_id.as_deref() == Some(b),
+                        StatedId::Uuid(u) => f.uuid.as_deref() == Some(u),
+                    })
                 })
         }
     };
@@ -313,8 +412,73 @@ pub fn reconcile(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub name: String,
-    pub spec: GpuSpec,
+    pub want: Want,
     pub tasks: Vec<Task>,
+}
+
+/// A service's `gpus` with UUIDs resolved to indices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Want {
+    None,
+    Auto,
+    Listed(Vec<u32>),
+}
+
+/// The indices of the GPUs `spec` names on a host with `gpus`, and what it
+/// names that this host does not have by UUID (indices past the host's
+/// GPUs are [`assign`]'s to report).
+pub fn want(spec: &GpuSpec, gpus: &[Gpu]) -> (Want, Vec<String>) {
+    let refs = match spec {
+        GpuSpec::None => return (Want::None, Vec::new()),
+        GpuSpec::Auto => return (Want::Auto, Vec::new()),
+        GpuSpec::List(refs) => refs,
+    };
+    let mut problems = Vec::new();
+    let indices = refs
+        .iter()
+        .filter_map(|r| match r {
+            GpuRef::Index(i) => Some(*i),
+            GpuRef::Uuid(u) => {
+                let found = gpus.iter().find(|g| g.uuid.as_deref() == Some(u));
+                if found.is_none() {
+                    problems.push(no_such_uuid(u, gpus));
+                }
+                found.map(|g| g.index)
+            }
+        })
+        .collect();
+    (Want::Listed(indices), problems)
+}
+
+fn no_such_uuid(uuid: &str, gpus: &[Gpu]) -> String {
+    let known: Vec<String> = gpus
+        .iter()
+        .filter_map(|g| g.uuid.as_ref().map(|u| format!("{} ({u})", g.index)))
+        .collect();
+    if known.is_empty() {
+        format!("GPU {uuid} is listed, but no GPU of this host has a known UUID (the driver's `GPU UUID` in {DRIVER_DIR}/*/information, or `[host] gpus` by UUID)")
+    } else {
+        format!(
+            "GPU {uuid} is not on this host; its GPUs are {}",
+            known.join(", ")
+        )
+    }
+}
+
+/// What `CUDA_VISIBLE_DEVICES` holds for `devices`: their indices, or with
+/// `CudaIds::Uuid` their UUIDs; `Err` with the first GPU that has none.
+pub fn visible_devices(devices: &[u32], gpus: &[Gpu], ids: CudaIds) -> Result<Vec<String>, u32> {
+    devices
+        .iter()
+        .map(|&d| match ids {
+            CudaIds::Index => Ok(d.to_string()),
+            CudaIds::Uuid => gpus
+                .iter()
+                .find(|g| g.index == d)
+                .and_then(|g| g.uuid.clone())
+                .ok_or(d),
+        })
+        .collect()
 }
 
 /// The most urgent GPU task among `tasks` and its priority.
@@ -331,7 +495,7 @@ pub fn gpu_task(tasks: &[Task]) -> Option<(u8, Task)> {
 pub fn wants_gpu(spec: &GpuSpec, tasks: &[Task]) -> bool {
     match spec {
         GpuSpec::None => false,
-        GpuSpec::Indices(v) => !v.is_empty(),
+        GpuSpec::List(v) => !v.is_empty(),
         GpuSpec::Auto => gpu_task(tasks).is_some(),
     }
 }
@@ -425,9 +589,9 @@ pub fn assign(gpus: u32, claims: &[Claim]) -> (Vec<Grant>, Vec<NoSuchGpu>) {
     let mut grants: Vec<Grant> = claims
         .iter()
         .enumerate()
-        .map(|(i, c)| match &c.spec {
-            GpuSpec::None => grant(Vec::new(), Reason::NotAsked),
-            GpuSpec::Indices(list) => {
+        .map(|(i, c)| match &c.want {
+            Want::None => grant(Vec::new(), Reason::NotAsked),
+            Want::Listed(list) => {
                 for &gpu in list.iter().filter(|&&g| g >= gpus) {
                     problems.push(NoSuchGpu {
                         claim: i,
@@ -437,7 +601,7 @@ pub fn assign(gpus: u32, claims: &[Claim]) -> (Vec<Grant>, Vec<NoSuchGpu>) {
                 }
                 grant(list.clone(), Reason::Listed)
             }
-            GpuSpec::Auto => grant(Vec::new(), Reason::NoGpuTask),
+            Want::Auto => grant(Vec::new(), Reason::NoGpuTask),
         })
         .collect();
     let listed: Vec<u32> = grants
@@ -449,7 +613,7 @@ pub fn assign(gpus: u32, claims: &[Claim]) -> (Vec<Grant>, Vec<NoSuchGpu>) {
     let mut takers: Vec<(usize, u8, Task)> = claims
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.spec == GpuSpec::Auto)
+        .filter(|(_, c)| c.want == Want::Auto)
         .filter_map(|(i, c)| gpu_task(&c.tasks).map(|(p, t)| (i, p, t)))
         .collect();
     takers.sort_by_key(|&(i, p, _)| (std::cmp::Reverse(p), i));
@@ -526,12 +690,16 @@ pub fn sharing(names: &[String], grants: &[Grant]) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// The `TMPDIR` of each service that shares a GPU: services linked by
-/// shared GPUs (directly or through others) get one folder,
+/// The `TMPDIR` of each service that has a GPU: its lock domain. Services
+/// linked by shared GPUs (directly or through others) get one folder,
 /// `<state_dir>/gpu<N>-tmp`, N the lowest GPU among them, so that
 /// bellperson's lock files (`bellman.gpu.lock`, `bellman.priority.lock`)
-/// are the same files for all of them.
-pub fn shared_tmpdirs(grants: &[Grant], state_dir: &Path) -> Vec<Option<PathBuf>> {
+/// are the same files for all of them; services on different GPUs get
+/// different folders, so they never wait for each other's locks. The
+/// state folder survives reboots (a vanished `TMPDIR` broke AddPiece,
+/// lotus PR #10433) and is no shared `/tmp` where another user's lock file
+/// can be in the way (lotus#3584).
+pub fn lock_tmpdirs(grants: &[Grant], state_dir: &Path) -> Vec<Option<PathBuf>> {
     let n = grants.len();
     let mut group: Vec<usize> = (0..n).collect();
     fn root(group: &mut [usize], mut i: usize) -> usize {
@@ -541,7 +709,6 @@ pub fn shared_tmpdirs(grants: &[Grant], state_dir: &Path) -> Vec<Option<PathBuf>
         }
         i
     }
-    let mut shares = vec![false; n];
     for i in 0..n {
         for j in i + 1..n {
             if grants[i]
@@ -549,8 +716,6 @@ pub fn shared_tmpdirs(grants: &[Grant], state_dir: &Path) -> Vec<Option<PathBuf>
                 .iter()
                 .any(|d| grants[j].devices.contains(d))
             {
-                shares[i] = true;
-                shares[j] = true;
                 let (a, b) = (root(&mut group, i), root(&mut group, j));
                 group[a.max(b)] = a.min(b);
             }
@@ -558,9 +723,6 @@ pub fn shared_tmpdirs(grants: &[Grant], state_dir: &Path) -> Vec<Option<PathBuf>
     }
     (0..n)
         .map(|i| {
-            if !shares[i] {
-                return None;
-            }
             let r = root(&mut group, i);
             let lowest = (0..n)
                 .filter(|&j| root(&mut group, j) == r)
@@ -579,24 +741,25 @@ pub const ENV_VARS: [&str; 4] = [
     "TMPDIR",
 ];
 
-/// Sets the environment that holds a service to `devices`: GPU services get
-/// `CUDA_VISIBLE_DEVICES` (indices), `CUDA_DEVICE_ORDER=PCI_BUS_ID`, no
-/// `BELLMAN_NO_GPU` (any value disables the GPU) and the shared `TMPDIR`
-/// when they share a GPU; the others get `CUDA_VISIBLE_DEVICES=` and
-/// `BELLMAN_NO_GPU=1`. Returns what the config had set for the variables
-/// this replaced or removed.
+/// Sets the environment that holds a service to its GPUs (`visible`, as
+/// [`visible_devices`] names them): GPU services get
+/// `CUDA_VISIBLE_DEVICES`, `CUDA_DEVICE_ORDER=PCI_BUS_ID`, no
+/// `BELLMAN_NO_GPU` (any value disables the GPU) and their lock domain's
+/// `TMPDIR`; the others get `CUDA_VISIBLE_DEVICES=` and `BELLMAN_NO_GPU=1`.
+/// Returns what the config had set for the variables this replaced or
+/// removed.
 pub fn apply_env(
     env: &mut BTreeMap<String, String>,
-    devices: &[u32],
+    visible: &[String],
     tmpdir: Option<&Path>,
 ) -> BTreeMap<String, String> {
-    let mut set: Vec<(&str, Option<String>)> = if devices.is_empty() {
+    let mut set: Vec<(&str, Option<String>)> = if visible.is_empty() {
         vec![
             ("CUDA_VISIBLE_DEVICES", Some(String::new())),
             ("BELLMAN_NO_GPU", Some("1".to_string())),
         ]
     } else {
-        let list: Vec<String> = devices.iter().map(u32::to_string).collect();
+        let list = visible;
         vec![
             ("CUDA_VISIBLE_DEVICES", Some(list.join(","))),
             ("CUDA_DEVICE_ORDER", Some("PCI_BUS_ID".to_string())),
@@ -619,14 +782,147 @@ pub fn apply_env(
     replaced
 }
 
+/// One lock domain's `TMPDIR`, as `run` creates it before any service
+/// starts: owned by the user its services run as, mode 0700; when they run
+/// as different users (which `check` warns about), mode 1777 and owned by
+/// venussup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockDir {
+    pub path: PathBuf,
+    pub gpus: Vec<u32>,
+    pub services: Vec<String>,
+    /// `None`: venussup's own user (or mixed users).
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// Its services run as different users.
+    pub mixed_users: bool,
+}
+
+/// The lock domains of services with the given names, `(user, group)`s,
+/// GPUs and `TMPDIR`s, in order of first appearance.
+pub fn lock_dirs(
+    names: &[String],
+    owners: &[(Option<String>, Option<String>)],
+    grants: &[Grant],
+    tmpdirs: &[Option<PathBuf>],
+) -> Vec<LockDir> {
+    let mut dirs: Vec<LockDir> = Vec::new();
+    for (i, tmpdir) in tmpdirs.iter().enumerate() {
+        let Some(path) = tmpdir else { continue };
+        let (user, group) = owners[i].clone();
+        match dirs.iter_mut().find(|d| &d.path == path) {
+            Some(d) => {
+                d.services.push(names[i].clone());
+                d.gpus.extend(
+                    grants[i]
+                        .devices
+                        .iter()
+                        .filter(|g| !d.gpus.contains(g))
+                        .collect::<Vec<_>>(),
+                );
+                d.gpus.sort_unstable();
+                if (d.user.clone(), d.group.clone()) != (user.clone(), group.clone())
+                    || d.mixed_users
+                {
+                    d.mixed_users = true;
+                    d.user = None;
+                    d.group = None;
+                }
+            }
+            None => dirs.push(LockDir {
+                path: path.clone(),
+                gpus: grants[i].devices.clone(),
+                services: vec![names[i].clone()],
+                user,
+                group,
+                mixed_users: false,
+            }),
+        }
+    }
+    dirs
+}
+
+/// Why a lock domain's `TMPDIR` could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum LockDirError {
+    #[error("failed to create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to give {} to {who}: {source}", path.display())]
+    Chown {
+        path: PathBuf,
+        who: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to set the mode of {} to {mode:o}: {source}", path.display())]
+    Mode {
+        path: PathBuf,
+        mode: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot give {} to user `{user}`: no such user or group here", path.display())]
+    NoSuchOwner { path: PathBuf, user: String },
+}
+
+/// Creates each lock domain's `TMPDIR` (and its parents), gives it to its
+/// services' user and sets its mode; an existing folder is set again, so a
+/// changed `user` takes effect at the next start.
+pub fn create_lock_dirs(dirs: &[LockDir]) -> Vec<LockDirError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut errors = Vec::new();
+    for d in dirs {
+        let path = d.path.clone();
+        if let Err(source) = fs::create_dir_all(&path) {
+            errors.push(LockDirError::Create { path, source });
+            continue;
+        }
+        if let Some(user) = &d.user {
+            match owner_ids(user, d.group.as_deref()) {
+                Some((uid, gid)) => {
+                    if let Err(source) = std::os::unix::fs::chown(&path, Some(uid), Some(gid)) {
+                        let who = format!("{user} ({uid}:{gid})");
+                        errors.push(LockDirError::Chown { path, who, source });
+                        continue;
+                    }
+                }
+                None => {
+                    let user = user.clone();
+                    errors.push(LockDirError::NoSuchOwner { path, user });
+                    continue;
+                }
+            }
+        }
+        let mode = if d.mixed_users { 0o1777 } else { 0o700 };
+        if let Err(source) = fs::set_permissions(&path, fs::Permissions::from_mode(mode)) {
+            errors.push(LockDirError::Mode { path, mode, source });
+        }
+    }
+    errors
+}
+
+/// The uid of `user` and the gid of `group` (else the user's own group).
+fn owner_ids(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
+    let u = nix::unistd::User::from_name(user).ok()??;
+    let gid = match group {
+        Some(g) => nix::unistd::Group::from_name(g).ok()??.gid,
+        None => u.gid,
+    };
+    Some((u.uid.as_raw(), gid.as_raw()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn claim(name: &str, spec: GpuSpec, tasks: &[Task]) -> Claim {
+    fn claim(name: &str, want: Want, tasks: &[Task]) -> Claim {
         Claim {
             name: name.to_string(),
-            spec,
+            want,
             tasks: tasks.to_vec(),
         }
     }
@@ -642,15 +938,11 @@ mod tests {
     /// Host A and B of the plan, and a host running all three GPU tasks.
     fn three_takers() -> Vec<Claim> {
         vec![
-            claim("p2", GpuSpec::Auto, &[Task::PreCommit1, Task::PreCommit2]),
-            claim("c2", GpuSpec::Auto, &[Task::Commit]),
-            claim(
-                "sealer",
-                GpuSpec::Auto,
-                &[Task::WindowPoSt, Task::WinningPoSt],
-            ),
-            claim("attach", GpuSpec::Auto, &[]),
-            claim("cpu", GpuSpec::None, &[Task::Commit]),
+            claim("p2", Want::Auto, &[Task::PreCommit1, Task::PreCommit2]),
+            claim("c2", Want::Auto, &[Task::Commit]),
+            claim("sealer", Want::Auto, &[Task::WindowPoSt, Task::WinningPoSt]),
+            claim("attach", Want::Auto, &[]),
+            claim("cpu", Want::None, &[Task::Commit]),
         ]
     }
 
@@ -685,10 +977,12 @@ mod tests {
         let shared = sharing(&names(&claims), &grants);
         assert_eq!(shared[0], vec!["c2".to_string()]);
         assert!(shared[2].is_empty());
-        let tmp = shared_tmpdirs(&grants, Path::new("/var/lib/venussup"));
+        let tmp = lock_tmpdirs(&grants, Path::new("/var/lib/venussup"));
         assert_eq!(tmp[0], Some(PathBuf::from("/var/lib/venussup/gpu1-tmp")));
         assert_eq!(tmp[1], tmp[0]);
-        assert_eq!(tmp[2], None);
+        // The sealer has GPU 0 alone: a lock domain of its own.
+        assert_eq!(tmp[2], Some(PathBuf::from("/var/lib/venussup/gpu0-tmp")));
+        assert_eq!((tmp[3].clone(), tmp[4].clone()), (None, None));
     }
 
     #[test]
@@ -707,7 +1001,7 @@ mod tests {
     #[test]
     fn no_gpu_is_a_normal_host_and_listed_gpus_must_exist() {
         let mut claims = three_takers();
-        claims.push(claim("listed", GpuSpec::Indices(vec![0, 2]), &[]));
+        claims.push(claim("listed", Want::Listed(vec![0, 2]), &[]));
         let (grants, problems) = assign(0, &claims);
         assert!(grants[..3].iter().all(|g| g.devices.is_empty()));
         assert_eq!(
@@ -733,17 +1027,17 @@ mod tests {
     #[test]
     fn listed_gpus_are_not_handed_out_by_auto_and_sharing_links_tmpdirs() {
         let claims = vec![
-            claim("sealer", GpuSpec::Auto, &[Task::WindowPoSt]),
-            claim("c2", GpuSpec::Indices(vec![0, 1]), &[Task::Commit]),
-            claim("p2", GpuSpec::Indices(vec![1]), &[Task::PreCommit2]),
+            claim("sealer", Want::Auto, &[Task::WindowPoSt]),
+            claim("c2", Want::Listed(vec![0, 1]), &[Task::Commit]),
+            claim("p2", Want::Listed(vec![1]), &[Task::PreCommit2]),
         ];
         let (grants, _) = assign(3, &claims);
         assert_eq!(devices(&grants), vec![vec![2], vec![0, 1], vec![1]]);
-        let tmp = shared_tmpdirs(&grants, Path::new("/s"));
+        let tmp = lock_tmpdirs(&grants, Path::new("/s"));
         assert_eq!(
             tmp,
             vec![
-                None,
+                Some(PathBuf::from("/s/gpu2-tmp")),
                 Some(PathBuf::from("/s/gpu0-tmp")),
                 Some(PathBuf::from("/s/gpu0-tmp"))
             ]
@@ -764,7 +1058,8 @@ mod tests {
             ("BELLMAN_NO_GPU".to_string(), "0".to_string()),
             ("TMPDIR".to_string(), "/tmp/x".to_string()),
         ]);
-        let replaced = apply_env(&mut env, &[0, 1], Some(Path::new("/s/gpu0-tmp")));
+        let visible = ["0".to_string(), "1".to_string()];
+        let replaced = apply_env(&mut env, &visible, Some(Path::new("/s/gpu0-tmp")));
         assert_eq!(env["CUDA_VISIBLE_DEVICES"], "0,1");
         assert_eq!(env["CUDA_DEVICE_ORDER"], "PCI_BUS_ID");
         assert_eq!(env["TMPDIR"], "/s/gpu0-tmp");
@@ -811,10 +1106,15 @@ mod tests {
         let found = discover(&root);
         assert_eq!(found.source, Source::Driver);
         assert_eq!(found.gpus[0].bus_id.as_deref(), Some("0000:01:00.0"));
-        assert_eq!(found.gpus[0].uuid.as_deref(), Some("GPU-00000001-sim"));
+        assert_eq!(found.gpus[0].uuid, Some(simulated_uuid(1)));
+        assert_eq!(found.gpus[0].numa, None);
+        simulate_numa(&root, "0000:41:00.0", 1).unwrap();
+        simulate_numa(&root, "0000:01:00.0", -1).unwrap();
+        let found = discover(&root);
+        assert_eq!((found.gpus[0].numa, found.gpus[1].numa), (None, Some(1)));
         assert_eq!(
             found.gpus[1].to_string(),
-            "1 (0000:41:00.0 NVIDIA GeForce RTX 3060 Ti B)"
+            "1 (0000:41:00.0 NVIDIA GeForce RTX 3060 Ti B, NUMA node 1)"
         );
     }
 
@@ -822,10 +1122,9 @@ mod tests {
     fn stated_gpus_win_and_disagreement_is_told() {
         let found = Discovery {
             gpus: vec![Gpu {
-                index: 0,
                 bus_id: Some("0000:01:00.0".into()),
                 model: Some("M".into()),
-                uuid: None,
+                ..Gpu::numbered(0)
             }],
             source: Source::Driver,
             warnings: Vec::new(),
@@ -836,13 +1135,184 @@ mod tests {
         assert_eq!(two.gpus.len(), 2);
         assert!(remark.unwrap().0);
         let (none, remark) = reconcile(
-            Some(&Stated::BusIds(vec!["0000:41:00.0".into()])),
+            Some(&Stated::Ids(vec![StatedId::Bus("0000:41:00.0".into())])),
             &Discovery::default(),
         );
         assert_eq!(none.gpus[0].bus_id.as_deref(), Some("0000:41:00.0"));
         assert!(!remark.unwrap().0);
-        let (by_bus, remark) =
-            reconcile(Some(&Stated::BusIds(vec!["0000:01:00.0".into()])), &found);
+        let (by_bus, remark) = reconcile(
+            Some(&Stated::Ids(vec![StatedId::Bus("0000:01:00.0".into())])),
+            &found,
+        );
         assert_eq!((by_bus.gpus[0].model.as_deref(), remark), (Some("M"), None));
+    }
+
+    fn uuid_gpu(index: u32, bus: &str, minor: u32) -> Gpu {
+        Gpu {
+            bus_id: Some(bus.into()),
+            uuid: Some(simulated_uuid(minor)),
+            ..Gpu::numbered(index)
+        }
+    }
+
+    #[test]
+    fn uuids_are_normalized_and_name_gpus_wherever_the_bus_puts_them() {
+        assert_eq!(
+            normalize_uuid(" gpu-8E5C1F2A-0b3c-4d5e-8f90-A1B2C3D4E5F6 ").as_deref(),
+            Some("GPU-8e5c1f2a-0b3c-4d5e-8f90-a1b2c3d4e5f6")
+        );
+        for bad in [
+            "GPU-",
+            "GPU-xyz",
+            "8e5c1f2a",
+            "GPU-8e5c--1f2a",
+            "MIG-8e5c1f2a",
+        ] {
+            assert_eq!(normalize_uuid(bad), None, "{bad}");
+        }
+        // The bus was renumbered: the GPU with minor 1 is now first.
+        let gpus = vec![
+            uuid_gpu(0, "0000:01:00.0", 1),
+            uuid_gpu(1, "0000:41:00.0", 0),
+        ];
+        let spec = GpuSpec::List(vec![GpuRef::Uuid(simulated_uuid(0)), GpuRef::Index(0)]);
+        assert_eq!(want(&spec, &gpus), (Want::Listed(vec![1, 0]), Vec::new()));
+        let unknown = GpuSpec::List(vec![GpuRef::Uuid("GPU-deadbeef".into())]);
+        let (w, problems) = want(&unknown, &gpus);
+        assert_eq!(w, Want::Listed(Vec::new()));
+        assert_eq!(
+            problems,
+            [format!(
+                "GPU GPU-deadbeef is not on this host; its GPUs are 0 ({}), 1 ({})",
+                simulated_uuid(1),
+                simulated_uuid(0)
+            )]
+        );
+        let (_, problems) = want(&unknown, &[Gpu::numbered(0)]);
+        assert!(
+            problems[0].contains("no GPU of this host has a known UUID"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn cuda_visible_devices_by_index_or_by_uuid() {
+        let gpus = vec![uuid_gpu(0, "0000:01:00.0", 1), Gpu::numbered(1)];
+        assert_eq!(
+            visible_devices(&[0, 1], &gpus, CudaIds::Index),
+            Ok(vec!["0".into(), "1".into()])
+        );
+        assert_eq!(
+            visible_devices(&[0], &gpus, CudaIds::Uuid),
+            Ok(vec![simulated_uuid(1)])
+        );
+        assert_eq!(visible_devices(&[0, 1], &gpus, CudaIds::Uuid), Err(1));
+    }
+
+    #[test]
+    fn stated_uuids_take_what_the_driver_knows_and_bus_order() {
+        let found = Discovery {
+            gpus: vec![
+                uuid_gpu(0, "0000:01:00.0", 1),
+                uuid_gpu(1, "0000:41:00.0", 0),
+            ],
+            source: Source::Driver,
+            warnings: Vec::new(),
+        };
+        let stated = Stated::Ids(vec![
+            StatedId::Uuid(simulated_uuid(0)),
+            StatedId::Uuid(simulated_uuid(1)),
+        ]);
+        let (planned, remark) = reconcile(Some(&stated), &found);
+        assert_eq!((planned.gpus, remark), (found.gpus.clone(), None));
+        let missing = Stated::Ids(vec![
+            StatedId::Uuid("GPU-deadbeef".into()),
+            StatedId::Bus("0000:41:00.0".into()),
+        ]);
+        let (planned, remark) = reconcile(Some(&missing), &found);
+        assert_eq!(planned.gpus[0].bus_id.as_deref(), Some("0000:41:00.0"));
+        assert_eq!(
+            (planned.gpus[1].index, planned.gpus[1].uuid.as_deref()),
+            (1, Some("GPU-deadbeef"))
+        );
+        assert!(remark.unwrap().0);
+    }
+
+    #[test]
+    fn lock_dirs_gather_a_domain_and_its_owner() {
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let grants = vec![
+            grant(vec![1], Reason::Listed),
+            grant(vec![1], Reason::Listed),
+            grant(vec![0], Reason::Listed),
+        ];
+        let tmp = lock_tmpdirs(&grants, Path::new("/s"));
+        let owners = vec![
+            (Some("lotus".to_string()), None),
+            (Some("lotus".to_string()), None),
+            (None, None),
+        ];
+        let dirs = lock_dirs(&names, &owners, &grants, &tmp);
+        assert_eq!(dirs.len(), 2);
+        assert_eq!(
+            (dirs[0].path.clone(), dirs[0].services.clone()),
+            (
+                PathBuf::from("/s/gpu1-tmp"),
+                vec!["a".to_string(), "b".to_string()]
+            )
+        );
+        assert_eq!(
+            (dirs[0].user.as_deref(), dirs[0].mixed_users),
+            (Some("lotus"), false)
+        );
+        assert_eq!(
+            (dirs[1].gpus.clone(), dirs[1].user.clone()),
+            (vec![0], None)
+        );
+        let mixed = vec![
+            (Some("lotus".to_string()), None),
+            (None, None),
+            (None, None),
+        ];
+        let dirs = lock_dirs(&names, &mixed, &grants, &tmp);
+        assert_eq!((dirs[0].user.clone(), dirs[0].mixed_users), (None, true));
+    }
+
+    #[test]
+    fn lock_dirs_are_created_with_their_mode_and_owner() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let root = tempfile::tempdir().unwrap();
+        let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .unwrap();
+        let dir = |name: &str, user: Option<String>, mixed_users: bool| LockDir {
+            path: root.path().join("state").join(name),
+            gpus: vec![0],
+            services: vec!["w".into()],
+            user,
+            group: None,
+            mixed_users,
+        };
+        let dirs = [
+            dir("gpu0-tmp", Some(me.name.clone()), false),
+            dir("gpu1-tmp", None, true),
+        ];
+        assert!(create_lock_dirs(&dirs).is_empty());
+        let own = fs::metadata(&dirs[0].path).unwrap();
+        assert_eq!(
+            (own.uid(), own.permissions().mode() & 0o7777),
+            (me.uid.as_raw(), 0o700)
+        );
+        let shared = fs::metadata(&dirs[1].path).unwrap();
+        assert_eq!(shared.permissions().mode() & 0o7777, 0o1777);
+        // Again: already there is fine.
+        assert!(create_lock_dirs(&dirs).is_empty());
+        let ghost = [dir("gpu2-tmp", Some("no-such-user-venussup".into()), false)];
+        let errors = create_lock_dirs(&ghost);
+        assert!(
+            errors[0].to_string().contains("no such user"),
+            "{}",
+            errors[0]
+        );
     }
 }

@@ -108,13 +108,7 @@ pub fn check(
     capacity: Option<&Capacity>,
     diags: &mut Diagnostics,
 ) {
-    let planned: BTreeMap<&str, &ServicePlan> =
-        plan.services.iter().map(|p| (p.name.as_str(), p)).collect();
-    let pairs: Vec<(&ServiceConfig, &ServicePlan)> = config
-        .services
-        .iter()
-        .filter_map(|s| planned.get(s.name.get_ref().as_str()).map(|p| (s, *p)))
-        .collect();
+    let pairs = pairs(config, plan);
     for (s, p) in &pairs {
         environment(s, p, diags);
         multicore_sdr(s, p, diags);
@@ -136,19 +130,29 @@ pub fn check(
             }
         }
     }
-    for (i, (a, pa)) in workers.iter().enumerate() {
+    for (i, (_, pa)) in workers.iter().enumerate() {
         for (b, pb) in &workers[i + 1..] {
             let (ra, rb) = (
                 repo(pa, "VENUS_WORKER_PATH", WORKER_DEFAULT_REPO),
                 repo(pb, "VENUS_WORKER_PATH", WORKER_DEFAULT_REPO),
             );
+            let each = if pb.instance.is_some() {
+                " (with `instances`: `{i}` in it, e.g. VENUS_WORKER_PATH = \"/var/lib/venus/worker{i}\")"
+            } else {
+                ""
+            };
             if ra == rb {
-                diags.error(b.name.span(), format!("`{}` and `{}` share the worker repo {ra}; each worker needs its own (set VENUS_WORKER_PATH in its `env`)", a.name.get_ref(), b.name.get_ref()));
+                diags.error(b.name.span(), format!("`{}` and `{}` share the worker repo {ra}; each worker needs its own (set VENUS_WORKER_PATH in its `env`){each}", pa.name, pb.name));
             }
             let la = flag_value(&pa.argv, "listen").unwrap_or(WORKER_DEFAULT_LISTEN);
             let lb = flag_value(&pb.argv, "listen").unwrap_or(WORKER_DEFAULT_LISTEN);
             if listen_collides(la, lb) {
-                diags.error(b.command.span(), format!("`{}` listens on {lb} and `{}` on {la}: the second cannot bind; give each worker its own `--listen` port (venus-worker's default is {WORKER_DEFAULT_LISTEN})", b.name.get_ref(), a.name.get_ref()));
+                let each = if pb.instance.is_some() {
+                    " (with `instances`: `--listen=0.0.0.0:{port}` and a `port_base`)"
+                } else {
+                    ""
+                };
+                diags.error(b.command.span(), format!("`{}` listens on {lb} and `{}` on {la}: the second cannot bind; give each worker its own `--listen` port (venus-worker's default is {WORKER_DEFAULT_LISTEN}){each}", pb.name, pa.name));
             }
         }
     }
@@ -356,21 +360,34 @@ fn storage_allows(
     }
 }
 
+/// Each planned service with the `[[service]]` it comes from (a service
+/// with `instances` comes with each of its copies), in the file's order.
+fn pairs<'a>(config: &'a Config, plan: &'a Plan) -> Vec<(&'a ServiceConfig, &'a ServicePlan)> {
+    config
+        .services
+        .iter()
+        .flat_map(|s| {
+            plan.services
+                .iter()
+                .filter(move |p| {
+                    p.instance
+                        .as_ref()
+                        .map_or(p.name.as_str(), |i| i.of.as_str())
+                        == s.name.get_ref()
+                })
+                .map(move |p| (s, p))
+        })
+        .collect()
+}
+
 /// The sealers of `config` with their plans.
 fn sealers<'a>(
     config: &'a Config,
     plan: &'a Plan,
 ) -> impl Iterator<Item = (&'a ServiceConfig, &'a ServicePlan)> {
-    config
-        .services
-        .iter()
-        .filter(|s| s.role == Role::Sealer)
-        .filter_map(|s| {
-            plan.services
-                .iter()
-                .find(|p| p.name == *s.name.get_ref())
-                .map(|p| (s, p))
-        })
+    pairs(config, plan)
+        .into_iter()
+        .filter(|(s, _)| s.role == Role::Sealer)
 }
 
 /// Only the checks against a capacity plan (for `venussup plan`).

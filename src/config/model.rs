@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::values::{ByteSize, CpuSpec, GpuSpec, HumanDuration, Limit, SignalName, Umask};
-use crate::gpu::{normalize_bus_id, Stated};
+use crate::gpu::{normalize_bus_id, normalize_uuid, Stated, StatedId};
+use crate::instances::{Instance, Instances};
 
 /// `[host]`: settings for the whole machine.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +49,21 @@ pub struct HostConfig {
     /// The host's GPUs as the operator states them (a count or PCI bus
     /// ids); otherwise they are found under `/proc/driver/nvidia`.
     pub gpus: Option<Spanned<HostGpus>>,
+    /// How `CUDA_VISIBLE_DEVICES` names a service's GPUs: by index (PCI bus
+    /// order) or by UUID (stable when the bus is renumbered).
+    #[serde(default = "spanned_default")]
+    pub cuda_visible_devices: Spanned<CudaIds>,
+}
+
+/// `[host] cuda_visible_devices`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CudaIds {
+    /// `CUDA_VISIBLE_DEVICES=0,1` with `CUDA_DEVICE_ORDER=PCI_BUS_ID`.
+    #[default]
+    Index,
+    /// `CUDA_VISIBLE_DEVICES=GPU-8e5c...,GPU-...`.
+    Uuid,
 }
 
 /// `[host.metrics]`.
@@ -85,11 +101,13 @@ impl Default for HostConfig {
             metrics: None,
             cgroup_parent: default_cgroup_parent(),
             gpus: None,
+            cuda_visible_devices: spanned_default(),
         }
     }
 }
 
-/// `[host] gpus`: `2`, or `["0000:01:00.0", "0000:41:00.0"]`.
+/// `[host] gpus`: `2`, or `["0000:01:00.0", "0000:41:00.0"]`, or UUIDs
+/// (`["GPU-8e5c...", ...]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostGpus(pub Stated);
 
@@ -99,7 +117,7 @@ impl<'de> Deserialize<'de> for HostGpus {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = HostGpus;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a number of GPUs or a list of PCI bus ids such as [\"0000:01:00.0\"]")
+                f.write_str("a number of GPUs or a list of PCI bus ids such as [\"0000:01:00.0\"] or GPU UUIDs")
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HostGpus, E> {
                 u32::try_from(v)
@@ -110,13 +128,16 @@ impl<'de> Deserialize<'de> for HostGpus {
                 self,
                 mut seq: A,
             ) -> Result<HostGpus, A::Error> {
-                let mut ids: Vec<String> = Vec::new();
+                let mut ids: Vec<StatedId> = Vec::new();
                 while let Some(text) = seq.next_element::<String>()? {
-                    let id = normalize_bus_id(&text).ok_or_else(|| {
-                        serde::de::Error::custom(format!(
-                            "`{text}` is not a PCI bus id; write e.g. \"0000:01:00.0\" (see /proc/driver/nvidia/gpus)"
-                        ))
-                    })?;
+                    let id = normalize_bus_id(&text)
+                        .map(StatedId::Bus)
+                        .or_else(|| normalize_uuid(&text).map(StatedId::Uuid))
+                        .ok_or_else(|| {
+                            serde::de::Error::custom(format!(
+                                "`{text}` is neither a PCI bus id nor a GPU UUID; write e.g. \"0000:01:00.0\" or \"GPU-8e5c1f2a-...\" (see /proc/driver/nvidia/gpus)"
+                            ))
+                        })?;
                     if ids.contains(&id) {
                         return Err(serde::de::Error::custom(format!(
                             "GPU {id} is listed twice"
@@ -124,7 +145,7 @@ impl<'de> Deserialize<'de> for HostGpus {
                     }
                     ids.push(id);
                 }
-                Ok(HostGpus(Stated::BusIds(ids)))
+                Ok(HostGpus(Stated::Ids(ids)))
             }
         }
         d.deserialize_any(V)
@@ -343,6 +364,15 @@ pub struct ServiceConfig {
     pub confine: Confine,
     #[serde(default = "spanned_default")]
     pub gpus: Spanned<GpuSpec>,
+    /// Run this many copies (`NAME@0`, `NAME@1`, ...), or one per GPU or
+    /// NUMA node; `{i}`, `{gpu}`, `{numa}`, `{port}` are substituted in
+    /// each copy.
+    pub instances: Option<Spanned<Instances>>,
+    /// `{port}` of instance i is `port_base + i`.
+    pub port_base: Option<Spanned<u16>>,
+    /// Set on the copies venussup makes of a service with `instances`.
+    #[serde(skip)]
+    pub instance: Option<Instance>,
     /// Services that must be ready before this one starts.
     #[serde(default)]
     pub after: Vec<Spanned<String>>,

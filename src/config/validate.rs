@@ -164,7 +164,8 @@ fn service_rules(s: &ServiceConfig, diags: &mut Diagnostics) {
                 format!("`ready` of `{name}` needs exactly one of `tcp`, `file` or `command` (it has {count})"),
             );
         }
-        if let Some(tcp) = &r.tcp {
+        // With `instances`, the address is checked once `{port}` is filled.
+        if let Some(tcp) = r.tcp.as_ref().filter(|_| s.instances.is_none()) {
             if tcp.get_ref().parse::<SocketAddr>().is_err() {
                 diags.error(
                     tcp.span(),
@@ -230,8 +231,27 @@ fn service_rules(s: &ServiceConfig, diags: &mut Diagnostics) {
     }
 }
 
-/// `after` and `share_cpus_with` must name services of this file, not
-/// itself.
+/// The service a reference names: `worker` itself, or `worker` for
+/// `worker@2` when `worker` has `instances` (which of them exist is known
+/// only on the host).
+fn referred<'a>(config: &'a Config, name: &'a str) -> &'a str {
+    match name.split_once('@') {
+        Some((base, k))
+            if !k.is_empty()
+                && k.bytes().all(|b| b.is_ascii_digit())
+                && config
+                    .services
+                    .iter()
+                    .any(|s| s.name.get_ref() == base && s.instances.is_some()) =>
+        {
+            base
+        }
+        _ => name,
+    }
+}
+
+/// `after` and `share_cpus_with` must name services of this file (or one
+/// instance of one, `worker@0`), not itself.
 fn references(config: &Config, diags: &mut Diagnostics) {
     let services: BTreeSet<&str> = config
         .services
@@ -254,12 +274,12 @@ fn references(config: &Config, diags: &mut Diagnostics) {
         for other in &s.share_cpus_with {
             if !is_list {
                 diags.error(other.span(), format!("`share_cpus_with` lets a CPU list overlap others; `{owner}` has no CPU list (shares and `rest` never overlap)"));
-            } else if other.get_ref() == owner {
+            } else if referred(config, other.get_ref()) == owner {
                 diags.error(
                     other.span(),
                     format!("`{owner}` cannot share CPUs with itself"),
                 );
-            } else if !services.contains(other.get_ref().as_str()) {
+            } else if !services.contains(referred(config, other.get_ref())) {
                 diags.error(
                     other.span(),
                     format!(
@@ -278,9 +298,9 @@ fn references(config: &Config, diags: &mut Diagnostics) {
         .chain(config.timers.iter().map(|t| (t.name.get_ref(), &t.after)));
     for (owner, after) in afters {
         for dep in after {
-            if dep.get_ref() == owner {
+            if referred(config, dep.get_ref()) == owner {
                 diags.error(dep.span(), format!("`{owner}` cannot start after itself"));
-            } else if !services.contains(dep.get_ref().as_str()) {
+            } else if !services.contains(referred(config, dep.get_ref())) {
                 diags.error(
                     dep.span(),
                     format!(
@@ -319,7 +339,7 @@ fn visit(
     mark[node] = 1;
     path.push(node);
     for dep in &config.services[node].after {
-        let Some(&next) = index.get(dep.get_ref().as_str()) else {
+        let Some(&next) = index.get(referred(config, dep.get_ref())) else {
             continue;
         };
         if next == node {

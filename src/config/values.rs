@@ -306,8 +306,50 @@ pub enum GpuSpec {
     /// then PreCommit2; a service without GPU tasks gets none.
     #[default]
     Auto,
-    /// These GPU indices (in PCI bus order).
-    Indices(Vec<u32>),
+    /// These GPUs: indices in PCI bus order, or UUIDs.
+    List(Vec<GpuRef>),
+}
+
+/// One GPU as a config names it: its index in PCI bus order (`0`), or its
+/// UUID (`"GPU-8e5c..."`, stable when the PCI bus is renumbered).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GpuRef {
+    Index(u32),
+    Uuid(String),
+}
+
+impl<'de> Deserialize<'de> for GpuRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = GpuRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a GPU index such as 0 or a GPU UUID such as \"GPU-8e5c...\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<GpuRef, E> {
+                u32::try_from(v)
+                    .map(GpuRef::Index)
+                    .map_err(|_| E::custom(format!("`{v}` is not a GPU index")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GpuRef, E> {
+                crate::gpu::normalize_uuid(v).map(GpuRef::Uuid).ok_or_else(|| {
+                    E::custom(format!(
+                        "`{v}` is not a GPU UUID; write e.g. \"GPU-8e5c1f2a-0b3c-4d5e-8f90-a1b2c3d4e5f6\" (`nvidia-smi -L`, or `GPU UUID` in /proc/driver/nvidia/gpus/*/information)"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl fmt::Display for GpuRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuRef::Index(i) => write!(f, "{i}"),
+            GpuRef::Uuid(u) => f.write_str(u),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for GpuSpec {
@@ -316,26 +358,26 @@ impl<'de> Deserialize<'de> for GpuSpec {
         impl<'de> Visitor<'de> for V {
             type Value = GpuSpec;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("\"none\", \"auto\" or a list of GPU indices such as [0, 1]")
+                f.write_str("\"none\", \"auto\" or a list of GPU indices or UUIDs such as [0, 1]")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<GpuSpec, E> {
                 match v {
                     "none" => Ok(GpuSpec::None),
                     "auto" => Ok(GpuSpec::Auto),
                     _ => Err(E::custom(format!(
-                        "`{v}` is not a GPU request; write \"none\", \"auto\" or a list of indices such as [0]"
+                        "`{v}` is not a GPU request; write \"none\", \"auto\" or a list of indices or UUIDs such as [0]"
                     ))),
                 }
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<GpuSpec, A::Error> {
-                let mut indices = Vec::new();
-                while let Some(i) = seq.next_element::<u32>()? {
-                    if indices.contains(&i) {
-                        return Err(de::Error::custom(format!("GPU {i} is listed twice")));
+                let mut list = Vec::new();
+                while let Some(gpu) = seq.next_element::<GpuRef>()? {
+                    if list.contains(&gpu) {
+                        return Err(de::Error::custom(format!("GPU {gpu} is listed twice")));
                     }
-                    indices.push(i);
+                    list.push(gpu);
                 }
-                Ok(GpuSpec::Indices(indices))
+                Ok(GpuSpec::List(list))
             }
         }
         d.deserialize_any(V)
@@ -347,8 +389,14 @@ impl fmt::Display for GpuSpec {
         match self {
             GpuSpec::None => f.write_str("none"),
             GpuSpec::Auto => f.write_str("auto"),
-            GpuSpec::Indices(v) => {
-                let list: Vec<String> = v.iter().map(u32::to_string).collect();
+            GpuSpec::List(v) => {
+                let list: Vec<String> = v
+                    .iter()
+                    .map(|g| match g {
+                        GpuRef::Index(i) => i.to_string(),
+                        GpuRef::Uuid(u) => format!("{u:?}"),
+                    })
+                    .collect();
                 write!(f, "[{}]", list.join(", "))
             }
         }

@@ -20,15 +20,16 @@ use crate::config::values::{
     serialize_display, ByteSize, CpuSpec, GpuSpec, HumanDuration, Limit, SignalName, Umask,
 };
 use crate::config::{
-    Config, Confine, GiveUpConfig, RestartPolicy, Role, ServiceConfig, ServiceKind, SmtPolicy,
-    Task, TimerConfig, VENUS_FATAL_OUTPUT,
+    Config, Confine, CudaIds, GiveUpConfig, RestartPolicy, Role, ServiceConfig, ServiceKind,
+    SmtPolicy, Task, TimerConfig, VENUS_FATAL_OUTPUT,
 };
 use crate::confine::{self, Hierarchy};
 use crate::cpulist::CpuSet;
 use crate::diag::Diagnostics;
 use crate::envfile;
 use crate::fsroot::FsRoot;
-use crate::gpu::{self, Gpu};
+use crate::gpu::{self, Gpu, LockDir};
+use crate::instances::{self, Instance};
 use crate::topology::Topology;
 use expand::{expand, ExpandError};
 use program::Lookup;
@@ -104,6 +105,11 @@ pub struct HostPlan {
     /// The GPUs planned with, in PCI bus order, and where they were learned.
     pub gpus: Vec<Gpu>,
     pub gpu_source: gpu::Source,
+    /// How `CUDA_VISIBLE_DEVICES` names GPUs.
+    pub cuda_visible_devices: CudaIds,
+    /// One `TMPDIR` per GPU lock domain, created by `run` before any
+    /// service starts.
+    pub gpu_tmpdirs: Vec<LockDir>,
     /// The cgroup hierarchy services are confined in (`None`: not probed).
     pub cgroups: Option<Hierarchy>,
     pub log_max_size: ByteSize,
@@ -141,7 +147,8 @@ pub struct GpuPlan {
     pub reason: gpu::Reason,
     /// Services holding one of the same GPUs.
     pub shared_with: Vec<String>,
-    /// Shared with those services: bellperson's GPU locks live here.
+    /// Its GPU lock domain's folder (shared with those services):
+    /// bellperson's GPU locks live here.
     pub tmpdir: Option<PathBuf>,
     /// What the config had set for the variables the GPU plan replaced or
     /// removed (`BELLMAN_NO_GPU`, `CUDA_VISIBLE_DEVICES`, ...).
@@ -192,6 +199,9 @@ pub enum ReadyPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServicePlan {
     pub name: String,
+    /// Which copy of a service with `instances` it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Instance>,
     pub kind: ServiceKind,
     pub role: Role,
     pub tasks: Vec<Task>,
@@ -264,18 +274,22 @@ pub fn resolve(config: &Config, host: &Host, diags: &mut Diagnostics) -> Plan {
                 None
             }
         });
+    let layout = host.layout(
+        config.host.smt,
+        reserved_cpus.as_ref().unwrap_or(&CpuSet::new()),
+    );
+    let gpus = host_gpus(config, host, diags);
+    let numa_nodes = layout.as_ref().and_then(Layout::numa_nodes);
+    let expanded = instances::expand(config, &gpus.gpus, numa_nodes.as_deref(), diags);
+    let config = &expanded;
     let host_env = base_env(config, host, diags);
     let mut services: Vec<ServicePlan> = config
         .services
         .iter()
         .map(|s| service(config, s, &host_env, diags))
         .collect();
-    let layout = host.layout(
-        config.host.smt,
-        reserved_cpus.as_ref().unwrap_or(&CpuSet::new()),
-    );
     place_cpus(config, &mut services, layout.as_ref(), diags);
-    let gpus = hand_out_gpus(config, &mut services, host, diags);
+    let gpu_tmpdirs = hand_out_gpus(config, &mut services, &gpus, diags);
     if let Some(h) = &host.cgroups {
         confinement(config, &services, h, diags);
     }
@@ -309,6 +323,8 @@ pub fn resolve(config: &Config, host: &Host, diags: &mut Diagnostics) -> Plan {
             usable_cores: layout.as_ref().map_or(0, Layout::share_cores),
             gpus: gpus.gpus,
             gpu_source: gpus.source,
+            cuda_visible_devices: *config.host.cuda_visible_devices.get_ref(),
+            gpu_tmpdirs,
             cgroups: host.cgroups.clone(),
             log_max_size: config.host.log.max_size,
             log_keep: config.host.log.keep,
@@ -527,11 +543,15 @@ fn place_cpus(
         .iter()
         .map(|&(i, spec)| alloc::Request {
             name: services[i].name.clone(),
-            ask: match spec.get_ref() {
-                CpuSpec::Share(p) => Ask::Share(*p),
-                CpuSpec::List(set) => Ask::List(set.clone()),
-                CpuSpec::Rest => Ask::Rest,
-                CpuSpec::All => Ask::All,
+            ask: match (spec.get_ref(), &services[i].instance) {
+                (CpuSpec::Share(p), Some(inst)) => Ask::Part {
+                    percent: *p,
+                    parts: inst.count,
+                },
+                (CpuSpec::Share(p), None) => Ask::Share(*p),
+                (CpuSpec::List(set), _) => Ask::List(set.clone()),
+                (CpuSpec::Rest, _) => Ask::Rest,
+                (CpuSpec::All, _) => Ask::All,
             },
             sdr_unit: services[i].cpus.as_ref().and_then(|c| c.sdr_unit),
             share_with: config.services[i]
@@ -539,7 +559,7 @@ fn place_cpus(
                 .iter()
                 .map(|s| s.get_ref().clone())
                 .collect(),
-            numa: None,
+            numa: services[i].instance.as_ref().and_then(|inst| inst.numa),
         })
         .collect();
     let outcome = alloc::allocate(layout, &requests);
@@ -560,14 +580,9 @@ fn place_cpus(
     }
 }
 
-/// Hands out the GPUs (see [`gpu`]), sets each service's GPU environment
-/// and says what a service that asked for a GPU does not get.
-fn hand_out_gpus(
-    config: &Config,
-    services: &mut [ServicePlan],
-    host: &Host,
-    diags: &mut Diagnostics,
-) -> gpu::Discovery {
+/// The GPUs to plan with: as stated in `[host] gpus`, else as found; what
+/// the two disagree on is said at the statement.
+fn host_gpus(config: &Config, host: &Host, diags: &mut Diagnostics) -> gpu::Discovery {
     let stated = config.host.gpus.as_ref();
     let (gpus, remark) = gpu::reconcile(stated.map(|s| &s.get_ref().0), &host.gpus);
     if let (Some(s), Some((worth_warning, text))) = (stated, remark) {
@@ -580,15 +595,33 @@ fn hand_out_gpus(
     for w in &gpus.warnings {
         diags.warning(None, w.clone());
     }
-    let claims: Vec<gpu::Claim> = config
-        .services
-        .iter()
-        .map(|s| gpu::Claim {
+    gpus
+}
+
+/// Hands out the GPUs (see [`gpu`]), sets each service's GPU environment
+/// and says what a service that asked for a GPU does not get. Returns the
+/// lock domains' folders.
+fn hand_out_gpus(
+    config: &Config,
+    services: &mut [ServicePlan],
+    gpus: &gpu::Discovery,
+    diags: &mut Diagnostics,
+) -> Vec<LockDir> {
+    let mut claims = Vec::new();
+    for s in &config.services {
+        let (want, problems) = gpu::want(s.gpus.get_ref(), &gpus.gpus);
+        for p in problems {
+            diags.error(
+                s.gpus.span(),
+                format!("`gpus` of `{}`: {p}", s.name.get_ref()),
+            );
+        }
+        claims.push(gpu::Claim {
             name: s.name.get_ref().clone(),
-            spec: s.gpus.get_ref().clone(),
+            want,
             tasks: s.tasks.clone(),
-        })
-        .collect();
+        });
+    }
     let count = u32::try_from(gpus.gpus.len()).unwrap_or(u32::MAX);
     let (grants, problems) = gpu::assign(count, &claims);
     let span = |s: &ServiceConfig| {
@@ -607,7 +640,13 @@ fn hand_out_gpus(
     }
     let names: Vec<String> = claims.iter().map(|c| c.name.clone()).collect();
     let shared = gpu::sharing(&names, &grants);
-    let tmpdirs = gpu::shared_tmpdirs(&grants, &config.host.state_dir);
+    let tmpdirs = gpu::lock_tmpdirs(&grants, &config.host.state_dir);
+    let owners: Vec<(Option<String>, Option<String>)> = services
+        .iter()
+        .map(|p| (p.user.clone(), p.group.clone()))
+        .collect();
+    let lock_dirs = gpu::lock_dirs(&names, &owners, &grants, &tmpdirs);
+    let ids = &config.host.cuda_visible_devices;
     for (i, ((grant, shared_with), tmpdir)) in
         grants.into_iter().zip(shared).zip(tmpdirs).enumerate()
     {
@@ -618,8 +657,13 @@ fn hand_out_gpus(
             Some((false, text)) => diags.note(span(s), text),
             None => {}
         }
+        let visible = gpu::visible_devices(&grant.devices, &gpus.gpus, *ids.get_ref())
+            .unwrap_or_else(|gpu| {
+                diags.error(ids.span(), format!("`cuda_visible_devices = \"uuid\"`, but GPU {gpu} (of `{name}`) has no known UUID here (the driver's `GPU UUID`, or `[host] gpus` by UUID)"));
+                grant.devices.iter().map(u32::to_string).collect()
+            });
         let plan = &mut services[i];
-        let replaced = gpu::apply_env(&mut plan.env, &grant.devices, tmpdir.as_deref());
+        let replaced = gpu::apply_env(&mut plan.env, &visible, tmpdir.as_deref());
         plan.gpus = GpuPlan {
             request: s.gpus.get_ref().clone(),
             devices: grant.devices,
@@ -629,7 +673,17 @@ fn hand_out_gpus(
             replaced,
         };
     }
-    gpus
+    for d in lock_dirs.iter().filter(|d| d.mixed_users) {
+        diags.warning(
+            None,
+            format!(
+                "{} share the GPU lock folder {} but run as different users: a lock file one of them creates there may not be writable by the others; run them as one user",
+                d.services.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+                d.path.display()
+            ),
+        );
+    }
+    lock_dirs
 }
 
 /// What confinement will do on this host, told where it falls short.
@@ -699,6 +753,7 @@ fn service(
         }
     });
     ServicePlan {
+        instance: s.instance.clone(),
         log_file: config.host.log_dir.join(format!("{name}.log")),
         kind: s.kind,
         role: s.role,

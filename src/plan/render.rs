@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use super::{CpuPlan, GpuPlan, Plan, ReadyPlan, ServicePlan, TimerPlan};
 use crate::alloc::Span;
-use crate::config::ServiceKind;
+use crate::config::{CudaIds, ServiceKind};
 use crate::cpulist::CpuSet;
+use crate::instances::Instance;
 
 /// What stands in for a secret.
 pub const REDACTED: &str = "<redacted>";
@@ -201,6 +202,24 @@ fn gpus_line(g: &GpuPlan) -> String {
     line
 }
 
+/// `1 of worker's 4 (per-gpu) · GPU 1 · NUMA node 0 · port 3457`.
+fn instance_line(inst: &Instance) -> String {
+    let mut line = format!(
+        "{} of {}'s {} ({})",
+        inst.index, inst.of, inst.count, inst.per
+    );
+    if let Some(g) = inst.gpu {
+        let _ = write!(line, " · GPU {g}");
+    }
+    if let Some(n) = inst.numa {
+        let _ = write!(line, " · NUMA node {n}");
+    }
+    if let Some(p) = inst.port {
+        let _ = write!(line, " · port {p}");
+    }
+    line
+}
+
 fn ready_line(r: &ReadyPlan) -> String {
     match r {
         ReadyPlan::Tcp { address, timeout } => format!("tcp {address} accepts, within {timeout}"),
@@ -248,6 +267,9 @@ fn service_block(out: &mut String, index: usize, s: &ServicePlan) {
         s.name,
         label(&s.role)
     );
+    if let Some(inst) = &s.instance {
+        row(out, "instance", &instance_line(inst));
+    }
     row(out, "argv", &argv_line(&s.argv));
     env_rows(out, &s.env);
     if let Some(w) = &s.workdir {
@@ -431,6 +453,9 @@ pub fn text(plan: &Plan) -> String {
     } else {
         let list: Vec<String> = h.gpus.iter().map(ToString::to_string).collect();
         let _ = writeln!(out, "      GPUs {}, from {}", list.join(", "), h.gpu_source);
+        if h.cuda_visible_devices == CudaIds::Uuid {
+            let _ = writeln!(out, "      CUDA_VISIBLE_DEVICES names GPUs by UUID");
+        }
     }
     if let Some(c) = &h.cgroups {
         let _ = writeln!(out, "      confinement: {c}");

@@ -166,6 +166,10 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
             return exit::FAILURE;
         }
     };
+    // Each GPU lock domain's TMPDIR, before any service needs it.
+    for e in crate::gpu::create_lock_dirs(&plan.host.gpu_tmpdirs) {
+        error!("GPU lock folder: {e}; the services using it will fail to lock their GPU");
+    }
     let stops: BTreeMap<String, _> = plan
         .services
         .iter()
