@@ -117,7 +117,12 @@ pub fn check(
         .iter()
         .filter(|(s, _)| s.role == Role::Worker && s.kind == ServiceKind::Daemon)
         .collect();
-    for (s, p) in &workers {
+    // Flags and limits are the same in every copy of a service: said once.
+    let mut seen = std::collections::BTreeSet::new();
+    for (s, p) in workers
+        .iter()
+        .filter(|(s, _)| seen.insert(s.name.get_ref()))
+    {
         worker_tasks(s, p, diags);
         if let Limit::Value(n) = p.limits.nofile {
             if n < WORKER_MIN_NOFILE {
@@ -165,7 +170,7 @@ pub fn check(
 }
 
 fn environment(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
-    let name = s.name.get_ref();
+    let name = &p.name;
     let gpu = &p.gpus;
     let gets_gpu = !gpu.devices.is_empty();
     if gpu.replaced.contains_key("BELLMAN_NO_GPU")

@@ -716,10 +716,12 @@ fn service(
     diags: &mut Diagnostics,
 ) -> ServicePlan {
     let name = s.name.get_ref().clone();
+    // What is wrong with every copy is said once, of the service.
+    let owner = s.instance.as_ref().map_or(&name, |i| &i.of);
     let env = own_env(config, host_env, s.env_file.as_ref(), &s.env, diags);
     let unread = env_files_unread(config, s.env_file.as_ref());
-    let argv = argv(config, &name, &s.command, &env, unread, diags);
-    user_exists(s.user.as_ref(), s.group.as_ref(), &name, diags);
+    let argv = argv(config, owner, &s.command, &env, unread, diags);
+    user_exists(s.user.as_ref(), s.group.as_ref(), owner, diags);
     let cpus = s.cpus.as_ref().map(|spec| CpuPlan {
         request: spec.get_ref().clone(),
         cpus: None,
