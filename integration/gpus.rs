@@ -6,9 +6,8 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 
-use common::{project_file, venussup, Outcome};
+use common::{check_on as check, planned_service as service, project_file, Outcome};
 use venussup::fsroot::FsRoot;
 use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
 
@@ -35,31 +34,6 @@ fn host(gpus: &[&str]) -> tempfile::TempDir {
         .unwrap();
     }
     dir
-}
-
-fn check(root: &Path, text: &str) -> (Outcome, serde_json::Value) {
-    let path = root.join("venussup.toml");
-    fs::write(&path, text).unwrap();
-    let args = [
-        "check",
-        "--fs-root",
-        root.to_str().unwrap(),
-        "--config",
-        path.to_str().unwrap(),
-    ];
-    let out = venussup(&args);
-    let doc = venussup(&[&args[..], &["--json"]].concat()).json();
-    (out, doc)
-}
-
-fn service(doc: &serde_json::Value, name: &str) -> serde_json::Value {
-    doc["plan"]["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no service {name} in {doc}"))
-        .clone()
 }
 
 fn devices(doc: &serde_json::Value, name: &str) -> serde_json::Value {

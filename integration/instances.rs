@@ -9,10 +9,9 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::path::Path;
 
 use common::daemon::{wait_file, Setup};
-use common::{project_file, venussup, Outcome};
+use common::{check_on as check, planned_service as service, project_file, Outcome};
 use serde_json::{json, Value};
 use venussup::fsroot::FsRoot;
 use venussup::gpu::{simulate, simulate_numa, simulated_uuid};
@@ -49,31 +48,6 @@ const FOUR_GPUS_TWO_NODES: [(&str, i32); 4] = [
     ("0000:81:00.0", 0),
     ("0000:c1:00.0", 1),
 ];
-
-fn check(root: &Path, text: &str) -> (Outcome, Value) {
-    let path = root.join("venussup.toml");
-    fs::write(&path, text).unwrap();
-    let args = [
-        "check",
-        "--fs-root",
-        root.to_str().unwrap(),
-        "--config",
-        path.to_str().unwrap(),
-    ];
-    let out = venussup(&args);
-    let doc = venussup(&[&args[..], &["--json"]].concat()).json();
-    (out, doc)
-}
-
-fn service(doc: &Value, name: &str) -> Value {
-    doc["plan"]["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no service {name} in {doc}"))
-        .clone()
-}
 
 fn assert_diag(out: &Outcome, needle: &str) {
     assert!(

@@ -97,3 +97,29 @@ pub fn venussup(args: &[&str]) -> Outcome {
 pub fn project_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
+
+/// `check --fs-root ROOT` of `text` (written to ROOT/venussup.toml): what
+/// it printed, and its `--json` document.
+pub fn check_on(root: &Path, text: &str) -> (Outcome, serde_json::Value) {
+    let path = root.join("venussup.toml");
+    std::fs::write(&path, text).expect("write the config");
+    let args = [
+        "check",
+        "--fs-root",
+        root.to_str().expect("a UTF-8 path"),
+        "--config",
+        path.to_str().expect("a UTF-8 path"),
+    ];
+    let out = venussup(&args);
+    let doc = venussup(&[&args[..], &["--json"]].concat()).json();
+    (out, doc)
+}
+
+/// The planned service `name` of a `check --json` document.
+pub fn planned_service(doc: &serde_json::Value, name: &str) -> serde_json::Value {
+    doc["plan"]["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no service {name} in {doc}"))
+        .clone()
+}
