@@ -146,6 +146,8 @@ pub struct SpawnSpec<'a> {
     pub memlock: Option<Limit>,
     pub output: Output,
     pub hook: Option<ChildHook>,
+    /// What the child reads (an event hook's JSON); `/dev/null` if none.
+    pub stdin: Option<File>,
 }
 
 impl std::fmt::Debug for SpawnSpec<'_> {
@@ -195,7 +197,11 @@ pub fn open_log(path: &Path) -> Result<File, SpawnError> {
 pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyCommand)?;
     let mut cmd = Command::new(program);
-    cmd.args(args).env_clear().stdin(Stdio::null());
+    cmd.args(args).env_clear();
+    match spec.stdin {
+        Some(f) => cmd.stdin(f),
+        None => cmd.stdin(Stdio::null()),
+    };
     if let Some(id) = spec.identity {
         // What a login would set, unless the config sets it.
         let defaults = [
