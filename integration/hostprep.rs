@@ -105,7 +105,11 @@ fn a_fragmented_kernel_granting_fewer_pages_is_reported_and_the_rest_is_prepared
     ));
     let mut d = setup.start_args(&["--fs-root", root.path().to_str().unwrap()]);
     d.wait_service("sealer", "running", |s| s["state"] == "running");
-    assert_eq!(kernel.join().unwrap(), "100", "venussup asked node 0 for 100");
+    assert_eq!(
+        kernel.join().unwrap(),
+        "100",
+        "venussup asked node 0 for 100"
+    );
     let st = d.status();
     let prep = &st["prepare"];
     assert_eq!(
@@ -121,10 +125,18 @@ fn a_fragmented_kernel_granting_fewer_pages_is_reported_and_the_rest_is_prepared
         let file = root.path().join(format!(
             "sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor"
         ));
-        assert_eq!(fs::read_to_string(file).unwrap().trim(), governor, "cpu{cpu}: only the services' CPUs");
+        assert_eq!(
+            fs::read_to_string(file).unwrap().trim(),
+            governor,
+            "cpu{cpu}: only the services' CPUs"
+        );
     }
     assert_eq!(prep["hugetlbfs"]["ok"], true, "{st:#}");
-    assert!(mounted_hugetlbfs(&huge), "hugetlbfs is mounted at {}", huge.display());
+    assert!(
+        mounted_hugetlbfs(&huge),
+        "hugetlbfs is mounted at {}",
+        huge.display()
+    );
     assert_eq!(prep["gpu_persistence"]["ok"], true, "{st:#}");
     assert_eq!(
         fs::read_to_string(setup.path("pm.log")).unwrap(),
@@ -146,8 +158,14 @@ fn a_fragmented_kernel_granting_fewer_pages_is_reported_and_the_rest_is_prepared
         m.contains("venussup_hugepages_granted{node=\"0\",size_bytes=\"2097152\"} 98"),
         "{m}"
     );
-    assert!(m.contains("venussup_host_prepare_ok{step=\"hugepages\"} 0"), "{m}");
-    assert!(m.contains("venussup_host_prepare_ok{step=\"governor\"} 1"), "{m}");
+    assert!(
+        m.contains("venussup_host_prepare_ok{step=\"hugepages\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("venussup_host_prepare_ok{step=\"governor\"} 1"),
+        "{m}"
+    );
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(WAIT).code(), Some(0));
 }
@@ -173,7 +191,11 @@ fn a_second_start_finds_everything_done_and_without_a_gpu_persistence_is_skipped
             "round {round}: {prep:#}"
         );
         let note = prep["hugetlbfs"]["note"].as_str().unwrap().to_string();
-        let expected = if round == 0 { "mounted at" } else { "already mounted at" };
+        let expected = if round == 0 {
+            "mounted at"
+        } else {
+            "already mounted at"
+        };
         assert!(note.starts_with(expected), "round {round}: {note}");
         assert_eq!(
             prep["gpu_persistence"],
@@ -208,7 +230,13 @@ fn check_shows_the_preparation_and_plan_takes_the_pages_from_memory() {
     );
     let cfg = setup.config();
     let fs_root = root.path().to_str().unwrap();
-    let check = venussup(&["check", "--config", cfg.to_str().unwrap(), "--fs-root", fs_root]);
+    let check = venussup(&[
+        "check",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--fs-root",
+        fs_root,
+    ]);
     assert!(
         check
             .expect_code(0)
@@ -217,10 +245,21 @@ fn check_shows_the_preparation_and_plan_takes_the_pages_from_memory() {
         "{}",
         check.stdout
     );
-    let plan = venussup(&["plan", "--json", "--config", cfg.to_str().unwrap(), "--fs-root", fs_root]);
+    let plan = venussup(&[
+        "plan",
+        "--json",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--fs-root",
+        fs_root,
+    ]);
     let p = plan.expect_code(0).json();
     assert_eq!(p["hugepages"], 8u64 << 30, "{p:#}");
-    assert_eq!(p["memory"], 8u64 << 30, "16 GiB less 2 nodes × 4 × 1 GiB: {p:#}");
+    assert_eq!(
+        p["memory"],
+        8u64 << 30,
+        "16 GiB less 2 nodes × 4 × 1 GiB: {p:#}"
+    );
 }
 
 #[test]
@@ -239,7 +278,8 @@ fn config_mistakes_in_prepare_are_each_reported_at_their_place() {
         ("2:90", "`fast!` is not a governor name"),
     ] {
         assert!(
-            out.stderr.contains(&format!("venussup.toml:{col}: error: {what}")),
+            out.stderr
+                .contains(&format!("venussup.toml:{col}: error: {what}")),
             "{what} at {col}:\n{}",
             out.stderr
         );
@@ -250,8 +290,9 @@ fn config_mistakes_in_prepare_are_each_reported_at_their_place() {
     let out = venussup(&["check", "--config", typo.config().to_str().unwrap()]);
     out.expect_code(1);
     assert!(
-        out.stderr
-            .contains(&format!("venussup.toml:{line}:1: error: unknown field `swap`")),
+        out.stderr.contains(&format!(
+            "venussup.toml:{line}:1: error: unknown field `swap`"
+        )),
         "{}",
         out.stderr
     );

@@ -71,8 +71,10 @@ enum Command {
     /// each `[[host.hook]] url`, in its own process.
     #[command(hide = true)]
     Webhook {
+        /// Default: `VENUSSUP_WEBHOOK_URL` (the daemon passes it there, so
+        /// a token in it stays off the command line).
         #[arg(long)]
-        url: String,
+        url: Option<String>,
         #[arg(long, default_value_t = 3)]
         tries: u32,
         /// Each try's bound, e.g. "10s".
@@ -254,7 +256,7 @@ fn dispatch(cli: Cli) -> u8 {
             url,
             tries,
             timeout,
-        } => venussup::runtime::hooks::webhook_main(&url, tries, timeout),
+        } => venussup::runtime::hooks::webhook_main(url, tries, timeout),
         Command::Status { name, config, json } => {
             commands::control::status(&config.config, name, json.json)
         }

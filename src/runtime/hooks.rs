@@ -237,15 +237,20 @@ fn status_code(answer: &[u8]) -> Option<u16> {
     words.next()?.parse().ok()
 }
 
-/// `venussup webhook --url URL --tries N --timeout T`: the event's JSON
-/// from stdin, POSTed. Exit 0 when the server answered 2xx.
-pub fn webhook_main(url: &str, tries: u32, per_try: Duration) -> u8 {
+/// `venussup webhook [--url URL] --tries N --timeout T`: the event's JSON
+/// from stdin, POSTed to URL (default `VENUSSUP_WEBHOOK_URL`). Exit 0 when
+/// the server answered 2xx.
+pub fn webhook_main(url: Option<String>, tries: u32, per_try: Duration) -> u8 {
+    let Some(url) = url.or_else(|| std::env::var("VENUSSUP_WEBHOOK_URL").ok()) else {
+        eprintln!("webhook: no --url and no VENUSSUP_WEBHOOK_URL");
+        return 1;
+    };
     let mut body = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut body) {
         eprintln!("webhook: failed to read the event from stdin: {e}");
         return 1;
     }
-    let url = match HttpUrl::parse(url) {
+    let url = match HttpUrl::parse(&url) {
         Ok(u) => u,
         Err(e) => {
             eprintln!("webhook: {e}");
