@@ -513,18 +513,12 @@ fn run_bounded(
         "PATH".to_string(),
         crate::plan::DEFAULT_PATH.to_string(),
     )]);
-    let child = spawn::spawn(SpawnSpec {
+    let child = spawn::spawn(SpawnSpec::helper(
         argv,
-        env: &env,
-        workdir: None,
-        identity: None,
-        umask: None,
-        nofile: None,
-        memlock: None,
-        output: Output::Append(log.to_path_buf()),
-        hook: None,
-        stdin: None,
-    })
+        &env,
+        Output::Append(log.to_path_buf()),
+        None,
+    ))
     .map_err(|e| e.to_string())?;
     let exited = wait_bounded(child.pid, timeout);
     if !exited {

@@ -150,6 +150,30 @@ pub struct SpawnSpec<'a> {
     pub stdin: Option<File>,
 }
 
+impl<'a> SpawnSpec<'a> {
+    /// A helper venussup runs as itself (a hook, a preparation command):
+    /// no user, limits or confinement of its own.
+    pub fn helper(
+        argv: &'a [String],
+        env: &'a BTreeMap<String, String>,
+        output: Output,
+        stdin: Option<File>,
+    ) -> Self {
+        Self {
+            argv,
+            env,
+            workdir: None,
+            identity: None,
+            umask: None,
+            nofile: None,
+            memlock: None,
+            output,
+            hook: None,
+            stdin,
+        }
+    }
+}
+
 impl std::fmt::Debug for SpawnSpec<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SpawnSpec")

@@ -91,18 +91,12 @@ impl Supervisor {
             }
         };
         let started = stdin_with(&json).and_then(|stdin| {
-            spawn::spawn(SpawnSpec {
-                argv: &argv,
-                env: &env,
-                workdir: None,
-                identity: None,
-                umask: None,
-                nofile: None,
-                memlock: None,
-                output: Output::Append(self.log_dir.join("hooks.log")),
-                hook: None,
-                stdin: Some(stdin),
-            })
+            spawn::spawn(SpawnSpec::helper(
+                &argv,
+                &env,
+                Output::Append(self.log_dir.join("hooks.log")),
+                Some(stdin),
+            ))
             .map_err(|e| e.to_string())
         });
         let now = Instant::now();

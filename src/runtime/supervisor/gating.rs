@@ -21,15 +21,7 @@ impl Supervisor {
         match spawn_piped(&t.plan, &g.argv) {
             Ok(child) => {
                 self.owners.insert(child.pid, Owner::Gate(i));
-                t.asking = Some(Run {
-                    pid: child.pid,
-                    started: now,
-                    kill_at: t.plan.timeout.map(|d| now + d.0),
-                    timed_out: None,
-                    output: child.output,
-                    log: None,
-                    kept: Vec::new(),
-                });
+                t.asking = Some(Run::started(child, now, t.plan.timeout, None));
             }
             Err(e) => {
                 warn!(timer = %t.plan.name, "gate: {e}; no run this tick");

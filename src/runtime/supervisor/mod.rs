@@ -201,6 +201,26 @@ struct Run {
     kept: Vec<u8>,
 }
 
+impl Run {
+    /// A timer's run (or its gate command) that just started.
+    fn started(
+        child: spawn::Spawned,
+        now: Instant,
+        timeout: Option<crate::config::values::HumanDuration>,
+        log: Option<File>,
+    ) -> Self {
+        Run {
+            pid: child.pid,
+            started: now,
+            kill_at: timeout.map(|d| now + d.0),
+            timed_out: None,
+            output: child.output,
+            log,
+            kept: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     pub at: u64,
@@ -1186,15 +1206,7 @@ impl Supervisor {
                     .map_err(|e| warn!(timer = %t.plan.name, "{e}"))
                     .ok();
                 self.owners.insert(child.pid, Owner::Timer(i));
-                t.run = Some(Run {
-                    pid: child.pid,
-                    started: now,
-                    kill_at: t.plan.timeout.map(|d| now + d.0),
-                    timed_out: None,
-                    output: child.output,
-                    log,
-                    kept: Vec::new(),
-                });
+                t.run = Some(Run::started(child, now, t.plan.timeout, log));
             }
             Err(e) => {
                 error!(timer = %t.plan.name, "{e}");
