@@ -165,7 +165,7 @@ impl Supervisor {
         }
     }
 
-    fn write_textfile(&self) {
+    pub(super) fn write_textfile(&self) {
         let Some(path) = &self.textfile else { return };
         let text = crate::metrics::render(&self.snapshot());
         if let Err(e) = state::write_atomic(path, text.as_bytes()) {

@@ -461,6 +461,8 @@ impl Supervisor {
                 self.release_all_at_exit();
                 self.record_pids();
                 self.write_snapshot();
+                // The last state reaches the textfile even inside the second.
+                self.write_textfile();
                 self.notifier.send("STATUS=stopped");
                 return 0;
             }
