@@ -17,6 +17,7 @@ pub mod envfile;
 pub mod fsroot;
 pub mod gpu;
 pub mod hostinfo;
+pub mod hostprep;
 pub mod instances;
 pub mod metrics;
 pub mod plan;

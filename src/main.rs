@@ -67,6 +67,20 @@ enum Command {
     /// request.
     #[command(hide = true)]
     Standin(commands::standin::Options),
+    /// POST an event's JSON (stdin) to a webhook: run by the daemon for
+    /// each `[[host.hook]] url`, in its own process.
+    #[command(hide = true)]
+    Webhook {
+        /// Default: `VENUSSUP_WEBHOOK_URL` (the daemon passes it there, so
+        /// a token in it stays off the command line).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value_t = 3)]
+        tries: u32,
+        /// Each try's bound, e.g. "10s".
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        timeout: std::time::Duration,
+    },
     /// Validate the config and print the resolved plan for this host.
     Check {
         #[command(flatten)]
@@ -238,6 +252,11 @@ fn dispatch(cli: Cli) -> u8 {
             log_level,
         } => venussup::runtime::run(&config.config, &fs_root.root(), log_level.as_deref()),
         Command::Standin(opts) => commands::standin::run(&opts),
+        Command::Webhook {
+            url,
+            tries,
+            timeout,
+        } => venussup::runtime::hooks::webhook_main(url, tries, timeout),
         Command::Status { name, config, json } => {
             commands::control::status(&config.config, name, json.json)
         }

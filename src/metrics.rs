@@ -232,7 +232,115 @@ pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>) -> String {
             );
         }
     }
+    ops(&mut o, snap);
     o.0
+}
+
+/// Host preparation, pledge gates and hooks.
+fn ops(o: &mut Out, snap: &Snapshot) {
+    let prep = snap.prepare.as_ref();
+    if let Some(h) = prep.and_then(|p| p.hugepages.as_ref()) {
+        let size = format!("{}", h.size_kib * 1024);
+        for (name, help) in [
+            (
+                "venussup_hugepages_asked",
+                "Huge pages [host.prepare] asked of the node.",
+            ),
+            (
+                "venussup_hugepages_granted",
+                "Huge pages the kernel granted the node.",
+            ),
+        ] {
+            o.family(name, "gauge", help);
+            for n in &h.nodes {
+                let value = if name.ends_with("asked") {
+                    Some(n.asked)
+                } else {
+                    n.granted
+                };
+                if let Some(v) = value {
+                    o.sample(
+                        name,
+                        &[("node", &n.node.to_string()), ("size_bytes", &size)],
+                        v,
+                    );
+                }
+            }
+        }
+    }
+    if let Some(p) = prep {
+        o.family(
+            "venussup_host_prepare_ok",
+            "gauge",
+            "1 when the [host.prepare] step did what was asked at start, else 0.",
+        );
+        let steps = [
+            (
+                "hugepages",
+                p.hugepages
+                    .as_ref()
+                    .map(crate::hostprep::HugepagesReport::ok),
+            ),
+            ("hugetlbfs", p.hugetlbfs.as_ref().map(|s| s.ok)),
+            ("governor", p.governor.as_ref().map(|g| g.failed.is_empty())),
+            ("gpu_persistence", p.gpu_persistence.as_ref().map(|s| s.ok)),
+        ];
+        for (step, ok) in steps {
+            if let Some(ok) = ok {
+                o.sample("venussup_host_prepare_ok", &[("step", step)], u8::from(ok));
+            }
+        }
+    }
+    let gated: Vec<_> = snap
+        .timers
+        .iter()
+        .filter_map(|t| Some((&t.name, t.gate.as_ref()?)))
+        .collect();
+    if !gated.is_empty() {
+        o.family(
+            "venussup_gate_in_flight",
+            "gauge",
+            "Sectors in flight as the timer's gate last answered.",
+        );
+        for (name, g) in &gated {
+            if let Some(n) = g.in_flight {
+                o.sample("venussup_gate_in_flight", &[("timer", name)], n);
+            }
+        }
+        o.family("venussup_gate_target", "gauge", "The gate's target.");
+        for (name, g) in &gated {
+            o.sample("venussup_gate_target", &[("timer", name)], g.target);
+        }
+        o.family(
+            "venussup_gate_runs",
+            "gauge",
+            "Runs the gate let through at its last answer.",
+        );
+        for (name, g) in &gated {
+            o.sample("venussup_gate_runs", &[("timer", name)], g.runs);
+        }
+    }
+    if !snap.hooks.is_empty() {
+        o.family(
+            "venussup_hook_runs_total",
+            "counter",
+            "Hook runs by result (dropped: the hook's queue was full).",
+        );
+        for (k, h) in snap.hooks.iter().enumerate() {
+            let hook = k.to_string();
+            for (result, n) in [
+                ("ok", h.counts.ok),
+                ("failed", h.counts.failed),
+                ("dropped", h.counts.dropped),
+            ] {
+                o.sample(
+                    "venussup_hook_runs_total",
+                    &[("hook", &hook), ("result", result)],
+                    n,
+                );
+            }
+        }
+    }
 }
 
 /// The metrics of `snap`, with CPU and memory read from `/proc` now.

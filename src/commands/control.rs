@@ -154,7 +154,27 @@ fn table(snap: &Snapshot) -> String {
         snap.config.display(),
         if snap.stopping { " · stopping" } else { "" }
     );
-    let _ = writeln!(out, "host: {}\n", smt_line(snap));
+    let _ = writeln!(out, "host: {}", smt_line(snap));
+    if let Some(p) = &snap.prepare {
+        let _ = writeln!(out, "      prepared: {}", p.summary());
+    }
+    for t in &snap.timers {
+        if let Some(g) = &t.gate {
+            let _ = writeln!(out, "      {}: {}", t.name, g.line());
+        }
+    }
+    for h in &snap.hooks {
+        let _ = writeln!(
+            out,
+            "      hook {}: {} ok, {} failed, {} dropped{}",
+            h.target,
+            h.counts.ok,
+            h.counts.failed,
+            h.counts.dropped,
+            if h.running { " · running" } else { "" }
+        );
+    }
+    out.push('\n');
     let rows: Vec<[String; 8]> = snap
         .services
         .iter()

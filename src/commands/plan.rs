@@ -44,7 +44,9 @@ pub struct SealPath {
 /// The inputs read from the host, shown beside the result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Assessment {
+    /// MemTotal less the huge pages `[host.prepare]` reserves.
     pub memory: ByteSize,
+    pub hugepages: ByteSize,
     pub seal_paths: Vec<SealPath>,
     pub cores: u32,
     pub l3_groups: Vec<u32>,
@@ -151,7 +153,15 @@ pub fn assess(
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let memory = hostinfo::mem_total(fs_root).map_err(|e| e.to_string())?;
+    // Huge pages are reserved: what they take is not there for sectors.
+    let hugepages = config
+        .and_then(|(_, p)| p.host.prepare.as_ref()?.hugepages.as_ref())
+        .map_or(0, |h| {
+            crate::hostprep::hugepage_bytes(h, &crate::hostprep::numa_nodes(fs_root))
+        });
+    let memory = hostinfo::mem_total(fs_root)
+        .map_err(|e| e.to_string())?
+        .saturating_sub(hugepages);
     let topo = topology::read(fs_root).map_err(|e| e.to_string())?;
     let l3_groups: Vec<u32> = topo
         .tree()
@@ -170,6 +180,7 @@ pub fn assess(
     let reserve = cap_config.map_or(1, |c| c.reserve);
     Ok(Assessment {
         memory: ByteSize(memory),
+        hugepages: ByteSize(hugepages),
         cores: l3_groups.iter().sum(),
         seal_paths,
         l3_groups,
@@ -193,6 +204,13 @@ fn text(a: &Assessment) -> String {
         "  memory  {} → ({} − {}) / {} = {:.3} → {}",
         a.memory, a.memory, p.shared_cache, p.per_sector_memory, c.by_memory_exact, c.by_memory
     );
+    if a.hugepages.0 > 0 {
+        let _ = writeln!(
+            out,
+            "          ({} huge pages of [host.prepare] taken from MemTotal)",
+            a.hugepages
+        );
+    }
     match c.by_disk {
         Some(n) => {
             let paths: Vec<String> = a

@@ -53,6 +53,12 @@ pub struct HostConfig {
     /// order) or by UUID (stable when the bus is renumbered).
     #[serde(default = "spanned_default")]
     pub cuda_visible_devices: Spanned<CudaIds>,
+    /// `[host.prepare]`: hugepages, governor, GPU persistence, redone at
+    /// every start of `run`.
+    pub prepare: Option<PrepareConfig>,
+    /// `[[host.hook]]`: commands and webhooks told about events.
+    #[serde(default)]
+    pub hook: Vec<HookConfig>,
 }
 
 /// `[host] cuda_visible_devices`.
@@ -71,7 +77,116 @@ pub enum CudaIds {
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Address to serve `GET /metrics` on, e.g. "127.0.0.1:9101".
-    pub listen: Spanned<String>,
+    pub listen: Option<Spanned<String>>,
+    /// A `.prom` file in node_exporter's textfile folder, rewritten
+    /// (atomically) when the state changes, at most once a second.
+    pub textfile: Option<Spanned<PathBuf>>,
+}
+
+/// `[host.prepare]`: what an operator otherwise redoes by hand after every
+/// boot. Each step is optional; a failure is reported, never fatal.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareConfig {
+    /// Huge pages reserved on every NUMA node.
+    pub hugepages: Option<HugepagesConfig>,
+    /// Where a `hugetlbfs` is mounted (with the hugepages' page size).
+    pub hugetlbfs: Option<Spanned<PathBuf>>,
+    /// The CPU frequency governor for the CPUs the services use.
+    pub governor: Option<Spanned<String>>,
+    /// The command that turns NVIDIA persistence mode on, e.g.
+    /// `["nvidia-smi", "-pm", "1"]`; skipped when the host has no GPU.
+    pub gpu_persistence: Option<Spanned<Vec<String>>>,
+}
+
+/// `[host.prepare.hugepages]`: `{ size = "1GiB", per_node = 100 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HugepagesConfig {
+    /// The page size: "2MiB" or "1GiB" on x86-64.
+    pub size: Spanned<ByteSize>,
+    /// Pages per node: one number for every node, or one per node.
+    pub per_node: Spanned<PerNode>,
+}
+
+/// `per_node = 100` or `per_node = [100, 0]` (node 0, node 1, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum PerNode {
+    All(u64),
+    Each(Vec<u64>),
+}
+
+impl<'de> Deserialize<'de> for PerNode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PerNode;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of pages for every node, or a list with one per node")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PerNode, E> {
+                u64::try_from(v)
+                    .map(PerNode::All)
+                    .map_err(|_| E::custom("a number of pages cannot be negative"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<PerNode, A::Error> {
+                let mut each = Vec::new();
+                while let Some(n) = seq.next_element::<u64>()? {
+                    each.push(n);
+                }
+                Ok(PerNode::Each(each))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Events a hook can be told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// A service died (any exit venussup did not ask for).
+    Death,
+    /// The kernel's OOM killer struck a service's cgroup.
+    Oom,
+    /// A service entered `failed` (give_up reached, not ready in time).
+    Failed,
+    /// A timer run (the pledge) failed.
+    TimerFailure,
+    /// The SMT step at start failed.
+    SmtFailure,
+    /// A host preparation step at start failed.
+    PrepareFailure,
+}
+
+/// `[[host.hook]]`: exactly one of `command` and `url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// Which events; default: all of them.
+    pub on: Option<Vec<EventKind>>,
+    /// Run with the event in `VENUSSUP_*` variables and as JSON on stdin.
+    pub command: Option<Spanned<Vec<String>>>,
+    /// POST the event's JSON here (plain `http://`).
+    pub url: Option<Spanned<String>>,
+    /// One run or POST (all its tries) is killed after this long.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout: HumanDuration,
+    /// Tries of a POST that fails (1 = no retry).
+    #[serde(default = "default_hook_tries")]
+    pub tries: u32,
+}
+
+fn default_hook_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+
+fn default_hook_tries() -> u32 {
+    3
 }
 
 pub fn default_state_dir() -> PathBuf {
@@ -102,6 +217,8 @@ impl Default for HostConfig {
             cgroup_parent: default_cgroup_parent(),
             gpus: None,
             cuda_visible_devices: spanned_default(),
+            prepare: None,
+            hook: Vec::new(),
         }
     }
 }
@@ -492,6 +609,47 @@ pub struct TimerConfig {
     /// Exit codes that mean "full".
     #[serde(default)]
     pub full_exit_codes: Vec<i32>,
+    /// Asked before each tick: how many sectors are in flight.
+    pub gate: Option<GateConfig>,
+}
+
+/// `[timer.gate]`: pledge only while fewer than `target` sectors are in
+/// flight, at most `max_per_tick` a tick, `spacing` apart, and wait
+/// `cooldown` after a `full` answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    /// Prints the sectors in flight, e.g. a `sectors list` by state.
+    pub command: Spanned<Vec<String>>,
+    /// How to read its output: the first integer, or the non-empty lines.
+    #[serde(default)]
+    pub count: GateCount,
+    pub target: Spanned<u32>,
+    #[serde(default = "default_max_per_tick")]
+    pub max_per_tick: Spanned<u32>,
+    #[serde(default = "default_spacing")]
+    pub spacing: HumanDuration,
+    /// After a `full` run, the next tick waits at least this long.
+    pub cooldown: Option<HumanDuration>,
+}
+
+/// How the gate command's output counts sectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GateCount {
+    /// The first integer in the output (`wc -l`, a JSON count).
+    #[default]
+    FirstInteger,
+    /// The number of non-empty lines (one sector a line).
+    Lines,
+}
+
+fn default_max_per_tick() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+fn default_spacing() -> HumanDuration {
+    HumanDuration::secs(0)
 }
 
 /// `[capacity]`: inputs of `venussup plan` and of the checks against it.

@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 use toml::Spanned;
 
 use super::values::CpuSpec;
-use super::{Config, RestartPolicy, Role, ServiceConfig, ServiceKind};
+use super::{
+    Config, GateConfig, HookConfig, PerNode, PrepareConfig, RestartPolicy, Role, ServiceConfig,
+    ServiceKind,
+};
 use crate::capacity::{SectorProfile, SECTOR_SIZES};
 use crate::diag::Diagnostics;
 
@@ -24,6 +27,9 @@ pub fn validate(config: &Config, diags: &mut Diagnostics) {
     }
     for t in &config.timers {
         command(&t.command, diags);
+        if let Some(g) = &t.gate {
+            gate(g, diags);
+        }
         env_keys(t.env.keys(), diags);
         if t.every.get_ref().0.is_zero() {
             diags.error(t.every.span(), "a timer's `every` must be longer than zero");
@@ -42,10 +48,109 @@ pub fn validate(config: &Config, diags: &mut Diagnostics) {
         }
     }
     env_keys(config.host.env.keys(), diags);
+    if let Some(p) = &config.host.prepare {
+        prepare(p, diags);
+    }
+    for h in &config.host.hook {
+        hook(h, diags);
+    }
+    if let Some(t) = config
+        .host
+        .metrics
+        .as_ref()
+        .and_then(|m| m.textfile.as_ref())
+    {
+        if !t.get_ref().is_absolute() || t.get_ref().extension().is_none_or(|e| e != "prom") {
+            diags.error(
+                t.span(),
+                "`textfile` must be an absolute path ending in `.prom` (node_exporter reads only those)",
+            );
+        }
+    }
     references(config, diags);
     cycles(config, diags);
     cpu_shares(config, diags);
     capacity(config, diags);
+}
+
+/// `[host.prepare]`: page sizes the kernel can have, a mount point, a
+/// governor name, a command.
+fn prepare(p: &PrepareConfig, diags: &mut Diagnostics) {
+    if let Some(h) = &p.hugepages {
+        let size = h.size.get_ref().0;
+        if size < 4096 || !size.is_power_of_two() {
+            diags.error(
+                h.size.span(),
+                format!(
+                    "a huge page size is a power of two of at least 4KiB, such as \"2MiB\" or \"1GiB\" (not {})",
+                    h.size.get_ref()
+                ),
+            );
+        }
+        if matches!(h.per_node.get_ref(), PerNode::Each(v) if v.is_empty()) {
+            diags.error(h.per_node.span(), "`per_node` lists no node");
+        }
+    }
+    if let Some(m) = &p.hugetlbfs {
+        if !m.get_ref().is_absolute() {
+            diags.error(
+                m.span(),
+                "`hugetlbfs` must be an absolute path such as \"/mnt/huge\"",
+            );
+        }
+    }
+    if let Some(g) = &p.governor {
+        let name = g.get_ref();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            diags.error(
+                g.span(),
+                format!("`{name}` is not a governor name (e.g. \"performance\", \"schedutil\")"),
+            );
+        }
+    }
+    if let Some(c) = &p.gpu_persistence {
+        command(c, diags);
+    }
+}
+
+/// `[[host.hook]]`: one target, a plain-http URL, at least one try.
+fn hook(h: &HookConfig, diags: &mut Diagnostics) {
+    match (&h.command, &h.url) {
+        (Some(c), None) => command(c, diags),
+        (None, Some(u)) => {
+            if let Err(e) = crate::runtime::hooks::HttpUrl::parse(u.get_ref()) {
+                diags.error(u.span(), e);
+            }
+        }
+        (Some(c), Some(_)) => diags.error(
+            c.span(),
+            "a hook has either `command` or `url`, not both; write two `[[host.hook]]` tables",
+        ),
+        (None, None) => diags.error(None, "a `[[host.hook]]` needs `command` or `url`"),
+    }
+    if h.on.as_ref().is_some_and(Vec::is_empty) {
+        diags.error(
+            None,
+            "a `[[host.hook]]` with `on = []` never runs; leave `on` out for every event",
+        );
+    }
+    if h.tries == 0 {
+        diags.error(None, "a hook's `tries` is at least 1");
+    }
+}
+
+/// `[timer.gate]`: a command and a target that lets something through.
+fn gate(g: &GateConfig, diags: &mut Diagnostics) {
+    command(&g.command, diags);
+    if *g.target.get_ref() == 0 {
+        diags.error(
+            g.target.span(),
+            "a gate `target` of 0 never lets a run through",
+        );
+    }
+    if *g.max_per_tick.get_ref() == 0 {
+        diags.error(g.max_per_tick.span(), "`max_per_tick` is at least 1");
+    }
 }
 
 /// A sector size without default figures needs all three given.

@@ -114,6 +114,32 @@ pub struct HostPlan {
     pub cgroups: Option<Hierarchy>,
     pub log_max_size: ByteSize,
     pub log_keep: u32,
+    /// `[host.prepare]`, done at every start of `run`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<crate::hostprep::Prepare>,
+    /// `[[host.hook]]`, in config order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookPlan>,
+    /// `[host.metrics] textfile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub textfile: Option<PathBuf>,
+}
+
+/// One `[[host.hook]]`: which events, and what it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HookPlan {
+    pub on: Vec<crate::config::EventKind>,
+    #[serde(flatten)]
+    pub target: HookTarget,
+    pub timeout: HumanDuration,
+    pub tries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookTarget {
+    Command(Vec<String>),
+    Url(String),
 }
 
 /// The CPUs a service asked for and got.
@@ -254,6 +280,19 @@ pub struct TimerPlan {
     pub full_output: Vec<String>,
     pub full_exit_codes: Vec<i32>,
     pub log_file: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GatePlan>,
+}
+
+/// `[timer.gate]` as planned (the command expanded like the timer's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatePlan {
+    pub argv: Vec<String>,
+    pub count: crate::config::GateCount,
+    pub target: u32,
+    pub max_per_tick: u32,
+    pub spacing: HumanDuration,
+    pub cooldown: Option<HumanDuration>,
 }
 
 /// Builds the plan for `config` on `host`. Problems found against the host
@@ -328,10 +367,41 @@ pub fn resolve(config: &Config, host: &Host, diags: &mut Diagnostics) -> Plan {
             cgroups: host.cgroups.clone(),
             log_max_size: config.host.log.max_size,
             log_keep: config.host.log.keep,
+            prepare: config
+                .host
+                .prepare
+                .as_ref()
+                .map(crate::hostprep::Prepare::from_config),
+            hooks: config.host.hook.iter().filter_map(hook).collect(),
+            textfile: config
+                .host
+                .metrics
+                .as_ref()
+                .and_then(|m| m.textfile.as_ref())
+                .map(|t| t.get_ref().clone()),
         },
         services,
         timers,
     }
+}
+
+/// A hook as planned; `None` for one the file's rules already refused.
+fn hook(h: &crate::config::HookConfig) -> Option<HookPlan> {
+    use crate::config::EventKind::*;
+    let target = match (&h.command, &h.url) {
+        (Some(c), None) => HookTarget::Command(c.get_ref().clone()),
+        (None, Some(u)) => HookTarget::Url(u.get_ref().clone()),
+        _ => return None,
+    };
+    Some(HookPlan {
+        on: h
+            .on
+            .clone()
+            .unwrap_or_else(|| vec![Death, Oom, Failed, TimerFailure, SmtFailure, PrepareFailure]),
+        target,
+        timeout: h.timeout,
+        tries: h.tries,
+    })
 }
 
 /// The environment every service starts from, lowest precedence first:
@@ -826,11 +896,27 @@ fn timer(
     let name = t.name.get_ref().clone();
     let env = own_env(config, host_env, t.env_file.as_ref(), &t.env, diags);
     let unread = env_files_unread(config, t.env_file.as_ref());
-    let argv = argv(config, &name, &t.command, &env, unread, diags);
+    let run_argv = argv(config, &name, &t.command, &env, unread, diags);
     user_exists(t.user.as_ref(), t.group.as_ref(), &name, diags);
+    let gate = t.gate.as_ref().map(|g| GatePlan {
+        argv: argv(
+            config,
+            &format!("{name} gate"),
+            &g.command,
+            &env,
+            unread,
+            diags,
+        ),
+        count: g.count,
+        target: *g.target.get_ref(),
+        max_per_tick: *g.max_per_tick.get_ref(),
+        spacing: g.spacing,
+        cooldown: g.cooldown,
+    });
     TimerPlan {
+        gate,
         log_file: config.host.log_dir.join(format!("{name}.log")),
-        argv,
+        argv: run_argv,
         env,
         workdir: t.workdir.as_ref().map(|w| config.dir().join(w)),
         user: t.user.as_ref().map(|u| u.get_ref().clone()),

@@ -76,6 +76,11 @@ pub fn redacted_service(s: &ServicePlan) -> ServicePlan {
 pub fn redacted(plan: &Plan) -> Plan {
     let mut plan = plan.clone();
     plan.services = plan.services.iter().map(redacted_service).collect();
+    for h in &mut plan.host.hooks {
+        if let super::HookTarget::Url(u) = &mut h.target {
+            *u = redact_url(u);
+        }
+    }
     for t in &mut plan.timers {
         let secrets = redact_env(&mut t.env);
         let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
@@ -422,7 +427,32 @@ fn timer_block(out: &mut String, t: &TimerPlan) {
     if !full.is_empty() {
         row(out, "full if", &full.join(" or "));
     }
+    if let Some(g) = &t.gate {
+        let cooldown = g
+            .cooldown
+            .map_or(String::new(), |c| format!(" · after full: wait {c}"));
+        row(
+            out,
+            "gate",
+            &format!(
+                "{} ({}) · runs while below {} in flight · at most {} a tick, {} apart{cooldown}",
+                argv_line(&g.argv),
+                label(&g.count),
+                g.target,
+                g.max_per_tick,
+                g.spacing
+            ),
+        );
+    }
     row(out, "log", &t.log_file.display().to_string());
+}
+
+/// `http://host/path?<redacted>`: a webhook's query often holds its token.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?{REDACTED}"),
+        None => url.to_string(),
+    }
 }
 
 /// The plan as `check` prints it (call with a [`redacted`] plan).
@@ -459,6 +489,25 @@ pub fn text(plan: &Plan) -> String {
     }
     if let Some(c) = &h.cgroups {
         let _ = writeln!(out, "      confinement: {c}");
+    }
+    if let Some(p) = &h.prepare {
+        let _ = writeln!(out, "      prepare at start: {}", p.line());
+    }
+    for hook in &h.hooks {
+        let what = match &hook.target {
+            super::HookTarget::Command(c) => argv_line(c),
+            super::HookTarget::Url(u) => format!("POST {u} ({} tries)", hook.tries),
+        };
+        let on: Vec<String> = hook.on.iter().map(label).collect();
+        let _ = writeln!(
+            out,
+            "      hook on {}: {what} · within {}",
+            on.join(", "),
+            hook.timeout
+        );
+    }
+    if let Some(t) = &h.textfile {
+        let _ = writeln!(out, "      metrics textfile {}", t.display());
     }
     let _ = writeln!(
         out,

@@ -5,6 +5,8 @@
 
 mod adopt;
 mod backoff;
+pub mod gate;
+pub mod hooks;
 mod limits;
 mod logs;
 mod notify;
@@ -13,6 +15,7 @@ mod signals;
 pub mod spawn;
 mod state;
 mod supervisor;
+mod textfile;
 mod timer;
 
 use std::collections::BTreeMap;
@@ -21,11 +24,14 @@ use std::path::Path;
 use tracing::{error, info, warn};
 
 use crate::commands::{exit, load_valid_config};
+use crate::config::EventKind;
 use crate::config::{Config, SmtPolicy};
 use crate::confine;
 use crate::control;
+use crate::cpulist::CpuSet;
 use crate::diag::Severity;
 use crate::fsroot::FsRoot;
+use crate::hostprep;
 use crate::plan::{self, Host, Plan};
 use crate::smt;
 
@@ -122,6 +128,20 @@ fn access(config: &Config) -> control::server::Access {
     control::server::Access { group }
 }
 
+/// The CPUs the services run on: their CPU lists, or every usable CPU
+/// when one of them is not confined.
+fn cpus_in_use(plan: &Plan) -> CpuSet {
+    let usable = plan.host.usable_cpus.clone().unwrap_or_default();
+    let mut cpus = CpuSet::new();
+    for s in &plan.services {
+        match s.cpus.as_ref().and_then(|c| c.cpus.as_ref()) {
+            Some(set) => cpus = cpus.union(set),
+            None => return usable,
+        }
+    }
+    cpus
+}
+
 pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 {
     spawn::close_inherited_on_exec();
     init_logging(log_level);
@@ -150,12 +170,17 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
             warn!("failed to become a child subreaper ({e}); orphans go to PID 1");
         }
     }
+    let mut events = Vec::new();
     let smt_report = (config.host.smt == SmtPolicy::Off).then(|| {
         let report = smt::take_siblings_offline(fs_root, &state_dir);
         if report.succeeded() {
             info!("SMT: {report}");
         } else {
             error!("SMT step failed; services start on the CPUs as they are: {report}");
+            events.push(hooks::Event::new(
+                EventKind::SmtFailure,
+                format!("SMT step failed: {report}"),
+            ));
         }
         serde_json::to_value(&report).unwrap_or_default()
     });
@@ -169,6 +194,30 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
     // Each GPU lock domain's TMPDIR, before any service needs it.
     for e in crate::gpu::create_lock_dirs(&plan.host.gpu_tmpdirs) {
         error!("GPU lock folder: {e}; the services using it will fail to lock their GPU");
+    }
+    let prepare = plan.host.prepare.as_ref().map(|p| {
+        let report = hostprep::prepare(
+            p,
+            &cpus_in_use(&plan),
+            fs_root,
+            &plan.host.log_dir.join("prepare.log"),
+        );
+        let problems = report.problems();
+        if problems.is_empty() {
+            info!("host prepared: {}", report.summary());
+        } else {
+            error!(
+                "host preparation: {}; services start anyway",
+                problems.join("; ")
+            );
+        }
+        report
+    });
+    if let Some(r) = prepare.as_ref().filter(|r| !r.ok()) {
+        events.push(hooks::Event::new(
+            EventKind::PrepareFailure,
+            format!("host preparation: {}", r.problems().join("; ")),
+        ));
     }
     let stops: BTreeMap<String, _> = plan
         .services
@@ -192,17 +241,17 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
                 None
             }
         };
-    let http = config.host.metrics.as_ref().and_then(|m| {
-        control::http::MetricsServer::bind(m.listen.get_ref())
-            .inspect(|_| info!("serving GET /metrics on {}", m.listen.get_ref()))
-            .map_err(|e| {
-                error!(
-                    "failed to listen for metrics on {}: {e}",
-                    m.listen.get_ref()
-                )
-            })
-            .ok()
-    });
+    let http = config
+        .host
+        .metrics
+        .as_ref()
+        .and_then(|m| m.listen.as_ref())
+        .and_then(|listen| {
+            control::http::MetricsServer::bind(listen.get_ref())
+                .inspect(|_| info!("serving GET /metrics on {}", listen.get_ref()))
+                .map_err(|e| error!("failed to listen for metrics on {}: {e}", listen.get_ref()))
+                .ok()
+        });
     let cgroups = cgroups(&config, fs_root, &plan);
     let setup = supervisor::Setup {
         http,
@@ -211,6 +260,8 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
         control,
         state_dir,
         smt: smt_report,
+        prepare,
+        events,
         notifier: notify::Notifier::from_env(),
         cgroups,
         ceilings: limits::Ceilings::probe(),

@@ -146,6 +146,32 @@ pub struct SpawnSpec<'a> {
     pub memlock: Option<Limit>,
     pub output: Output,
     pub hook: Option<ChildHook>,
+    /// What the child reads (an event hook's JSON); `/dev/null` if none.
+    pub stdin: Option<File>,
+}
+
+impl<'a> SpawnSpec<'a> {
+    /// A helper venussup runs as itself (a hook, a preparation command):
+    /// no user, limits or confinement of its own.
+    pub fn helper(
+        argv: &'a [String],
+        env: &'a BTreeMap<String, String>,
+        output: Output,
+        stdin: Option<File>,
+    ) -> Self {
+        Self {
+            argv,
+            env,
+            workdir: None,
+            identity: None,
+            umask: None,
+            nofile: None,
+            memlock: None,
+            output,
+            hook: None,
+            stdin,
+        }
+    }
 }
 
 impl std::fmt::Debug for SpawnSpec<'_> {
@@ -195,7 +221,11 @@ pub fn open_log(path: &Path) -> Result<File, SpawnError> {
 pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyCommand)?;
     let mut cmd = Command::new(program);
-    cmd.args(args).env_clear().stdin(Stdio::null());
+    cmd.args(args).env_clear();
+    match spec.stdin {
+        Some(f) => cmd.stdin(f),
+        None => cmd.stdin(Stdio::null()),
+    };
     if let Some(id) = spec.identity {
         // What a login would set, unless the config sets it.
         let defaults = [

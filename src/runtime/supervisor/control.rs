@@ -246,7 +246,7 @@ impl Supervisor {
             .iter()
             .position(|t| t.plan.name == name)
             .ok_or_else(|| format!("no timer `{name}`"))?;
-        if self.timers[i].run.is_some() {
+        if self.timers[i].busy() {
             return Err(format!(
                 "`{name}` is running already; a timer never runs twice at once"
             ));
@@ -333,7 +333,7 @@ impl Supervisor {
             Owner::Service(i) => remap(i).map(Owner::Service),
             Owner::Probe(i) => remap(i).map(Owner::Probe),
             Owner::Drain(i) => remap(i).map(Owner::Drain),
-            o @ Owner::Timer(_) => Some(o),
+            o @ (Owner::Timer(_) | Owner::Hook(_) | Owner::Gate(_)) => Some(o),
         });
         self.svcs = svcs;
         self.reload_timers(&plan.timers);
@@ -380,12 +380,13 @@ impl Supervisor {
             self.timers.push(t);
         }
         for (_, (_, t)) in old {
-            if let Some(run) = t.run {
+            for run in [t.run, t.asking].into_iter().flatten() {
                 kill_group(run.pid, Signal::SIGKILL);
             }
         }
         self.remap_owners(|owner| match owner {
             Owner::Timer(i) => moved.get(&i).map(|&j| Owner::Timer(j)),
+            Owner::Gate(i) => moved.get(&i).map(|&j| Owner::Gate(j)),
             o => Some(o),
         });
     }
@@ -408,7 +409,7 @@ impl Supervisor {
             Owner::Service(i) => index.get(&names[i]).map(|&j| Owner::Service(j)),
             Owner::Probe(i) => index.get(&names[i]).map(|&j| Owner::Probe(j)),
             Owner::Drain(i) => index.get(&names[i]).map(|&j| Owner::Drain(j)),
-            o @ Owner::Timer(_) => Some(o),
+            o @ (Owner::Timer(_) | Owner::Hook(_) | Owner::Gate(_)) => Some(o),
         });
         self.link();
         self.dirty = true;

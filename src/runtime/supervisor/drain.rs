@@ -90,6 +90,7 @@ impl Supervisor {
                 Output::Append(s.plan.log_file.clone())
             },
             hook: None,
+            stdin: None,
         };
         match spawn::spawn(spec) {
             Ok(child) => {

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::backoff::{Backoff, BackoffPolicy};
+use super::gate::GateStatus;
 use super::limits::{self, Ceilings};
 use super::logs::{self, LogWatch};
 use super::notify::Notifier;
@@ -28,7 +29,7 @@ use super::spawn::{self, ChildHook, Identity, Output, SpawnSpec};
 use super::state::{self, PidRecord, RecordedPid};
 use super::timer::{self, Jitter, RunResult};
 use crate::config::values::Limit;
-use crate::config::ServiceKind;
+use crate::config::{EventKind, ServiceKind};
 use crate::confine::{self, CgroupSetup};
 use crate::control::http::{HttpToken, MetricsServer};
 use crate::control::server::{Server, Token};
@@ -37,6 +38,8 @@ use crate::plan::{Plan, ReadyPlan, ServicePlan, TimerPlan};
 
 mod control;
 mod drain;
+mod events;
+mod gating;
 mod snapshot;
 pub use snapshot::{ServiceStatus, Snapshot, TimerStatus};
 
@@ -61,6 +64,10 @@ enum Owner {
     /// A drain command or quiet probe of a service.
     Drain(usize),
     Timer(usize),
+    /// A run of `[[host.hook]]` number k.
+    Hook(usize),
+    /// The gate command of timer i.
+    Gate(usize),
 }
 
 /// Where a planned stop's drain is.
@@ -194,6 +201,26 @@ struct Run {
     kept: Vec<u8>,
 }
 
+impl Run {
+    /// A timer's run (or its gate command) that just started.
+    fn started(
+        child: spawn::Spawned,
+        now: Instant,
+        timeout: Option<crate::config::values::HumanDuration>,
+        log: Option<File>,
+    ) -> Self {
+        Run {
+            pid: child.pid,
+            started: now,
+            kill_at: timeout.map(|d| now + d.0),
+            timed_out: None,
+            output: child.output,
+            log,
+            kept: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     pub at: u64,
@@ -218,11 +245,37 @@ struct Tmr {
     run: Option<Run>,
     counts: RunCounts,
     last: VecDeque<RunRecord>,
+    /// The gate command of this tick, while it runs.
+    asking: Option<Run>,
+    /// Runs the gate let through that have not started yet, and when the
+    /// next one may (`spacing` after the last).
+    pending: u32,
+    next_pending: Option<Instant>,
+    gate: Option<GateStatus>,
 }
 
 impl Tmr {
+    /// The timer's run, or its gate command's.
+    fn run_of(&mut self, gate: bool) -> Option<&mut Run> {
+        if gate {
+            self.asking.as_mut()
+        } else {
+            self.run.as_mut()
+        }
+    }
+
+    /// In the middle of a tick: asking the gate, running, or waiting to
+    /// run again.
+    fn busy(&self) -> bool {
+        self.run.is_some() || self.asking.is_some() || self.next_pending.is_some()
+    }
+
     fn new(plan: &TimerPlan) -> Self {
         Tmr {
+            asking: None,
+            pending: 0,
+            next_pending: None,
+            gate: None,
             deps: Vec::new(),
             plan: plan.clone(),
             due: None,
@@ -250,6 +303,10 @@ pub struct Setup {
     /// The Prometheus listener, when configured and bound.
     pub http: Option<MetricsServer>,
     pub ceilings: Ceilings,
+    /// What `[host.prepare]` did at start.
+    pub prepare: Option<crate::hostprep::Report>,
+    /// Events from before the loop (SMT step, host preparation) for hooks.
+    pub events: Vec<crate::runtime::hooks::Event>,
 }
 
 #[derive(Debug)]
@@ -281,6 +338,12 @@ pub struct Supervisor {
     cgroups: Option<CgroupSetup>,
     /// `/proc/self/mountinfo`, polled while a service is blocked on a mount.
     mounts: Option<File>,
+    prepare: Option<crate::hostprep::Report>,
+    hooks: Vec<events::Hook>,
+    log_dir: PathBuf,
+    /// node_exporter's textfile, and when it may be written next.
+    textfile: Option<PathBuf>,
+    textfile_throttle: super::textfile::Throttle,
 }
 
 fn kill_group(pid: Pid, sig: Signal) {
@@ -314,6 +377,8 @@ impl Supervisor {
             control,
             fs_root,
             http,
+            prepare,
+            events: early_events,
         } = setup;
         let mut clamped = BTreeSet::new();
         let svcs = plan
@@ -351,8 +416,16 @@ impl Supervisor {
             http,
             cgroups,
             mounts: None,
+            prepare,
+            hooks: plan.host.hooks.iter().map(events::Hook::new).collect(),
+            log_dir: plan.host.log_dir.clone(),
+            textfile: plan.host.textfile.clone(),
+            textfile_throttle: super::textfile::Throttle::default(),
         };
         me.link();
+        for e in early_events {
+            me.emit(e);
+        }
         Ok(me)
     }
 
@@ -388,6 +461,8 @@ impl Supervisor {
                 self.release_all_at_exit();
                 self.record_pids();
                 self.write_snapshot();
+                // The last state reaches the textfile even inside the second.
+                self.write_textfile();
                 self.notifier.send("STATUS=stopped");
                 return 0;
             }
@@ -419,11 +494,11 @@ impl Supervisor {
         };
         let now = Instant::now();
         // Timers whose run output is open, in the order polled.
-        let outputs: Vec<usize> = (0..self.timers.len())
-            .filter(|&i| {
+        let outputs: Vec<(usize, bool)> = (0..self.timers.len())
+            .flat_map(|i| [(i, false), (i, true)])
+            .filter(|&(i, gate)| {
                 self.timers[i]
-                    .run
-                    .as_ref()
+                    .run_of(gate)
                     .is_some_and(|r| r.output.is_some())
             })
             .collect();
@@ -474,8 +549,10 @@ impl Supervisor {
                 fds.len() - 1
             });
             let first_output = fds.len();
-            fds.extend(outputs.iter().filter_map(|&i| {
-                let out = self.timers[i].run.as_ref()?.output.as_ref()?;
+            fds.extend(outputs.iter().filter_map(|&(i, gate)| {
+                let t = &self.timers[i];
+                let run = if gate { &t.asking } else { &t.run };
+                let out = run.as_ref()?.output.as_ref()?;
                 Some(PollFd::new(out.as_fd(), PollFlags::POLLIN))
             }));
             match poll(&mut fds, timeout) {
@@ -523,9 +600,9 @@ impl Supervisor {
         if logs_ready {
             self.logs.check(Instant::now(), self.log_max, self.log_keep);
         }
-        for (i, readable) in outputs.into_iter().zip(out_ready) {
+        for ((i, gate), readable) in outputs.into_iter().zip(out_ready) {
             if readable {
-                self.read_timer_output(i);
+                self.read_timer_output(i, gate);
             }
         }
         if sig_ready {
@@ -557,14 +634,25 @@ impl Supervisor {
             };
             [state, s.probe_at, s.drain.next_poll]
         });
-        let tmr = self
-            .timers
-            .iter()
-            .flat_map(|t| [t.due, t.run.as_ref().and_then(|r| r.kill_at)]);
+        let tmr = self.timers.iter().flat_map(|t| {
+            [
+                t.due,
+                t.run.as_ref().and_then(|r| r.kill_at),
+                t.asking.as_ref().and_then(|r| r.kill_at),
+                t.next_pending,
+            ]
+        });
         let control = self.control.as_ref().and_then(Server::deadline);
         let http = self.http.as_ref().and_then(MetricsServer::deadline);
         svc.chain(tmr)
-            .chain([self.next_watchdog, self.logs.deadline(), control, http])
+            .chain(self.hook_deadlines())
+            .chain([
+                self.next_watchdog,
+                self.logs.deadline(),
+                control,
+                http,
+                self.textfile_throttle.due(),
+            ])
             .flatten()
             .min()
     }
@@ -579,6 +667,8 @@ impl Supervisor {
             h.expire(now);
         }
         self.drop_retired();
+        self.step_hooks(now);
+        self.textfile_due(now);
         if let (Some(at), Some(every)) = (self.next_watchdog, self.notifier.watchdog_every) {
             if at <= now {
                 self.notifier.send("WATCHDOG=1");
@@ -713,6 +803,7 @@ impl Supervisor {
                 memlock: Some(s.memlock),
                 output: Output::Append(s.plan.log_file.clone()),
                 hook,
+                stdin: None,
             })
             .map_err(|e| e.to_string()),
         };
@@ -772,6 +863,7 @@ impl Supervisor {
                         memlock: None,
                         output: Output::Append(s.plan.log_file.clone()),
                         hook: None,
+                        stdin: None,
                     };
                     match spawn::spawn(spec) {
                         Ok(child) => {
@@ -818,6 +910,8 @@ impl Supervisor {
                         Some(Owner::Probe(i)) => self.probe_exited(i, how),
                         Some(Owner::Drain(i)) => self.drain_helper_exited(i, how),
                         Some(Owner::Timer(i)) => self.timer_exited(i, how),
+                        Some(Owner::Hook(k)) => self.hook_exited(k, how),
+                        Some(Owner::Gate(i)) => self.gate_exited(i, how),
                         None => {
                             self.orphans_reaped += 1;
                             self.dirty = true;
@@ -888,6 +982,38 @@ impl Supervisor {
             return;
         }
         let decision = after_exit(&s.rules, how, ran, &mut s.backoff, &mut s.history, now);
+        let name = s.plan.name.clone();
+        if oom {
+            self.emit_about(
+                EventKind::Oom,
+                Some(&name),
+                None,
+                Some(how.to_string()),
+                format!("{name} was killed by the OOM killer"),
+            );
+        }
+        if decision != AfterExit::Done {
+            self.emit_about(
+                EventKind::Death,
+                Some(&name),
+                None,
+                Some(how.to_string()),
+                format!(
+                    "{name} died ({how}) after {}",
+                    humantime::format_duration(round(ran))
+                ),
+            );
+        }
+        if let AfterExit::Failed(reason) = &decision {
+            self.emit_about(
+                EventKind::Failed,
+                Some(&name),
+                None,
+                Some(how.to_string()),
+                format!("{name} failed: {reason}"),
+            );
+        }
+        let s = &mut self.svcs[i];
         match decision {
             AfterExit::Done => {
                 info!(service = %s.plan.name, "done");
@@ -1027,13 +1153,17 @@ impl Supervisor {
             return;
         }
         let t = &mut self.timers[i];
-        if let Some(run) = &mut t.run {
+        for run in [&mut t.run, &mut t.asking].into_iter().flatten() {
             if run.kill_at.is_some_and(|k| k <= now) && run.timed_out.is_none() {
                 run.timed_out = Some(now.duration_since(run.started));
                 warn!(timer = %t.plan.name, "run still going after its timeout; killing it");
                 kill_group(run.pid, Signal::SIGKILL);
                 run.kill_at = None;
             }
+        }
+        if t.next_pending.is_some_and(|at| at <= now) && t.run.is_none() {
+            t.next_pending = None;
+            self.run_pending(i, now);
         }
         let deps_ready = self.timers[i].deps.iter().all(|&d| self.svcs[d].ready);
         let t = &mut self.timers[i];
@@ -1056,9 +1186,11 @@ impl Supervisor {
         if first {
             return;
         }
-        if t.run.is_some() {
+        if t.busy() {
             t.counts.skipped += 1;
             warn!(timer = %t.plan.name, "due while the last run is still going; skipped");
+        } else if deps_ready && t.plan.gate.is_some() {
+            self.ask_gate(i, now);
         } else if deps_ready {
             self.run_timer(i, now);
         }
@@ -1066,31 +1198,9 @@ impl Supervisor {
 
     fn run_timer(&mut self, i: usize, now: Instant) {
         let t = &mut self.timers[i];
-        let identity = t
-            .plan
-            .user
-            .as_ref()
-            .and_then(|u| spawn::identity(u, t.plan.group.as_deref()).ok());
-        let spec = SpawnSpec {
-            argv: &t.plan.argv,
-            env: &t.plan.env,
-            workdir: t.plan.workdir.as_deref(),
-            identity: identity.as_ref(),
-            umask: None,
-            nofile: None,
-            memlock: None,
-            output: Output::Pipe,
-            hook: None,
-        };
-        match spawn::spawn(spec) {
+        match spawn_piped(&t.plan, &t.plan.argv) {
             Ok(child) => {
                 info!(timer = %t.plan.name, pid = child.pid.as_raw(), "run started");
-                if let Some(out) = &child.output {
-                    let _ = nix::fcntl::fcntl(
-                        out,
-                        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-                    );
-                }
                 if let Err(e) = logs::rotate_idle(&t.plan.log_file, self.log_max, self.log_keep) {
                     warn!(timer = %t.plan.name, "failed to rotate {}: {e}", t.plan.log_file.display());
                 }
@@ -1098,25 +1208,23 @@ impl Supervisor {
                     .map_err(|e| warn!(timer = %t.plan.name, "{e}"))
                     .ok();
                 self.owners.insert(child.pid, Owner::Timer(i));
-                t.run = Some(Run {
-                    pid: child.pid,
-                    started: now,
-                    kill_at: t.plan.timeout.map(|d| now + d.0),
-                    timed_out: None,
-                    output: child.output,
-                    log,
-                    kept: Vec::new(),
-                });
+                t.run = Some(Run::started(child, now, t.plan.timeout, log));
             }
             Err(e) => {
                 error!(timer = %t.plan.name, "{e}");
+                t.pending = 0;
+                let (name, message) = (
+                    t.plan.name.clone(),
+                    format!("{} failed to start: {e}", t.plan.name),
+                );
                 Self::record_run(t, RunResult::Failure(e.to_string()));
+                self.emit_about(EventKind::TimerFailure, None, Some(&name), None, message);
             }
         }
     }
 
-    fn read_timer_output(&mut self, i: usize) {
-        let Some(run) = self.timers[i].run.as_mut() else {
+    fn read_timer_output(&mut self, i: usize, gate: bool) {
+        let Some(run) = self.timers[i].run_of(gate) else {
             return;
         };
         let mut buf = [0u8; 8192];
@@ -1146,7 +1254,7 @@ impl Supervisor {
     }
 
     fn timer_exited(&mut self, i: usize, how: ExitKind) {
-        self.read_timer_output(i);
+        self.read_timer_output(i, false);
         let t = &mut self.timers[i];
         let Some(run) = t.run.take() else { return };
         kill_group(run.pid, Signal::SIGKILL);
@@ -1162,7 +1270,22 @@ impl Supervisor {
             RunResult::Failure(r) => warn!(timer = %t.plan.name, "run failed: {r}"),
             r => info!(timer = %t.plan.name, "run finished: {}", r.name()),
         }
-        Self::record_run(t, result);
+        let failure = match &result {
+            RunResult::Failure(r) => Some(format!("{} failed: {r}", t.plan.name)),
+            _ => None,
+        };
+        let name = t.plan.name.clone();
+        self.after_gated_run(i, &result, Instant::now());
+        Self::record_run(&mut self.timers[i], result);
+        if let Some(message) = failure {
+            self.emit_about(
+                EventKind::TimerFailure,
+                None,
+                Some(&name),
+                Some(how.to_string()),
+                message,
+            );
+        }
         self.dirty = true;
     }
 
@@ -1187,6 +1310,11 @@ impl Supervisor {
         let now = Instant::now();
         for t in &mut self.timers {
             t.due = None;
+            t.pending = 0;
+            t.next_pending = None;
+            if let Some(ask) = &t.asking {
+                kill_group(ask.pid, Signal::SIGKILL);
+            }
             if let Some(run) = &mut t.run {
                 kill_group(run.pid, Signal::SIGTERM);
                 run.kill_at = Some(now + TIMER_STOP_GRACE);
@@ -1311,7 +1439,36 @@ impl Supervisor {
         if self.announced_ready {
             self.notifier.send(&format!("STATUS={}", self.summary()));
         }
+        self.textfile_changed(Instant::now());
     }
+}
+
+/// Starts `argv` as timer `plan` says (its environment, user, folder),
+/// output into a non-blocking pipe: a run, or its gate command.
+fn spawn_piped(plan: &TimerPlan, argv: &[String]) -> Result<spawn::Spawned, spawn::SpawnError> {
+    let identity = match &plan.user {
+        Some(u) => Some(spawn::identity(u, plan.group.as_deref())?),
+        None => None,
+    };
+    let child = spawn::spawn(SpawnSpec {
+        argv,
+        env: &plan.env,
+        workdir: plan.workdir.as_deref(),
+        identity: identity.as_ref(),
+        umask: None,
+        nofile: None,
+        memlock: None,
+        output: Output::Pipe,
+        hook: None,
+        stdin: None,
+    })?;
+    if let Some(out) = &child.output {
+        let _ = nix::fcntl::fcntl(
+            out,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+    }
+    Ok(child)
 }
 
 fn probe_timeout(r: &ReadyPlan) -> crate::config::values::HumanDuration {
@@ -1333,24 +1490,12 @@ fn missing_mounts(required: &[PathBuf]) -> Vec<String> {
         return Vec::new();
     }
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mounted: Vec<&str> = table.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    let mounted = crate::hostprep::mounts(&table);
     required
         .iter()
-        .filter(|m| {
-            !mounted
-                .iter()
-                .any(|p| unescape_mount(p) == m.to_string_lossy())
-        })
+        .filter(|m| !mounted.iter().any(|(p, _)| Path::new(p) == m.as_path()))
         .map(|m| m.display().to_string())
         .collect()
-}
-
-/// Mount points in mountinfo escape space, tab, newline and backslash.
-fn unescape_mount(p: &str) -> String {
-    p.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 /// The last log line of a young death that says it will not fix itself.

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::{RunCounts, RunRecord, Supervisor};
 use crate::config::ServiceKind;
 use crate::cpulist::CpuSet;
+use crate::plan::HookTarget;
+use crate::runtime::hooks::HookCounts;
 use crate::runtime::service::{unix_now, LastExit, State};
 
 /// What `status` and the metrics read: one snapshot of the daemon.
@@ -26,6 +28,22 @@ pub struct Snapshot {
     pub orphans_reaped: u64,
     pub services: Vec<ServiceStatus>,
     pub timers: Vec<TimerStatus>,
+    /// What `[host.prepare]` did at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<crate::hostprep::Report>,
+    /// `[[host.hook]]`s, in config order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HookStatus {
+    /// The command, or `POST <url>` (its query hidden).
+    pub target: String,
+    pub running: bool,
+    pub queued: usize,
+    #[serde(flatten)]
+    pub counts: HookCounts,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +78,9 @@ pub struct TimerStatus {
     pub next_in_secs: Option<f64>,
     pub runs: RunCounts,
     pub last: Vec<RunRecord>,
+    /// A gated timer's last gate answer and decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::runtime::gate::GateStatus>,
 }
 
 impl Supervisor {
@@ -116,11 +137,28 @@ impl Supervisor {
                 .map(|t| TimerStatus {
                     name: t.plan.name.clone(),
                     running: t.run.is_some(),
+                    gate: t.gate.clone(),
                     next_in_secs: t
                         .due
                         .map(|d| d.saturating_duration_since(now).as_secs_f64()),
                     runs: t.counts.clone(),
                     last: t.last.iter().cloned().collect(),
+                })
+                .collect(),
+            prepare: self.prepare.clone(),
+            hooks: self
+                .hooks
+                .iter()
+                .map(|h| HookStatus {
+                    target: match &h.plan.target {
+                        HookTarget::Command(c) => c.join(" "),
+                        HookTarget::Url(u) => {
+                            format!("POST {}", crate::plan::render::redact_url(u))
+                        }
+                    },
+                    running: h.run.is_some(),
+                    queued: h.slot.queue.len(),
+                    counts: h.slot.counts.clone(),
                 })
                 .collect(),
         }

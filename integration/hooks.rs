@@ -1,0 +1,248 @@
+//! Operations around the services: event hooks (a command and a webhook
+//! POST to a local server), the pledge gate, and node_exporter's textfile.
+//! Every wait is on the status snapshot (inotify) or a bounded channel.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use common::daemon::{wait_file, Daemon, Setup, WAIT};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+const SEALER: &str = "[[service]]\nname = \"sealer\"\nstable_after = \"100ms\"\ncommand = [\"{bin}\", \"standin\", \"--name\", \"sealer\"]\n";
+
+fn running_pid(d: &Daemon, name: &str) -> i32 {
+    let s = d.wait_service(name, "running", |s| s["state"] == "running");
+    i32::try_from(s["pid"].as_i64().unwrap()).unwrap()
+}
+
+#[test]
+fn a_kill_9_runs_the_command_hook_with_the_event_as_json_and_environment() {
+    let setup = Setup::new(&format!(
+        "[[host.hook]]\non = [\"death\"]\ncommand = [\"/bin/sh\", \"-c\", \"cat > {{dir}}/event.tmp && env | grep ^VENUSSUP_ | sort > {{dir}}/env.txt && mv {{dir}}/event.tmp {{dir}}/event.json\"]\n\n{SEALER}"
+    ));
+    let d = setup.start();
+    let pid = running_pid(&d, "sealer");
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let st = d.wait_for("the hook ran once", |st| st["hooks"][0]["ok"] == 1);
+    assert_eq!(st["hooks"][0]["failed"], 0, "{st:#}");
+    wait_file(&setup.path("event.json"));
+    let event: Value =
+        serde_json::from_str(&fs::read_to_string(setup.path("event.json")).unwrap()).unwrap();
+    assert_eq!(event["event"], "death");
+    assert_eq!(event["service"], "sealer");
+    assert_eq!(event["exit"], "killed by SIGKILL");
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("sealer died (killed by SIGKILL)"),
+        "{event}"
+    );
+    assert!(event["at"].is_u64() && event["host"].is_string(), "{event}");
+    let env = fs::read_to_string(setup.path("env.txt")).unwrap();
+    for line in [
+        "VENUSSUP_EVENT=death",
+        "VENUSSUP_SERVICE=sealer",
+        "VENUSSUP_EXIT=killed by SIGKILL",
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} in\n{env}");
+    }
+    d.wait_service("sealer", "restarted", |s| {
+        s["state"] == "running" && s["restarts"] == 1
+    });
+}
+
+/// One request read off `stream`: (request line, body).
+fn read_request(stream: &mut std::net::TcpStream) -> (String, String) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (first.trim().to_string(), String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn a_webhook_post_reaches_a_local_server_after_a_retry() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        // The first try gets a 503, the second a 200.
+        for answer in ["503 Service Unavailable", "200 OK"] {
+            let (mut stream, _) = listener.accept().unwrap();
+            let request = read_request(&mut stream);
+            write!(stream, "HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n").unwrap();
+            tx.send(request).unwrap();
+        }
+    });
+    let setup = Setup::new(&format!(
+        "[[host.hook]]\nurl = \"http://127.0.0.1:{port}/robot/send?access_token=s3cret\"\ntries = 3\ntimeout = \"20s\"\n\n\
+         [[service]]\nname = \"once\"\nrestart = \"never\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 3\"]\n"
+    ));
+    let d = setup.start();
+    let (first, body1) = rx.recv_timeout(WAIT).expect("a first POST");
+    let (second, body2) = rx.recv_timeout(WAIT).expect("a retried POST");
+    assert_eq!(first, "POST /robot/send?access_token=s3cret HTTP/1.1");
+    assert_eq!(second, first);
+    assert_eq!(body1, body2, "the retry sends the same event");
+    let event: Value = serde_json::from_str(&body2).unwrap();
+    assert_eq!(event["event"], "death");
+    assert_eq!(event["service"], "once");
+    assert_eq!(event["exit"], "exit code 3");
+    let st = d.wait_for("the webhook counted ok", |st| st["hooks"][0]["ok"] == 1);
+    let target = st["hooks"][0]["target"].as_str().unwrap();
+    assert!(
+        target.ends_with("/robot/send?<redacted>"),
+        "the token stays out of status: {target}"
+    );
+    let log = fs::read_to_string(setup.path("logs/hooks.log")).unwrap();
+    assert!(
+        log.contains("try 1/3") && log.contains("answered 503"),
+        "{log}"
+    );
+}
+
+/// A gated pledge timer: in flight read from `{dir}/in_flight`, each
+/// pledge appends a line to `{dir}/pledges` and prints `answer`.
+fn gated(answer: &str, gate: &str) -> Setup {
+    let setup = Setup::new(&format!(
+        "[[timer]]\nname = \"pledge\"\nevery = \"200ms\"\nfull_output = [\"too many sectors sealing\"]\n\
+         command = [\"/bin/sh\", \"-c\", \"echo x >> {{dir}}/pledges; echo '{answer}'\"]\n\
+         gate = {{ command = [\"/bin/cat\", \"{{dir}}/in_flight\"], {gate} }}\n"
+    ));
+    setup
+}
+
+fn pledges(setup: &Setup) -> usize {
+    fs::read_to_string(setup.path("pledges")).map_or(0, |t| t.lines().count())
+}
+
+fn gate_is(d: &Daemon, in_flight: u64, runs: u64) -> Value {
+    let st = d.wait_for(&format!("gate: {in_flight} in flight, {runs} runs"), |st| {
+        st["timers"][0]["gate"]["in_flight"] == in_flight && st["timers"][0]["gate"]["runs"] == runs
+    });
+    st["timers"][0].clone()
+}
+
+#[test]
+fn the_gate_holds_pledges_above_target_and_lets_through_at_most_k_a_tick() {
+    let setup = gated(
+        "Created CC sector: 1",
+        "target = 6, max_per_tick = 2, spacing = \"50ms\"",
+    );
+    fs::write(setup.path("in_flight"), "sectors in PC1: 9\n").unwrap();
+    let d = setup.start();
+    let held = gate_is(&d, 9, 0);
+    assert_eq!(held["runs"]["success"], 0, "{held:#}");
+    assert_eq!(pledges(&setup), 0, "no pledge above target");
+    fs::write(setup.path("in_flight"), "5\n").unwrap();
+    gate_is(&d, 5, 1);
+    let t = d.wait_for("a pledge", |st| {
+        st["timers"][0]["runs"]["success"].as_u64() >= Some(1)
+    });
+    assert!(t["timers"][0]["runs"]["failure"] == 0, "{t:#}");
+    fs::write(setup.path("in_flight"), "0\n").unwrap();
+    gate_is(&d, 0, 2);
+    fs::write(setup.path("in_flight"), "6\n").unwrap();
+    gate_is(&d, 6, 0);
+    // Held again: what ran is what the answers let through.
+    let ran = pledges(&setup);
+    let st = d.status();
+    assert_eq!(st["timers"][0]["runs"]["success"], ran, "{st:#}");
+    let cfg = setup.config();
+    let text = common::venussup(&["status", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        text.expect_code(0)
+            .stdout
+            .contains("pledge: gate: 6 in flight, target 6: holding"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn a_full_answer_ends_the_tick_and_the_cooldown_holds_the_next() {
+    let setup = gated(
+        "too many sectors sealing",
+        "target = 6, max_per_tick = 3, cooldown = \"1h\"",
+    );
+    fs::write(setup.path("in_flight"), "0\n").unwrap();
+    let d = setup.start();
+    let st = d.wait_for("a full run", |st| st["timers"][0]["runs"]["full"] == 1);
+    let t = &st["timers"][0];
+    assert_eq!(t["gate"]["runs"], 3, "the gate let 3 through: {t:#}");
+    assert_eq!(t["runs"]["success"], 0, "full ended the tick: {t:#}");
+    assert!(
+        t["next_in_secs"].as_f64().unwrap() > 3000.0,
+        "the next tick waits the cooldown: {t:#}"
+    );
+    assert_eq!(pledges(&setup), 1);
+}
+
+#[test]
+fn the_textfile_follows_state_changes_and_promtool_accepts_it() {
+    let setup = Setup::new(SEALER);
+    let prom = setup.state_dir().join("venussup.prom");
+    setup.host_line(&format!(
+        "metrics = {{ textfile = \"{}\" }}",
+        prom.display()
+    ));
+    let d = setup.start();
+    let pid = running_pid(&d, "sealer");
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let restarted = "venussup_service_restarts_total{service=\"sealer\"} 1";
+    let up = "venussup_service_state{service=\"sealer\",state=\"running\"} 1";
+    d.wait_for("the textfile shows the restart", |_| {
+        fs::read_to_string(&prom).is_ok_and(|t| t.contains(restarted) && t.contains(up))
+    });
+    let text = fs::read_to_string(&prom).unwrap();
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let leftovers: Vec<_> = fs::read_dir(setup.state_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("venussup.") && n != "venussup.prom" && n != "venussup.lock")
+        .collect();
+    assert!(leftovers.is_empty(), "no temp file left: {leftovers:?}");
+    assert_eq!(json!(d.status()["services"][0]["restarts"]), json!(1));
+}

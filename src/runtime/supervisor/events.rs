@@ -1,0 +1,190 @@
+//! The supervisor's side of event hooks and of the node_exporter textfile:
+//! hooks run as children it reaps like any other (one per hook at a time,
+//! killed at their `timeout`); the textfile is rewritten after a state
+//! change, at most once a second.
+
+use std::io::Write as _;
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tracing::{info, warn};
+
+use super::{kill_group, Owner, Supervisor};
+use crate::config::EventKind;
+use crate::plan::{HookPlan, HookTarget};
+use crate::runtime::hooks::{Event, Slot};
+use crate::runtime::spawn::{self, Output, SpawnSpec};
+use crate::runtime::state;
+
+/// One `[[host.hook]]` at run time.
+#[derive(Debug)]
+pub(super) struct Hook {
+    pub plan: HookPlan,
+    pub slot: Slot,
+    /// The running child and when it is killed.
+    pub run: Option<(Pid, Instant)>,
+}
+
+impl Hook {
+    pub fn new(plan: &HookPlan) -> Self {
+        Self {
+            plan: plan.clone(),
+            slot: Slot::default(),
+            run: None,
+        }
+    }
+}
+
+impl Supervisor {
+    /// Tells every hook that wants `event` about it.
+    pub(super) fn emit(&mut self, event: Event) {
+        for k in 0..self.hooks.len() {
+            if !self.hooks[k].plan.on.contains(&event.event) {
+                continue;
+            }
+            if let Some(now) = self.hooks[k].slot.offer(event.clone()) {
+                self.run_hook(k, now);
+            } else {
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// A service's or timer's event with its name and exit.
+    pub(super) fn emit_about(
+        &mut self,
+        kind: EventKind,
+        service: Option<&str>,
+        timer: Option<&str>,
+        exit: Option<String>,
+        message: String,
+    ) {
+        let mut e = Event::new(kind, message);
+        e.service = service.map(str::to_string);
+        e.timer = timer.map(str::to_string);
+        e.exit = exit;
+        self.emit(e);
+    }
+
+    fn run_hook(&mut self, k: usize, event: Event) {
+        let hook = &self.hooks[k];
+        let json = serde_json::to_vec(&event).unwrap_or_default();
+        let mut env = event.env();
+        env.insert("PATH".into(), crate::plan::DEFAULT_PATH.into());
+        let argv = match &hook.plan.target {
+            HookTarget::Command(c) => c.clone(),
+            HookTarget::Url(url) => {
+                // The URL goes in the environment: a token in its query
+                // would show in `ps` on the command line.
+                env.insert("VENUSSUP_WEBHOOK_URL".into(), url.clone());
+                let per_try = hook.plan.timeout.0 / hook.plan.tries.max(1);
+                vec![
+                    std::env::current_exe()
+                        .map_or("/proc/self/exe".into(), |p| p.display().to_string()),
+                    "webhook".into(),
+                    "--tries".into(),
+                    hook.plan.tries.to_string(),
+                    "--timeout".into(),
+                    format!("{}ms", per_try.as_millis().max(100)),
+                ]
+            }
+        };
+        let started = stdin_with(&json).and_then(|stdin| {
+            spawn::spawn(SpawnSpec::helper(
+                &argv,
+                &env,
+                Output::Append(self.log_dir.join("hooks.log")),
+                Some(stdin),
+            ))
+            .map_err(|e| e.to_string())
+        });
+        let now = Instant::now();
+        match started {
+            Ok(child) => {
+                info!(hook = k, event = ?event.event, pid = child.pid.as_raw(), "hook started");
+                self.owners.insert(child.pid, Owner::Hook(k));
+                self.hooks[k].run = Some((child.pid, now + self.hooks[k].plan.timeout.0));
+            }
+            Err(e) => {
+                warn!(hook = k, "failed to start the hook: {e}");
+                if let Some(next) = self.hooks[k].slot.finished(false) {
+                    self.run_hook(k, next);
+                }
+            }
+        }
+        self.dirty = true;
+    }
+
+    pub(super) fn hook_exited(&mut self, k: usize, how: crate::runtime::ExitKind) {
+        let Some((pid, _)) = self.hooks[k].run.take() else {
+            return;
+        };
+        kill_group(pid, Signal::SIGKILL);
+        if !how.success() {
+            warn!(hook = k, "hook {how} (see hooks.log)");
+        }
+        self.dirty = true;
+        if let Some(next) = self.hooks[k].slot.finished(how.success()) {
+            self.run_hook(k, next);
+        }
+    }
+
+    /// Kills hooks past their timeout (their exit is then a failure).
+    pub(super) fn step_hooks(&mut self, now: Instant) {
+        for (k, h) in self.hooks.iter_mut().enumerate() {
+            if let Some((pid, kill_at)) = &mut h.run {
+                if *kill_at <= now {
+                    warn!(
+                        hook = k,
+                        "hook still running after {}; killing it", h.plan.timeout
+                    );
+                    kill_group(*pid, Signal::SIGKILL);
+                    // SIGKILL cannot be ignored; its exit comes.
+                    *kill_at = now + std::time::Duration::from_secs(365 * 24 * 3600);
+                }
+            }
+        }
+    }
+
+    pub(super) fn hook_deadlines(&self) -> impl Iterator<Item = Option<Instant>> + '_ {
+        self.hooks.iter().map(|h| h.run.map(|(_, at)| at))
+    }
+
+    /// After a state change: the textfile now, or once a second has
+    /// passed since the last write.
+    pub(super) fn textfile_changed(&mut self, now: Instant) {
+        if self.textfile.is_some() && self.textfile_throttle.changed(now) {
+            self.write_textfile();
+        }
+    }
+
+    pub(super) fn textfile_due(&mut self, now: Instant) {
+        if self.textfile.is_some() && self.textfile_throttle.take_due(now) {
+            self.write_textfile();
+        }
+    }
+
+    pub(super) fn write_textfile(&self) {
+        let Some(path) = &self.textfile else { return };
+        let text = crate::metrics::render(&self.snapshot());
+        if let Err(e) = state::write_atomic(path, text.as_bytes()) {
+            warn!("metrics textfile: {e}");
+        }
+    }
+}
+
+/// A pipe's read end holding `bytes` (an event is far smaller than a pipe's
+/// buffer, so the write never blocks), for a child's stdin.
+fn stdin_with(bytes: &[u8]) -> Result<std::fs::File, String> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("failed to make a pipe: {e}"))?;
+    let _ = nix::fcntl::fcntl(
+        &write,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    let mut w = std::fs::File::from(write);
+    w.write_all(bytes)
+        .map_err(|e| format!("failed to write the event to the hook's stdin: {e}"))?;
+    Ok(std::fs::File::from(read))
+}
