@@ -605,4 +605,8 @@ fn a_grandchild_that_left_the_process_group_is_killed_through_the_cgroup_at_stop
         wait_gone(gc, Duration::from_secs(5)),
         "the escaped grandchild outlived its service"
     );
+    assert!(
+        !std::path::Path::new("/sys/fs/cgroup/cpuset").join(&parent).exists(),
+        "venussup's cgroup is gone at exit"
+    );
 }

@@ -1087,25 +1087,33 @@ impl Supervisor {
     /// At exit: every service's cgroup emptied and removed, then venussup's
     /// parent. A SIGKILLed process leaves its cgroup only once the kernel
     /// has finished it, so each removal is retried for a bounded moment.
-    fn release_all_at_exit(&self) {
-        let Some(setup) = &self.cgroups else { return };
+    fn release_all_at_exit(&mut self) {
+        let Some(setup) = self.cgroups.clone() else {
+            return;
+        };
         for i in 0..self.svcs.len() {
             self.release(i);
         }
         let deadline = Instant::now() + Duration::from_secs(2);
-        let left = || {
-            self.svcs
+        loop {
+            // A killed grandchild is ours to reap (subreaper); until it is,
+            // its cgroup cannot go.
+            self.reap();
+            let left = self
+                .svcs
                 .iter()
-                .any(|s| confine::pids(setup, &s.plan.name).is_ok_and(|p| !p.is_empty()))
-        };
-        while left() && Instant::now() < deadline {
+                .any(|s| confine::pids(&setup, &s.plan.name).is_ok_and(|p| !p.is_empty()));
+            if !left || Instant::now() >= deadline {
+                break;
+            }
             // No event says "the cgroup is empty" on v1: a short, bounded wait.
             std::thread::sleep(Duration::from_millis(10));
         }
+        self.reap();
         for s in &self.svcs {
-            let _ = confine::release(setup, &s.plan.name);
+            let _ = confine::release(&setup, &s.plan.name);
         }
-        if let Err(e) = confine::remove_parent(setup) {
+        if let Err(e) = confine::remove_parent(&setup) {
             warn!("cgroups: {e}");
         }
     }
