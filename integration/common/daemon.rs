@@ -163,6 +163,52 @@ pub fn wait_file(path: &Path) {
     }
 }
 
+/// The snapshot in `state_dir` as last written, or `Null` before the first.
+pub fn snapshot(state_dir: &Path) -> Value {
+    fs::read_to_string(state_dir.join("status.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Waits (at most `timeout`) until `pred` holds for the snapshot in
+/// `state_dir` (which must exist), woken by inotify on each rewrite of the
+/// folder; panics with `context()` (e.g. the daemon's log) on timeout.
+pub fn wait_snapshot(
+    state_dir: &Path,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+    context: impl Fn() -> String,
+) -> Value {
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).unwrap();
+    inotify
+        .add_watch(
+            state_dir,
+            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+        )
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = snapshot(state_dir);
+        if pred(&status) {
+            return status;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "timed out waiting for {what}\nstatus: {status:#}\n{}",
+            context()
+        );
+        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(left.as_millis()).unwrap_or(PollTimeout::MAX),
+        );
+        let _ = inotify.read_events();
+    }
+}
+
 /// Whether a process exists (not yet reaped, zombies included).
 pub fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
@@ -197,10 +243,7 @@ impl Daemon {
 
     /// The snapshot as last written, or `Null` before the first.
     pub fn status(&self) -> Value {
-        fs::read_to_string(self.state_dir.join("status.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null)
+        snapshot(&self.state_dir)
     }
 
     /// One service's entry in the snapshot.
@@ -214,32 +257,9 @@ impl Daemon {
     /// Waits until `pred` holds for the snapshot, woken by each rewrite of
     /// the state folder; panics with the daemon's log after `WAIT`.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).unwrap();
-        inotify
-            .add_watch(
-                &self.state_dir,
-                AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
-            )
-            .unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let status = self.status();
-            if pred(&status) {
-                return status;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out waiting for {what}\nstatus: {status:#}\nlog:\n{}",
-                self.log()
-            );
-            let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-            let _ = poll(
-                &mut fds,
-                PollTimeout::try_from(left.as_millis()).unwrap_or(PollTimeout::MAX),
-            );
-            let _ = inotify.read_events();
-        }
+        wait_snapshot(&self.state_dir, what, WAIT, pred, || {
+            format!("log:\n{}", self.log())
+        })
     }
 
     pub fn wait_service(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {

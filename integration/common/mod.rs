@@ -5,6 +5,7 @@
 pub mod daemon;
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -49,14 +50,29 @@ impl Outcome {
 
 /// Runs `venussup ARGS...` in `cwd`, killing it if it outlives [`RUN_TIMEOUT`].
 pub fn venussup_in(cwd: &Path, args: &[&str]) -> Outcome {
-    let mut child = Command::new(bin())
-        .args(args)
-        .current_dir(cwd)
+    let mut cmd = Command::new(bin());
+    cmd.args(args).current_dir(cwd);
+    run_bounded(&mut cmd, RUN_TIMEOUT)
+}
+
+/// Runs `cmd` (stdin from /dev/null, output captured), killing it with
+/// SIGKILL and panicking if it outlives `timeout`.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Outcome {
+    let what = format!("{cmd:?}");
+    try_run_bounded(cmd, timeout)
+        .unwrap_or_else(|| panic!("{what} ran longer than {timeout:?}; killed"))
+}
+
+/// Runs `cmd` in a process group of its own (stdin from /dev/null, output
+/// captured); `None` when it outlived `timeout` and the group was killed.
+pub fn try_run_bounded(cmd: &mut Command, timeout: Duration) -> Option<Outcome> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
-        .expect("spawn venussup");
+        .unwrap_or_else(|e| panic!("failed to spawn {cmd:?}: {e}"));
     let pid = child.id();
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
@@ -74,18 +90,20 @@ pub fn venussup_in(cwd: &Path, args: &[&str]) -> Outcome {
         let _ = tx.send(());
         status
     });
-    if rx.recv_timeout(RUN_TIMEOUT).is_err() {
-        // SAFETY: kill(2) on a pid we spawned and have not reaped yet (the
-        // waiter thread has not returned), so it cannot name another process.
-        unsafe { libc::kill(i32::try_from(pid).expect("pid fits"), libc::SIGKILL) };
-        panic!("venussup {args:?} ran longer than {RUN_TIMEOUT:?}; killed");
+    if rx.recv_timeout(timeout).is_err() {
+        // SAFETY: kill(2) on the process group of a child we spawned and
+        // have not reaped yet (the waiter thread has not returned), so the
+        // group id cannot name anyone else's group.
+        unsafe { libc::kill(-i32::try_from(pid).expect("pid fits"), libc::SIGKILL) };
+        let _ = waiter.join();
+        return None;
     }
     let status = waiter.join().expect("waiter").expect("wait");
-    Outcome {
+    Some(Outcome {
         code: status.code(),
         stdout: out_reader.join().expect("reader").expect("read stdout"),
         stderr: err_reader.join().expect("reader").expect("read stderr"),
-    }
+    })
 }
 
 /// Runs `venussup ARGS...` from the project root (so `examples/...` resolve).
