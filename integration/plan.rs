@@ -186,12 +186,9 @@ fn with_a_config_seal_paths_come_from_storage_attach_and_the_sealer_is_checked()
     )
     .unwrap();
     let cfg = root.path().join("venussup.toml");
+    // Host A's example carries the plan's `[capacity]` (64 GiB sectors).
     let text = fs::read_to_string(project_file("examples/host-a.toml")).unwrap();
-    fs::write(
-        &cfg,
-        format!("{text}\n[capacity]\nsector_size = \"64GiB\"\n"),
-    )
-    .unwrap();
+    fs::write(&cfg, text).unwrap();
     let out = venussup(&[
         "plan",
         "--config",
