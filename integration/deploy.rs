@@ -1,0 +1,1073 @@
+//! Deployment, black-box: the shipped examples run as PID 1 of a PID
+//! namespace (as in a container) and stop cleanly; the boot-time unit
+//! passes `systemd-analyze verify`, outlasts the examples' stop chains, and
+//! works under a real systemd booted in a container (`systemd-nspawn`):
+//! installed as the README says, active after boot, reloaded, restarted
+//! after a crash, stopped gracefully.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::daemon::{pidfd, wait_gone, wait_snapshot, Setup, WAIT};
+use common::{bin, project_file, run_bounded, try_run_bounded, venussup, Outcome};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// `venussup run` as PID 1 of its own PID namespace, as in a container.
+const AS_PID_1: &[&str] = &["unshare", "--pid", "--fork", "--mount-proc"];
+
+/// `N` distinct ports nothing listens on now. Another process could take
+/// one before the daemon binds it; they are ephemeral ports (from 32768
+/// up), never those of a demo someone runs (2345x).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
+/// `examples/NAME` with each `(from, to)` replaced, written as the config
+/// of a fresh [`Setup`] (`{dir}` stands for its folder).
+fn example_copy(name: &str, replace: &[(String, String)]) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = fs::read_to_string(project_file(&format!("examples/{name}"))).unwrap();
+    for (from, to) in replace {
+        assert!(text.contains(from.as_str()), "{name} has no `{from}`");
+        text = text.replace(
+            from.as_str(),
+            &to.replace("{dir}", dir.path().to_str().unwrap()),
+        );
+    }
+    fs::write(dir.path().join("venussup.toml"), text).unwrap();
+    Setup { dir }
+}
+
+fn pair(from: &str, to: impl Into<String>) -> (String, String) {
+    (from.to_string(), to.into())
+}
+
+fn running(s: &Value) -> bool {
+    s["state"] == "running"
+}
+
+/// A line on the test's stderr that the test harness does not capture: a
+/// skipped test and the systemd test's timings show in CI's log.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "deploy: {line}");
+}
+
+/// Every line of the daemon's log that mentions `needle`.
+fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(needle)).collect()
+}
+
+#[test]
+fn the_demo_runs_as_pid_1_and_stops_cleanly_on_sigterm() {
+    // The demo's fixed folder and ports, moved out of the way of a demo
+    // someone runs on this machine.
+    let mut replace = vec![pair("/tmp/venussup-demo", "{dir}")];
+    for (port, free) in [23450, 23456, 23457].into_iter().zip(free_ports::<3>()) {
+        replace.push(pair(
+            &format!("127.0.0.1:{port}"),
+            format!("127.0.0.1:{free}"),
+        ));
+    }
+    let setup = example_copy("demo.toml", &replace);
+    let mut d = setup.start_with(AS_PID_1);
+    for name in ["sealer", "worker01", "worker02"] {
+        d.wait_service(name, "running", running);
+    }
+    d.wait_service("worker01-attach", "done", |s| s["state"] == "done");
+    let st = d.wait_for("a pledge run", |st| {
+        st["timers"][0]["runs"]["success"].as_u64() >= Some(1)
+    });
+    assert_eq!(st["pid"], 1, "venussup is PID 1 of its namespace");
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).code(), Some(0), "{}", d.log());
+    let log = d.log();
+    for name in ["sealer", "worker01", "worker02"] {
+        assert!(
+            log.contains(&format!("sending SIGTERM service={name}")),
+            "{name} was not stopped:\n{log}"
+        );
+    }
+    assert!(
+        lines_with(&log, "sending SIGKILL").is_empty(),
+        "a stand-in needed SIGKILL:\n{log}"
+    );
+}
+
+/// Mounts `/sys` and everything under it read-only (in the mount namespace
+/// `unshare` made, which is private), then runs the command after it.
+const READ_ONLY_SYS: &str = r#"set -e
+mount -o remount,bind,ro /sys
+for m in $(awk '$5 ~ "^/sys/" { print $5 }' /proc/self/mountinfo); do
+  mount -o remount,bind,ro "$m"
+done
+exec "$0" "$@""#;
+
+#[test]
+fn the_container_example_runs_as_pid_1_on_a_read_only_sys_and_stops_cleanly() {
+    // venus-worker's stand-in: `run ...` serves --listen and reports what
+    // it got; `storage attach ...` succeeds.
+    let [p1, p2] = free_ports::<2>();
+    let setup = example_copy(
+        "container.toml",
+        &[
+            pair("/usr/local/bin/venus-worker", "{dir}/venus-worker"),
+            pair("/var/lib/venussup", "{dir}/state"),
+            pair("/var/log/venussup", "{dir}/logs"),
+            pair("/var/lib/venus/", "{dir}/venus/"),
+            pair("/run/secrets/miner.env", "{dir}/miner.env"),
+            pair("0.0.0.0:3456", format!("127.0.0.1:{p1}")),
+            pair("127.0.0.1:3456", format!("127.0.0.1:{p1}")),
+            pair("0.0.0.0:3457", format!("127.0.0.1:{p2}")),
+            pair("127.0.0.1:3457", format!("127.0.0.1:{p2}")),
+        ],
+    );
+    let dir = setup.dir.path().to_str().unwrap().to_string();
+    fs::write(
+        setup.path("miner.env"),
+        "MINER_TOKEN=token-from-the-secret\n",
+    )
+    .unwrap();
+    let script = setup.path("venus-worker");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             name=$(basename \"$VENUS_WORKER_PATH\")\n\
+             if [ \"$1\" = run ]; then\n\
+             \x20 for a; do case \"$a\" in --listen=*) listen=${{a#--listen=}};; esac; done\n\
+             \x20 exec {bin} standin --name \"$name\" --listen \"$listen\" --report {dir}/$name.json -- \"$@\"\n\
+             fi\n\
+             exec {bin} standin --name \"$name-attach\" --say \"attached: $*\"\n",
+            bin = bin().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut prefix = AS_PID_1.to_vec();
+    prefix.extend(["sh", "-c", READ_ONLY_SYS]);
+    let mut d = setup.start_with(&prefix);
+    let w1 = d.wait_service("worker01", "running", running);
+    let w2 = d.wait_service("worker02", "running", running);
+    for name in ["worker01-attach", "worker02-attach"] {
+        d.wait_service(name, "done", |s| s["state"] == "done");
+    }
+    assert_eq!(d.status()["pid"], 1, "venussup is PID 1 of its namespace");
+    // Held by the affinity mask alone: each worker's CPUs as planned.
+    for (w, name) in [(&w1, "worker01"), (&w2, "worker02")] {
+        let report: Value =
+            serde_json::from_str(&fs::read_to_string(setup.path(&format!("{name}.json"))).unwrap())
+                .unwrap();
+        let planned: Vec<u64> = w["cpus"]
+            .as_array()
+            .expect("a CPU share is planned")
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect();
+        let allowed = cpu_list(report["cpus_allowed"].as_str().unwrap());
+        assert_eq!(allowed, planned, "{name}: {report:#}");
+        let argv: Vec<&str> = report["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            argv.contains(&"--miner-token=token-from-the-secret"),
+            "{name}: the token comes from the mounted secret: {argv:?}"
+        );
+    }
+    // Nothing tried to write the read-only /sys (no SMT step, no cgroup).
+    let log = d.log();
+    assert!(
+        !log.contains("Read-only file system"),
+        "the read-only /sys was written to:\n{log}"
+    );
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).code(), Some(0), "{}", d.log());
+    let log = d.log();
+    assert_eq!(lines_with(&log, "sending SIGTERM").len(), 2, "{log}");
+    assert!(lines_with(&log, "sending SIGKILL").is_empty(), "{log}");
+    // The read-only /sys stayed inside the namespace.
+    assert!(
+        !fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some("/sys")
+                && l.split_whitespace()
+                    .nth(5)
+                    .is_some_and(|o| o.starts_with("ro"))),
+        "/sys of the test became read-only"
+    );
+}
+
+/// The CPUs of a kernel CPU list (`0-3,8`).
+fn cpu_list(list: &str) -> Vec<u64> {
+    list.trim()
+        .split(',')
+        .flat_map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            a.parse::<u64>().unwrap()..=b.parse::<u64>().unwrap()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- the unit
+
+const UNIT: &str = "units/venussup.service";
+
+/// `Key=value` settings of the unit (the last one wins, as in systemd).
+fn unit_settings() -> BTreeMap<String, String> {
+    fs::read_to_string(project_file(UNIT))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn has(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn the_unit_passes_systemd_analyze_verify() {
+    if !has("systemd-analyze") {
+        say("SKIPPED: systemd-analyze is not installed (Debian package systemd)");
+        return;
+    }
+    // As installed, except that the binary is the one under test (verify
+    // checks that ExecStart= can be executed).
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("venussup.service");
+    let text = fs::read_to_string(project_file(UNIT)).unwrap();
+    assert!(text.contains("ExecStart=/usr/local/bin/venussup run"));
+    fs::write(
+        &unit,
+        text.replace("/usr/local/bin/venussup", bin().to_str().unwrap()),
+    )
+    .unwrap();
+    let out = run_bounded(
+        Command::new("systemd-analyze").arg("verify").arg(&unit),
+        Duration::from_secs(60),
+    );
+    out.expect_code(0);
+    assert_eq!(out.stderr.trim(), "", "systemd-analyze verify complained");
+    let unit = unit_settings();
+    assert_eq!(unit["Type"], "notify");
+    assert_eq!(unit["KillMode"], "mixed");
+    assert_eq!(unit["Delegate"], "yes");
+    assert_eq!(unit["LimitMEMLOCK"], "infinity");
+    assert!(unit["LimitNOFILE"].parse::<u64>().unwrap() >= 100_000);
+    assert!(unit["ExecReload"].contains("-HUP $MAINPID"));
+}
+
+/// The longest time venussup may take to stop `plan`: a service gets its
+/// stop signal only once everything that runs after it has stopped, and
+/// each waits up to its stop_timeout.
+fn longest_stop_chain(plan: &Value) -> Duration {
+    let services = plan["services"].as_array().unwrap();
+    let timeout = |s: &Value| humantime::parse_duration(s["stop"]["timeout"].as_str().unwrap());
+    // Services are in start order: whoever waits for a service comes after it.
+    let mut chain: BTreeMap<String, Duration> = BTreeMap::new();
+    for s in services.iter().rev() {
+        let name = s["name"].as_str().unwrap();
+        let after_it = services
+            .iter()
+            .filter(|d| d["after"].as_array().unwrap().iter().any(|a| a == name))
+            .map(|d| chain[d["name"].as_str().unwrap()])
+            .max()
+            .unwrap_or_default();
+        chain.insert(name.to_string(), timeout(s).unwrap() + after_it);
+    }
+    chain.into_values().max().unwrap_or_default()
+}
+
+#[test]
+fn the_units_stop_timeout_outlasts_every_examples_stop_chain() {
+    let limit = humantime::parse_duration(&unit_settings()["TimeoutStopSec"]).unwrap();
+    let mut checked = 0;
+    for entry in fs::read_dir(project_file("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = venussup(&["check", "--json", "--config", path.to_str().unwrap()]);
+        let chain = longest_stop_chain(&out.expect_code(0).json()["plan"]);
+        assert!(
+            chain < limit,
+            "{}: stopping may take {chain:?}, but systemd kills everything after {limit:?}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4);
+}
+
+// ------------------------------------------------- a real systemd, booted
+
+/// Built roots are kept here between runs, one per package list.
+const ROOT_CACHE: &str = "/var/cache/venussup-test";
+const SUITE: &str = "bookworm";
+const PACKAGES: &str = "systemd,systemd-sysv,dbus,procps";
+/// Everything the systemd test does, both boots included (the root, when
+/// it must be built first, has its own bound).
+const SYSTEMD_TEST_BOUND: Duration = Duration::from_secs(240);
+/// Building the root (about 40 s with a Debian mirror at hand).
+const DEBOOTSTRAP_BOUND: Duration = Duration::from_secs(300);
+/// One command inside the container.
+const IN_CONTAINER: Duration = Duration::from_secs(60);
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A minimal Debian root with systemd, built once by debootstrap and then
+/// reused (it is only ever mounted read-only, as the lower layer of an
+/// overlay). `Err` says why there is none.
+fn cached_root() -> Result<PathBuf, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("not root".into());
+    }
+    for (program, package) in [
+        ("debootstrap", "debootstrap"),
+        ("systemd-nspawn", "systemd-container"),
+        ("nsenter", "util-linux"),
+    ] {
+        if !has(program) {
+            return Err(format!(
+                "{program} is not installed (Debian package {package})"
+            ));
+        }
+    }
+    let cache = Path::new(ROOT_CACHE);
+    fs::create_dir_all(cache).map_err(|e| format!("{ROOT_CACHE}: {e}"))?;
+    let root = cache.join(format!("{SUITE}-minbase-{}", PACKAGES.replace(',', "+")));
+    // One builder at a time (another test run may want the same root).
+    let lock = fs::File::create(cache.join(".lock")).map_err(|e| e.to_string())?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("failed to lock {ROOT_CACHE}/.lock: {e}"))?;
+    if root.join("usr/lib/systemd/systemd").exists() {
+        return Ok(root);
+    }
+    let partial = root.with_extension("partial");
+    let _ = fs::remove_dir_all(&partial);
+    let t0 = Instant::now();
+    // In a mount namespace of its own: whatever it mounts in the new root
+    // (/proc, ...) goes away with it, even when it is killed.
+    let out = try_run_bounded(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "debootstrap"])
+            .args(["--variant=minbase", &format!("--include={PACKAGES}"), SUITE])
+            .arg(&partial)
+            .arg("http://deb.debian.org/debian"),
+        DEBOOTSTRAP_BOUND,
+    );
+    let failed = match &out {
+        None => Some(format!("it ran longer than {DEBOOTSTRAP_BOUND:?}")),
+        Some(o) if o.code != Some(0) => Some(format!(
+            "{} {}",
+            o.stdout
+                .lines()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" | "),
+            o.stderr.trim()
+        )),
+        Some(_) => None,
+    };
+    if let Some(why) = failed {
+        let _ = fs::remove_dir_all(&partial);
+        return Err(format!(
+            "debootstrap failed (is the Debian registry reachable?): {why}"
+        ));
+    }
+    fs::rename(&partial, &root).map_err(|e| e.to_string())?;
+    say(&format!("built {} in {:.0?}", root.display(), t0.elapsed()));
+    Ok(root)
+}
+
+/// The cgroup hierarchies systemd-nspawn uses to track a container: every
+/// cgroup2 mount and the v1 `name=systemd` one.
+fn tracking_hierarchies() -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let point = left.split_whitespace().nth(4)?;
+            let mut r = right.split_whitespace();
+            let fstype = r.next()?;
+            let options = r.nth(1).unwrap_or("");
+            let named = options.split(',').any(|o| o == "name=systemd");
+            (fstype == "cgroup2" || (fstype == "cgroup" && named)).then(|| PathBuf::from(point))
+        })
+        .collect()
+}
+
+/// Removes the cgroup `dir` and everything below it, deepest first; an
+/// error names what could not go (a process still in it).
+fn remove_cgroup_tree(dir: &Path) -> Result<(), String> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if entry.file_type().map_err(|e| e.to_string())?.is_dir() {
+            remove_cgroup_tree(&entry.path())?;
+        }
+    }
+    fs::remove_dir(dir).map_err(|e| format!("failed to remove cgroup {}: {e}", dir.display()))
+}
+
+/// A container's disk (an overlay over the cached root, kept across its
+/// boots) and the cgroup it runs in.
+struct Machine {
+    dir: tempfile::TempDir,
+    lower: PathBuf,
+    /// Our cgroup in each tracking hierarchy: systemd-nspawn is moved in
+    /// before it starts, so whatever it leaves there is ours to remove.
+    cgroups: Vec<PathBuf>,
+    /// SIGKILLs the running container when the test outlives its bound.
+    guard: Guard,
+}
+
+/// The pids the guard kills when time is up: the container's init (whose
+/// death takes every process of its PID namespace) and systemd-nspawn.
+#[derive(Default, Clone)]
+struct Victims(std::sync::Arc<std::sync::Mutex<Vec<i32>>>);
+
+struct Guard {
+    victims: Victims,
+    cancel: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Guard {
+    fn new(bound: Duration) -> Self {
+        let victims = Victims::default();
+        let (cancel, rx) = mpsc::channel::<()>();
+        let v = victims.clone();
+        let thread = thread::spawn(move || {
+            if rx.recv_timeout(bound) == Err(mpsc::RecvTimeoutError::Timeout) {
+                eprintln!("the systemd test outlived {bound:?}: killing the container");
+                for pid in v.0.lock().unwrap().iter() {
+                    let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+                }
+            }
+        });
+        Self {
+            victims,
+            cancel: Some(cancel),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        drop(self.cancel.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Machine {
+    fn new(lower: PathBuf) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("venussup-nspawn-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        for d in [
+            "upper",
+            "work",
+            "merged",
+            "src/units",
+            "src/examples",
+            "src/target/release",
+        ] {
+            fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        // What the README's install steps read, as in a checkout after
+        // `cargo build --release`.
+        let src = dir.path().join("src");
+        fs::copy(project_file(UNIT), src.join(UNIT)).unwrap();
+        for entry in fs::read_dir(project_file("examples")).unwrap() {
+            let path = entry.unwrap().path();
+            fs::copy(&path, src.join("examples").join(path.file_name().unwrap())).unwrap();
+        }
+        fs::copy(bin(), src.join("target/release/venussup")).unwrap();
+        let name = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let cgroups = tracking_hierarchies()
+            .into_iter()
+            .map(|h| h.join(&name))
+            .collect::<Vec<_>>();
+        for c in &cgroups {
+            fs::create_dir_all(c).unwrap();
+        }
+        Self {
+            dir,
+            lower,
+            cgroups,
+            guard: Guard::new(SYSTEMD_TEST_BOUND),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Boots the container's systemd and waits until it has finished
+    /// booting (`is-system-running --wait`).
+    fn boot(&self, n: u32) -> Booted<'_> {
+        let t0 = Instant::now();
+        let sock_path = self.path(&format!("notify-{n}.sock"));
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        let q = |p: PathBuf| format!("'{}'", p.display());
+        // The overlay exists only in the mount namespace of `unshare`, so
+        // it goes away with the container whatever happens.
+        let script = format!(
+            "set -e\n\
+             for procs in \"$@\"; do echo $$ > \"$procs\"; done\n\
+             mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {}\n\
+             exec systemd-nspawn --quiet --register=no --keep-unit --private-network \
+             --notify-ready=yes --console=read-only --machine=venussup-test \
+             --bind-ro={}:/src --directory={} --boot",
+            q(self.lower.clone()),
+            q(self.path("upper")),
+            q(self.path("work")),
+            q(self.path("merged")),
+            q(self.path("src")),
+            q(self.path("merged")),
+        );
+        let console = fs::File::create(self.path(&format!("console-{n}.log"))).unwrap();
+        let child = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+            ])
+            .args(self.cgroups.iter().map(|c| c.join("cgroup.procs")))
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdin(Stdio::null())
+            .stdout(console.try_clone().unwrap())
+            .stderr(console)
+            .spawn()
+            .unwrap();
+        // `unshare` and `sh` exec: the child is systemd-nspawn.
+        let nspawn = i32::try_from(child.id()).unwrap();
+        self.guard.victims.0.lock().unwrap().push(nspawn);
+        let mut booted = Booted {
+            machine: self,
+            nspawn: Some(child),
+            leader: 0,
+            n,
+        };
+        booted.leader = booted.wait_for_leader(&sock);
+        self.guard.victims.0.lock().unwrap().push(booted.leader);
+        let state = booted.run(&["systemctl", "is-system-running", "--wait"]);
+        assert!(
+            ["running", "degraded"].contains(&state.stdout.trim()),
+            "the container did not finish booting: {state:?}\n{}",
+            booted.run(&["systemctl", "--failed", "--no-legend"]).stdout
+        );
+        say(&format!(
+            "  boot {n}: the container's systemd finished booting after {:.2?}",
+            t0.elapsed()
+        ));
+        booted
+    }
+
+    /// Everything the test left is gone: the cgroups (so no process of the
+    /// container is left either) and any mount of its folder.
+    fn clean_up(&self) -> Result<(), String> {
+        for c in &self.cgroups {
+            remove_cgroup_tree(c)?;
+        }
+        let ours = self.dir.path().to_str().unwrap();
+        match fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .find(|l| l.contains(ours))
+        {
+            Some(l) => Err(format!("a mount was left behind: {l}")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if let Err(e) = self.clean_up() {
+            eprintln!("left behind: {e}");
+        }
+    }
+}
+
+/// A running container.
+struct Booted<'a> {
+    machine: &'a Machine,
+    nspawn: Option<Child>,
+    /// The container's systemd (PID 1 inside), as the host sees it.
+    leader: i32,
+    n: u32,
+}
+
+impl Booted<'_> {
+    fn console(&self) -> String {
+        fs::read_to_string(self.machine.path(&format!("console-{}.log", self.n)))
+            .unwrap_or_default()
+    }
+
+    /// Reads systemd-nspawn's notifications until the container's systemd
+    /// is ready (it forwards its READY=1) and returns the leader's pid.
+    fn wait_for_leader(&mut self, sock: &UnixDatagram) -> i32 {
+        let exited = pidfd(i32::try_from(self.nspawn.as_ref().unwrap().id()).unwrap()).unwrap();
+        let deadline = Instant::now() + IN_CONTAINER;
+        let mut leader = None;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the container did not start:\n{}",
+                self.console()
+            );
+            let mut fds = [
+                PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+                PollFd::new(exited.as_fd(), PollFlags::POLLIN),
+            ];
+            let _ = poll(
+                &mut fds,
+                PollTimeout::try_from(left.as_millis()).unwrap_or(PollTimeout::MAX),
+            );
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                panic!("systemd-nspawn exited at boot:\n{}", self.console());
+            }
+            if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+                let n = sock.recv(&mut buf).unwrap();
+                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                for line in msg.lines() {
+                    if let Some(pid) = line.strip_prefix("X_NSPAWN_LEADER_PID=") {
+                        leader = pid.parse().ok();
+                    }
+                }
+                if let (true, Some(pid)) = (msg.lines().any(|l| l == "READY=1"), leader) {
+                    return pid;
+                }
+            }
+        }
+    }
+
+    /// Runs `args` inside the container (all its namespaces), bounded.
+    fn run(&self, args: &[&str]) -> Outcome {
+        run_bounded(
+            Command::new("nsenter")
+                .args(["--target", &self.leader.to_string(), "--all"])
+                .args(args)
+                .env_clear()
+                .env("PATH", PATH)
+                .env("LANG", "C.UTF-8"),
+            IN_CONTAINER,
+        )
+    }
+
+    /// Runs a shell script inside the container; panics unless it exits 0.
+    fn sh(&self, script: &str) -> Outcome {
+        let out = self.run(&["sh", "-ec", script]);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "in the container:\n{script}\n--- stdout\n{}\n--- stderr\n{}",
+            out.stdout,
+            out.stderr
+        );
+        out
+    }
+
+    /// `systemctl show venussup` as a map.
+    fn unit(&self) -> BTreeMap<String, String> {
+        self.sh("systemctl show venussup")
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn journal(&self) -> String {
+        self.sh("journalctl --no-pager -o cat -u venussup").stdout
+    }
+
+    /// A file inside the container, seen from the host.
+    fn file(&self, path: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{path}", self.leader))
+    }
+
+    /// Waits for the demo's status snapshot (inside the container) to
+    /// satisfy `pred`, woken by inotify on its folder.
+    fn wait_snapshot(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_snapshot(&self.file(DEMO_STATE), what, WAIT, pred, || self.journal())
+    }
+
+    /// Processes of the container whose command line is a stand-in named
+    /// `name`, as host pids.
+    fn standins(&self, name: &str) -> Vec<i32> {
+        let ns = fs::read_link(format!("/proc/{}/ns/pid", self.leader)).unwrap();
+        fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| fs::read_link(format!("/proc/{pid}/ns/pid")).ok().as_ref() == Some(&ns))
+            .filter(|pid| {
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                args.get(1) == Some(&&b"standin"[..])
+                    && args
+                        .windows(2)
+                        .any(|w| w[0] == b"--name" && w[1] == name.as_bytes())
+            })
+            .collect()
+    }
+
+    /// Powers the container off (systemd stops every unit) and waits for
+    /// systemd-nspawn to exit; SIGKILL after a bound.
+    fn power_off(mut self) -> Duration {
+        let t0 = Instant::now();
+        let nspawn = i32::try_from(self.nspawn.as_ref().unwrap().id()).unwrap();
+        // systemd-nspawn asks the container's systemd to power off.
+        kill(Pid::from_raw(nspawn), Signal::SIGTERM).unwrap();
+        assert!(
+            wait_gone(nspawn, IN_CONTAINER),
+            "the container did not power off:\n{}",
+            self.console()
+        );
+        let status = self.nspawn.take().unwrap().wait().unwrap();
+        assert!(
+            status.success(),
+            "systemd-nspawn: {status}\n{}",
+            self.console()
+        );
+        self.machine.guard.victims.0.lock().unwrap().clear();
+        t0.elapsed()
+    }
+}
+
+impl Drop for Booted<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.nspawn.take() {
+            // A failed test: the container goes at once, with all of its
+            // processes (its PID 1 exits only once the kernel has killed
+            // every other process of its namespace).
+            if self.leader > 0 {
+                let _ = kill(Pid::from_raw(self.leader), Signal::SIGKILL);
+                wait_gone(self.leader, IN_CONTAINER);
+            }
+            let _ = kill(
+                Pid::from_raw(i32::try_from(child.id()).unwrap()),
+                Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            self.machine.guard.victims.0.lock().unwrap().clear();
+        }
+    }
+}
+
+/// Where the demo keeps its state (inside the container).
+const DEMO_STATE: &str = "/tmp/venussup-demo/state";
+const DEMO_DAEMONS: [&str; 3] = ["sealer", "worker01", "worker02"];
+
+/// Every daemon of the snapshot runs and every oneshot is done.
+fn settled(st: &Value) -> bool {
+    st["services"].as_array().is_some_and(|a| {
+        a.iter().all(|s| {
+            if s["kind"] == "oneshot" {
+                s["state"] == "done"
+            } else {
+                running(s)
+            }
+        })
+    })
+}
+
+/// The README's install steps: the first `sh` block under "## Install".
+/// Building (`apt-get`, `curl`, `cargo`) is what this test's own build
+/// did; the rest runs in the container, from a checkout at /src.
+fn readme_install_steps() -> String {
+    let readme = fs::read_to_string(project_file("README.md")).unwrap();
+    let section = &readme[readme
+        .find("\n## Install\n")
+        .expect("README has ## Install")..];
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("an sh block under ## Install");
+    let mut steps = vec!["cd /src".to_string()];
+    for line in block.lines() {
+        let command = line.split(" #").next().unwrap().trim();
+        let first = command.split_whitespace().next().unwrap_or("#");
+        if first.starts_with('#') || ["apt-get", "curl", "cargo", "git"].contains(&first) {
+            continue;
+        }
+        steps.push(command.to_string());
+    }
+    // The container has no Filecoin programs: the config is the demo's.
+    steps
+        .join("\n")
+        .replace("examples/host-b.toml", "examples/demo.toml")
+}
+
+#[test]
+fn the_unit_under_a_real_systemd_starts_at_boot_reports_reloads_survives_a_crash_and_stops() {
+    let lower = match cached_root() {
+        Ok(root) => root,
+        Err(why) => {
+            say(&format!(
+                "SKIPPED: no Debian root with systemd to boot: {why}"
+            ));
+            return;
+        }
+    };
+    let machine = Machine::new(lower);
+    let timing = |what: &str, d: Duration| say(&format!("  {what}: {d:.2?}"));
+
+    // A fresh Debian host: install as the README says, `enable --now`.
+    let c = machine.boot(1);
+    let steps = readme_install_steps();
+    assert!(steps.contains("systemctl enable --now venussup"), "{steps}");
+    let t0 = Instant::now();
+    c.sh(&steps);
+    timing(
+        "README install steps, enable --now included (READY=1)",
+        t0.elapsed(),
+    );
+    let out = c.sh("systemd-analyze verify /etc/systemd/system/venussup.service 2>&1");
+    assert_eq!(out.stdout.trim(), "", "systemd-analyze verify, installed");
+
+    // The storage attach may still run when READY=1 goes out: the STATUS=
+    // line counts it until it is done.
+    let st = c.wait_snapshot("the demo running, the attach done", settled);
+    let unit = c.unit();
+    assert_eq!(unit["ActiveState"], "active", "{unit:?}");
+    assert_eq!(unit["UnitFileState"], "enabled");
+    assert_ne!(
+        unit["WatchdogTimestampMonotonic"], "0",
+        "WATCHDOG=1 reached systemd"
+    );
+    // READY=1 reached systemd (Type=notify is active only then), with the
+    // STATUS= line that `systemctl status` shows.
+    assert_eq!(
+        unit["StatusText"], "3/3 services running, 0 failed or backing off",
+        "{unit:?}"
+    );
+    let status = c.run(&["systemctl", "status", "--no-pager", "venussup"]);
+    assert!(
+        status
+            .stdout
+            .contains("Status: \"3/3 services running, 0 failed or backing off\""),
+        "{}",
+        status.stdout
+    );
+    let pids = |st: &Value| -> BTreeMap<String, i64> {
+        st["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["pid"].as_i64()?)))
+            .collect()
+    };
+    let before_reload = pids(&st);
+
+    // Reload: a changed config is applied as a diff.
+    c.sh("cat >> /etc/venussup/venussup.toml <<'EOF'\n\n\
+         [[service]]\n\
+         name = \"worker03\"\n\
+         command = [\"/proc/self/exe\", \"standin\", \"--name\", \"worker03\"]\n\
+         after = [\"sealer\"]\n\
+         EOF\n\
+         venussup check >/dev/null 2>&1");
+    let t0 = Instant::now();
+    c.sh("systemctl reload venussup");
+    let st = c.wait_snapshot("worker03 running after the reload", |st| {
+        st["services"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s["name"] == "worker03" && running(s)))
+    });
+    timing("systemctl reload until the new service runs", t0.elapsed());
+    let after_reload = pids(&st);
+    for name in DEMO_DAEMONS {
+        assert_eq!(
+            before_reload[name], after_reload[name],
+            "{name} was not changed and keeps running through the reload"
+        );
+    }
+    let daemons: Vec<&str> = DEMO_DAEMONS.into_iter().chain(["worker03"]).collect();
+    assert_eq!(
+        c.unit()["StatusText"],
+        "4/4 services running, 0 failed or backing off"
+    );
+
+    // A crash of venussup itself: systemd restarts it, and every service
+    // runs again exactly once.
+    let main_pid: i64 = c.unit()["MainPID"].parse().unwrap();
+    let old: BTreeMap<&str, Vec<i32>> = daemons.iter().map(|n| (*n, c.standins(n))).collect();
+    let t0 = Instant::now();
+    c.sh(&format!("kill -9 {main_pid}"));
+    let st = c.wait_snapshot("a new venussup with every service running", |st| {
+        st["pid"].as_i64() != Some(main_pid)
+            && daemons.iter().all(|n| {
+                st["services"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|s| s["name"] == *n && running(s)))
+            })
+    });
+    timing(
+        "kill -9 of venussup until all services run again",
+        t0.elapsed(),
+    );
+    // Joins the restart's start job: returns once READY=1 has reached
+    // systemd (at once if it already has).
+    c.sh("systemctl start venussup");
+    let unit = c.unit();
+    assert_eq!(unit["ActiveState"], "active", "{unit:?}");
+    assert_eq!(unit["NRestarts"], "1", "{unit:?}");
+    assert_eq!(unit["MainPID"], st["pid"].to_string());
+    for name in &daemons {
+        let now = c.standins(name);
+        assert_eq!(
+            now.len(),
+            1,
+            "{name}: {now:?} (before the crash: {:?})",
+            old[name]
+        );
+        assert!(!old[name].contains(&now[0]), "{name} was not restarted");
+        for pid in &old[name] {
+            assert!(
+                !common::daemon::alive(*pid),
+                "{name}: the old copy {pid} lives"
+            );
+        }
+    }
+    let journal = c.journal();
+    say(&format!(
+        "  after the crash: systemd SIGKILLed {} processes left in the unit's cgroup, \
+         the new venussup found {} of the old services still running",
+        lines_with(&journal, "Killing process").len(),
+        lines_with(&journal, "still running from an earlier venussup").len()
+    ));
+
+    // Stop: every service gets its stop signal from venussup, none needs
+    // SIGKILL, and venussup exits 0 well within TimeoutStopSec.
+    let since = c.sh("date +%s.%N").stdout.trim().to_string();
+    let t0 = Instant::now();
+    c.sh("systemctl stop venussup");
+    let stop_took = t0.elapsed();
+    timing("systemctl stop", stop_took);
+    let unit = c.unit();
+    assert_eq!(unit["ActiveState"], "inactive", "{unit:?}");
+    assert_eq!(unit["Result"], "success", "{unit:?}");
+    assert_eq!(unit["ExecMainStatus"], "0", "{unit:?}");
+    let journal = c
+        .sh(&format!(
+            "journalctl --no-pager -o cat -u venussup --since @{since}"
+        ))
+        .stdout;
+    for name in &daemons {
+        assert!(
+            journal.contains(&format!("sending SIGTERM service={name}")),
+            "{name} was not stopped by venussup:\n{journal}"
+        );
+        assert!(c.standins(name).is_empty(), "{name} outlived the stop");
+    }
+    assert!(
+        lines_with(&journal, "sending SIGKILL").is_empty(),
+        "{journal}"
+    );
+    assert!(
+        lines_with(&journal, "Killing process").is_empty(),
+        "systemd killed what venussup was stopping:\n{journal}"
+    );
+    assert!(stop_took < Duration::from_secs(30));
+    // From the next boot on, the journal is kept on disk: the host reads
+    // what happened at power off.
+    c.sh("mkdir -p /var/log/journal");
+    let power_off = c.power_off();
+    timing("power off (boot 1)", power_off);
+
+    // Enabled: the next boot starts it, and the boot waits for READY=1.
+    let t0 = Instant::now();
+    let c = machine.boot(2);
+    c.wait_snapshot("the demo running, the attach done", settled);
+    let unit = c.unit();
+    assert_eq!(unit["ActiveState"], "active", "{unit:?}");
+    assert_eq!(unit["NRestarts"], "0");
+    assert_eq!(
+        unit["StatusText"], "4/4 services running, 0 failed or backing off",
+        "{unit:?}"
+    );
+    timing("boot 2 until venussup is active", t0.elapsed());
+    // Power off: systemd stops venussup, which stops its services.
+    let power_off = c.power_off();
+    timing("power off (boot 2, venussup running)", power_off);
+    let journal = run_bounded(
+        Command::new("journalctl")
+            .arg("--directory")
+            .arg(machine.path("upper/var/log/journal"))
+            .args(["--no-pager", "-o", "cat", "-b", "-0", "-u", "venussup"]),
+        IN_CONTAINER,
+    );
+    let journal = journal.expect_code(0).stdout.as_str();
+    for name in &daemons {
+        assert!(
+            journal.contains(&format!("sending SIGTERM service={name}")),
+            "{name} was not stopped at power off:\n{journal}"
+        );
+    }
+    assert!(
+        lines_with(journal, "sending SIGKILL").is_empty(),
+        "{journal}"
+    );
+    assert!(
+        lines_with(journal, "Killing process").is_empty(),
+        "{journal}"
+    );
+    assert!(
+        journal.contains("all services stopped; exiting"),
+        "{journal}"
+    );
+    machine.clean_up().unwrap();
+}
