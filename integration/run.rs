@@ -606,7 +606,9 @@ fn a_grandchild_that_left_the_process_group_is_killed_through_the_cgroup_at_stop
         "the escaped grandchild outlived its service"
     );
     assert!(
-        !std::path::Path::new("/sys/fs/cgroup/cpuset").join(&parent).exists(),
+        !std::path::Path::new("/sys/fs/cgroup/cpuset")
+            .join(&parent)
+            .exists(),
         "venussup's cgroup is gone at exit"
     );
 }
