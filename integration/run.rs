@@ -612,3 +612,28 @@ fn a_grandchild_that_left_the_process_group_is_killed_through_the_cgroup_at_stop
         "venussup's cgroup is gone at exit"
     );
 }
+
+#[test]
+fn ready_reaches_systemd_even_while_a_probed_service_crash_loops_before_its_oneshot() {
+    use std::os::unix::net::UnixDatagram;
+    let setup = Setup::new(
+        "[[service]]\nname = \"worker\"\ncommand = [\"/bin/false\"]\nready = { tcp = \"127.0.0.1:23499\" }\n\
+         [[service]]\nname = \"attach\"\nkind = \"oneshot\"\nafter = [\"worker\"]\ncommand = [\"/bin/true\"]\n\
+         [[service]]\nname = \"sealer\"\ncommand = [\"{bin}\", \"standin\"]\n",
+    );
+    let sock_path = setup.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let d = setup.start_env(&[], &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let mut buf = [0u8; 512];
+    let n = sock
+        .recv(&mut buf)
+        .expect("READY within the wait, although worker never gets ready");
+    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(msg.contains("READY=1"), "{msg}");
+    assert!(
+        msg.contains("STATUS=1/2 services running"),
+        "daemons only are counted: {msg}"
+    );
+    assert_eq!(d.service("attach")["state"], "waiting");
+}

@@ -683,12 +683,7 @@ impl Supervisor {
         }
         if self.stopping {
             self.stop_what_can_stop(now);
-        } else if !self.announced_ready
-            && self
-                .svcs
-                .iter()
-                .all(|s| s.ready || !matches!(s.state, State::Waiting | State::Starting { .. }))
-        {
+        } else if !self.announced_ready && self.all_settled() {
             self.announced_ready = true;
             info!("initial services started");
             self.notifier
@@ -1415,11 +1410,42 @@ impl Supervisor {
         }
     }
 
+    /// Whether start-up is over: every service ready, or where it will stay
+    /// for a while (backing off, failed, blocked on a mount, or waiting for
+    /// a dependency in such a state). READY=1 waits for this, and only for
+    /// this: a crash-looping service must not hold the boot up for ever.
+    fn all_settled(&self) -> bool {
+        let mut settled = vec![false; self.svcs.len()];
+        loop {
+            let mut changed = false;
+            for (i, s) in self.svcs.iter().enumerate() {
+                if settled[i] {
+                    continue;
+                }
+                let now_settled = s.ready
+                    || match s.state {
+                        State::Waiting => s.deps.iter().any(|&d| settled[d] && !self.svcs[d].ready),
+                        State::Starting { .. } => false,
+                        _ => true,
+                    };
+                if now_settled {
+                    settled[i] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return settled.iter().all(|s| *s);
+            }
+        }
+    }
+
     fn summary(&self) -> String {
         let running = self
             .svcs
             .iter()
-            .filter(|s| matches!(s.state, State::Running { .. }))
+            .filter(|s| {
+                s.plan.kind == ServiceKind::Daemon && matches!(s.state, State::Running { .. })
+            })
             .count();
         let daemons = self
             .svcs
