@@ -12,29 +12,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 
-use common::daemon::{Daemon, Setup, WAIT};
-use common::{bin, venussup, Outcome};
+use common::bin;
+use common::daemon::{pid_of, Daemon, Setup, WAIT};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
 fn standin(name: &str, extra: &str) -> String {
     format!("[[service]]\nname = \"{name}\"\ncommand = [\"{{bin}}\", \"standin\", \"--name\", \"{name}\"{extra}]\nstable_after = \"100ms\"\n")
-}
-
-fn cli(setup: &Setup, args: &[&str]) -> Outcome {
-    let mut all: Vec<&str> = args.to_vec();
-    let cfg = setup.config();
-    all.extend(["--config", cfg.to_str().unwrap()]);
-    venussup(&all)
-}
-
-fn pid_of(s: &Value) -> i64 {
-    s["pid"].as_i64().unwrap()
-}
-
-fn running(d: &Daemon, name: &str) -> Value {
-    d.wait_service(name, "running", |s| s["state"] == "running")
 }
 
 /// Sends raw bytes on the control socket and reads one line back.
@@ -55,9 +40,9 @@ fn status_table_and_json_follow_a_kill_and_a_restart() {
         standin("worker", "")
     ));
     let d = setup.start();
-    let old = pid_of(&running(&d, "sealer"));
-    running(&d, "worker");
-    let json = cli(&setup, &["status", "--json"]);
+    let old = pid_of(&d.running("sealer"));
+    d.running("worker");
+    let json = setup.cli(&["status", "--json"]);
     let doc = json.expect_code(0).json();
     assert_eq!(doc["services"][0]["pid"].as_i64(), Some(old));
 
@@ -65,7 +50,7 @@ fn status_table_and_json_follow_a_kill_and_a_restart() {
     let again = d.wait_service("sealer", "restarted", |s| {
         s["restarts"] == 1 && s["state"] == "running"
     });
-    let table = cli(&setup, &["status"]);
+    let table = setup.cli(&["status"]);
     table.expect_code(0);
     let row = table
         .stdout
@@ -80,11 +65,12 @@ fn status_table_and_json_follow_a_kill_and_a_restart() {
         table.stdout
     );
 
-    let one = cli(&setup, &["status", "sealer"]);
+    let one = setup.cli(&["status", "sealer"]);
     one.expect_code(0);
     assert!(one.stdout.contains("killed by SIGKILL"), "{}", one.stdout);
     assert!(one.stdout.contains("last log lines"), "{}", one.stdout);
-    assert!(cli(&setup, &["status", "nosuch"])
+    assert!(setup
+        .cli(&["status", "nosuch"])
         .expect_code(1)
         .stderr
         .contains("no service `nosuch`"));
@@ -95,10 +81,10 @@ fn status_exits_1_while_something_backs_off_and_3_when_the_daemon_is_down() {
     let setup = Setup::new("[[service]]\nname = \"broken\"\ncommand = [\"/bin/false\"]\n");
     let mut d = setup.start();
     d.wait_service("broken", "backoff", |s| s["state"] == "backoff");
-    cli(&setup, &["status"]).expect_code(1);
+    setup.cli(&["status"]).expect_code(1);
     d.signal(Signal::SIGTERM);
     d.wait_exit(WAIT);
-    let down = cli(&setup, &["status"]);
+    let down = setup.cli(&["status"]);
     down.expect_code(3);
     assert!(
         down.stderr.contains("not running, or not reachable"),
@@ -111,21 +97,23 @@ fn status_exits_1_while_something_backs_off_and_3_when_the_daemon_is_down() {
 fn stop_keeps_a_service_down_start_brings_it_back_restart_renews_it() {
     let setup = Setup::new(&standin("worker", ""));
     let d = setup.start();
-    let first = pid_of(&running(&d, "worker"));
-    assert!(cli(&setup, &["stop", "worker"])
+    let first = pid_of(&d.running("worker"));
+    assert!(setup
+        .cli(&["stop", "worker"])
         .expect_code(0)
         .stdout
         .contains("worker: stopping"));
     let stopped = d.wait_service("worker", "stopped", |s| s["state"] == "stopped");
     assert_eq!(stopped["restarts"], 0, "a requested stop is not a death");
-    cli(&setup, &["start", "worker"]).expect_code(0);
-    let second = pid_of(&running(&d, "worker"));
+    setup.cli(&["start", "worker"]).expect_code(0);
+    let second = pid_of(&d.running("worker"));
     assert_ne!(first, second);
-    cli(&setup, &["restart", "worker"]).expect_code(0);
+    setup.cli(&["restart", "worker"]).expect_code(0);
     d.wait_service("worker", "a new pid", |s| {
         s["state"] == "running" && s["pid"].as_i64() != Some(second)
     });
-    assert!(cli(&setup, &["start", "worker"])
+    assert!(setup
+        .cli(&["start", "worker"])
         .expect_code(1)
         .stderr
         .contains("already running"));
@@ -135,7 +123,7 @@ fn stop_keeps_a_service_down_start_brings_it_back_restart_renews_it() {
 fn a_non_root_peer_is_refused_by_mode_and_by_its_credentials() {
     let setup = Setup::new(&standin("sealer", ""));
     let d = setup.start();
-    running(&d, "sealer");
+    d.running("sealer");
     let as_nobody = |args: &[&str]| {
         let out = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -172,7 +160,7 @@ fn a_non_root_peer_is_refused_by_mode_and_by_its_credentials() {
 fn garbage_huge_and_many_clients_leave_the_daemon_and_its_services_untouched() {
     let setup = Setup::new(&standin("sealer", ""));
     let d = setup.start();
-    let pid = pid_of(&running(&d, "sealer"));
+    let pid = pid_of(&d.running("sealer"));
     let answer: Value = serde_json::from_str(&raw(&d, b"garbage\n")).unwrap();
     assert_eq!(answer["ok"], false);
     assert!(answer["error"]
@@ -226,7 +214,7 @@ fn garbage_huge_and_many_clients_leave_the_daemon_and_its_services_untouched() {
     let now = d.service("sealer");
     assert_eq!(pid_of(&now), pid);
     assert_eq!(now["restarts"], 0);
-    cli(&setup, &["status"]).expect_code(0);
+    setup.cli(&["status"]).expect_code(0);
 }
 
 #[test]
@@ -241,7 +229,7 @@ fn reload_restarts_only_the_changed_service_and_a_broken_config_changes_nothing(
     let d = setup.start();
     let pids: Vec<i64> = ["a", "b", "c"]
         .iter()
-        .map(|n| pid_of(&running(&d, n)))
+        .map(|n| pid_of(&d.running(n)))
         .collect();
     // Change b only (its environment), add d.
     let cfg = fs::read_to_string(setup.config()).unwrap();
@@ -251,7 +239,7 @@ fn reload_restarts_only_the_changed_service_and_a_broken_config_changes_nothing(
         1,
     ) + &standin("d", "").replace("{bin}", bin().to_str().unwrap());
     fs::write(setup.config(), &changed).unwrap();
-    let out = cli(&setup, &["reload"]);
+    let out = setup.cli(&["reload"]);
     out.expect_code(0);
     assert!(
         out.stdout.contains("started d")
@@ -264,7 +252,7 @@ fn reload_restarts_only_the_changed_service_and_a_broken_config_changes_nothing(
         s["state"] == "running" && s["pid"].as_i64() != Some(pids[1])
     });
     assert_ne!(pid_of(&b), pids[1]);
-    running(&d, "d");
+    d.running("d");
     assert_eq!(pid_of(&d.service("a")), pids[0]);
     assert_eq!(pid_of(&d.service("c")), pids[2]);
 
@@ -274,7 +262,7 @@ fn reload_restarts_only_the_changed_service_and_a_broken_config_changes_nothing(
         changed.replacen("name = \"c\"", "name = \"c\"\ncpu = \"50%\"", 1),
     )
     .unwrap();
-    let bad = cli(&setup, &["reload"]);
+    let bad = setup.cli(&["reload"]);
     bad.expect_code(1);
     assert!(bad.stderr.contains("unknown field `cpu`"), "{}", bad.stderr);
     assert!(
@@ -305,8 +293,8 @@ fn timer_run_runs_the_pledge_now_once() {
     d.wait_for("the timer scheduled", |st| {
         st["timers"][0]["next_in_secs"].is_number()
     });
-    cli(&setup, &["timer", "run", "pledge"]).expect_code(0);
-    let busy = cli(&setup, &["timer", "run", "pledge"]);
+    setup.cli(&["timer", "run", "pledge"]).expect_code(0);
+    let busy = setup.cli(&["timer", "run", "pledge"]);
     busy.expect_code(1);
     assert!(
         busy.stderr.contains("never runs twice at once"),
@@ -359,11 +347,11 @@ fn metrics_pass_promtool_on_the_socket_and_over_http() {
     ));
     setup.host_line("metrics = { listen = \"127.0.0.1:23491\" }");
     let d = setup.start();
-    running(&d, "sealer");
+    d.running("sealer");
     d.wait_for("a pledge run", |st| {
         st["timers"][0]["runs"]["success"].as_u64() >= Some(1)
     });
-    let text = cli(&setup, &["metrics"]).expect_code(0).stdout.clone();
+    let text = setup.cli(&["metrics"]).expect_code(0).stdout.clone();
     assert!(
         text.contains("venussup_service_up{service=\"sealer\"} 1"),
         "{text}"
@@ -400,7 +388,7 @@ fn zabbix_agentd_gets_discovery_and_values_from_the_running_daemon() {
         standin("sealer", "")
     ));
     let d = setup.start();
-    running(&d, "sealer");
+    d.running("sealer");
     d.wait_for("a full pledge", |st| {
         st["timers"][0]["runs"]["full"].as_u64() >= Some(1)
     });

@@ -10,26 +10,10 @@ mod common;
 use std::fs;
 use std::process::Command;
 
-use common::daemon::{wait_file, Daemon, Setup, WAIT};
-use common::venussup;
+use common::daemon::{pid_of, wait_file, Setup, WAIT};
+
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::Value;
-
-fn cli(setup: &Setup, args: &[&str]) -> common::Outcome {
-    let mut all: Vec<&str> = args.to_vec();
-    let cfg = setup.config();
-    all.extend(["--config", cfg.to_str().unwrap()]);
-    venussup(&all)
-}
-
-fn pid_of(s: &Value) -> i64 {
-    s["pid"].as_i64().unwrap()
-}
-
-fn running(d: &Daemon, name: &str) -> Value {
-    d.wait_service(name, "running", |s| s["state"] == "running")
-}
 
 /// A worker with a 1.5 s task in `{dir}/<name>.task`, with or without a
 /// drain that waits for the task to be done.
@@ -54,12 +38,12 @@ fn a_planned_stop_drains_so_the_task_finishes_while_a_plain_stop_abandons_it() {
         worker("plain", false)
     ));
     let d = setup.start();
-    running(&d, "drained");
-    running(&d, "plain");
+    d.running("drained");
+    d.running("plain");
     wait_file(&setup.path("drained.task"));
     wait_file(&setup.path("plain.task"));
-    cli(&setup, &["stop", "drained"]).expect_code(0);
-    cli(&setup, &["stop", "plain"]).expect_code(0);
+    setup.cli(&["stop", "drained"]).expect_code(0);
+    setup.cli(&["stop", "plain"]).expect_code(0);
     let draining = d.wait_service("drained", "draining", |s| s["state"] == "draining");
     assert!(
         draining["draining_secs"].is_number(),
@@ -87,7 +71,7 @@ fn a_planned_stop_drains_so_the_task_finishes_while_a_plain_stop_abandons_it() {
 fn a_crash_restart_is_immediate_and_does_not_drain() {
     let setup = Setup::new(&worker("w", true));
     let d = setup.start();
-    let first = pid_of(&running(&d, "w"));
+    let first = pid_of(&d.running("w"));
     // It runs steadily (stable_after 100ms) before the crash.
     assert!(!common::daemon::wait_gone(
         i32::try_from(first).unwrap(),
@@ -147,7 +131,7 @@ fn a_fatal_start_error_is_shown_and_the_backoff_goes_to_its_cap() {
         "the log says what to fix:\n{}",
         d.log()
     );
-    let table = cli(&setup, &["status"]);
+    let table = setup.cli(&["status"]);
     table.expect_code(1);
     assert!(
         table.stdout.contains("fatal start error"),
@@ -168,7 +152,7 @@ fn an_oom_kill_in_a_memory_limited_cgroup_is_reported_as_oom_killed() {
     assert_eq!(s["last_exit"]["how"]["signal"], 9, "{s}");
     assert_eq!(s["last_exit"]["reason"], "oom-killed", "{s}");
     assert_eq!(s["oom_kills"], 1);
-    let metrics = cli(&setup, &["metrics"]);
+    let metrics = setup.cli(&["metrics"]);
     assert!(
         metrics
             .stdout
@@ -220,7 +204,7 @@ fn a_service_whose_mount_is_missing_is_blocked_until_it_is_mounted() {
         .unwrap();
     assert!(ok.success(), "mounting a tmpfs needs root");
     let _guard = Mounted(seal);
-    running(&d, "worker");
+    d.running("worker");
 }
 
 #[test]
@@ -230,14 +214,16 @@ fn restart_with_dependents_restarts_the_workers_too_and_without_only_the_sealer(
          [[service]]\nname = \"worker\"\nafter = [\"sealer\"]\ncommand = [\"{bin}\", \"standin\", \"--name\", \"worker\"]\n",
     );
     let d = setup.start();
-    let worker = pid_of(&running(&d, "worker"));
-    let sealer = pid_of(&running(&d, "sealer"));
-    cli(&setup, &["restart", "sealer"]).expect_code(0);
+    let worker = pid_of(&d.running("worker"));
+    let sealer = pid_of(&d.running("sealer"));
+    setup.cli(&["restart", "sealer"]).expect_code(0);
     let s2 = pid_of(&d.wait_service("sealer", "new pid", |s| {
         s["state"] == "running" && s["pid"].as_i64() != Some(sealer)
     }));
     assert_eq!(pid_of(&d.service("worker")), worker, "no restart cascade");
-    cli(&setup, &["restart", "sealer", "--with-dependents"]).expect_code(0);
+    setup
+        .cli(&["restart", "sealer", "--with-dependents"])
+        .expect_code(0);
     d.wait_service("sealer", "newer pid", |s| {
         s["state"] == "running" && s["pid"].as_i64() != Some(s2)
     });

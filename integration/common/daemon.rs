@@ -52,6 +52,14 @@ impl Setup {
         .unwrap();
     }
 
+    /// Runs `venussup ARGS... --config <this config>`.
+    pub fn cli(&self, args: &[&str]) -> super::Outcome {
+        let cfg = self.config();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", cfg.to_str().unwrap()]);
+        super::venussup(&all)
+    }
+
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("venussup.toml")
     }
@@ -209,6 +217,11 @@ pub fn wait_snapshot(
     }
 }
 
+/// The pid in a service's snapshot entry.
+pub fn pid_of(s: &Value) -> i64 {
+    s["pid"].as_i64().unwrap()
+}
+
 /// Whether a process exists (not yet reaped, zombies included).
 pub fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
@@ -260,6 +273,11 @@ impl Daemon {
         wait_snapshot(&self.state_dir, what, WAIT, pred, || {
             format!("log:\n{}", self.log())
         })
+    }
+
+    /// Waits until `name` is running; its snapshot entry.
+    pub fn running(&self, name: &str) -> Value {
+        self.wait_service(name, "running", |s| s["state"] == "running")
     }
 
     pub fn wait_service(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::{kill_group, DrainPhase, DrainProgress, Owner, Supervisor};
 use crate::runtime::service::{ExitKind, State};
-use crate::runtime::spawn::{self, Output, SpawnSpec};
+use crate::runtime::spawn::{self, Output};
 
 impl Supervisor {
     /// A stop venussup was asked for: drain when the service says how,
@@ -76,23 +76,12 @@ impl Supervisor {
     /// output to the service's log (or, for the probe, a pipe).
     fn drain_helper(&mut self, i: usize, argv: &[String], capture: bool) {
         let s = &mut self.svcs[i];
-        let spec = SpawnSpec {
-            argv,
-            env: &s.plan.env,
-            workdir: s.plan.workdir.as_deref(),
-            identity: s.identity.as_ref(),
-            umask: None,
-            nofile: None,
-            memlock: None,
-            output: if capture {
-                Output::Pipe
-            } else {
-                Output::Append(s.plan.log_file.clone())
-            },
-            hook: None,
-            stdin: None,
+        let output = if capture {
+            Output::Pipe
+        } else {
+            Output::Append(s.plan.log_file.clone())
         };
-        match spawn::spawn(spec) {
+        match spawn::spawn(s.side_process(argv, output)) {
             Ok(child) => {
                 s.drain.helper = Some(child.pid);
                 s.drain.helper_out = child.output;

@@ -182,6 +182,18 @@ impl Svc {
     }
 }
 
+impl Svc {
+    /// A side process of this service (ready probe, drain command): its
+    /// environment, folder and user; no limits or confinement of its own.
+    fn side_process<'a>(&'a self, argv: &'a [String], output: Output) -> SpawnSpec<'a> {
+        SpawnSpec {
+            workdir: self.plan.workdir.as_deref(),
+            identity: self.identity.as_ref(),
+            ..SpawnSpec::helper(argv, &self.plan.env, output, None)
+        }
+    }
+}
+
 /// What a service does once a stop venussup asked for is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AfterStop {
@@ -848,19 +860,8 @@ impl Supervisor {
             ReadyPlan::File { path, .. } => path.exists(),
             ReadyPlan::Command { argv, .. } => {
                 if s.probe_pid.is_none() {
-                    let spec = SpawnSpec {
-                        argv,
-                        env: &s.plan.env,
-                        workdir: s.plan.workdir.as_deref(),
-                        identity: s.identity.as_ref(),
-                        umask: None,
-                        nofile: None,
-                        memlock: None,
-                        output: Output::Append(s.plan.log_file.clone()),
-                        hook: None,
-                        stdin: None,
-                    };
-                    match spawn::spawn(spec) {
+                    let output = Output::Append(s.plan.log_file.clone());
+                    match spawn::spawn(s.side_process(argv, output)) {
                         Ok(child) => {
                             s.probe_pid = Some(child.pid);
                             self.owners.insert(child.pid, Owner::Probe(i));
