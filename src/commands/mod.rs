@@ -60,9 +60,3 @@ pub fn load_valid_config(path: &Path) -> Result<Config, String> {
         )),
     }
 }
-
-/// Answer for a subcommand whose issue has not landed yet.
-pub fn not_yet(command: &str, issue: u32) -> u8 {
-    eprintln!("venussup {command}: not yet implemented (tracked in issue #{issue})");
-    exit::FAILURE
-}
