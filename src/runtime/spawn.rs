@@ -1,22 +1,26 @@
 //! The one place venussup starts processes. Everything a child gets is
-//! decided before the fork; between fork and exec the child only makes
-//! syscalls, in this order: its own session (so signals meant for venussup
-//! never reach it and its whole process group can be stopped), rlimits,
-//! umask, CPU confinement, then groups, gid and uid (last, because raising
-//! an rlimit or joining a cgroup needs the privileges it drops). std then
-//! resets the signal mask and execs; every descriptor of venussup is
+//! decided before the clone; between clone and exec the child only makes
+//! syscalls, in this order: signal handlers back to default, stdin, stdout
+//! and stderr, working folder, its own session (so signals meant for
+//! venussup never reach it and its whole process group can be stopped),
+//! rlimits, umask, CPU confinement, then groups, gid and uid (last, because
+//! raising an rlimit or joining a cgroup needs the privileges it drops),
+//! then an empty signal mask and exec. Every descriptor of venussup is
 //! close-on-exec, so only stdin, stdout and stderr cross.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
+use nix::sched::CloneFlags;
 use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{setgid, setgroups, setsid, setuid, Gid, Group, Pid, Uid, User};
 
@@ -217,58 +221,290 @@ pub fn open_log(path: &Path) -> Result<File, SpawnError> {
         .map_err(err)
 }
 
-/// Starts a child as `spec` says.
-pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
-    let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyCommand)?;
-    let mut cmd = Command::new(program);
-    cmd.args(args).env_clear();
-    match spec.stdin {
-        Some(f) => cmd.stdin(f),
-        None => cmd.stdin(Stdio::null()),
-    };
-    if let Some(id) = spec.identity {
-        // What a login would set, unless the config sets it.
-        let defaults = [
-            ("HOME", id.home.to_string_lossy().into_owned()),
-            ("USER", id.name.clone()),
-            ("LOGNAME", id.name.clone()),
-        ];
-        for (k, v) in defaults {
-            if !spec.env.contains_key(k) {
-                cmd.env(k, v);
-            }
+/// The file names a program without `/` may be at, in `PATH` order (the
+/// service's own `PATH`, as `execvp` in the child would search it).
+fn candidates(program: &str, env: &BTreeMap<String, String>) -> Result<Vec<CString>, io::Error> {
+    let invalid = |_| io::Error::from(io::ErrorKind::InvalidInput);
+    if program.contains('/') {
+        return Ok(vec![CString::new(program).map_err(invalid)?]);
+    }
+    // glibc's default when there is no PATH (confstr _CS_PATH).
+    let path = env.get("PATH").map_or("/bin:/usr/bin", String::as_str);
+    path.split(':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { "." } else { dir };
+            CString::new(format!("{dir}/{program}")).map_err(invalid)
+        })
+        .collect()
+}
+
+/// A null-terminated array of pointers into `strings` (which must outlive it).
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// A descriptor numbered 3 or above (close-on-exec), so that putting the
+/// child's stdin, stdout and stderr in place never overwrites another.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    let dup = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+/// The child's stack: `clone` with `CLONE_VM` runs the child in venussup's
+/// memory, on a stack of its own, with a guard page below it.
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    /// The child only makes syscalls (and the confinement hook's); 256 KiB
+    /// is many times what it uses.
+    const LEN: usize = 256 * 1024;
+    const GUARD: usize = 4096;
+
+    fn new() -> io::Result<Self> {
+        // SAFETY: an anonymous private mapping at an address the kernel
+        // picks; nothing else refers to it until it is returned.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Self {
+            base,
+            len: Self::LEN,
+        };
+        // SAFETY: the first page of the mapping made above; a child that
+        // overflows its stack faults there instead of writing venussup's
+        // memory.
+        if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    fn usable(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping above the guard page is readable, writable,
+        // `len - GUARD` bytes long and owned by `self` alone.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.base.cast::<u8>().add(Self::GUARD),
+                self.len - Self::GUARD,
+            )
         }
     }
-    cmd.envs(spec.env);
-    if let Some(dir) = spec.workdir {
-        cmd.current_dir(dir);
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made; the child that used
+        // it has exec'd or exited (CLONE_VFORK) before this runs.
+        unsafe { libc::munmap(self.base, self.len) };
     }
-    match &spec.output {
+}
+
+/// Everything the child needs, made before the clone: between clone and
+/// exec the child only reads it and makes syscalls.
+struct ChildPlan<'a> {
+    programs: &'a [CString],
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    stdio: [RawFd; 3],
+    workdir: Option<&'a CString>,
+    rlimits: &'a [(Resource, u64)],
+    umask: Option<u32>,
+    hook: Option<&'a ChildHook>,
+    identity: Option<&'a Identity>,
+}
+
+/// Runs in the child, in venussup's memory (CLONE_VM) while venussup waits
+/// (CLONE_VFORK): no allocation, no lock, nothing but syscalls on data
+/// made before the clone. Returns only on failure, with the errno.
+fn child_exec(p: &ChildPlan<'_>) -> i32 {
+    let errno = |e: nix::Error| e as i32;
+    // Signal handlers are venussup's and must not run here (they would run
+    // on venussup's memory): every handled signal goes back to its default,
+    // and SIGPIPE, which the Rust runtime ignores, too. Every signal is
+    // blocked until just before exec.
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction with a null new action only reads the current
+        // disposition into `old`, a zeroed plain C struct.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; glibc's reserved signals just fail (EINVAL).
+        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+            continue;
+        }
+        let handled = old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
+        if handled || (sig == libc::SIGPIPE && old.sa_sigaction == libc::SIG_IGN) {
+            // SAFETY: a zeroed sigaction with SIG_DFL (0) is the default
+            // disposition; it changes only this (child) process.
+            let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
+        }
+    }
+    for (target, &fd) in p.stdio.iter().enumerate() {
+        // Sources are 3 or above (`above_stdio`): dup2 never overwrites one,
+        // and it clears close-on-exec on the copy.
+        let target = i32::try_from(target).unwrap_or(0);
+        // SAFETY: dup2 on two descriptor numbers only changes the child's
+        // descriptor table (CLONE_VM shares memory, not descriptors).
+        if unsafe { libc::dup2(fd, target) } < 0 {
+            return io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+        }
+    }
+    if let Some(dir) = p.workdir {
+        // SAFETY: a NUL-terminated path made before the clone.
+        if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
+            return io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+        }
+    }
+    if let Err(e) = setsid() {
+        return errno(e);
+    }
+    for &(resource, value) in p.rlimits {
+        if let Err(e) = setrlimit(resource, value, value) {
+            return errno(e);
+        }
+    }
+    if let Some(m) = p.umask {
+        umask(Mode::from_bits_truncate(m));
+    }
+    if let Some(h) = p.hook {
+        if let Err(e) = (h.0)() {
+            return e.raw_os_error().unwrap_or(libc::EIO);
+        }
+    }
+    if let Some(id) = p.identity {
+        if let Err(e) = setgroups(&id.groups)
+            .and_then(|()| setgid(id.gid))
+            .and_then(|()| setuid(id.uid))
+        {
+            return errno(e);
+        }
+    }
+    // SAFETY: an empty set; SIG_SETMASK only changes this thread's mask.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+    // As execvp: the next PATH entry after one that is missing or not
+    // ours to run; EACCES if any was found but not executable.
+    let mut err = libc::ENOENT;
+    let mut denied = false;
+    for program in p.programs {
+        // SAFETY: program, argv and envp are NUL-terminated strings and
+        // null-terminated pointer arrays made before the clone, alive until
+        // the parent resumes (after this exec or exit).
+        unsafe { libc::execve(program.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr()) };
+        err = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        match err {
+            libc::EACCES => denied = true,
+            libc::ENOENT | libc::ENOTDIR => {}
+            _ => return err,
+        }
+    }
+    if denied {
+        libc::EACCES
+    } else {
+        err
+    }
+}
+
+/// Starts a child as `spec` says, and returns once it has exec'd.
+///
+/// The child is made with `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn`
+/// does, not with `fork`: it runs in venussup's memory until exec, so no
+/// page table is copied and no page is copied on write, which a fork of
+/// venussup costs on every restart. Everything it gets is made before the
+/// clone; in between, the child only makes syscalls.
+pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
+    let (program, _) = spec.argv.split_first().ok_or(SpawnError::EmptyCommand)?;
+    let exec_err = |source: io::Error| SpawnError::Exec {
+        program: program.clone(),
+        source,
+    };
+    let invalid = |_| exec_err(io::Error::from(io::ErrorKind::InvalidInput));
+    let programs = candidates(program, spec.env).map_err(exec_err)?;
+    let argv: Vec<CString> = spec
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()
+        .map_err(invalid)?;
+    let mut env: BTreeMap<&str, String> = BTreeMap::new();
+    if let Some(id) = spec.identity {
+        // What a login would set, unless the config sets it.
+        env.insert("HOME", id.home.to_string_lossy().into_owned());
+        env.insert("USER", id.name.clone());
+        env.insert("LOGNAME", id.name.clone());
+    }
+    for (k, v) in spec.env {
+        env.insert(k, v.clone());
+    }
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect::<Result<_, _>>()
+        .map_err(invalid)?;
+    let workdir = spec
+        .workdir
+        .map(|d| CString::new(d.as_os_str().as_bytes()))
+        .transpose()
+        .map_err(invalid)?;
+    let stdin = match spec.stdin {
+        Some(f) => Ok(f),
+        None => File::open("/dev/null"),
+    }
+    .map(OwnedFd::from)
+    .and_then(above_stdio)
+    .map_err(exec_err)?;
+    let (out, reader) = match &spec.output {
         Output::Append(path) => {
-            let log = open_log(path)?;
-            let err = log.try_clone().map_err(|source| SpawnError::Log {
+            let log = open_log(path).map(OwnedFd::from)?;
+            let log = above_stdio(log).map_err(|source| SpawnError::Log {
                 path: path.clone(),
                 source,
             })?;
-            cmd.stdout(log).stderr(err);
+            (log, None)
         }
-        Output::Pipe => {}
-    }
-    // One pipe for both streams, so the output reads in the order written.
-    let mut reader = None;
-    if let Output::Pipe = spec.output {
-        let (read, write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Exec {
-                program: program.clone(),
-                source: e.into(),
-            })?;
-        let write2 = write.try_clone().map_err(|source| SpawnError::Exec {
-            program: program.clone(),
-            source,
-        })?;
-        cmd.stdout(write).stderr(write2);
-        reader = Some(File::from(read));
-    }
+        // One pipe for both streams, so the output reads in the order written.
+        Output::Pipe => {
+            let (read, write) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| exec_err(e.into()))?;
+            (
+                above_stdio(write).map_err(exec_err)?,
+                Some(File::from(read)),
+            )
+        }
+    };
     let rlimits: Vec<(Resource, u64)> = [
         (Resource::RLIMIT_NOFILE, spec.nofile),
         (Resource::RLIMIT_MEMLOCK, spec.memlock),
@@ -276,45 +512,160 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     .into_iter()
     .filter_map(|(r, l)| l.map(|l| (r, rlimit_value(l))))
     .collect();
-    let mask = spec.umask;
-    let hook = spec.hook.clone();
-    let ids = spec.identity.cloned();
-    // The closure runs in the child between fork and exec, where only
-    // async-signal-safe functions may be called (`hook` follows the rule).
-    // SAFETY: it makes plain syscalls (setsid, setrlimit, umask, setgroups,
-    // setgid, setuid) on data owned before the fork; no allocation, no lock.
-    unsafe {
-        cmd.pre_exec(move || {
-            setsid()?;
-            for &(resource, value) in &rlimits {
-                setrlimit(resource, value, value)?;
-            }
-            if let Some(m) = mask {
-                umask(Mode::from_bits_truncate(m));
-            }
-            if let Some(h) = &hook {
-                (h.0)()?;
-            }
-            if let Some(id) = &ids {
-                setgroups(&id.groups)?;
-                setgid(id.gid)?;
-                setuid(id.uid)?;
-            }
-            Ok(())
-        });
+    let argv_ptrs = pointers(&argv);
+    let envp_ptrs = pointers(&envp);
+    let plan = ChildPlan {
+        programs: &programs,
+        argv: &argv_ptrs,
+        envp: &envp_ptrs,
+        stdio: [stdin.as_raw_fd(), out.as_raw_fd(), out.as_raw_fd()],
+        workdir: workdir.as_ref(),
+        rlimits: &rlimits,
+        umask: spec.umask,
+        hook: spec.hook.as_ref(),
+        identity: spec.identity,
+    };
+    let mut stack = ChildStack::new().map_err(exec_err)?;
+    // The child writes its errno here when it cannot exec; venussup reads
+    // it once the child is gone (CLONE_VFORK).
+    let failed = AtomicI32::new(0);
+    let callback = Box::new(|| {
+        let e = child_exec(&plan);
+        failed.store(e, Ordering::Relaxed);
+        // SAFETY: _exit ends the child at once, running nothing of
+        // venussup's (no atexit handler, no buffer flush).
+        unsafe { libc::_exit(127) }
+    });
+    // No signal handler may run in the child before it has reset them.
+    let old_mask = SigSet::all()
+        .thread_swap_mask(SigmaskHow::SIG_SETMASK)
+        .map_err(|e| exec_err(e.into()))?;
+    // SAFETY: CLONE_VM | CLONE_VFORK as posix_spawn uses it: the child runs
+    // `child_exec` on its own stack in this process's memory while this
+    // thread is suspended until the child execs or exits. What the child
+    // reads (`plan` and what it points to) is owned by this suspended
+    // frame, so nothing changes it meanwhile; the child allocates nothing,
+    // takes no lock, runs no signal handler (all blocked in this thread,
+    // then reset to default in the child) and ends in exec or _exit.
+    let cloned = unsafe {
+        nix::sched::clone(
+            callback,
+            stack.usable(),
+            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+            Some(libc::SIGCHLD),
+        )
+    };
+    let _ = old_mask.thread_set_mask();
+    let pid = cloned.map_err(|e| exec_err(e.into()))?;
+    let errno = failed.load(Ordering::Relaxed);
+    if errno != 0 {
+        // It has exited: reap it here, so the loop never sees a service
+        // that did not start as an orphan.
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return Err(exec_err(io::Error::from_raw_os_error(errno)));
     }
-    let child = cmd.spawn().map_err(|source| SpawnError::Exec {
-        program: program.clone(),
-        source,
-    })?;
-    // The write ends of the pipe close with `cmd`, so the reader sees EOF
-    // when the child (and whatever inherited them) is done.
-    drop(cmd);
-    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-    // The child is reaped by the supervisor's waitpid(-1) loop, not by std.
-    drop(child);
+    // The write end of the pipe closes here, so the reader sees EOF when
+    // the child (and whatever inherited it) is done.
+    drop(out);
+    drop(stdin);
     Ok(Spawned {
         pid,
         output: reader,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::Read;
+
+    fn env(path: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("PATH".to_string(), path.to_string())])
+    }
+
+    fn spec<'a>(argv: &'a [String], env: &'a BTreeMap<String, String>) -> SpawnSpec<'a> {
+        SpawnSpec {
+            argv,
+            env,
+            workdir: None,
+            identity: None,
+            umask: None,
+            nofile: None,
+            memlock: None,
+            output: Output::Pipe,
+            hook: None,
+            stdin: None,
+        }
+    }
+
+    /// Runs `argv` with its output piped; what it printed and its exit.
+    fn run(argv: &[&str], env: &BTreeMap<String, String>) -> (String, WaitStatus) {
+        let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+        let child = spawn(spec(&argv, env)).unwrap();
+        let mut out = String::new();
+        child.output.unwrap().read_to_string(&mut out).unwrap();
+        (out, nix::sys::wait::waitpid(child.pid, None).unwrap())
+    }
+
+    use nix::sys::wait::WaitStatus;
+
+    #[test]
+    fn a_program_without_a_slash_is_found_in_the_services_path() {
+        let (out, status) = run(&["echo", "hi"], &env("/nonexistent:/usr/bin:/bin"));
+        assert_eq!(out, "hi\n");
+        assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    }
+
+    #[test]
+    fn a_missing_program_is_an_error_with_its_errno_and_leaves_no_child() {
+        let argv = vec!["no-such-program-venussup".to_string()];
+        let env = env("/nonexistent:/usr/bin");
+        let err = spawn(spec(&argv, &env)).unwrap_err();
+        match err {
+            SpawnError::Exec { program, source } => {
+                assert_eq!(program, "no-such-program-venussup");
+                assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn the_child_gets_an_empty_signal_mask_its_own_session_and_only_stdio() {
+        // As venussup does at start (the harness may hold cargo's jobserver).
+        close_inherited_on_exec();
+        let (out, status) = run(
+            &[
+                "/bin/sh",
+                "-c",
+                "grep -E '^SigBlk' /proc/self/status; ls /proc/self/fd | wc -l; cut -d' ' -f6 /proc/$$/stat; echo $$",
+            ],
+            &env("/usr/bin:/bin"),
+        );
+        assert!(
+            matches!(status, WaitStatus::Exited(_, 0)),
+            "{status:?} {out}"
+        );
+        assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        // 0, 1, 2 and the one `ls` opens to list them.
+        assert_eq!(lines[1].trim(), "4", "{out}");
+        assert_eq!(lines[2].trim(), lines[3].trim(), "its own session: {out}");
+    }
+
+    #[test]
+    fn a_failing_hook_fails_the_spawn() {
+        let argv = vec!["/bin/true".to_string()];
+        let env = env("/usr/bin:/bin");
+        let mut s = spec(&argv, &env);
+        s.hook = Some(ChildHook(Arc::new(|| {
+            Err(io::Error::from_raw_os_error(libc::EPERM))
+        })));
+        let err = spawn(s).unwrap_err();
+        assert!(
+            matches!(&err, SpawnError::Exec { source, .. } if source.raw_os_error() == Some(libc::EPERM)),
+            "{err}"
+        );
+    }
 }
