@@ -81,6 +81,7 @@ struct Args {
     json: PathBuf,
     venussup: PathBuf,
     only: Option<Vec<String>>,
+    work_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -99,6 +100,7 @@ fn parse_args() -> Result<Args, String> {
         )),
         venussup: PathBuf::from(env!("CARGO_BIN_EXE_venussup")),
         only: None,
+        work_dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -128,9 +130,10 @@ fn parse_args() -> Result<Args, String> {
             "--orphan-rounds" => a.orphan_rounds = num(value("a count")?)?,
             "--json" => a.json = PathBuf::from(value("a path")?),
             "--venussup" => a.venussup = PathBuf::from(value("a path")?),
+            "--work-dir" => a.work_dir = Some(PathBuf::from(value("a folder")?)),
             "--only" => a.only = Some(value("a list")?.split(',').map(str::to_string).collect()),
             "-h" | "--help" => {
-                println!("usage: cargo bench --bench supervisors -- [--quick] [--rounds N] [--status-samples N] [--idle-secs N] [--scale N] [--scale-rounds N] [--orphans N] [--orphan-rounds N] [--only venussup,s6,runit,supervisord,venussup-unconfined] [--json PATH] [--venussup PATH]");
+                println!("usage: cargo bench --bench supervisors -- [--quick] [--rounds N] [--status-samples N] [--idle-secs N] [--scale N] [--scale-rounds N] [--orphans N] [--orphan-rounds N] [--only venussup,s6,runit,supervisord,venussup-unconfined] [--json PATH] [--venussup PATH] [--work-dir DIR (default: /dev/shm when it is tmpfs)]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
@@ -233,6 +236,17 @@ fn build_stamp(work: &Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// Whether `dir` is the mount point of a tmpfs.
+fn is_tmpfs(dir: &Path) -> bool {
+    fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, kind) = (f.next(), f.next(), f.next());
+            point == dir.to_str() && kind == Some("tmpfs")
+        })
+    })
+}
+
 /// Removes a cgroup parent venussup left (it removes its own on exit).
 fn remove_cgroup_parent(name: &str) {
     for root in [
@@ -304,7 +318,23 @@ fn main() {
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         eprintln!("warning: could not become a child subreaper");
     }
-    let work = match tempfile::Builder::new().prefix("venussup-bench.").tempdir() {
+    // On tmpfs: every supervisor creates thousands of files (logs,
+    // supervise folders), and on ext4 creating files within minutes of
+    // deleting many (the previous round's) scans the inode table for
+    // recently deleted inodes, which dominated start-up times and made them
+    // depend on the shuffled order. The filesystem is not under test.
+    let parent = args.work_dir.clone().unwrap_or_else(|| {
+        let shm = PathBuf::from("/dev/shm");
+        if is_tmpfs(&shm) {
+            shm
+        } else {
+            std::env::temp_dir()
+        }
+    });
+    let work = match tempfile::Builder::new()
+        .prefix("venussup-bench.")
+        .tempdir_in(&parent)
+    {
         Ok(w) => w,
         Err(e) => {
             eprintln!("error: a temporary folder: {e}");
