@@ -33,10 +33,12 @@
 //! proofs library's multicore-SDR threads ignore the affinity mask
 //! (lotus#5076, rust-fil-proofs#1440); only the cpuset holds them.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use nix::sched::{sched_setaffinity, CpuSet as AffinityMask};
 use nix::unistd::Pid;
@@ -285,6 +287,13 @@ pub struct CgroupSetup {
     hierarchy: Hierarchy,
     parent: String,
     fs: Cgroupfs,
+    /// The roots in which this process made the venussup parent ready
+    /// ([`CgroupSetup::ready_parent`]), so a restart does not redo it:
+    /// five cgroupfs reads and writes off the restart path. Forgotten when a
+    /// prepare fails (the parent may have been removed or narrowed behind
+    /// venussup's back; the prepare is then redone in full) and when the
+    /// parent is removed.
+    ready: Arc<Mutex<BTreeSet<PathBuf>>>,
 }
 
 impl CgroupSetup {
@@ -301,6 +310,7 @@ impl CgroupSetup {
             hierarchy,
             parent: parent.to_string(),
             fs,
+            ready: Arc::default(),
         })
     }
 
@@ -327,6 +337,9 @@ impl CgroupSetup {
     /// controllers down.
     fn ready_parent(&self, root: &Path, v1_cpuset: bool) -> Result<PathBuf, ConfineError> {
         let parent = root.join(&self.parent);
+        if self.ready_roots().contains(root) {
+            return Ok(parent);
+        }
         if let Hierarchy::V2 { memory, .. } = &self.hierarchy {
             let enable = if *memory {
                 "+cpuset +memory"
@@ -345,7 +358,23 @@ impl CgroupSetup {
                 self.fs.write(&parent, file, &value)?;
             }
         }
+        self.ready_roots().insert(root.to_path_buf());
         Ok(parent)
+    }
+
+    fn ready_roots(&self) -> std::sync::MutexGuard<'_, BTreeSet<PathBuf>> {
+        // A panic while holding it cannot leave the set half-changed.
+        self.ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets which parents were made ready; whether any was.
+    fn forget_ready(&self) -> bool {
+        let mut roots = self.ready_roots();
+        let any = !roots.is_empty();
+        roots.clear();
+        any
     }
 }
 
@@ -416,8 +445,18 @@ fn affinity_mask(service: &str, cpus: &CpuSet) -> Result<AffinityMask, ConfineEr
 
 /// Parent side, before fork: creates or updates the service's cgroup(s)
 /// and opens what the child writes its pid to. Idempotent; call it at
-/// every start and restart.
+/// every start and restart. The venussup parent is made ready once; when
+/// anything fails after that, it is made ready again and the prepare
+/// redone, so a parent removed or changed behind venussup's back is put
+/// right.
 pub fn prepare(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, ConfineError> {
+    match prepare_once(setup, plan) {
+        Err(_) if setup.forget_ready() => prepare_once(setup, plan),
+        done => done,
+    }
+}
+
+fn prepare_once(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, ConfineError> {
     let name = plan.name.as_str();
     check_name(name)?;
     let d = decide(&setup.hierarchy, plan)?;
@@ -605,6 +644,7 @@ pub fn cleanup_stale(setup: &CgroupSetup, keep: &[&str]) -> Result<Vec<StaleCgro
 /// Removes the venussup parent itself (it must be empty): for tests and
 /// for taking venussup off a host.
 pub fn remove_parent(setup: &CgroupSetup) -> Result<(), ConfineError> {
+    setup.forget_ready();
     for parent in setup.parents() {
         remove(setup, &parent)?;
     }

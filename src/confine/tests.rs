@@ -267,3 +267,29 @@ fn oom_kill_counts_are_read_from_either_version() {
     );
     assert_eq!(super::parse_oom_kill("oom_kill_disable 0\n"), None);
 }
+
+#[test]
+fn the_parent_is_made_ready_once_and_again_when_it_was_removed_behind_our_back() {
+    let (_dir, root) = host_dir();
+    SimCgroups::v1(&root, "0-7", "0-1").unwrap();
+    let setup = setup(&root);
+    let plan = plan_of(&root, "cpus = \"0-3\"\n");
+    prepare(&setup, &plan).unwrap();
+    let parent = root.path("/sys/fs/cgroup/cpuset/venussup");
+    // A restart does not write the parent again.
+    fs::write(parent.join("cpuset.mems"), "1\n").unwrap();
+    prepare(&setup, &plan).unwrap();
+    assert_eq!(
+        read(&root, "/sys/fs/cgroup/cpuset/venussup/cpuset.mems"),
+        "1"
+    );
+    // Gone behind venussup's back: the next prepare fails below the
+    // parent, makes the parent again and succeeds.
+    fs::remove_dir_all(&parent).unwrap();
+    let c = prepare(&setup, &plan).unwrap();
+    assert_eq!(c.cgroups().len(), 1);
+    let cs = "/sys/fs/cgroup/cpuset/venussup";
+    assert_eq!(read(&root, &format!("{cs}/cpuset.cpus")), "0-7");
+    assert_eq!(read(&root, &format!("{cs}/cpuset.mems")), "0-1");
+    assert_eq!(read(&root, &format!("{cs}/w/cpuset.cpus")), "0-3");
+}
