@@ -204,21 +204,30 @@ fn rlimit_value(l: Limit) -> u64 {
 }
 
 /// Opens a log file for appending, creating it (and its folder) if needed.
+/// The folder is only made when the open says it is missing: a restart
+/// opens an existing log with one syscall.
 pub fn open_log(path: &Path) -> Result<File, SpawnError> {
     use std::os::unix::fs::OpenOptionsExt;
     let err = |source| SpawnError::Log {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(err)?;
+            }
+            open().map_err(err)
+        }
+        opened => opened.map_err(err),
     }
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .open(path)
-        .map_err(err)
 }
 
 /// The file names a program without `/` may be at, in `PATH` order (the
