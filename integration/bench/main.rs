@@ -5,8 +5,9 @@
 //!     sudo cargo bench --bench supervisors -- --quick # a smoke run
 //!
 //! Every supervisor runs the same static stamp program (`stamp.c`, built
-//! with `cc -static` into the bench's temporary folder), whose first action
-//! is to read CLOCK_MONOTONIC. All of them run at the same time and are
+//! with `cc -static -nostdlib` into the bench's temporary folder), whose
+//! first instruction reads CLOCK_MONOTONIC: no C library start-up runs
+//! before it. All of them run at the same time and are
 //! visited in a new shuffled order each round. It installs nothing: a peer
 //! whose programs are missing is skipped with the Debian package to install.
 //! See BENCHMARKS.md for what each number means.
@@ -221,7 +222,15 @@ fn build_stamp(work: &Path) -> Result<PathBuf, String> {
     let out = work.join("stamp");
     fs::write(&src, STAMP_C).map_err(|e| format!("write {}: {e}", src.display()))?;
     let status = Command::new("cc")
-        .args(["-static", "-O2", "-o"])
+        .args([
+            "-static",
+            "-nostdlib",
+            "-ffreestanding",
+            "-fno-builtin",
+            "-fno-stack-protector",
+            "-O2",
+            "-o",
+        ])
         .arg(&out)
         .arg(&src)
         .status()
@@ -230,7 +239,7 @@ fn build_stamp(work: &Path) -> Result<PathBuf, String> {
         })?;
     if !status.success() {
         return Err(
-            "cc -static failed: the static C library comes with libc6-dev (build-essential)".into(),
+            "cc -static -nostdlib failed (gcc from build-essential; x86_64 or aarch64)".into(),
         );
     }
     Ok(out)
