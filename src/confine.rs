@@ -554,8 +554,6 @@ fn all_pids(setup: &CgroupSetup, dir: &Path) -> Result<Vec<i32>, ConfineError> {
     Ok(pids)
 }
 
-/// Every process in the service's cgroup(s) (and below), sorted; none when
-/// it has no cgroup.
 /// How many times the kernel's OOM killer killed a process in the
 /// service's memory cgroup (`oom_kill` of v2 `memory.events`, v1
 /// `memory.oom_control`); `None` without a memory cgroup for it.
@@ -581,6 +579,8 @@ fn parse_oom_kill(text: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
+/// Every process in the service's cgroup(s) (and below), sorted; none when
+/// it has no cgroup.
 pub fn pids(setup: &CgroupSetup, name: &str) -> Result<Vec<i32>, ConfineError> {
     check_name(name)?;
     let mut pids = Vec::new();
