@@ -549,13 +549,13 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     let old_mask = SigSet::all()
         .thread_swap_mask(SigmaskHow::SIG_SETMASK)
         .map_err(|e| exec_err(e.into()))?;
-    // SAFETY: CLONE_VM | CLONE_VFORK as posix_spawn uses it: the child runs
+    // CLONE_VM | CLONE_VFORK as posix_spawn uses it: the child runs
     // `child_exec` on its own stack in this process's memory while this
     // thread is suspended until the child execs or exits. What the child
     // reads (`plan` and what it points to) is owned by this suspended
-    // frame, so nothing changes it meanwhile; the child allocates nothing,
-    // takes no lock, runs no signal handler (all blocked in this thread,
-    // then reset to default in the child) and ends in exec or _exit.
+    // frame, so nothing changes it meanwhile.
+    // SAFETY: the child allocates nothing, takes no lock, runs no signal
+    // handler (all blocked here, reset to default in it), ends in exec/_exit.
     let cloned = unsafe {
         nix::sched::clone(
             callback,
