@@ -594,18 +594,7 @@ mod tests {
     }
 
     fn spec<'a>(argv: &'a [String], env: &'a BTreeMap<String, String>) -> SpawnSpec<'a> {
-        SpawnSpec {
-            argv,
-            env,
-            workdir: None,
-            identity: None,
-            umask: None,
-            nofile: None,
-            memlock: None,
-            output: Output::Pipe,
-            hook: None,
-            stdin: None,
-        }
+        SpawnSpec::helper(argv, env, Output::Pipe, None)
     }
 
     /// Runs `argv` with its output piped; what it printed and its exit.

@@ -269,12 +269,7 @@ impl Supervisor {
         self.log_keep = plan.host.log_keep;
         let mut summary = ReloadSummary::default();
         let mut old: HashMap<String, Svc> = HashMap::new();
-        let old_index: HashMap<String, usize> = self
-            .svcs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.plan.name.clone(), i))
-            .collect();
+        let old_index: HashMap<String, usize> = self.name_index();
         for s in self.svcs.drain(..) {
             old.insert(s.plan.name.clone(), s);
         }
@@ -399,12 +394,7 @@ impl Supervisor {
         }
         let names: Vec<String> = self.svcs.iter().map(|s| s.plan.name.clone()).collect();
         self.svcs.retain(|s| !done(s));
-        let index: HashMap<String, usize> = self
-            .svcs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.plan.name.clone(), i))
-            .collect();
+        let index: HashMap<String, usize> = self.name_index();
         self.remap_owners(|owner| match owner {
             Owner::Service(i) => index.get(&names[i]).map(|&j| Owner::Service(j)),
             Owner::Probe(i) => index.get(&names[i]).map(|&j| Owner::Probe(j)),

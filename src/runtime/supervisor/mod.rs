@@ -441,14 +441,18 @@ impl Supervisor {
         Ok(me)
     }
 
-    /// Resolves every `after` name to an index (after the lists changed).
-    fn link(&mut self) {
-        let index: HashMap<String, usize> = self
-            .svcs
+    /// Each service's position in `svcs`, by name.
+    fn name_index(&self) -> HashMap<String, usize> {
+        self.svcs
             .iter()
             .enumerate()
             .map(|(i, s)| (s.plan.name.clone(), i))
-            .collect();
+            .collect()
+    }
+
+    /// Resolves every `after` name to an index (after the lists changed).
+    fn link(&mut self) {
+        let index: HashMap<String, usize> = self.name_index();
         let deps_of = |after: &[String]| {
             after
                 .iter()
