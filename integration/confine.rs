@@ -28,9 +28,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use venussup::cgroup::Cgroupfs;
 use venussup::confine::{self, CgroupSetup, Confinement, Hierarchy};
-use venussup::cpulist::CpuSet;
-use venussup::diag::Diagnostics;
-use venussup::fsroot::FsRoot;
+use venussup::util::cpulist::CpuSet;
+use venussup::util::diag::Diagnostics;
+use venussup::util::fsroot::FsRoot;
 use venussup::plan::{self, Host, ServicePlan};
 
 /// Set in the environment of a probe child.

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use common::{project_file, venussup, Outcome};
 use venussup::cgroup::sim::SimCgroups;
-use venussup::fsroot::FsRoot;
+use venussup::util::fsroot::FsRoot;
 use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
 
 /// A simulated host of `shape` with cgroup v1 (as this VM has), and one

@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 
 use common::{check_on as check, planned_service as service, project_file, Outcome};
-use venussup::fsroot::FsRoot;
+use venussup::util::fsroot::FsRoot;
 use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
 
 /// An 8-core simulated host with a simulated GPU at each bus id, in the

@@ -17,7 +17,7 @@ use common::venussup;
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use serde_json::json;
-use venussup::fsroot::FsRoot;
+use venussup::util::fsroot::FsRoot;
 use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
 
 /// Two packages of two cores, one NUMA node each, every CPU on the

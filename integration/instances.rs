@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use common::daemon::{wait_file, Setup};
 use common::{check_on as check, planned_service as service, project_file, Outcome};
 use serde_json::{json, Value};
-use venussup::fsroot::FsRoot;
+use venussup::util::fsroot::FsRoot;
 use venussup::gpu::{simulate, simulate_numa, simulated_uuid};
 use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use common::{project_file, venussup};
 use serde_json::{json, Value};
-use venussup::cpulist::CpuSet;
+use venussup::util::cpulist::CpuSet;
 use venussup::topology::sim::{Numbering, Shape, SimCore, SimHost, Style};
 
 // ---- helpers -------------------------------------------------------------

@@ -38,7 +38,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::cpulist::CpuSet;
+use crate::util::cpulist::CpuSet;
 use crate::topology::Topology;
 
 /// Beyond this many NUMA nodes, only the nodes with the most free cores are

@@ -47,8 +47,8 @@ use serde::Serialize;
 use crate::cgroup::mounts::{cgroup_mounts, MOUNTINFO};
 use crate::cgroup::{CgroupError, Cgroupfs};
 use crate::config::Confine;
-use crate::cpulist::CpuSet;
-use crate::fsroot::FsRoot;
+use crate::util::cpulist::CpuSet;
+use crate::util::fsroot::FsRoot;
 use crate::plan::ServicePlan;
 
 /// The cgroup that holds every service's cgroup.

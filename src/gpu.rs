@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::config::values::{GpuRef, GpuSpec};
 use crate::config::{CudaIds, Task};
-use crate::fsroot::FsRoot;
+use crate::util::fsroot::FsRoot;
 
 /// One folder per GPU, named by its PCI bus id.
 pub const DRIVER_DIR: &str = "/proc/driver/nvidia/gpus";

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::fsroot::FsRoot;
+use crate::util::fsroot::FsRoot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostInfoError {

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::values::ByteSize;
 use crate::config::{PerNode, PrepareConfig};
-use crate::cpulist::CpuSet;
-use crate::fsroot::FsRoot;
+use crate::util::cpulist::CpuSet;
+use crate::util::fsroot::FsRoot;
 
 /// The NUMA node folders (`node0`, `node1`, ...).
 const NODE_DIR: &str = "/sys/devices/system/node";

@@ -26,7 +26,7 @@ use toml::Spanned;
 
 use crate::config::values::{CpuSpec, GpuRef, GpuSpec};
 use crate::config::{Config, ServiceConfig};
-use crate::diag::Diagnostics;
+use crate::util::diag::Diagnostics;
 use crate::gpu::{self, Gpu, Want};
 
 /// What a service's `instances` asks for.

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use venussup::commands;
 use venussup::config::values::ByteSize;
 use venussup::control::Command as Request;
-use venussup::fsroot::FsRoot;
+use venussup::util::fsroot::FsRoot;
 
 /// Supervisor for Filecoin sealing hosts: takes SMT siblings offline, runs
 /// venus-sealer and venus-worker confined to their cores and GPUs, restarts

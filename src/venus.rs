@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use crate::capacity::Capacity;
 use crate::config::values::Limit;
 use crate::config::{Config, Role, ServiceConfig, ServiceKind, Task};
-use crate::diag::Diagnostics;
-use crate::fsroot::FsRoot;
+use crate::util::diag::Diagnostics;
+use crate::util::fsroot::FsRoot;
 use crate::gpu;
 use crate::plan::{Plan, ServicePlan};
 

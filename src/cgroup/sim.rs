@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{Cgroupfs, Kernel, PROCS};
-use crate::fsroot::FsRoot;
+use crate::util::fsroot::FsRoot;
 
 /// `mkdir` fills the new cgroup with the control files of its parent
 /// (limits at their "no limit" value, the rest empty); `rmdir` refuses a

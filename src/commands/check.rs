@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::{exit, print_stdout};
 use crate::config;
-use crate::diag::{Diagnostic, Severity};
-use crate::fsroot::FsRoot;
+use crate::util::diag::{Diagnostic, Severity};
+use crate::util::fsroot::FsRoot;
 use crate::plan::{self, render, Host, Plan};
 use crate::venus;
 

@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{exit, load_valid_config, print_stdout};
+use super::{exit, print_stdout};
+use crate::config::load_valid;
 use crate::capacity::{self, Capacity, HostResources, SectorProfile};
 use crate::config::values::ByteSize;
 use crate::config::Config;
-use crate::fsroot::FsRoot;
+use crate::util::fsroot::FsRoot;
 use crate::plan::{self as service_plan, Host, Plan};
 use crate::{hostinfo, topology, venus};
 
@@ -252,7 +253,7 @@ fn text(a: &Assessment) -> String {
 }
 
 pub fn run(opts: &Options<'_>) -> u8 {
-    let loaded = match opts.config.map(load_valid_config).transpose() {
+    let loaded = match opts.config.map(load_valid).transpose() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -295,7 +296,7 @@ pub fn run(opts: &Options<'_>) -> u8 {
         struct Doc<'a> {
             #[serde(flatten)]
             assessment: &'a Assessment,
-            findings: &'a [crate::diag::Diagnostic],
+            findings: &'a [crate::util::diag::Diagnostic],
         }
         serde_json::to_string_pretty(&Doc {
             assessment: &assessment,

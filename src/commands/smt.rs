@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::fsroot::FsRoot;
+use crate::util::fsroot::FsRoot;
 use crate::smt::{self, Report, DEFAULT_STATE_DIR};
 
 use super::exit;
@@ -46,7 +46,7 @@ pub struct Options<'a> {
 pub fn state_dir_for(config: Option<&Path>) -> Result<PathBuf, String> {
     match config {
         None => Ok(PathBuf::from(DEFAULT_STATE_DIR)),
-        Some(path) => super::load_valid_config(path).map(|c| c.host.state_dir),
+        Some(path) => crate::config::load_valid(path).map(|c| c.host.state_dir),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `venussup topology`: the host's CPU topology as a tree, or as the JSON
 //! document other tools read (`{"cpus": [...]}`, one CPU per line).
 
-use crate::fsroot::FsRoot;
+use crate::util::fsroot::FsRoot;
 use crate::topology::{self, render, Topology};
 
 use super::{exit, print_stdout};

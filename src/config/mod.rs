@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use crate::diag::Diagnostics;
+use crate::util::diag::{Diagnostics, Severity};
 pub use model::*;
 
 /// The tables a config file may have at its top level.
@@ -191,5 +191,24 @@ fn read_array<T: DeserializeOwned>(
             );
             Vec::new()
         }
+    }
+}
+
+/// Loads the config at `path` for a command that needs it valid: the
+/// diagnostics, one per line, when it is not.
+pub fn load_valid(path: &Path) -> Result<Config, String> {
+    let (config, diags) = load(path);
+    let errors: Vec<String> = diags
+        .into_sorted()
+        .into_iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    match config {
+        Some(c) if errors.is_empty() => Ok(c),
+        _ => Err(format!(
+            "{}\nthe config is invalid; `venussup check` shows everything",
+            errors.join("\n")
+        )),
     }
 }

@@ -13,7 +13,7 @@ use super::{
     ServiceKind,
 };
 use crate::capacity::{SectorProfile, SECTOR_SIZES};
-use crate::diag::Diagnostics;
+use crate::util::diag::Diagnostics;
 
 /// Longest service or timer name; names become file and cgroup names.
 const MAX_NAME_LEN: usize = 64;
@@ -205,7 +205,7 @@ fn names(config: &Config, diags: &mut Diagnostics) {
             diags.error(name.span(), problem);
         }
         if let Some(first) = seen.insert(name.get_ref(), name.span().start) {
-            let line = crate::diag::Position::of_offset(diags.text(), first).line;
+            let line = crate::util::diag::Position::of_offset(diags.text(), first).line;
             diags.error(
                 name.span(),
                 format!(

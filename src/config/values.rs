@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::cpulist::CpuSet;
+use crate::util::cpulist::CpuSet;
 
 /// Deserializes a value written as a string through `parse`, whose error
 /// message becomes the config error.

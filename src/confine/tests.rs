@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::*;
 use crate::cgroup::sim::{SimCgroups, SimKernel};
-use crate::diag::Diagnostics;
+use crate::util::diag::Diagnostics;
 use crate::plan::Host;
 use crate::topology::sim::{Numbering, Shape, SimHost, Style};
 

@@ -24,10 +24,10 @@ use crate::config::{
     SmtPolicy, Task, TimerConfig, VENUS_FATAL_OUTPUT,
 };
 use crate::confine::{self, Hierarchy};
-use crate::cpulist::CpuSet;
-use crate::diag::Diagnostics;
-use crate::envfile;
-use crate::fsroot::FsRoot;
+use crate::util::cpulist::CpuSet;
+use crate::util::diag::Diagnostics;
+use crate::util::envfile;
+use crate::util::fsroot::FsRoot;
 use crate::gpu::{self, Gpu, LockDir};
 use crate::instances::{self, Instance};
 use crate::topology::Topology;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::{CpuPlan, GpuPlan, Plan, ReadyPlan, ServicePlan, TimerPlan};
 use crate::alloc::Span;
 use crate::config::{CudaIds, ServiceKind};
-use crate::cpulist::CpuSet;
+use crate::util::cpulist::CpuSet;
 use crate::instances::Instance;
 
 /// What stands in for a secret.

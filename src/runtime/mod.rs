@@ -23,14 +23,15 @@ use std::path::Path;
 
 use tracing::{error, info, warn};
 
-use crate::commands::{exit, load_valid_config};
+use crate::util::exit;
+use crate::config::load_valid;
 use crate::config::EventKind;
 use crate::config::{Config, SmtPolicy};
 use crate::confine;
 use crate::control;
-use crate::cpulist::CpuSet;
-use crate::diag::Severity;
-use crate::fsroot::FsRoot;
+use crate::util::cpulist::CpuSet;
+use crate::util::diag::Severity;
+use crate::util::fsroot::FsRoot;
 use crate::hostprep;
 use crate::plan::{self, Host, Plan};
 use crate::smt;
@@ -76,7 +77,7 @@ fn resolve_logged(config: &Config, fs_root: &FsRoot) -> Result<Plan, String> {
 
 /// Loads and plans the config at `path` (a reload).
 pub(crate) fn load_plan(path: &Path, fs_root: &FsRoot) -> Result<(Config, Plan), String> {
-    let config = load_valid_config(path)?;
+    let config = load_valid(path)?;
     let plan = resolve_logged(&config, fs_root)?;
     Ok((config, plan))
 }
@@ -145,7 +146,7 @@ fn cpus_in_use(plan: &Plan) -> CpuSet {
 pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 {
     spawn::close_inherited_on_exec();
     init_logging(log_level);
-    let config = match load_valid_config(config_path) {
+    let config = match load_valid(config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::cpulist::{trim_sysfs, CpuSet};
-use crate::fsroot::FsRoot;
+use crate::util::cpulist::{trim_sysfs, CpuSet};
+use crate::util::fsroot::FsRoot;
 use crate::topology::read::CPU_DIR;
 use crate::topology::TopologyError;
 

@@ -17,8 +17,8 @@ use serde::Serialize;
 
 pub use files::{Hotplug, Record, SmtError, SysfsHotplug, RECORD_FILE};
 
-use crate::cpulist::CpuSet;
-use crate::fsroot::FsRoot;
+use crate::util::cpulist::CpuSet;
+use crate::util::fsroot::FsRoot;
 use crate::topology::{self, describe_cores, ThreadsPerCore, Topology};
 
 /// The state folder when no config names one.

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::cpulist::CpuSet;
+use crate::util::cpulist::CpuSet;
 
 pub use read::{read, TopologyError};
 

@@ -14,8 +14,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{Cpu, ReadWarning, Topology};
-use crate::cpulist::{trim_sysfs, CpuSet};
-use crate::fsroot::FsRoot;
+use crate::util::cpulist::{trim_sysfs, CpuSet};
+use crate::util::fsroot::FsRoot;
 
 /// Where the kernel lists CPUs (a host path, mapped through [`FsRoot`]).
 pub const CPU_DIR: &str = "/sys/devices/system/cpu";

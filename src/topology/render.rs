@@ -2,7 +2,7 @@
 //! package → NUMA node → L3 group → core and its threads.
 
 use super::{describe_cores, Topology};
-use crate::cpulist::CpuSet;
+use crate::util::cpulist::CpuSet;
 
 /// `"0"`, or `"?"` for what the host does not tell.
 fn known(value: Option<u32>) -> String {

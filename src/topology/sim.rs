@@ -9,8 +9,8 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use super::read::{CPU_DIR, NODE_DIR};
-use crate::cpulist::CpuSet;
-use crate::fsroot::FsRoot;
+use crate::util::cpulist::CpuSet;
+use crate::util::fsroot::FsRoot;
 
 /// Which files the simulated kernel writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,7 +33,7 @@ use crate::config::{EventKind, ServiceKind};
 use crate::confine::{self, CgroupSetup};
 use crate::control::http::{HttpToken, MetricsServer};
 use crate::control::server::{Server, Token};
-use crate::fsroot::FsRoot;
+use crate::util::fsroot::FsRoot;
 use crate::plan::{Plan, ReadyPlan, ServicePlan, TimerPlan};
 
 mod control;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{RunCounts, RunRecord, Supervisor};
 use crate::config::ServiceKind;
-use crate::cpulist::CpuSet;
+use crate::util::cpulist::CpuSet;
 use crate::plan::HookTarget;
 use crate::runtime::hooks::HookCounts;
 use crate::runtime::service::{unix_now, LastExit, State};

@@ -1,0 +1,9 @@
+//! Leaf utilities that every layer may use and that use nothing of the
+//! crate: CPU lists, diagnostics, the filesystem root, env files, the mount
+//! table, names, GPU ids, exit codes.
+
+pub mod cpulist;
+pub mod diag;
+pub mod envfile;
+pub mod exit;
+pub mod fsroot;
