@@ -28,10 +28,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use venussup::cgroup::Cgroupfs;
 use venussup::confine::{self, CgroupSetup, Confinement, Hierarchy};
+use venussup::plan::{self, Host, ServicePlan};
 use venussup::util::cpulist::CpuSet;
 use venussup::util::diag::Diagnostics;
 use venussup::util::fsroot::FsRoot;
-use venussup::plan::{self, Host, ServicePlan};
 
 /// Set in the environment of a probe child.
 const PROBE_ENV: &str = "VENUSSUP_CONFINE_PROBE";

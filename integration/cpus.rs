@@ -11,8 +11,8 @@ use std::path::Path;
 
 use common::{project_file, venussup, Outcome};
 use venussup::cgroup::sim::SimCgroups;
+use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
 use venussup::util::fsroot::FsRoot;
-use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
 
 /// A simulated host of `shape` with cgroup v1 (as this VM has), and one
 /// simulated GPU when `gpu`.
@@ -25,7 +25,8 @@ fn host(shape: &Shape, gpu: bool) -> tempfile::TempDir {
     let cpus = shape.packages * shape.cores_per_package * shape.threads_per_core;
     SimCgroups::v1(&root, &format!("0-{}", cpus - 1), "0-1").unwrap();
     if gpu {
-        venussup::gpu::simulate(&root, "0000:01:00.0", 0, "NVIDIA GeForce RTX 3060 Ti").unwrap();
+        venussup::host::gpu::simulate(&root, "0000:01:00.0", 0, "NVIDIA GeForce RTX 3060 Ti")
+            .unwrap();
     }
     dir
 }

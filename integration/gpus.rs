@@ -8,8 +8,8 @@ mod common;
 use std::fs;
 
 use common::{check_on as check, planned_service as service, project_file, Outcome};
+use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
 use venussup::util::fsroot::FsRoot;
-use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
 
 /// An 8-core simulated host with a simulated GPU at each bus id, in the
 /// order given (device minors 0, 1, ...).
@@ -25,7 +25,7 @@ fn host(gpus: &[&str]) -> tempfile::TempDir {
     .unwrap();
     let root = FsRoot::new(dir.path());
     for (minor, bus) in (0..).zip(gpus) {
-        venussup::gpu::simulate(
+        venussup::host::gpu::simulate(
             &root,
             bus,
             minor,

@@ -17,8 +17,8 @@ use common::venussup;
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 use serde_json::json;
+use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
 use venussup::util::fsroot::FsRoot;
-use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
 
 /// Two packages of two cores, one NUMA node each, every CPU on the
 /// `powersave` governor and 2 MiB huge pages on each node.
@@ -88,7 +88,7 @@ const SERVICE: &str = "[[service]]\nname = \"sealer\"\ncpus = \"0-1\"\ncommand =
 fn a_fragmented_kernel_granting_fewer_pages_is_reported_and_the_rest_is_prepared() {
     let root = host();
     FsRoot::new(root.path());
-    venussup::gpu::simulate(
+    venussup::host::gpu::simulate(
         &FsRoot::new(root.path()),
         "0000:01:00.0",
         0,

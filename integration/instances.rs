@@ -13,9 +13,9 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use common::daemon::{wait_file, Setup};
 use common::{check_on as check, planned_service as service, project_file, Outcome};
 use serde_json::{json, Value};
+use venussup::host::gpu::{simulate, simulate_numa, simulated_uuid};
+use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
 use venussup::util::fsroot::FsRoot;
-use venussup::gpu::{simulate, simulate_numa, simulated_uuid};
-use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
 
 /// 2 packages × 16 cores, one NUMA node each, L3 groups of 8 cores, no
 /// SMT; with a GPU at each (bus id, NUMA node).

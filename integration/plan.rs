@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{project_file, venussup};
-use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
+use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
 
 /// A tmpfs mounted for the test's life; unmounted on drop, even on panic.
 struct Tmpfs(PathBuf);

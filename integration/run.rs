@@ -460,7 +460,7 @@ fn a_service_runs_as_its_user_with_its_umask_and_groups() {
 /// A simulated 4-core, 2-threads-per-core host (fs root in /dev/shm when
 /// there is one) for the SMT step of `run`.
 fn smt_host() -> tempfile::TempDir {
-    use venussup::topology::sim::{Numbering, Shape, SimHost, Style};
+    use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
     let shm = std::path::Path::new("/dev/shm");
     let root = if shm.is_dir() {
         tempfile::tempdir_in(shm)

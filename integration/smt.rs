@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::{project_file, venussup, Outcome};
 use serde_json::{json, Value};
-use venussup::topology::sim::{copy_tree, Numbering, Shape, SimHost, Style};
+use venussup::host::topology::sim::{copy_tree, Numbering, Shape, SimHost, Style};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")

@@ -10,8 +10,8 @@ use std::path::Path;
 
 use common::{project_file, venussup};
 use serde_json::{json, Value};
+use venussup::host::topology::sim::{Numbering, Shape, SimCore, SimHost, Style};
 use venussup::util::cpulist::CpuSet;
-use venussup::topology::sim::{Numbering, Shape, SimCore, SimHost, Style};
 
 // ---- helpers -------------------------------------------------------------
 

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::values::ByteSize;
+use crate::util::units::ByteSize;
 
 const GIB: u64 = 1 << 30;
 

@@ -47,9 +47,9 @@ use serde::Serialize;
 use crate::cgroup::mounts::{cgroup_mounts, MOUNTINFO};
 use crate::cgroup::{CgroupError, Cgroupfs};
 use crate::config::Confine;
+use crate::plan::ServicePlan;
 use crate::util::cpulist::CpuSet;
 use crate::util::fsroot::FsRoot;
-use crate::plan::ServicePlan;
 
 /// The cgroup that holds every service's cgroup.
 pub const DEFAULT_PARENT: &str = "venussup";

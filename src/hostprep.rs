@@ -481,7 +481,7 @@ pub fn hugetlbfs(target: &Path, pagesize: Option<ByteSize>) -> StepReport {
 /// Runs the persistence command when the host has a GPU; its output goes
 /// to `log`. Bounded by [`GPU_COMMAND_TIMEOUT`].
 pub fn gpu_persistence(argv: &[String], fs_root: &FsRoot, log: &Path) -> StepReport {
-    let gpus = crate::gpu::discover(fs_root).gpus.len();
+    let gpus = crate::host::gpu::discover(fs_root).gpus.len();
     if gpus == 0 {
         return StepReport {
             ok: true,

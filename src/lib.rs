@@ -4,21 +4,17 @@
 //! host → [`plan::Plan`] → run. Each stage is its own module; only the
 //! runtime touches the system.
 
-pub mod alloc;
 pub mod capacity;
 pub mod cgroup;
 pub mod commands;
 pub mod config;
 pub mod confine;
 pub mod control;
-pub mod gpu;
-pub mod hostinfo;
+pub mod host;
 pub mod hostprep;
-pub mod instances;
 pub mod metrics;
 pub mod plan;
 pub mod runtime;
 pub mod smt;
-pub mod topology;
 pub mod util;
 pub mod venus;

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use crate::capacity::Capacity;
 use crate::config::values::Limit;
 use crate::config::{Config, Role, ServiceConfig, ServiceKind, Task};
+use crate::plan::gpus;
+use crate::plan::{Plan, ServicePlan};
 use crate::util::diag::Diagnostics;
 use crate::util::fsroot::FsRoot;
-use crate::gpu;
-use crate::plan::{Plan, ServicePlan};
 
 /// venus-worker refuses to start with a lower soft `RLIMIT_NOFILE`.
 pub const WORKER_MIN_NOFILE: u64 = 100_000;
@@ -174,7 +174,7 @@ fn environment(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
     let gpu = &p.gpus;
     let gets_gpu = !gpu.devices.is_empty();
     if gpu.replaced.contains_key("BELLMAN_NO_GPU")
-        && (gets_gpu || gpu::wants_gpu(s.gpus.get_ref(), &s.tasks))
+        && (gets_gpu || gpus::wants_gpu(s.gpus.get_ref(), &s.tasks))
     {
         diags.error(env_span(s, "BELLMAN_NO_GPU"), format!("`{name}` is meant to use a GPU, but BELLMAN_NO_GPU disables it whatever its value (even 0); remove it"));
     }

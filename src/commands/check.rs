@@ -10,9 +10,9 @@ use serde::Serialize;
 
 use super::{exit, print_stdout};
 use crate::config;
+use crate::plan::{self, render, Host, Plan};
 use crate::util::diag::{Diagnostic, Severity};
 use crate::util::fsroot::FsRoot;
-use crate::plan::{self, render, Host, Plan};
 use crate::venus;
 
 #[derive(Serialize)]

@@ -11,7 +11,6 @@ pub mod zabbix;
 
 use std::io::{self, Write as _};
 
-
 /// Where the host's config lives unless `--config` says otherwise.
 pub const DEFAULT_CONFIG: &str = "/etc/venussup/venussup.toml";
 

@@ -12,13 +12,14 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{exit, print_stdout};
-use crate::config::load_valid;
 use crate::capacity::{self, Capacity, HostResources, SectorProfile};
+use crate::config::load_valid;
 use crate::config::values::ByteSize;
 use crate::config::Config;
-use crate::util::fsroot::FsRoot;
+use crate::host::{memory as hostinfo, topology};
 use crate::plan::{self as service_plan, Host, Plan};
-use crate::{hostinfo, topology, venus};
+use crate::util::fsroot::FsRoot;
+use crate::venus;
 
 /// Sector size when neither the command line nor the config says.
 const DEFAULT_SECTOR_SIZE: &str = "32GiB";

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::fsroot::FsRoot;
 use crate::smt::{self, Report, DEFAULT_STATE_DIR};
+use crate::util::fsroot::FsRoot;
 
 use super::exit;
 use super::print_stdout;

@@ -1,8 +1,8 @@
 //! `venussup topology`: the host's CPU topology as a tree, or as the JSON
 //! document other tools read (`{"cpus": [...]}`, one CPU per line).
 
+use crate::host::topology::{self, render, Topology};
 use crate::util::fsroot::FsRoot;
-use crate::topology::{self, render, Topology};
 
 use super::{exit, print_stdout};
 
@@ -55,7 +55,7 @@ fn to_json_lines(topo: &Topology) -> Result<String, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::Cpu;
+    use crate::host::topology::Cpu;
 
     #[test]
     fn json_lines_parse_as_the_serialized_topology() {

@@ -6,6 +6,7 @@
 //! everything that could be read, so the operator sees every error at once,
 //! each with its file, line and column.
 
+mod instances;
 mod model;
 mod validate;
 pub mod values;
@@ -18,6 +19,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use crate::util::diag::{Diagnostics, Severity};
+pub use instances::{Instance, Instances};
 pub use model::*;
 
 /// The tables a config file may have at its top level.

@@ -2,14 +2,15 @@
 //! keys; places that semantic checks point at are kept as `Spanned`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::instances::{Instance, Instances};
 use super::values::{ByteSize, CpuSpec, GpuSpec, HumanDuration, Limit, SignalName, Umask};
-use crate::gpu::{normalize_bus_id, normalize_uuid, Stated, StatedId};
-use crate::instances::{Instance, Instances};
+use crate::util::gpuid::{normalize_bus_id, normalize_uuid};
 
 /// `[host]`: settings for the whole machine.
 #[derive(Debug, Clone, Deserialize)]
@@ -673,4 +674,26 @@ pub struct CapacityConfig {
 
 fn default_reserve() -> u64 {
     1
+}
+
+/// The GPUs the host states in `[host] gpus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stated {
+    Count(u32),
+    Ids(Vec<StatedId>),
+}
+
+/// One GPU of `[host] gpus`: by PCI bus id or by UUID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatedId {
+    Bus(String),
+    Uuid(String),
+}
+
+impl fmt::Display for StatedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatedId::Bus(s) | StatedId::Uuid(s) => f.write_str(s),
+        }
+    }
 }

@@ -118,7 +118,7 @@ fn hook(h: &HookConfig, diags: &mut Diagnostics) {
     match (&h.command, &h.url) {
         (Some(c), None) => command(c, diags),
         (None, Some(u)) => {
-            if let Err(e) = crate::runtime::hooks::HttpUrl::parse(u.get_ref()) {
+            if let Err(e) = crate::util::url::HttpUrl::parse(u.get_ref()) {
                 diags.error(u.span(), e);
             }
         }

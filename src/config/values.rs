@@ -3,158 +3,14 @@
 //! that says what would be valid; serde reports it at the value's place.
 
 use std::fmt;
-use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::util::cpulist::CpuSet;
-
-/// Deserializes a value written as a string through `parse`, whose error
-/// message becomes the config error.
-fn from_str_with<'de, D, T>(
-    deserializer: D,
-    expecting: &'static str,
-    parse: fn(&str) -> Result<T, String>,
-) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    struct StrVisitor<T> {
-        expecting: &'static str,
-        parse: fn(&str) -> Result<T, String>,
-    }
-    impl<T> Visitor<'_> for StrVisitor<T> {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(self.expecting)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
-            (self.parse)(v).map_err(E::custom)
-        }
-    }
-    deserializer.deserialize_str(StrVisitor { expecting, parse })
-}
-
-/// A duration written for people: `"90s"`, `"5min"`, `"1h 30m"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    pub const fn secs(s: u64) -> Self {
-        Self(Duration::from_secs(s))
-    }
-
-    fn parse(s: &str) -> Result<Self, String> {
-        humantime::parse_duration(s.trim()).map(Self).map_err(|e| {
-            format!("`{s}` is not a duration ({e}); write e.g. \"90s\", \"5min\" or \"1h 30m\"")
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        from_str_with(d, "a duration such as \"90s\" or \"5min\"", Self::parse)
-    }
-}
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// A size in bytes: `"512GiB"`, `"100M"` (K, M, G, T and KiB.. are powers
-/// of 1024, as in cgroup files and systemd; KB, MB, GB, TB powers of 1000),
-/// or a plain number of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    pub const fn mib(n: u64) -> Self {
-        Self(n << 20)
-    }
-
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (digits, unit) = t.split_at(split);
-        let unit = unit.trim();
-        let bad = || {
-            format!("`{s}` is not a size; write e.g. \"512GiB\", \"100MiB\" or a number of bytes")
-        };
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        let factor: u64 = match unit {
-            "" | "B" => 1,
-            "K" | "KiB" => 1 << 10,
-            "M" | "MiB" => 1 << 20,
-            "G" | "GiB" => 1 << 30,
-            "T" | "TiB" => 1 << 40,
-            "KB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            "TB" => 1_000_000_000_000,
-            _ => return Err(bad()),
-        };
-        n.checked_mul(factor)
-            .map(Self)
-            .ok_or_else(|| format!("`{s}` is too large"))
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a size such as \"512GiB\" or a number of bytes")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                ByteSize::parse(v).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// Exact sizes in the largest unit that divides them (`512GiB`), others in
-/// the largest unit they reach, to one decimal (`23.5GiB`).
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
-        for (name, shift) in UNITS {
-            let unit = 1u64 << shift;
-            if self.0 >= unit {
-                if self.0 % unit == 0 {
-                    return write!(f, "{}{name}", self.0 >> shift);
-                }
-                // Tenths of the unit, rounded; u128 cannot overflow here.
-                let tenths = (u128::from(self.0) * 10 + u128::from(unit) / 2) / u128::from(unit);
-                return write!(f, "{}.{}{name}", tenths / 10, tenths % 10);
-            }
-        }
-        write!(f, "{}B", self.0)
-    }
-}
-
-impl Serialize for ByteSize {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(self.0)
-    }
-}
+use crate::util::units::from_str_with;
+pub use crate::util::units::{ByteSize, HumanDuration};
 
 /// An rlimit value: a number or `"unlimited"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,7 +188,7 @@ impl<'de> Deserialize<'de> for GpuRef {
                     .map_err(|_| E::custom(format!("`{v}` is not a GPU index")))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<GpuRef, E> {
-                crate::gpu::normalize_uuid(v).map(GpuRef::Uuid).ok_or_else(|| {
+                crate::util::gpuid::normalize_uuid(v).map(GpuRef::Uuid).ok_or_else(|| {
                     E::custom(format!(
                         "`{v}` is not a GPU UUID; write e.g. \"GPU-8e5c1f2a-0b3c-4d5e-8f90-a1b2c3d4e5f6\" (`nvidia-smi -L`, or `GPU UUID` in /proc/driver/nvidia/gpus/*/information)"
                     ))
@@ -444,38 +300,6 @@ pub fn serialize_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_are_human() {
-        assert_eq!(
-            HumanDuration::parse("90s").unwrap().0,
-            Duration::from_secs(90)
-        );
-        assert_eq!(
-            HumanDuration::parse("5min").unwrap().0,
-            Duration::from_secs(300)
-        );
-        assert_eq!(
-            HumanDuration::parse("1h 30m").unwrap().0,
-            Duration::from_secs(5400)
-        );
-        assert!(HumanDuration::parse("5 minutes please").is_err());
-        assert!(HumanDuration::parse("90").is_err());
-    }
-
-    #[test]
-    fn sizes_use_binary_short_units_like_cgroups() {
-        assert_eq!(ByteSize::parse("512GiB").unwrap().0, 512 << 30);
-        assert_eq!(ByteSize::parse("512G").unwrap().0, 512 << 30);
-        assert_eq!(ByteSize::parse("1GB").unwrap().0, 1_000_000_000);
-        assert_eq!(ByteSize::parse("4096").unwrap().0, 4096);
-        assert!(ByteSize::parse("12 parsecs").is_err());
-        assert!(ByteSize::parse("99999999999T").is_err());
-        assert_eq!(ByteSize(512 << 30).to_string(), "512GiB");
-        assert_eq!(ByteSize(1000).to_string(), "1000B");
-        assert_eq!(ByteSize(24_684_100 << 10).to_string(), "23.5GiB");
-        assert_eq!(ByteSize(3 << 39).to_string(), "1.5TiB");
-    }
 
     #[test]
     fn signals_with_or_without_prefix() {

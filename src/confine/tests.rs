@@ -8,9 +8,9 @@ use std::path::Path;
 
 use super::*;
 use crate::cgroup::sim::{SimCgroups, SimKernel};
-use crate::util::diag::Diagnostics;
+use crate::host::topology::sim::{Numbering, Shape, SimHost, Style};
 use crate::plan::Host;
-use crate::topology::sim::{Numbering, Shape, SimHost, Style};
+use crate::util::diag::Diagnostics;
 
 /// A simulated host: 2 NUMA nodes of 4 cores (one L3 each), no SMT.
 fn host_dir() -> (tempfile::TempDir, FsRoot) {

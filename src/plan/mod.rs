@@ -3,7 +3,10 @@
 //! from the config and what the host says, without changing anything.
 //! `venussup check` prints it; `venussup run` executes it.
 
+pub mod cpus;
 mod expand;
+pub mod gpus;
+pub mod instances;
 mod order;
 mod program;
 pub mod render;
@@ -15,23 +18,24 @@ use std::path::PathBuf;
 use serde::Serialize;
 use toml::Spanned;
 
-use crate::alloc::{self, Ask, Layout, Span};
 use crate::config::values::{
     serialize_display, ByteSize, CpuSpec, GpuSpec, HumanDuration, Limit, SignalName, Umask,
 };
+use crate::config::Instance;
 use crate::config::{
     Config, Confine, CudaIds, GiveUpConfig, RestartPolicy, Role, ServiceConfig, ServiceKind,
     SmtPolicy, Task, TimerConfig, VENUS_FATAL_OUTPUT,
 };
 use crate::confine::{self, Hierarchy};
+use crate::host::gpu::Gpu;
+use crate::host::topology::Topology;
 use crate::util::cpulist::CpuSet;
 use crate::util::diag::Diagnostics;
 use crate::util::envfile;
 use crate::util::fsroot::FsRoot;
-use crate::gpu::{self, Gpu, LockDir};
-use crate::instances::{self, Instance};
-use crate::topology::Topology;
+use cpus::{Ask, Layout, Span};
 use expand::{expand, ExpandError};
+use gpus::LockDir;
 use program::Lookup;
 
 /// A run this long counts as steady unless `stable_after` says otherwise.
@@ -49,7 +53,7 @@ pub struct Host {
     /// (then every online CPU counts as a core of one group).
     pub topology: Option<Topology>,
     /// The NVIDIA GPUs found.
-    pub gpus: gpu::Discovery,
+    pub gpus: crate::host::gpu::Discovery,
     /// The cgroup hierarchy services would be confined in; `None` when
     /// not probed (nothing is said about confinement then).
     pub cgroups: Option<Hierarchy>,
@@ -60,11 +64,11 @@ pub struct Host {
 impl Host {
     /// Reads what the plan needs under `fs_root` (nothing is written).
     pub fn probe(fs_root: &FsRoot) -> Self {
-        let topology = crate::topology::read(fs_root).ok();
+        let topology = crate::host::topology::read(fs_root).ok();
         Self {
             online_cpus: topology.as_ref().map(Topology::online),
             topology,
-            gpus: gpu::discover(fs_root),
+            gpus: crate::host::gpu::discover(fs_root),
             cgroups: Some(Hierarchy::detect(fs_root)),
             own_env: std::env::vars().collect(),
         }
@@ -104,7 +108,7 @@ pub struct HostPlan {
     pub usable_cores: usize,
     /// The GPUs planned with, in PCI bus order, and where they were learned.
     pub gpus: Vec<Gpu>,
-    pub gpu_source: gpu::Source,
+    pub gpu_source: crate::host::gpu::Source,
     /// How `CUDA_VISIBLE_DEVICES` names GPUs.
     pub cuda_visible_devices: CudaIds,
     /// One `TMPDIR` per GPU lock domain, created by `run` before any
@@ -170,7 +174,7 @@ pub struct GpuPlan {
     /// CUDA indices (PCI bus order), as in `CUDA_VISIBLE_DEVICES`.
     pub devices: Vec<u32>,
     #[serde(flatten)]
-    pub reason: gpu::Reason,
+    pub reason: gpus::Reason,
     /// Services holding one of the same GPUs.
     pub shared_with: Vec<String>,
     /// Its GPU lock domain's folder (shared with those services):
@@ -609,9 +613,9 @@ fn place_cpus(
         }
         return;
     };
-    let requests: Vec<alloc::Request> = asking
+    let requests: Vec<cpus::Request> = asking
         .iter()
-        .map(|&(i, spec)| alloc::Request {
+        .map(|&(i, spec)| cpus::Request {
             name: services[i].name.clone(),
             ask: match (spec.get_ref(), &services[i].instance) {
                 (CpuSpec::Share(p), Some(inst)) => Ask::Part {
@@ -632,7 +636,7 @@ fn place_cpus(
             numa: services[i].instance.as_ref().and_then(|inst| inst.numa),
         })
         .collect();
-    let outcome = alloc::allocate(layout, &requests);
+    let outcome = cpus::allocate(layout, &requests);
     for (&(i, _), placement) in asking.iter().zip(outcome.placements) {
         if let (Some(plan), Some(p)) = (services[i].cpus.as_mut(), placement) {
             plan.cpus = Some(p.cpus);
@@ -652,9 +656,9 @@ fn place_cpus(
 
 /// The GPUs to plan with: as stated in `[host] gpus`, else as found; what
 /// the two disagree on is said at the statement.
-fn host_gpus(config: &Config, host: &Host, diags: &mut Diagnostics) -> gpu::Discovery {
+fn host_gpus(config: &Config, host: &Host, diags: &mut Diagnostics) -> crate::host::gpu::Discovery {
     let stated = config.host.gpus.as_ref();
-    let (gpus, remark) = gpu::reconcile(stated.map(|s| &s.get_ref().0), &host.gpus);
+    let (gpus, remark) = gpus::reconcile(stated.map(|s| &s.get_ref().0), &host.gpus);
     if let (Some(s), Some((worth_warning, text))) = (stated, remark) {
         if worth_warning {
             diags.warning(s.span(), text);
@@ -674,26 +678,26 @@ fn host_gpus(config: &Config, host: &Host, diags: &mut Diagnostics) -> gpu::Disc
 fn hand_out_gpus(
     config: &Config,
     services: &mut [ServicePlan],
-    gpus: &gpu::Discovery,
+    gpus: &crate::host::gpu::Discovery,
     diags: &mut Diagnostics,
 ) -> Vec<LockDir> {
     let mut claims = Vec::new();
     for s in &config.services {
-        let (want, problems) = gpu::want(s.gpus.get_ref(), &gpus.gpus);
+        let (want, problems) = gpus::want(s.gpus.get_ref(), &gpus.gpus);
         for p in problems {
             diags.error(
                 s.gpus.span(),
                 format!("`gpus` of `{}`: {p}", s.name.get_ref()),
             );
         }
-        claims.push(gpu::Claim {
+        claims.push(gpus::Claim {
             name: s.name.get_ref().clone(),
             want,
             tasks: s.tasks.clone(),
         });
     }
     let count = u32::try_from(gpus.gpus.len()).unwrap_or(u32::MAX);
-    let (grants, problems) = gpu::assign(count, &claims);
+    let (grants, problems) = gpus::assign(count, &claims);
     let span = |s: &ServiceConfig| {
         if s.gpus.span().is_empty() {
             s.name.span()
@@ -709,13 +713,13 @@ fn hand_out_gpus(
         );
     }
     let names: Vec<String> = claims.iter().map(|c| c.name.clone()).collect();
-    let shared = gpu::sharing(&names, &grants);
-    let tmpdirs = gpu::lock_tmpdirs(&grants, &config.host.state_dir);
+    let shared = gpus::sharing(&names, &grants);
+    let tmpdirs = gpus::lock_tmpdirs(&grants, &config.host.state_dir);
     let owners: Vec<(Option<String>, Option<String>)> = services
         .iter()
         .map(|p| (p.user.clone(), p.group.clone()))
         .collect();
-    let lock_dirs = gpu::lock_dirs(&names, &owners, &grants, &tmpdirs);
+    let lock_dirs = gpus::lock_dirs(&names, &owners, &grants, &tmpdirs);
     let ids = &config.host.cuda_visible_devices;
     for (i, ((grant, shared_with), tmpdir)) in
         grants.into_iter().zip(shared).zip(tmpdirs).enumerate()
@@ -727,13 +731,13 @@ fn hand_out_gpus(
             Some((false, text)) => diags.note(span(s), text),
             None => {}
         }
-        let visible = gpu::visible_devices(&grant.devices, &gpus.gpus, *ids.get_ref())
+        let visible = gpus::visible_devices(&grant.devices, &gpus.gpus, *ids.get_ref())
             .unwrap_or_else(|gpu| {
                 diags.error(ids.span(), format!("`cuda_visible_devices = \"uuid\"`, but GPU {gpu} (of `{name}`) has no known UUID here (the driver's `GPU UUID`, or `[host] gpus` by UUID)"));
                 grant.devices.iter().map(u32::to_string).collect()
             });
         let plan = &mut services[i];
-        let replaced = gpu::apply_env(&mut plan.env, &visible, tmpdir.as_deref());
+        let replaced = gpus::apply_env(&mut plan.env, &visible, tmpdir.as_deref());
         plan.gpus = GpuPlan {
             request: s.gpus.get_ref().clone(),
             devices: grant.devices,
@@ -840,7 +844,7 @@ fn service(
         gpus: GpuPlan {
             request: s.gpus.get_ref().clone(),
             devices: Vec::new(),
-            reason: gpu::Reason::NotAsked,
+            reason: gpus::Reason::NotAsked,
             shared_with: Vec::new(),
             tmpdir: None,
             replaced: BTreeMap::new(),

@@ -4,10 +4,10 @@
 use std::fmt::Write as _;
 
 use super::{CpuPlan, GpuPlan, Plan, ReadyPlan, ServicePlan, TimerPlan};
-use crate::alloc::Span;
+use crate::config::Instance;
 use crate::config::{CudaIds, ServiceKind};
+use crate::plan::cpus::Span;
 use crate::util::cpulist::CpuSet;
-use crate::instances::Instance;
 
 /// What stands in for a secret.
 pub const REDACTED: &str = "<redacted>";

@@ -8,6 +8,7 @@ mod backoff;
 pub mod gate;
 pub mod hooks;
 mod limits;
+pub mod lockdirs;
 mod logs;
 mod notify;
 mod service;
@@ -23,18 +24,18 @@ use std::path::Path;
 
 use tracing::{error, info, warn};
 
-use crate::util::exit;
 use crate::config::load_valid;
 use crate::config::EventKind;
 use crate::config::{Config, SmtPolicy};
 use crate::confine;
 use crate::control;
-use crate::util::cpulist::CpuSet;
-use crate::util::diag::Severity;
-use crate::util::fsroot::FsRoot;
 use crate::hostprep;
 use crate::plan::{self, Host, Plan};
 use crate::smt;
+use crate::util::cpulist::CpuSet;
+use crate::util::diag::Severity;
+use crate::util::exit;
+use crate::util::fsroot::FsRoot;
 
 pub use service::{unix_now, ExitKind};
 pub use supervisor::{ServiceStatus, Snapshot, TimerStatus};
@@ -193,7 +194,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
         }
     };
     // Each GPU lock domain's TMPDIR, before any service needs it.
-    for e in crate::gpu::create_lock_dirs(&plan.host.gpu_tmpdirs) {
+    for e in crate::runtime::lockdirs::create_lock_dirs(&plan.host.gpu_tmpdirs) {
         error!("GPU lock folder: {e}; the services using it will fail to lock their GPU");
     }
     let prepare = plan.host.prepare.as_ref().map(|p| {

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::host::topology::read::CPU_DIR;
+use crate::host::topology::TopologyError;
 use crate::util::cpulist::{trim_sysfs, CpuSet};
 use crate::util::fsroot::FsRoot;
-use crate::topology::read::CPU_DIR;
-use crate::topology::TopologyError;
 
 /// Why a step of `smt` failed.
 #[derive(Debug, thiserror::Error)]

@@ -17,9 +17,9 @@ use serde::Serialize;
 
 pub use files::{Hotplug, Record, SmtError, SysfsHotplug, RECORD_FILE};
 
+use crate::host::topology::{self, describe_cores, ThreadsPerCore, Topology};
 use crate::util::cpulist::CpuSet;
 use crate::util::fsroot::FsRoot;
-use crate::topology::{self, describe_cores, ThreadsPerCore, Topology};
 
 /// The state folder when no config names one.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/venussup";
@@ -429,7 +429,7 @@ mod tests {
     use std::io;
 
     use super::*;
-    use crate::topology::Cpu;
+    use crate::host::topology::Cpu;
 
     fn set(list: &str) -> CpuSet {
         CpuSet::parse_list(list).unwrap()

@@ -7,3 +7,6 @@ pub mod diag;
 pub mod envfile;
 pub mod exit;
 pub mod fsroot;
+pub mod gpuid;
+pub mod units;
+pub mod url;

@@ -33,8 +33,8 @@ use crate::config::{EventKind, ServiceKind};
 use crate::confine::{self, CgroupSetup};
 use crate::control::http::{HttpToken, MetricsServer};
 use crate::control::server::{Server, Token};
-use crate::util::fsroot::FsRoot;
 use crate::plan::{Plan, ReadyPlan, ServicePlan, TimerPlan};
+use crate::util::fsroot::FsRoot;
 
 mod control;
 mod drain;

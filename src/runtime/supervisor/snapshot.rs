@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{RunCounts, RunRecord, Supervisor};
 use crate::config::ServiceKind;
-use crate::util::cpulist::CpuSet;
 use crate::plan::HookTarget;
 use crate::runtime::hooks::HookCounts;
 use crate::runtime::service::{unix_now, LastExit, State};
+use crate::util::cpulist::CpuSet;
 
 /// What `status` and the metrics read: one snapshot of the daemon.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -38,8 +38,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::host::topology::Topology;
 use crate::util::cpulist::CpuSet;
-use crate::topology::Topology;
 
 /// Beyond this many NUMA nodes, only the nodes with the most free cores are
 /// tried instead of every combination.

@@ -48,7 +48,7 @@ pub fn render(topo: &Topology) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::Cpu;
+    use crate::host::topology::Cpu;
 
     #[test]
     fn renders_the_tree_with_unknowns_and_offline_cpus() {

@@ -1,12 +1,5 @@
-//! NVIDIA GPUs: which the host has, which each service gets, and the
-//! environment that holds a service to them.
-//!
-//! Discovery reads `/proc/driver/nvidia/gpus/<bus id>/information` (one
-//! folder per GPU, named by its PCI bus id; its model and `GPU UUID`) and
-//! the GPU's NUMA node from `/sys/bus/pci/devices/<bus id>/numa_node`, else
-//! counts `/dev/nvidiaN`, under the fs root; GPUs are numbered in PCI bus
-//! order, which is CUDA's order once `CUDA_DEVICE_ORDER=PCI_BUS_ID` is set.
-//! No GPU is a normal host.
+//! Which GPUs each service gets, and the environment that holds a service
+//! to them. What the host has is `host::gpu`.
 //!
 //! Assignment (pure): a service asks for `none`, indices, or `auto`. `auto`
 //! goes by what the service does: WindowPoSt/WinningPoSt first, then
@@ -20,291 +13,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::config::values::{GpuRef, GpuSpec};
 use crate::config::{CudaIds, Task};
-use crate::util::fsroot::FsRoot;
-
-/// One folder per GPU, named by its PCI bus id.
-pub const DRIVER_DIR: &str = "/proc/driver/nvidia/gpus";
-/// Where the `nvidiaN` device nodes are.
-pub const DEV_DIR: &str = "/dev";
-/// `<bus id>/numa_node`: the NUMA node a PCI device is attached to.
-pub const PCI_DIR: &str = "/sys/bus/pci/devices";
-
-/// One GPU of the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Gpu {
-    /// Its CUDA index with `CUDA_DEVICE_ORDER=PCI_BUS_ID`: its place in
-    /// PCI bus order.
-    pub index: u32,
-    /// `0000:01:00.0`, lower case.
-    pub bus_id: Option<String>,
-    pub model: Option<String>,
-    pub uuid: Option<String>,
-    /// The NUMA node it is attached to, when the host tells.
-    pub numa: Option<u32>,
-}
-
-impl Gpu {
-    /// A GPU known by its index only.
-    pub fn numbered(index: u32) -> Self {
-        Self {
-            index,
-            bus_id: None,
-            model: None,
-            uuid: None,
-            numa: None,
-        }
-    }
-}
-
-impl fmt::Display for Gpu {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.index)?;
-        let about: Vec<&str> = [&self.bus_id, &self.model]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .collect();
-        let node = self.numa.map(|n| format!("NUMA node {n}"));
-        match (about.is_empty(), node) {
-            (true, None) => Ok(()),
-            (true, Some(node)) => write!(f, " ({node})"),
-            (false, None) => write!(f, " ({})", about.join(" ")),
-            (false, Some(node)) => write!(f, " ({}, {node})", about.join(" ")),
-        }
-    }
-}
-
-/// Where the host's GPUs were learned.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Source {
-    /// `/proc/driver/nvidia/gpus`.
-    Driver,
-    /// `/dev/nvidiaN` only: ordered by device number, which is bus order
-    /// on most hosts but not guaranteed.
-    DeviceNodes,
-    /// `[host] gpus` in the config.
-    Config,
-    /// None found.
-    #[default]
-    None,
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Source::Driver => "the NVIDIA driver",
-            Source::DeviceNodes => "/dev/nvidiaN",
-            Source::Config => "[host] gpus",
-            Source::None => "nothing",
-        })
-    }
-}
-
-/// The host's GPUs and where they were learned.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Discovery {
-    pub gpus: Vec<Gpu>,
-    pub source: Source,
-    /// Files that were there but could not be used.
-    #[serde(skip)]
-    pub warnings: Vec<String>,
-}
-
-/// Finds the NVIDIA GPUs of the host under `fs_root`.
-pub fn discover(fs_root: &FsRoot) -> Discovery {
-    let mut warnings = Vec::new();
-    let driver = fs_root.path(DRIVER_DIR);
-    let mut bus_ids: Vec<String> = entries(&driver)
-        .into_iter()
-        .filter_map(|name| normalize_bus_id(&name))
-        .collect();
-    bus_ids.sort();
-    if !bus_ids.is_empty() {
-        let gpus = bus_ids
-            .into_iter()
-            .zip(0..)
-            .map(|(bus_id, index)| {
-                let file = driver.join(&bus_id).join("information");
-                let info = match fs::read_to_string(&file) {
-                    Ok(text) => parse_information(&text),
-                    Err(e) => {
-                        warnings.push(format!("ignored {}: {e}", file.display()));
-                        BTreeMap::new()
-                    }
-                };
-                Gpu {
-                    index,
-                    model: info.get("Model").cloned(),
-                    uuid: info.get("GPU UUID").and_then(|u| normalize_uuid(u)),
-                    numa: numa_node(fs_root, &bus_id, &mut warnings),
-                    bus_id: Some(bus_id),
-                }
-            })
-            .collect();
-        return Discovery {
-            gpus,
-            source: Source::Driver,
-            warnings,
-        };
-    }
-    let mut minors: Vec<u32> = entries(&fs_root.path(DEV_DIR))
-        .iter()
-        .filter_map(|name| name.strip_prefix("nvidia"))
-        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    minors.sort_unstable();
-    let gpus: Vec<Gpu> = (0..).zip(&minors).map(|(i, _)| Gpu::numbered(i)).collect();
-    Discovery {
-        source: if gpus.is_empty() {
-            Source::None
-        } else {
-            Source::DeviceNodes
-        },
-        gpus,
-        warnings,
-    }
-}
-
-/// The NUMA node of the PCI device `bus_id`: `None` when the host does not
-/// tell (no file, or the kernel's `-1`); a file that cannot be read or
-/// parsed is a warning.
-fn numa_node(fs_root: &FsRoot, bus_id: &str, warnings: &mut Vec<String>) -> Option<u32> {
-    let file = fs_root.path(PCI_DIR).join(bus_id).join("numa_node");
-    match fs::read_to_string(&file) {
-        Ok(text) => match text.trim().parse::<i64>() {
-            Ok(n) => u32::try_from(n).ok(),
-            Err(_) => {
-                warnings.push(format!(
-                    "ignored {}: `{}` is not a number",
-                    file.display(),
-                    text.trim()
-                ));
-                None
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            warnings.push(format!("ignored {}: {e}", file.display()));
-            None
-        }
-    }
-}
-
-/// A GPU UUID as the driver prints it, `GPU-` and lower-case hex in dashed
-/// groups (`GPU-8e5c1f2a-0b3c-4d5e-8f90-a1b2c3d4e5f6`); `None` when it is
-/// not one.
-pub fn normalize_uuid(text: &str) -> Option<String> {
-    let t = text.trim();
-    let rest = t
-        .get(..4)
-        .filter(|p| p.eq_ignore_ascii_case("GPU-"))
-        .map(|_| &t[4..])?;
-    let groups: Vec<&str> = rest.split('-').collect();
-    let hex = |g: &&str| !g.is_empty() && g.bytes().all(|b| b.is_ascii_hexdigit());
-    (groups.iter().all(hex) && rest.len() >= 8)
-        .then(|| format!("GPU-{}", rest.to_ascii_lowercase()))
-}
-
-/// The names in a folder; none when it cannot be listed (no driver).
-fn entries(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `Key: value` lines of the driver's `information` file.
-fn parse_information(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .filter(|(_, v)| !v.is_empty())
-        .collect()
-}
-
-/// A PCI bus id as `dddd:bb:dd.f` in lower case (`01:00.0` gets domain
-/// `0000`); `None` when it is not one.
-pub fn normalize_bus_id(text: &str) -> Option<String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let full = if lower.matches(':').count() == 1 {
-        format!("0000:{lower}")
-    } else {
-        lower
-    };
-    let (domain, rest) = full.split_once(':')?;
-    let (bus, rest) = rest.split_once(':')?;
-    let (device, function) = rest.split_once('.')?;
-    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(domain, 4)
-        && hex(bus, 2)
-        && hex(device, 2)
-        && matches!(function.as_bytes(), [b'0'..=b'7']))
-    .then_some(full)
-}
-
-/// Writes a simulated NVIDIA GPU under `fs_root` as the driver shows it:
-/// `/proc/driver/nvidia/gpus/<bus id>/information` (with the UUID of
-/// [`simulated_uuid`]) and `/dev/nvidia<minor>` (tests and demos; no GPU
-/// is needed).
-pub fn simulate(fs_root: &FsRoot, bus_id: &str, minor: u32, model: &str) -> std::io::Result<()> {
-    let dir = fs_root.path(DRIVER_DIR).join(bus_id);
-    fs::create_dir_all(&dir)?;
-    fs::write(
-        dir.join("information"),
-        format!(
-            "Model: \t\t {model}\nIRQ:   \t\t 142\nGPU UUID: \t {}\nBus Type: \t PCIe\nBus Location: \t {bus_id}\nDevice Minor: \t {minor}\n",
-            simulated_uuid(minor)
-        ),
-    )?;
-    fs::create_dir_all(fs_root.path(DEV_DIR))?;
-    fs::write(fs_root.path(DEV_DIR).join(format!("nvidia{minor}")), "")
-}
-
-/// The UUID [`simulate`] gives the GPU with device minor `minor`.
-pub fn simulated_uuid(minor: u32) -> String {
-    format!("GPU-{minor:08x}-5e5e-4d1c-9a00-00000000c0de")
-}
-
-/// Writes the NUMA node of a simulated GPU as sysfs shows it.
-pub fn simulate_numa(fs_root: &FsRoot, bus_id: &str, node: i32) -> std::io::Result<()> {
-    let dir = fs_root.path(PCI_DIR).join(bus_id);
-    fs::create_dir_all(&dir)?;
-    fs::write(dir.join("numa_node"), format!("{node}\n"))
-}
-
-/// The GPUs the host states in `[host] gpus`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stated {
-    Count(u32),
-    Ids(Vec<StatedId>),
-}
-
-/// One GPU of `[host] gpus`: by PCI bus id or by UUID.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StatedId {
-    Bus(String),
-    Uuid(String),
-}
-
-impl fmt::Display for StatedId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StatedId::Bus(s) | StatedId::Uuid(s) => f.write_str(s),
-        }
-    }
-}
+use crate::config::{Stated, StatedId};
+use crate::host::gpu::{Discovery, Gpu, Source, DRIVER_DIR};
 
 /// The GPUs to plan with: the stated ones when the config states them
 /// (with what was found where the bus ids match), else the found ones; and
@@ -842,82 +558,11 @@ pub fn lock_dirs(
     dirs
 }
 
-/// Why a lock domain's `TMPDIR` could not be made ready.
-#[derive(Debug, thiserror::Error)]
-pub enum LockDirError {
-    #[error("failed to create {}: {source}", path.display())]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("failed to give {} to {who}: {source}", path.display())]
-    Chown {
-        path: PathBuf,
-        who: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("failed to set the mode of {} to {mode:o}: {source}", path.display())]
-    Mode {
-        path: PathBuf,
-        mode: u32,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot give {} to user `{user}`: no such user or group here", path.display())]
-    NoSuchOwner { path: PathBuf, user: String },
-}
-
-/// Creates each lock domain's `TMPDIR` (and its parents), gives it to its
-/// services' user and sets its mode; an existing folder is set again, so a
-/// changed `user` takes effect at the next start.
-pub fn create_lock_dirs(dirs: &[LockDir]) -> Vec<LockDirError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mut errors = Vec::new();
-    for d in dirs {
-        let path = d.path.clone();
-        if let Err(source) = fs::create_dir_all(&path) {
-            errors.push(LockDirError::Create { path, source });
-            continue;
-        }
-        if let Some(user) = &d.user {
-            match owner_ids(user, d.group.as_deref()) {
-                Some((uid, gid)) => {
-                    if let Err(source) = std::os::unix::fs::chown(&path, Some(uid), Some(gid)) {
-                        let who = format!("{user} ({uid}:{gid})");
-                        errors.push(LockDirError::Chown { path, who, source });
-                        continue;
-                    }
-                }
-                None => {
-                    let user = user.clone();
-                    errors.push(LockDirError::NoSuchOwner { path, user });
-                    continue;
-                }
-            }
-        }
-        let mode = if d.mixed_users { 0o1777 } else { 0o700 };
-        if let Err(source) = fs::set_permissions(&path, fs::Permissions::from_mode(mode)) {
-            errors.push(LockDirError::Mode { path, mode, source });
-        }
-    }
-    errors
-}
-
-/// The uid of `user` and the gid of `group` (else the user's own group).
-fn owner_ids(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
-    let u = nix::unistd::User::from_name(user).ok()??;
-    let gid = match group {
-        Some(g) => nix::unistd::Group::from_name(g).ok()??.gid,
-        None => u.gid,
-    };
-    Some((u.uid.as_raw(), gid.as_raw()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::gpu::*;
+    use crate::util::gpuid::normalize_uuid;
 
     fn claim(name: &str, want: Want, tasks: &[Task]) -> Claim {
         Claim {
@@ -1076,49 +721,6 @@ mod tests {
     }
 
     #[test]
-    fn bus_ids_are_normalized() {
-        assert_eq!(
-            normalize_bus_id("0000:01:00.0").as_deref(),
-            Some("0000:01:00.0")
-        );
-        assert_eq!(normalize_bus_id("41:00.0").as_deref(), Some("0000:41:00.0"));
-        assert_eq!(
-            normalize_bus_id("0000:C1:00.0").as_deref(),
-            Some("0000:c1:00.0")
-        );
-        assert_eq!(normalize_bus_id("nvidia0"), None);
-        assert_eq!(normalize_bus_id("0000:01:00.9"), None);
-    }
-
-    #[test]
-    fn discovery_reads_the_driver_in_bus_order_else_device_nodes() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = FsRoot::new(dir.path());
-        assert_eq!(discover(&root).source, Source::None);
-        for minor in ["0", "1", "ctl", "-uvm"] {
-            std::fs::create_dir_all(root.path(DEV_DIR)).unwrap();
-            std::fs::write(root.path(format!("/dev/nvidia{minor}")), "").unwrap();
-        }
-        let found = discover(&root);
-        assert_eq!((found.source, found.gpus.len()), (Source::DeviceNodes, 2));
-        simulate(&root, "0000:41:00.0", 0, "NVIDIA GeForce RTX 3060 Ti B").unwrap();
-        simulate(&root, "0000:01:00.0", 1, "NVIDIA GeForce RTX 3060 Ti A").unwrap();
-        let found = discover(&root);
-        assert_eq!(found.source, Source::Driver);
-        assert_eq!(found.gpus[0].bus_id.as_deref(), Some("0000:01:00.0"));
-        assert_eq!(found.gpus[0].uuid, Some(simulated_uuid(1)));
-        assert_eq!(found.gpus[0].numa, None);
-        simulate_numa(&root, "0000:41:00.0", 1).unwrap();
-        simulate_numa(&root, "0000:01:00.0", -1).unwrap();
-        let found = discover(&root);
-        assert_eq!((found.gpus[0].numa, found.gpus[1].numa), (None, Some(1)));
-        assert_eq!(
-            found.gpus[1].to_string(),
-            "1 (0000:41:00.0 NVIDIA GeForce RTX 3060 Ti B, NUMA node 1)"
-        );
-    }
-
-    #[test]
     fn stated_gpus_win_and_disagreement_is_told() {
         let found = Discovery {
             gpus: vec![Gpu {
@@ -1153,6 +755,46 @@ mod tests {
             uuid: Some(simulated_uuid(minor)),
             ..Gpu::numbered(index)
         }
+    }
+
+    #[test]
+    fn lock_dirs_gather_a_domain_and_its_owner() {
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let grants = vec![
+            grant(vec![1], Reason::Listed),
+            grant(vec![1], Reason::Listed),
+            grant(vec![0], Reason::Listed),
+        ];
+        let tmp = lock_tmpdirs(&grants, Path::new("/s"));
+        let owners = vec![
+            (Some("lotus".to_string()), None),
+            (Some("lotus".to_string()), None),
+            (None, None),
+        ];
+        let dirs = lock_dirs(&names, &owners, &grants, &tmp);
+        assert_eq!(dirs.len(), 2);
+        assert_eq!(
+            (dirs[0].path.clone(), dirs[0].services.clone()),
+            (
+                PathBuf::from("/s/gpu1-tmp"),
+                vec!["a".to_string(), "b".to_string()]
+            )
+        );
+        assert_eq!(
+            (dirs[0].user.as_deref(), dirs[0].mixed_users),
+            (Some("lotus"), false)
+        );
+        assert_eq!(
+            (dirs[1].gpus.clone(), dirs[1].user.clone()),
+            (vec![0], None)
+        );
+        let mixed = vec![
+            (Some("lotus".to_string()), None),
+            (None, None),
+            (None, None),
+        ];
+        let dirs = lock_dirs(&names, &mixed, &grants, &tmp);
+        assert_eq!((dirs[0].user.clone(), dirs[0].mixed_users), (None, true));
     }
 
     #[test]
@@ -1236,83 +878,5 @@ mod tests {
             (1, Some("GPU-deadbeef"))
         );
         assert!(remark.unwrap().0);
-    }
-
-    #[test]
-    fn lock_dirs_gather_a_domain_and_its_owner() {
-        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        let grants = vec![
-            grant(vec![1], Reason::Listed),
-            grant(vec![1], Reason::Listed),
-            grant(vec![0], Reason::Listed),
-        ];
-        let tmp = lock_tmpdirs(&grants, Path::new("/s"));
-        let owners = vec![
-            (Some("lotus".to_string()), None),
-            (Some("lotus".to_string()), None),
-            (None, None),
-        ];
-        let dirs = lock_dirs(&names, &owners, &grants, &tmp);
-        assert_eq!(dirs.len(), 2);
-        assert_eq!(
-            (dirs[0].path.clone(), dirs[0].services.clone()),
-            (
-                PathBuf::from("/s/gpu1-tmp"),
-                vec!["a".to_string(), "b".to_string()]
-            )
-        );
-        assert_eq!(
-            (dirs[0].user.as_deref(), dirs[0].mixed_users),
-            (Some("lotus"), false)
-        );
-        assert_eq!(
-            (dirs[1].gpus.clone(), dirs[1].user.clone()),
-            (vec![0], None)
-        );
-        let mixed = vec![
-            (Some("lotus".to_string()), None),
-            (None, None),
-            (None, None),
-        ];
-        let dirs = lock_dirs(&names, &mixed, &grants, &tmp);
-        assert_eq!((dirs[0].user.clone(), dirs[0].mixed_users), (None, true));
-    }
-
-    #[test]
-    fn lock_dirs_are_created_with_their_mode_and_owner() {
-        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-        let root = tempfile::tempdir().unwrap();
-        let me = nix::unistd::User::from_uid(nix::unistd::getuid())
-            .unwrap()
-            .unwrap();
-        let dir = |name: &str, user: Option<String>, mixed_users: bool| LockDir {
-            path: root.path().join("state").join(name),
-            gpus: vec![0],
-            services: vec!["w".into()],
-            user,
-            group: None,
-            mixed_users,
-        };
-        let dirs = [
-            dir("gpu0-tmp", Some(me.name.clone()), false),
-            dir("gpu1-tmp", None, true),
-        ];
-        assert!(create_lock_dirs(&dirs).is_empty());
-        let own = fs::metadata(&dirs[0].path).unwrap();
-        assert_eq!(
-            (own.uid(), own.permissions().mode() & 0o7777),
-            (me.uid.as_raw(), 0o700)
-        );
-        let shared = fs::metadata(&dirs[1].path).unwrap();
-        assert_eq!(shared.permissions().mode() & 0o7777, 0o1777);
-        // Again: already there is fine.
-        assert!(create_lock_dirs(&dirs).is_empty());
-        let ghost = [dir("gpu2-tmp", Some("no-such-user-venussup".into()), false)];
-        let errors = create_lock_dirs(&ghost);
-        assert!(
-            errors[0].to_string().contains("no such user"),
-            "{}",
-            errors[0]
-        );
     }
 }

@@ -2,8 +2,8 @@
 //! property loops over many host shapes and share sets.
 
 use super::*;
-use crate::topology::sim::{Numbering, Shape};
-use crate::topology::{Cpu, Topology};
+use crate::host::topology::sim::{Numbering, Shape};
+use crate::host::topology::{Cpu, Topology};
 
 fn set(list: &str) -> CpuSet {
     CpuSet::parse_list(list).unwrap()
