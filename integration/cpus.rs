@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 
 use common::{project_file, venussup, Outcome};
-use venussup::cgroup::sim::SimCgroups;
+use venussup::sys::cgroup::sim::SimCgroups;
 use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
 use venussup::util::fsroot::FsRoot;
 

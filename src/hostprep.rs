@@ -508,7 +508,7 @@ fn run_bounded(
     log: &Path,
     timeout: Duration,
 ) -> Result<crate::runtime::ExitKind, String> {
-    use crate::runtime::spawn::{self, Output, SpawnSpec};
+    use crate::sys::spawn::{self, Output, SpawnSpec};
     let env = std::collections::BTreeMap::from([(
         "PATH".to_string(),
         crate::plan::DEFAULT_PATH.to_string(),

@@ -5,10 +5,8 @@
 //! runtime touches the system.
 
 pub mod capacity;
-pub mod cgroup;
 pub mod commands;
 pub mod config;
-pub mod confine;
 pub mod control;
 pub mod host;
 pub mod hostprep;
@@ -16,5 +14,6 @@ pub mod metrics;
 pub mod plan;
 pub mod runtime;
 pub mod smt;
+pub mod sys;
 pub mod util;
 pub mod venus;

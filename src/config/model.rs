@@ -195,7 +195,7 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 fn default_cgroup_parent() -> Spanned<String> {
-    Spanned::new(0..0, crate::confine::DEFAULT_PARENT.to_string())
+    Spanned::new(0..0, DEFAULT_CGROUP_PARENT.to_string())
 }
 
 pub fn default_log_dir() -> PathBuf {
@@ -697,3 +697,6 @@ impl fmt::Display for StatedId {
         }
     }
 }
+
+/// The cgroup that holds every service's cgroup.
+pub const DEFAULT_CGROUP_PARENT: &str = "venussup";

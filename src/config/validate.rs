@@ -16,7 +16,6 @@ use crate::capacity::{SectorProfile, SECTOR_SIZES};
 use crate::util::diag::Diagnostics;
 
 /// Longest service or timer name; names become file and cgroup names.
-const MAX_NAME_LEN: usize = 64;
 
 pub fn validate(config: &Config, diags: &mut Diagnostics) {
     names(config, diags);
@@ -170,29 +169,6 @@ fn capacity(config: &Config, diags: &mut Diagnostics) {
     }
 }
 
-/// A name is a file name and a cgroup name: letters, digits, `-`, `_`, `.`,
-/// not starting with `.` or `-`. `@` is kept for instances (`worker@0`).
-fn name_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("a name cannot be empty".into());
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Some(format!("a name has at most {MAX_NAME_LEN} characters"));
-    }
-    if name.starts_with(['.', '-']) {
-        return Some(format!("`{name}` must not start with `.` or `-`"));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Some(format!(
-            "`{name}` contains `{c}`; a name may use letters, digits, `-`, `_` and `.`"
-        ));
-    }
-    None
-}
-
 fn names(config: &Config, diags: &mut Diagnostics) {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     let all = config
@@ -201,7 +177,7 @@ fn names(config: &Config, diags: &mut Diagnostics) {
         .map(|s| &s.name)
         .chain(config.timers.iter().map(|t| &t.name));
     for name in all {
-        if let Some(problem) = name_problem(name.get_ref()) {
+        if let Some(problem) = crate::util::names::problem(name.get_ref()) {
             diags.error(name.span(), problem);
         }
         if let Some(first) = seen.insert(name.get_ref(), name.span().start) {

@@ -10,58 +10,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::util::cpulist::CpuSet;
 use crate::util::units::from_str_with;
-pub use crate::util::units::{ByteSize, HumanDuration};
-
-/// An rlimit value: a number or `"unlimited"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    Value(u64),
-    Unlimited,
-}
-
-impl<'de> Deserialize<'de> for Limit {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Limit;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number or \"unlimited\"")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Limit, E> {
-                u64::try_from(v)
-                    .map(Limit::Value)
-                    .map_err(|_| E::custom("a limit cannot be negative"))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Limit, E> {
-                match v {
-                    "unlimited" | "infinity" => Ok(Limit::Unlimited),
-                    _ => Err(E::custom(format!(
-                        "`{v}` is not a limit; write a number or \"unlimited\""
-                    ))),
-                }
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl Serialize for Limit {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Limit::Value(v) => s.serialize_u64(*v),
-            Limit::Unlimited => s.serialize_str("unlimited"),
-        }
-    }
-}
-
-impl fmt::Display for Limit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Limit::Value(v) => write!(f, "{v}"),
-            Limit::Unlimited => f.write_str("unlimited"),
-        }
-    }
-}
+pub use crate::util::units::{ByteSize, HumanDuration, Limit};
 
 /// A signal by name: `"SIGTERM"` or `"TERM"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

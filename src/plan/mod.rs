@@ -3,6 +3,7 @@
 //! from the config and what the host says, without changing anything.
 //! `venussup check` prints it; `venussup run` executes it.
 
+pub mod confine;
 pub mod cpus;
 mod expand;
 pub mod gpus;
@@ -26,7 +27,7 @@ use crate::config::{
     Config, Confine, CudaIds, GiveUpConfig, RestartPolicy, Role, ServiceConfig, ServiceKind,
     SmtPolicy, Task, TimerConfig, VENUS_FATAL_OUTPUT,
 };
-use crate::confine::{self, Hierarchy};
+use crate::host::cgroups::Hierarchy;
 use crate::host::gpu::Gpu;
 use crate::host::topology::Topology;
 use crate::util::cpulist::CpuSet;

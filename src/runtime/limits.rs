@@ -5,7 +5,7 @@
 
 use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
 
-use crate::config::values::Limit;
+use crate::util::units::Limit;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ceilings {

@@ -5,6 +5,7 @@
 
 mod adopt;
 mod backoff;
+pub mod confine;
 pub mod gate;
 pub mod hooks;
 mod limits;
@@ -13,7 +14,6 @@ mod logs;
 mod notify;
 mod service;
 mod signals;
-pub mod spawn;
 mod state;
 mod supervisor;
 mod textfile;
@@ -27,7 +27,6 @@ use tracing::{error, info, warn};
 use crate::config::load_valid;
 use crate::config::EventKind;
 use crate::config::{Config, SmtPolicy};
-use crate::confine;
 use crate::control;
 use crate::hostprep;
 use crate::plan::{self, Host, Plan};
@@ -145,7 +144,7 @@ fn cpus_in_use(plan: &Plan) -> CpuSet {
 }
 
 pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 {
-    spawn::close_inherited_on_exec();
+    crate::sys::spawn::close_inherited_on_exec();
     init_logging(log_level);
     let config = match load_valid(config_path) {
         Ok(c) => c,

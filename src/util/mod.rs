@@ -8,5 +8,7 @@ pub mod envfile;
 pub mod exit;
 pub mod fsroot;
 pub mod gpuid;
+pub mod mountinfo;
+pub mod names;
 pub mod units;
 pub mod url;

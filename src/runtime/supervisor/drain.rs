@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::{kill_group, DrainPhase, DrainProgress, Owner, Supervisor};
 use crate::runtime::service::{ExitKind, State};
-use crate::runtime::spawn::{self, Output};
+use crate::sys::spawn::{self, Output};
 
 impl Supervisor {
     /// A stop venussup was asked for: drain when the service says how,

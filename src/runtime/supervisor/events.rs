@@ -14,7 +14,7 @@ use super::{kill_group, Owner, Supervisor};
 use crate::config::EventKind;
 use crate::plan::{HookPlan, HookTarget};
 use crate::runtime::hooks::{Event, Slot};
-use crate::runtime::spawn::{self, Output, SpawnSpec};
+use crate::sys::spawn::{self, Output, SpawnSpec};
 use crate::runtime::state;
 
 /// One `[[host.hook]]` at run time.

@@ -24,7 +24,7 @@ use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{setgid, setgroups, setsid, setuid, Gid, Group, Pid, Uid, User};
 
-use crate::config::values::Limit;
+use crate::util::units::Limit;
 
 /// Who a child runs as, resolved from names before any fork.
 #[derive(Debug, Clone, PartialEq, Eq)]

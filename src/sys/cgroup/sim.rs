@@ -153,7 +153,7 @@ fn mountinfo(fs_root: &FsRoot, mounts: &[(&str, &str, &str)]) -> io::Result<()> 
             30 + i
         ));
     }
-    let path = fs_root.path(super::mounts::MOUNTINFO);
+    let path = fs_root.path(crate::util::mountinfo::MOUNTINFO);
     fs::create_dir_all(path.parent().ok_or(io::ErrorKind::InvalidInput)?)?;
     fs::write(path, text)
 }

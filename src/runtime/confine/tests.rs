@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use super::*;
-use crate::cgroup::sim::{SimCgroups, SimKernel};
+use crate::sys::cgroup::sim::{SimCgroups, SimKernel};
 use crate::host::topology::sim::{Numbering, Shape, SimHost, Style};
 use crate::plan::Host;
 use crate::util::diag::Diagnostics;

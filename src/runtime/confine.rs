@@ -44,135 +44,12 @@ use nix::sched::{sched_setaffinity, CpuSet as AffinityMask};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::cgroup::mounts::{cgroup_mounts, MOUNTINFO};
-use crate::cgroup::{CgroupError, Cgroupfs};
-use crate::config::Confine;
+use crate::host::cgroups::Hierarchy;
+use crate::plan::confine::{decide, NoMemory};
+use crate::sys::cgroup::{CgroupError, Cgroupfs};
 use crate::plan::ServicePlan;
 use crate::util::cpulist::CpuSet;
 use crate::util::fsroot::FsRoot;
-
-/// The cgroup that holds every service's cgroup.
-pub const DEFAULT_PARENT: &str = "venussup";
-
-/// Which cgroup hierarchy confines services on this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "version", rename_all = "kebab-case")]
-pub enum Hierarchy {
-    /// cgroup v2 whose root offers the cpuset controller: one tree.
-    V2 { mount: PathBuf, memory: bool },
-    /// cgroup v1: each controller has its own tree.
-    V1 {
-        cpuset: Option<PathBuf>,
-        memory: Option<PathBuf>,
-    },
-    /// Nothing usable, and why.
-    None { why: String },
-}
-
-impl Hierarchy {
-    /// Reads the mount table under `fs_root`. Paths are mapped under it.
-    pub fn detect(fs_root: &FsRoot) -> Self {
-        let path = fs_root.path(MOUNTINFO);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                return Hierarchy::None {
-                    why: format!("cannot read {}: {e}", path.display()),
-                }
-            }
-        };
-        let mounts = cgroup_mounts(&text);
-        let controllers = |point: &str| {
-            std::fs::read_to_string(fs_root.path(point).join("cgroup.controllers"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        };
-        for m in mounts.iter().filter(|m| m.unified) {
-            let offered = controllers(&m.point);
-            if offered.iter().any(|c| c == "cpuset") {
-                return Hierarchy::V2 {
-                    mount: fs_root.path(&m.point),
-                    memory: offered.iter().any(|c| c == "memory"),
-                };
-            }
-        }
-        let v1 = |controller: &str| {
-            mounts
-                .iter()
-                .find(|m| m.has_v1(controller))
-                .map(|m| fs_root.path(&m.point))
-        };
-        match (v1("cpuset"), v1("memory")) {
-            (None, None) => Hierarchy::None {
-                why: "no cgroup v2 mount offers the cpuset controller, and there is no cgroup v1 cpuset or memory hierarchy".to_string(),
-            },
-            (cpuset, memory) => Hierarchy::V1 { cpuset, memory },
-        }
-    }
-
-    pub fn has_cpuset(&self) -> bool {
-        matches!(
-            self,
-            Hierarchy::V2 { .. }
-                | Hierarchy::V1 {
-                    cpuset: Some(_),
-                    ..
-                }
-        )
-    }
-
-    pub fn has_memory(&self) -> bool {
-        matches!(
-            self,
-            Hierarchy::V2 { memory: true, .. }
-                | Hierarchy::V1 {
-                    memory: Some(_),
-                    ..
-                }
-        )
-    }
-
-    /// The root of each tree in use.
-    fn roots(&self) -> Vec<&Path> {
-        match self {
-            Hierarchy::V2 { mount, .. } => vec![mount.as_path()],
-            Hierarchy::V1 { cpuset, memory } => {
-                cpuset.iter().chain(memory).map(PathBuf::as_path).collect()
-            }
-            Hierarchy::None { .. } => Vec::new(),
-        }
-    }
-}
-
-/// `cgroup v2 at /sys/fs/cgroup (cpuset, memory)`,
-/// `cgroup v1 (cpuset at ..., memory at ...)`, `no cgroups (why)`.
-impl fmt::Display for Hierarchy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Hierarchy::V2 { mount, memory } => write!(
-                f,
-                "cgroup v2 at {} (cpuset{})",
-                mount.display(),
-                if *memory { ", memory" } else { "" }
-            ),
-            Hierarchy::V1 { cpuset, memory } => {
-                let at = |what: &str, p: &Option<PathBuf>| match p {
-                    Some(p) => format!("{what} at {}", p.display()),
-                    None => format!("no {what}"),
-                };
-                write!(
-                    f,
-                    "cgroup v1 ({}, {})",
-                    at("cpuset", cpuset),
-                    at("memory", memory)
-                )
-            }
-            Hierarchy::None { why } => write!(f, "no cgroups ({why})"),
-        }
-    }
-}
 
 /// Why confinement could not be prepared or undone.
 #[derive(Debug, thiserror::Error)]
@@ -180,9 +57,9 @@ pub enum ConfineError {
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error("`{name}` cannot name a cgroup: {why}")]
-    BadName { name: String, why: &'static str },
-    #[error("`{service}` has `limits.memory_max`, but this host has {hierarchy}, without a memory controller")]
-    NoMemory { service: String, hierarchy: String },
+    BadName { name: String, why: String },
+    #[error(transparent)]
+    NoMemory(#[from] NoMemory),
     #[error("CPU {cpu} of `{service}` does not fit an affinity mask (at most {max} CPUs)")]
     MaskTooSmall {
         service: String,
@@ -200,84 +77,16 @@ fn list(pids: &[i32]) -> String {
         .join(", ")
 }
 
-/// A cgroup name venussup makes: letters, digits, `-`, `_`, `.`, `@`, not
-/// starting with `.` or `-`, so never `.`, `..`, a path or a control file.
+/// A cgroup name venussup makes: a service's name, an instance's
+/// (`worker@0`) or the parent's ([`crate::util::names`]).
 fn check_name(name: &str) -> Result<(), ConfineError> {
-    let bad = |why| {
-        Err(ConfineError::BadName {
+    match crate::util::names::instance_problem(name) {
+        Some(why) => Err(ConfineError::BadName {
             name: name.to_string(),
             why,
-        })
-    };
-    if name.is_empty() || name.len() > 128 {
-        return bad("it must have 1 to 128 characters");
+        }),
+        None => Ok(()),
     }
-    if name.starts_with(['.', '-']) {
-        return bad("it must not start with `.` or `-`");
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
-    {
-        return bad("it may only use letters, digits, `-`, `_`, `.` and `@`");
-    }
-    Ok(())
-}
-
-/// What holds one service, decided from its plan and the hierarchy alone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    /// The affinity mask, set in the child.
-    pub affinity: Option<CpuSet>,
-    /// `cpuset.cpus` of its cgroup.
-    pub cpuset: Option<CpuSet>,
-    /// `cpuset.mems`: the NUMA nodes of its CPUs; `None` to take the
-    /// parent's (the host does not tell).
-    pub mems: Option<CpuSet>,
-    /// The memory limit in bytes.
-    pub memory_max: Option<u64>,
-    /// Why it is held less than it asks (no cpuset here).
-    pub warning: Option<String>,
-}
-
-/// Affinity and cpuset as `confine` asks (default both); where the host has
-/// no cpuset, affinity only and a warning. A memory limit without a memory
-/// controller is an error: the service would run without its limit.
-pub fn decide(hierarchy: &Hierarchy, plan: &ServicePlan) -> Result<Decision, ConfineError> {
-    let memory_max = plan.limits.memory_max.map(|m| m.0);
-    if memory_max.is_some() && !hierarchy.has_memory() {
-        return Err(ConfineError::NoMemory {
-            service: plan.name.clone(),
-            hierarchy: hierarchy.to_string(),
-        });
-    }
-    let mut d = Decision {
-        affinity: None,
-        cpuset: None,
-        mems: None,
-        memory_max,
-        warning: None,
-    };
-    let Some(cpu) = &plan.cpus else {
-        return Ok(d);
-    };
-    let Some(cpus) = &cpu.cpus else {
-        return Ok(d);
-    };
-    let wants_cgroup = matches!(cpu.confine, Confine::Both | Confine::Cgroup);
-    if wants_cgroup && hierarchy.has_cpuset() {
-        d.cpuset = Some(cpus.clone());
-        d.mems = cpu.span.as_ref().and_then(|s| s.numa.clone());
-    } else if wants_cgroup {
-        d.warning = Some(format!(
-            "`{}` is held by its affinity mask only: this host has {hierarchy}; the proofs library's multicore-SDR threads do not respect an affinity mask (lotus#5076)",
-            plan.name
-        ));
-    }
-    if matches!(cpu.confine, Confine::Both | Confine::Affinity) || d.warning.is_some() {
-        d.affinity = Some(cpus.clone());
-    }
-    Ok(d)
 }
 
 /// The hierarchy to use and the venussup parent cgroup in it; detected once
@@ -650,6 +459,7 @@ pub fn remove_parent(setup: &CgroupSetup) -> Result<(), ConfineError> {
     }
     Ok(())
 }
+
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,6 @@
 //! [`sim::SimKernel`], which fills a new folder with the control files its
 //! parent has, the way cgroupfs does, so tests run against a tempdir tree.
 
-pub mod mounts;
 pub mod sim;
 
 use std::fmt;

@@ -1,0 +1,6 @@
+//! Every call into the kernel that changes something: spawning children,
+//! cgroupfs writes. Knows nothing of the config, the plan or the runtime:
+//! its functions take plain values.
+
+pub mod cgroup;
+pub mod spawn;
