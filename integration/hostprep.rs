@@ -77,7 +77,7 @@ impl Drop for Unmount {
 
 fn mounted_hugetlbfs(at: &Path) -> bool {
     let table = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    venussup::hostprep::mounts(&table)
+    venussup::util::mountinfo::points_and_types(&table)
         .iter()
         .any(|(p, t)| Path::new(p) == at && t == "hugetlbfs")
 }

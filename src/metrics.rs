@@ -279,7 +279,7 @@ fn ops(o: &mut Out, snap: &Snapshot) {
                 "hugepages",
                 p.hugepages
                     .as_ref()
-                    .map(crate::hostprep::HugepagesReport::ok),
+                    .map(crate::status::prepare::HugepagesReport::ok),
             ),
             ("hugetlbfs", p.hugetlbfs.as_ref().map(|s| s.ok)),
             ("governor", p.governor.as_ref().map(|g| g.failed.is_empty())),

@@ -159,7 +159,7 @@ pub fn assess(
     let hugepages = config
         .and_then(|(_, p)| p.host.prepare.as_ref()?.hugepages.as_ref())
         .map_or(0, |h| {
-            crate::hostprep::hugepage_bytes(h, &crate::hostprep::numa_nodes(fs_root))
+            crate::plan::prepare::hugepage_bytes(h, &crate::host::topology::numa_nodes(fs_root))
         });
     let memory = hostinfo::mem_total(fs_root)
         .map_err(|e| e.to_string())?

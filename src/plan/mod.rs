@@ -8,6 +8,7 @@ pub mod cpus;
 mod expand;
 pub mod gpus;
 pub mod instances;
+pub mod prepare;
 mod order;
 mod program;
 pub mod render;
@@ -121,7 +122,7 @@ pub struct HostPlan {
     pub log_keep: u32,
     /// `[host.prepare]`, done at every start of `run`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prepare: Option<crate::hostprep::Prepare>,
+    pub prepare: Option<crate::plan::prepare::Prepare>,
     /// `[[host.hook]]`, in config order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookPlan>,
@@ -376,7 +377,7 @@ pub fn resolve(config: &Config, host: &Host, diags: &mut Diagnostics) -> Plan {
                 .host
                 .prepare
                 .as_ref()
-                .map(crate::hostprep::Prepare::from_config),
+                .map(crate::plan::prepare::Prepare::from_config),
             hooks: config.host.hook.iter().filter_map(hook).collect(),
             textfile: config
                 .host

@@ -8,6 +8,7 @@ mod backoff;
 pub mod confine;
 pub mod gate;
 pub mod hooks;
+pub mod hostprep;
 mod limits;
 pub mod lockdirs;
 mod logs;
@@ -28,7 +29,7 @@ use crate::config::load_valid;
 use crate::config::EventKind;
 use crate::config::{Config, SmtPolicy};
 use crate::control;
-use crate::hostprep;
+
 use crate::plan::{self, Host, Plan};
 use crate::smt;
 use crate::util::cpulist::CpuSet;

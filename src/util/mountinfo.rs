@@ -1,4 +1,5 @@
-//! Where the cgroup hierarchies are mounted, from `/proc/self/mountinfo`.
+//! The mount table, `/proc/self/mountinfo`: its one parser, and where the
+//! cgroup hierarchies are mounted.
 
 /// Where the mount table is read (under the fs root).
 pub const MOUNTINFO: &str = "/proc/self/mountinfo";
@@ -22,9 +23,17 @@ impl CgroupMount {
     }
 }
 
-/// The cgroup mounts in a mountinfo text, in order. A line is
+/// One line of the mount table: where, what filesystem, its super options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub point: String,
+    pub fstype: String,
+    pub super_options: String,
+}
+
+/// The mounts in a mountinfo text, in order. A line is
 /// `id parent major:minor root point options [optional...] - fstype source super-options`.
-pub fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+pub fn parse(mountinfo: &str) -> Vec<Mount> {
     mountinfo
         .lines()
         .filter_map(|line| {
@@ -33,16 +42,37 @@ pub fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
             let mut right = right.split(' ');
             let fstype = right.next()?;
             let _source = right.next()?;
-            let options = right.next().unwrap_or("");
-            let unified = match fstype {
+            Some(Mount {
+                point: unescape(point),
+                fstype: fstype.to_string(),
+                super_options: right.next().unwrap_or("").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Mount table entries as (mount point, filesystem type).
+pub fn points_and_types(mountinfo: &str) -> Vec<(String, String)> {
+    parse(mountinfo)
+        .into_iter()
+        .map(|m| (m.point, m.fstype))
+        .collect()
+}
+
+/// The cgroup mounts in a mountinfo text, in order.
+pub fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    parse(mountinfo)
+        .into_iter()
+        .filter_map(|m| {
+            let unified = match m.fstype.as_str() {
                 "cgroup2" => true,
                 "cgroup" => false,
                 _ => return None,
             };
             Some(CgroupMount {
-                point: unescape(point),
+                point: m.point,
                 unified,
-                options: options.split(',').map(str::to_string).collect(),
+                options: m.super_options.split(',').map(str::to_string).collect(),
             })
         })
         .collect()
@@ -98,5 +128,18 @@ mod tests {
         assert!(mounts[3].unified && !mounts[3].has_v1("cpuset"));
         assert_eq!(mounts[4].point, "/sys/fs/cgroup/my mount");
         assert!(mounts[4].has_v1("cpuacct"));
+    }
+
+    #[test]
+    fn mount_table_lines_give_point_and_type() {
+        let t = "36 25 0:32 / /mnt/huge\\040pages rw,relatime shared:17 - hugetlbfs hugetlbfs rw,pagesize=2M\n\
+                 22 1 8:1 / / rw - ext4 /dev/sda1 rw\n";
+        assert_eq!(
+            points_and_types(t),
+            vec![
+                ("/mnt/huge pages".to_string(), "hugetlbfs".to_string()),
+                ("/".to_string(), "ext4".to_string())
+            ]
+        );
     }
 }

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::util::cpulist::CpuSet;
+use crate::util::fsroot::FsRoot;
 
 pub use read::{read, TopologyError};
 
@@ -337,6 +338,25 @@ fn find_or_push<T>(
         }
     };
     &mut items[index]
+}
+
+/// The NUMA nodes under `fs_root`, in order; empty when the host has no
+/// node folders.
+pub fn numa_nodes(fs_root: &FsRoot) -> Vec<u32> {
+    let mut nodes: Vec<u32> = std::fs::read_dir(fs_root.path(read::NODE_DIR))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_prefix("node")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    nodes.sort_unstable();
+    nodes
 }
 
 #[cfg(test)]

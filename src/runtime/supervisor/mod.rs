@@ -316,7 +316,7 @@ pub struct Setup {
     pub http: Option<MetricsServer>,
     pub ceilings: Ceilings,
     /// What `[host.prepare]` did at start.
-    pub prepare: Option<crate::hostprep::Report>,
+    pub prepare: Option<crate::status::prepare::Report>,
     /// Events from before the loop (SMT step, host preparation) for hooks.
     pub events: Vec<crate::runtime::hooks::Event>,
 }
@@ -350,7 +350,7 @@ pub struct Supervisor {
     cgroups: Option<CgroupSetup>,
     /// `/proc/self/mountinfo`, polled while a service is blocked on a mount.
     mounts: Option<File>,
-    prepare: Option<crate::hostprep::Report>,
+    prepare: Option<crate::status::prepare::Report>,
     hooks: Vec<events::Hook>,
     log_dir: PathBuf,
     /// node_exporter's textfile, and when it may be written next.
@@ -1529,7 +1529,7 @@ fn missing_mounts(required: &[PathBuf]) -> Vec<String> {
         return Vec::new();
     }
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mounted = crate::hostprep::mounts(&table);
+    let mounted = crate::util::mountinfo::points_and_types(&table);
     required
         .iter()
         .filter(|m| !mounted.iter().any(|(p, _)| Path::new(p) == m.as_path()))

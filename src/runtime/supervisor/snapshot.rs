@@ -30,7 +30,7 @@ pub struct Snapshot {
     pub timers: Vec<TimerStatus>,
     /// What `[host.prepare]` did at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prepare: Option<crate::hostprep::Report>,
+    pub prepare: Option<crate::status::prepare::Report>,
     /// `[[host.hook]]`s, in config order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookStatus>,

@@ -9,129 +9,22 @@
 //! through [`SysWrite`], so the logic runs against a test kernel too.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::values::ByteSize;
-use crate::config::{PerNode, PrepareConfig};
+use crate::host::topology::numa_nodes;
+use crate::host::topology::read::{CPU_DIR, NODE_DIR};
+use crate::plan::prepare::{asked, Hugepages, Prepare};
+use crate::status::prepare::{
+    CpuFailure, GovernorReport, HugepagesReport, NodePages, Report, StepReport,
+};
 use crate::util::cpulist::CpuSet;
 use crate::util::fsroot::FsRoot;
+use crate::util::mountinfo::{points_and_types, MOUNTINFO};
 
-/// The NUMA node folders (`node0`, `node1`, ...).
-const NODE_DIR: &str = "/sys/devices/system/node";
-const CPU_DIR: &str = "/sys/devices/system/cpu";
 /// The persistence command is killed after this long.
 const GPU_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// `[host.prepare]` as planned: what `check` shows and `run` does.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Prepare {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hugepages: Option<Hugepages>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hugetlbfs: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub governor: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu_persistence: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Hugepages {
-    pub size: ByteSize,
-    pub per_node: PerNode,
-}
-
-impl Prepare {
-    pub fn from_config(c: &PrepareConfig) -> Self {
-        Self {
-            hugepages: c.hugepages.as_ref().map(|h| Hugepages {
-                size: *h.size.get_ref(),
-                per_node: h.per_node.get_ref().clone(),
-            }),
-            hugetlbfs: c.hugetlbfs.as_ref().map(|m| m.get_ref().clone()),
-            governor: c.governor.as_ref().map(|g| g.get_ref().clone()),
-            gpu_persistence: c.gpu_persistence.as_ref().map(|g| g.get_ref().clone()),
-        }
-    }
-
-    /// One line for `check`.
-    pub fn line(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(h) = &self.hugepages {
-            let per = match &h.per_node {
-                PerNode::All(n) => format!("{n} per NUMA node"),
-                PerNode::Each(v) => format!(
-                    "{} on nodes 0-{}",
-                    v.iter().map(u64::to_string).collect::<Vec<_>>().join("/"),
-                    v.len().saturating_sub(1)
-                ),
-            };
-            parts.push(format!("hugepages {} × {per}", h.size));
-        }
-        if let Some(m) = &self.hugetlbfs {
-            parts.push(format!("hugetlbfs at {}", m.display()));
-        }
-        if let Some(g) = &self.governor {
-            parts.push(format!("governor {g} on the services' CPUs"));
-        }
-        if let Some(c) = &self.gpu_persistence {
-            parts.push(format!("GPU persistence `{}`", c.join(" ")));
-        }
-        parts.join(" · ")
-    }
-}
-
-/// The NUMA nodes under `fs_root`, in order; empty when the host has no
-/// node folders.
-pub fn numa_nodes(fs_root: &FsRoot) -> Vec<u32> {
-    let mut nodes: Vec<u32> = std::fs::read_dir(fs_root.path(NODE_DIR))
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            e.ok()?
-                .file_name()
-                .to_str()?
-                .strip_prefix("node")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    nodes.sort_unstable();
-    nodes
-}
-
-/// Pages asked of each node: `per_node = N` asks N of every node; a list
-/// gives node i its i-th entry and must have one per node.
-pub fn asked(per_node: &PerNode, nodes: &[u32]) -> Result<Vec<(u32, u64)>, String> {
-    match per_node {
-        PerNode::All(n) => Ok(nodes.iter().map(|&node| (node, *n)).collect()),
-        PerNode::Each(v) if v.len() == nodes.len() => {
-            Ok(nodes.iter().copied().zip(v.iter().copied()).collect())
-        }
-        PerNode::Each(v) => Err(format!(
-            "`per_node` lists {} nodes but the host has {} ({})",
-            v.len(),
-            nodes.len(),
-            nodes
-                .iter()
-                .map(|n| format!("node{n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-    }
-}
-
-/// Memory the huge pages take from what processes can use (for `plan`).
-pub fn hugepage_bytes(h: &Hugepages, nodes: &[u32]) -> u64 {
-    asked(&h.per_node, nodes)
-        .unwrap_or_default()
-        .iter()
-        .map(|(_, n)| n.saturating_mul(h.size.0))
-        .fold(0, u64::saturating_add)
-}
 
 /// The kernel files, as the steps use them. The live one opens files
 /// without creating them; tests give a kernel that grants less.
@@ -152,146 +45,6 @@ impl SysWrite for Files {
 
     fn read(&mut self, path: &Path) -> std::io::Result<String> {
         std::fs::read_to_string(path)
-    }
-}
-
-/// What each step did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hugepages: Option<HugepagesReport>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hugetlbfs: Option<StepReport>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub governor: Option<GovernorReport>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu_persistence: Option<StepReport>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HugepagesReport {
-    /// Page size in KiB, as the kernel names its folders.
-    pub size_kib: u64,
-    pub nodes: Vec<NodePages>,
-    /// The step as a whole failed (no node folders, a list that does not
-    /// fit the nodes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodePages {
-    pub node: u32,
-    pub asked: u64,
-    /// What the kernel holds after the write (it grants fewer when memory
-    /// is fragmented); `None` when it could not be read.
-    pub granted: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepReport {
-    pub ok: bool,
-    /// What happened: "mounted", "already mounted", "skipped: no GPU",
-    /// or the error.
-    pub note: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GovernorReport {
-    pub governor: String,
-    /// CPUs that have it now (set or already so).
-    pub cpus: CpuSet,
-    pub failed: Vec<CpuFailure>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CpuFailure {
-    pub cpu: u32,
-    pub error: String,
-}
-
-impl HugepagesReport {
-    pub fn ok(&self) -> bool {
-        self.error.is_none()
-            && self
-                .nodes
-                .iter()
-                .all(|n| n.error.is_none() && n.granted == Some(n.asked))
-    }
-}
-
-impl Report {
-    /// Whether every configured step did what was asked.
-    pub fn ok(&self) -> bool {
-        self.hugepages.as_ref().is_none_or(HugepagesReport::ok)
-            && self.hugetlbfs.as_ref().is_none_or(|s| s.ok)
-            && self.governor.as_ref().is_none_or(|g| g.failed.is_empty())
-            && self.gpu_persistence.as_ref().is_none_or(|s| s.ok)
-    }
-
-    /// The failed steps, one phrase each (for logs and hooks).
-    pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(h) = self.hugepages.as_ref().filter(|h| !h.ok()) {
-            out.push(format!("hugepages: {}", h.summary()));
-        }
-        if let Some(s) = self.hugetlbfs.as_ref().filter(|s| !s.ok) {
-            out.push(format!("hugetlbfs: {}", s.note));
-        }
-        if let Some(g) = self.governor.as_ref().filter(|g| !g.failed.is_empty()) {
-            for f in &g.failed {
-                out.push(format!("governor on cpu{}: {}", f.cpu, f.error));
-            }
-        }
-        if let Some(s) = self.gpu_persistence.as_ref().filter(|s| !s.ok) {
-            out.push(format!("GPU persistence: {}", s.note));
-        }
-        out
-    }
-
-    /// One line for `status`.
-    pub fn summary(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(h) = &self.hugepages {
-            parts.push(format!("hugepages {}", h.summary()));
-        }
-        if let Some(s) = &self.hugetlbfs {
-            parts.push(format!("hugetlbfs {}", s.note));
-        }
-        if let Some(g) = &self.governor {
-            let failed = if g.failed.is_empty() {
-                String::new()
-            } else {
-                format!(", failed on {}", g.failed.len())
-            };
-            parts.push(format!("governor {} on {}{failed}", g.governor, g.cpus));
-        }
-        if let Some(s) = &self.gpu_persistence {
-            parts.push(format!("GPU persistence {}", s.note));
-        }
-        parts.join(" · ")
-    }
-}
-
-impl HugepagesReport {
-    /// `2MiB: node0 98/100, node1 100/100`.
-    pub fn summary(&self) -> String {
-        let size = ByteSize(self.size_kib.saturating_mul(1024));
-        if let Some(e) = &self.error {
-            return format!("{size}: {e}");
-        }
-        let nodes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| match (&n.error, n.granted) {
-                (Some(e), _) => format!("node{} failed: {e}", n.node),
-                (None, Some(g)) => format!("node{} {g}/{}", n.node, n.asked),
-                (None, None) => format!("node{} ?/{}", n.node, n.asked),
-            })
-            .collect();
-        format!("{size}: {}", nodes.join(", "))
     }
 }
 
@@ -423,31 +176,11 @@ pub fn prepare(p: &Prepare, cpus: &CpuSet, fs_root: &FsRoot, log: &Path) -> Repo
     }
 }
 
-/// Mount table entries: (mount point, filesystem type).
-pub fn mounts(mountinfo: &str) -> Vec<(String, String)> {
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            let point = l.split(' ').nth(4)?;
-            let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
-            Some((unescape_mount(point), fstype.to_string()))
-        })
-        .collect()
-}
-
-/// Mount points in mountinfo escape space, tab, newline and backslash.
-fn unescape_mount(p: &str) -> String {
-    p.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
-
 /// Mounts a `hugetlbfs` at `target` (created if missing) with `pagesize`
 /// when given, unless one is mounted there already.
 pub fn hugetlbfs(target: &Path, pagesize: Option<ByteSize>) -> StepReport {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let already = mounts(&table)
+    let table = std::fs::read_to_string(MOUNTINFO).unwrap_or_default();
+    let already = points_and_types(&table)
         .iter()
         .any(|(p, t)| Path::new(p) == target && t == "hugetlbfs");
     if already {
@@ -562,9 +295,11 @@ fn wait_bounded(pid: nix::unistd::Pid, timeout: Duration) -> bool {
     matches!(nix::poll::poll(&mut fds, ms), Ok(n) if n > 0)
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PerNode;
     use std::collections::BTreeMap;
 
     /// A kernel with `free` huge pages per node left: a write asks, the
@@ -644,21 +379,6 @@ mod tests {
     }
 
     #[test]
-    fn per_node_lists_must_fit_the_nodes() {
-        assert_eq!(
-            asked(&PerNode::Each(vec![3, 4]), &[0, 1]).unwrap(),
-            vec![(0, 3), (1, 4)]
-        );
-        let e = asked(&PerNode::Each(vec![3]), &[0, 1]).unwrap_err();
-        assert!(e.contains("lists 1 nodes but the host has 2"), "{e}");
-        let h = Hugepages {
-            size: ByteSize(1 << 30),
-            per_node: PerNode::All(100),
-        };
-        assert_eq!(hugepage_bytes(&h, &[0, 1]), 200 << 30);
-    }
-
-    #[test]
     fn a_missing_page_size_is_an_error_of_its_node() {
         let (_d, root) = host(1);
         let h = Hugepages {
@@ -685,18 +405,5 @@ mod tests {
         assert!(r.failed[0].error.contains("no frequency scaling"));
         let r = governor("turbo", &[1].into_iter().collect(), &root, &mut k);
         assert!(r.failed[0].error.contains("failed to write `turbo`"));
-    }
-
-    #[test]
-    fn mount_table_lines_give_point_and_type() {
-        let t = "36 25 0:32 / /mnt/huge\\040pages rw,relatime shared:17 - hugetlbfs hugetlbfs rw,pagesize=2M\n\
-                 22 1 8:1 / / rw - ext4 /dev/sda1 rw\n";
-        assert_eq!(
-            mounts(t),
-            vec![
-                ("/mnt/huge pages".to_string(), "hugetlbfs".to_string()),
-                ("/".to_string(), "ext4".to_string())
-            ]
-        );
     }
 }

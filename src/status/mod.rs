@@ -1,0 +1,5 @@
+//! What the supervisor publishes and every observer reads: the snapshot,
+//! host preparation's report, and their renderings for Prometheus and
+//! Zabbix.
+
+pub mod prepare;
