@@ -9,7 +9,7 @@
 //! through [`SysWrite`], so the logic runs against a test kernel too.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::values::ByteSize;
