@@ -9,7 +9,7 @@
 //! through [`SysWrite`], so the logic runs against a test kernel too.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::config::values::ByteSize;
@@ -299,6 +299,7 @@ fn wait_bounded(pid: nix::unistd::Pid, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
     use crate::config::PerNode;
     use std::collections::BTreeMap;
 
