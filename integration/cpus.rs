@@ -10,8 +10,8 @@ use std::fs;
 use std::path::Path;
 
 use common::{project_file, venussup, Outcome};
-use venussup::sys::cgroup::sim::SimCgroups;
 use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
+use venussup::sys::cgroup::sim::SimCgroups;
 use venussup::util::fsroot::FsRoot;
 
 /// A simulated host of `shape` with cgroup v1 (as this VM has), and one

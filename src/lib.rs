@@ -9,7 +9,6 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod host;
-pub mod metrics;
 pub mod plan;
 pub mod runtime;
 pub mod smt;

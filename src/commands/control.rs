@@ -13,7 +13,8 @@ use super::{exit, print_stdout};
 use crate::config;
 use crate::control::client::{self, ClientError};
 use crate::control::Command;
-use crate::runtime::{unix_now, ServiceStatus, Snapshot};
+use crate::status::{ServiceStatus, Snapshot};
+use crate::util::clock::unix_now;
 
 /// The daemon's state folder, from the config at `path` (read leniently:
 /// a config with mistakes still names its folder).
@@ -292,7 +293,7 @@ fn detail(v: &Value) -> String {
             let _ = writeln!(
                 out,
                 "    {} after {:.1}s, at {}",
-                serde_json::from_value::<crate::runtime::ExitKind>(e["how"].clone())
+                serde_json::from_value::<crate::status::ExitKind>(e["how"].clone())
                     .map_or(e["how"].to_string(), |k| k.to_string()),
                 e["ran_secs"].as_f64().unwrap_or(0.0),
                 e["at"]

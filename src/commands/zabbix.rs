@@ -10,7 +10,8 @@ use serde_json::json;
 use super::{exit, print_stdout};
 use crate::control::client;
 use crate::control::Command;
-use crate::runtime::{unix_now, ExitKind, Snapshot};
+use crate::status::{ExitKind, Snapshot};
+use crate::util::clock::unix_now;
 
 /// The keys, as the agent config names them after `venussup zabbix`.
 pub const KEYS: [&str; 9] = [

@@ -8,8 +8,8 @@ pub mod cpus;
 mod expand;
 pub mod gpus;
 pub mod instances;
-pub mod prepare;
 mod order;
+pub mod prepare;
 mod program;
 pub mod render;
 

@@ -46,8 +46,8 @@ use serde::Serialize;
 
 use crate::host::cgroups::Hierarchy;
 use crate::plan::confine::{decide, NoMemory};
-use crate::sys::cgroup::{CgroupError, Cgroupfs};
 use crate::plan::ServicePlan;
+use crate::sys::cgroup::{CgroupError, Cgroupfs};
 use crate::util::cpulist::CpuSet;
 use crate::util::fsroot::FsRoot;
 
@@ -459,7 +459,6 @@ pub fn remove_parent(setup: &CgroupSetup) -> Result<(), ConfineError> {
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests;

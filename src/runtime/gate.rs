@@ -3,8 +3,6 @@
 //! keep that under the target, at most `max_per_tick`, `spacing` apart.
 //! Pure: the supervisor runs the commands and keeps the deadlines.
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::GateCount;
 
 /// How many sectors the gate command's output says are in flight:
@@ -49,42 +47,10 @@ pub fn runs(in_flight: u64, target: u32, max_per_tick: u32) -> u32 {
     let room = u64::from(target).saturating_sub(in_flight);
     u32::try_from(room.min(u64::from(max_per_tick))).unwrap_or(max_per_tick)
 }
-
-/// The last answer of the gate, for status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GateStatus {
-    /// Unix time of the answer.
-    pub at: u64,
-    /// Sectors in flight; `None` when the gate command failed.
-    pub in_flight: Option<u64>,
-    pub target: u32,
-    /// Runs let through this tick.
-    pub runs: u32,
-    /// Why none, when the gate command failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl GateStatus {
-    /// `gate: 5 in flight, target 6: pledging 1`.
-    pub fn line(&self) -> String {
-        match (self.in_flight, &self.error) {
-            (_, Some(e)) => format!("gate: failed ({e}): holding"),
-            (Some(n), None) if self.runs == 0 => {
-                format!("gate: {n} in flight, target {}: holding", self.target)
-            }
-            (Some(n), None) => format!(
-                "gate: {n} in flight, target {}: pledging {}",
-                self.target, self.runs
-            ),
-            (None, None) => "gate: no answer yet".to_string(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::GateStatus;
 
     #[test]
     fn counts_read_the_first_integer_or_the_lines() {

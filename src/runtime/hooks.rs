@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::EventKind;
+use crate::status::HookCounts;
 pub use crate::util::url::HttpUrl;
 
 /// Events kept per hook while it is busy; more are dropped and counted.
@@ -49,7 +50,7 @@ impl Event {
                 .ok()
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_default(),
-            at: super::unix_now(),
+            at: crate::util::clock::unix_now(),
             service: None,
             timer: None,
             exit: None,
@@ -72,16 +73,6 @@ impl Event {
         }
         env
     }
-}
-
-/// What a hook is doing, and what it did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HookCounts {
-    /// Runs that ended well (exit 0; a POST answered 2xx).
-    pub ok: u64,
-    pub failed: u64,
-    /// Events dropped because the queue was full.
-    pub dropped: u64,
 }
 
 /// One hook's queue: never two runs at once.

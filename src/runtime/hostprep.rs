@@ -240,7 +240,7 @@ fn run_bounded(
     argv: &[String],
     log: &Path,
     timeout: Duration,
-) -> Result<crate::runtime::ExitKind, String> {
+) -> Result<crate::status::ExitKind, String> {
     use crate::sys::spawn::{self, Output, SpawnSpec};
     let env = std::collections::BTreeMap::from([(
         "PATH".to_string(),
@@ -259,10 +259,10 @@ fn run_bounded(
     }
     match nix::sys::wait::waitpid(child.pid, None) {
         Ok(nix::sys::wait::WaitStatus::Exited(_, c)) if exited => {
-            Ok(crate::runtime::ExitKind::Code(c))
+            Ok(crate::status::ExitKind::Code(c))
         }
         Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) if exited => {
-            Ok(crate::runtime::ExitKind::Signal(s as i32))
+            Ok(crate::status::ExitKind::Signal(s as i32))
         }
         Ok(_) if !exited => Err(format!(
             "`{}` still running after {}; killed",
@@ -295,13 +295,12 @@ fn wait_bounded(pid: nix::unistd::Pid, timeout: Duration) -> bool {
     matches!(nix::poll::poll(&mut fds, ms), Ok(n) if n > 0)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use crate::config::PerNode;
     use std::collections::BTreeMap;
+    use std::path::PathBuf;
 
     /// A kernel with `free` huge pages per node left: a write asks, the
     /// file then holds what it could grant. Governor files keep what is

@@ -37,9 +37,6 @@ use crate::util::diag::Severity;
 use crate::util::exit;
 use crate::util::fsroot::FsRoot;
 
-pub use service::{unix_now, ExitKind};
-pub use supervisor::{ServiceStatus, Snapshot, TimerStatus};
-
 /// Structured log lines on stderr; journald keeps them under systemd.
 fn init_logging(level: Option<&str>) {
     let filter = level

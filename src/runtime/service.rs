@@ -2,14 +2,13 @@
 //! for, and the pure decision of what follows an exit.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 
 use super::backoff::{Backoff, BackoffPolicy};
 use crate::config::{GiveUpConfig, RestartPolicy, ServiceKind};
+use crate::status::{Coarse, ExitKind};
 
 /// What the supervisor waits for, per service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,21 +56,25 @@ pub enum State {
 }
 
 impl State {
-    /// The coarse name shown in status, metrics and Zabbix.
-    pub fn name(&self) -> &'static str {
+    /// The coarse state shown in status, metrics and Zabbix.
+    pub fn coarse(&self) -> Coarse {
         match self {
-            State::Waiting => "waiting",
-            State::Blocked { .. } => "blocked",
-            State::Draining { .. } => "draining",
-            State::Starting { .. } => "starting",
-            State::Running { .. } => "running",
-            State::Backoff { .. } => "backoff",
-            State::Stopping { .. } => "stopping",
-            State::Stopped => "stopped",
-            State::Exited => "exited",
-            State::Failed { .. } => "failed",
-            State::Done => "done",
+            State::Waiting => Coarse::Waiting,
+            State::Blocked { .. } => Coarse::Blocked,
+            State::Draining { .. } => Coarse::Draining,
+            State::Starting { .. } => Coarse::Starting,
+            State::Running { .. } => Coarse::Running,
+            State::Backoff { .. } => Coarse::Backoff,
+            State::Stopping { .. } => Coarse::Stopping,
+            State::Stopped => Coarse::Stopped,
+            State::Exited => Coarse::Exited,
+            State::Failed { .. } => Coarse::Failed,
+            State::Done => Coarse::Done,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.coarse().as_str()
     }
 
     pub fn pid(&self) -> Option<Pid> {
@@ -83,45 +86,6 @@ impl State {
             _ => None,
         }
     }
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExitKind {
-    Code(i32),
-    Signal(i32),
-}
-
-impl ExitKind {
-    pub fn success(self) -> bool {
-        self == ExitKind::Code(0)
-    }
-}
-
-impl std::fmt::Display for ExitKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExitKind::Code(c) => write!(f, "exit code {c}"),
-            ExitKind::Signal(s) => match Signal::try_from(*s) {
-                Ok(sig) => write!(f, "killed by {}", sig.as_str()),
-                Err(_) => write!(f, "killed by signal {s}"),
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LastExit {
-    pub how: ExitKind,
-    /// Why, when venussup knows more than the code: `oom-killed`, or the
-    /// fatal start line that matched.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Seconds since the Unix epoch.
-    pub at: u64,
-    /// How long that run lasted, in seconds.
-    pub ran_secs: f64,
 }
 
 /// What follows an exit the supervisor did not ask for.
@@ -191,14 +155,6 @@ pub fn after_exit(
     history.push_back(now);
     AfterExit::Restart(backoff.on_death(&rules.backoff, ran))
 }
-
-/// Seconds since the Unix epoch, for what status shows.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,31 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use super::service::ExitKind;
+use crate::status::{ExitKind, RunResult};
 
 /// How much of a run's output is kept for matching and for status.
 pub const OUTPUT_KEPT: usize = 64 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "result", content = "reason")]
-pub enum RunResult {
-    Success,
-    /// "Full, try later": the sealer has as many sectors as it may seal.
-    Full,
-    Failure(String),
-}
-
-impl RunResult {
-    pub fn name(&self) -> &'static str {
-        match self {
-            RunResult::Success => "success",
-            RunResult::Full => "full",
-            RunResult::Failure(_) => "failure",
-        }
-    }
-}
 
 /// Classifies a finished run. "Full" wins over the exit code, because
 /// `venus-sealer sectors pledge` exits non-zero when it is full.

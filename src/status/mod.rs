@@ -2,4 +2,8 @@
 //! host preparation's report, and their renderings for Prometheus and
 //! Zabbix.
 
+pub mod metrics;
 pub mod prepare;
+pub mod snapshot;
+
+pub use snapshot::*;

@@ -2,6 +2,7 @@
 //! crate: CPU lists, diagnostics, the filesystem root, env files, the mount
 //! table, names, GPU ids, exit codes.
 
+pub mod clock;
 pub mod cpulist;
 pub mod diag;
 pub mod envfile;

@@ -49,7 +49,16 @@ mod tests {
         for good in ["sealer", "worker-01", "w_2.a"] {
             assert_eq!(problem(good), None, "{good}");
         }
-        for bad in ["", ".", "..", "a/b", "-x", "cpu set", "w@0", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "-x",
+            "cpu set",
+            "w@0",
+            &"x".repeat(65),
+        ] {
             assert!(problem(bad).is_some(), "{bad}");
         }
         assert_eq!(instance_problem("worker@0"), None);

@@ -7,9 +7,9 @@ use std::fs;
 use std::path::Path;
 
 use super::*;
-use crate::sys::cgroup::sim::{SimCgroups, SimKernel};
 use crate::host::topology::sim::{Numbering, Shape, SimHost, Style};
 use crate::plan::Host;
+use crate::sys::cgroup::sim::{SimCgroups, SimKernel};
 use crate::util::diag::Diagnostics;
 
 /// A simulated host: 2 NUMA nodes of 4 cores (one L3 each), no SMT.

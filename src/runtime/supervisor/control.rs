@@ -104,7 +104,9 @@ impl Supervisor {
             Command::Reload => self
                 .reload()
                 .and_then(|summary| serde_json::to_value(summary).map_err(|e| e.to_string())),
-            Command::Metrics => Ok(Value::String(crate::metrics::render(&self.snapshot()))),
+            Command::Metrics => Ok(Value::String(crate::status::metrics::render(
+                &self.snapshot(),
+            ))),
         };
         match result {
             Ok(v) => Response::ok(v),

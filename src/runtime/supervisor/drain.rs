@@ -10,7 +10,8 @@ use nix::unistd::Pid;
 use tracing::{info, warn};
 
 use super::{kill_group, DrainPhase, DrainProgress, Owner, Supervisor};
-use crate::runtime::service::{ExitKind, State};
+use crate::runtime::service::State;
+use crate::status::ExitKind;
 use crate::sys::spawn::{self, Output};
 
 impl Supervisor {

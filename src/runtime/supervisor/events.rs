@@ -14,8 +14,8 @@ use super::{kill_group, Owner, Supervisor};
 use crate::config::EventKind;
 use crate::plan::{HookPlan, HookTarget};
 use crate::runtime::hooks::{Event, Slot};
-use crate::sys::spawn::{self, Output, SpawnSpec};
 use crate::runtime::state;
+use crate::sys::spawn::{self, Output, SpawnSpec};
 
 /// One `[[host.hook]]` at run time.
 #[derive(Debug)]
@@ -116,7 +116,7 @@ impl Supervisor {
         self.dirty = true;
     }
 
-    pub(super) fn hook_exited(&mut self, k: usize, how: crate::runtime::ExitKind) {
+    pub(super) fn hook_exited(&mut self, k: usize, how: crate::status::ExitKind) {
         let Some((pid, _)) = self.hooks[k].run.take() else {
             return;
         };
@@ -167,7 +167,7 @@ impl Supervisor {
 
     pub(super) fn write_textfile(&self) {
         let Some(path) = &self.textfile else { return };
-        let text = crate::metrics::render(&self.snapshot());
+        let text = crate::status::metrics::render(&self.snapshot());
         if let Err(e) = state::write_atomic(path, text.as_bytes()) {
             warn!("metrics textfile: {e}");
         }

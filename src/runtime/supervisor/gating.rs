@@ -9,9 +9,10 @@ use nix::sys::signal::Signal;
 use tracing::{info, warn};
 
 use super::{kill_group, spawn_piped, Owner, Run, Supervisor};
-use crate::runtime::gate::{self, GateStatus};
-use crate::runtime::service::{unix_now, ExitKind};
-use crate::runtime::timer::RunResult;
+use crate::runtime::gate;
+use crate::status::RunResult;
+use crate::status::{ExitKind, GateStatus};
+use crate::util::clock::unix_now;
 
 impl Supervisor {
     /// A gated timer's tick: ask how many sectors are in flight.

@@ -15,25 +15,25 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::backoff::{Backoff, BackoffPolicy};
-use super::gate::GateStatus;
 use super::limits::{self, Ceilings};
 use super::logs::{self, LogWatch};
 use super::notify::Notifier;
-use super::service::{after_exit, unix_now, AfterExit, ExitKind, LastExit, RestartRules, State};
+use super::service::{after_exit, AfterExit, RestartRules, State};
 use super::signals::Signals;
-use crate::sys::spawn::{self, ChildHook, Identity, Output, SpawnSpec};
 use super::state::{self, PidRecord, RecordedPid};
-use super::timer::{self, Jitter, RunResult};
+use super::timer::{self, Jitter};
 use crate::config::values::Limit;
 use crate::config::{EventKind, ServiceKind};
-use crate::runtime::confine::{self, CgroupSetup};
 use crate::control::http::{HttpToken, MetricsServer};
 use crate::control::server::{Server, Token};
 use crate::plan::{Plan, ReadyPlan, ServicePlan, TimerPlan};
+use crate::runtime::confine::{self, CgroupSetup};
+use crate::status::{ExitKind, GateStatus, LastExit, RunCounts, RunRecord, RunResult};
+use crate::sys::spawn::{self, ChildHook, Identity, Output, SpawnSpec};
+use crate::util::clock::unix_now;
 use crate::util::fsroot::FsRoot;
 
 mod control;
@@ -41,7 +41,6 @@ mod drain;
 mod events;
 mod gating;
 mod snapshot;
-pub use snapshot::{ServiceStatus, Snapshot, TimerStatus};
 
 /// How often a ready probe is tried while a service starts.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
@@ -231,22 +230,6 @@ impl Run {
             kept: Vec::new(),
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub at: u64,
-    #[serde(flatten)]
-    pub result: RunResult,
-}
-
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub struct RunCounts {
-    pub success: u64,
-    pub full: u64,
-    pub failure: u64,
-    /// Due while the previous run was still going.
-    pub skipped: u64,
 }
 
 #[derive(Debug)]
@@ -605,7 +588,7 @@ impl Supervisor {
             // Out of `self` for the call, so the body can read the snapshot.
             if let Some(mut h) = self.http.take() {
                 h.ready(token, Instant::now(), || {
-                    crate::metrics::render(&self.snapshot())
+                    crate::status::metrics::render(&self.snapshot())
                 });
                 self.http = Some(h);
             }

@@ -2,86 +2,15 @@
 //! built from the supervisor's state, written to `status.json` and served
 //! on the control socket.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 
-use super::{RunCounts, RunRecord, Supervisor};
-use crate::config::ServiceKind;
+use super::Supervisor;
 use crate::plan::HookTarget;
-use crate::runtime::hooks::HookCounts;
-use crate::runtime::service::{unix_now, LastExit, State};
-use crate::util::cpulist::CpuSet;
-
-/// What `status` and the metrics read: one snapshot of the daemon.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Snapshot {
-    pub version: u32,
-    pub pid: u32,
-    pub started_at: u64,
-    pub config: PathBuf,
-    pub stopping: bool,
-    pub smt: Option<serde_json::Value>,
-    /// Orphaned grandchildren venussup reaped (as PID 1 or subreaper).
-    pub orphans_reaped: u64,
-    pub services: Vec<ServiceStatus>,
-    pub timers: Vec<TimerStatus>,
-    /// What `[host.prepare]` did at start.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prepare: Option<crate::status::prepare::Report>,
-    /// `[[host.hook]]`s, in config order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hooks: Vec<HookStatus>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HookStatus {
-    /// The command, or `POST <url>` (its query hidden).
-    pub target: String,
-    pub running: bool,
-    pub queued: usize,
-    #[serde(flatten)]
-    pub counts: HookCounts,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceStatus {
-    pub name: String,
-    pub kind: ServiceKind,
-    pub state: String,
-    pub ready: bool,
-    pub pid: Option<i32>,
-    /// Unix time the current run started.
-    pub since: Option<u64>,
-    pub restarts: u32,
-    pub last_exit: Option<LastExit>,
-    pub reason: Option<String>,
-    pub cpus: Option<CpuSet>,
-    pub log_file: PathBuf,
-    /// OOM kills of its cgroup since venussup started.
-    #[serde(default)]
-    pub oom_kills: u64,
-    /// While draining: how long it has waited.
-    #[serde(default)]
-    pub draining_secs: Option<f64>,
-    /// While backing off: when the next start comes.
-    #[serde(default)]
-    pub next_start_in_secs: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TimerStatus {
-    pub name: String,
-    pub running: bool,
-    pub next_in_secs: Option<f64>,
-    pub runs: RunCounts,
-    pub last: Vec<RunRecord>,
-    /// A gated timer's last gate answer and decision.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gate: Option<crate::runtime::gate::GateStatus>,
-}
+use crate::runtime::service::State;
+use crate::status::{HookStatus, ServiceStatus, Snapshot, TimerStatus};
+use crate::util::clock::unix_now;
 
 impl Supervisor {
     pub fn snapshot(&self) -> Snapshot {

@@ -7,13 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::runtime::Snapshot;
-
-/// States a service can be in, each a series of `venussup_service_state`.
-pub const STATES: [&str; 11] = [
-    "waiting", "blocked", "starting", "running", "backoff", "draining", "stopping", "stopped",
-    "exited", "failed", "done",
-];
+use crate::status::{Coarse, Snapshot};
 
 /// CPU time and memory of a running service's main process.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -119,7 +113,7 @@ pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>) -> String {
         "1 for the state the service is in, 0 for the others.",
     );
     for s in &snap.services {
-        for st in STATES {
+        for st in Coarse::ALL.map(Coarse::as_str) {
             o.sample(
                 "venussup_service_state",
                 &[("service", &s.name), ("state", st)],
@@ -147,8 +141,8 @@ pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>) -> String {
     for s in &snap.services {
         if let Some(e) = &s.last_exit {
             let code = match e.how {
-                crate::runtime::ExitKind::Code(c) => c,
-                crate::runtime::ExitKind::Signal(sig) => 128 + sig,
+                crate::status::ExitKind::Code(c) => c,
+                crate::status::ExitKind::Signal(sig) => 128 + sig,
             };
             o.sample(
                 "venussup_service_last_exit_code",
@@ -174,7 +168,7 @@ pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>) -> String {
         "gauge",
         "Seconds since the current run started.",
     );
-    let now = crate::runtime::unix_now();
+    let now = crate::util::clock::unix_now();
     for s in &snap.services {
         if let Some(since) = s.since {
             o.sample(

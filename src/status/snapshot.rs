@@ -1,0 +1,247 @@
+//! The snapshot of the daemon that `status`, the metrics and Zabbix read:
+//! the supervisor builds it, writes it to `status.json` and serves it on
+//! the control socket.
+
+use std::path::PathBuf;
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ServiceKind;
+use crate::status::prepare::Report;
+use crate::util::cpulist::CpuSet;
+
+/// The coarse state of a service: what status, the metrics and Zabbix
+/// show (the supervisor's own state says what it waits for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Coarse {
+    Waiting,
+    Blocked,
+    Starting,
+    Running,
+    Backoff,
+    Draining,
+    Stopping,
+    Stopped,
+    Exited,
+    Failed,
+    Done,
+}
+
+impl Coarse {
+    /// Every state, each a series of `venussup_service_state`.
+    pub const ALL: [Coarse; 11] = [
+        Coarse::Waiting,
+        Coarse::Blocked,
+        Coarse::Starting,
+        Coarse::Running,
+        Coarse::Backoff,
+        Coarse::Draining,
+        Coarse::Stopping,
+        Coarse::Stopped,
+        Coarse::Exited,
+        Coarse::Failed,
+        Coarse::Done,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Coarse::Waiting => "waiting",
+            Coarse::Blocked => "blocked",
+            Coarse::Starting => "starting",
+            Coarse::Running => "running",
+            Coarse::Backoff => "backoff",
+            Coarse::Draining => "draining",
+            Coarse::Stopping => "stopping",
+            Coarse::Stopped => "stopped",
+            Coarse::Exited => "exited",
+            Coarse::Failed => "failed",
+            Coarse::Done => "done",
+        }
+    }
+}
+
+/// What `status` and the metrics read: one snapshot of the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    pub pid: u32,
+    pub started_at: u64,
+    pub config: PathBuf,
+    pub stopping: bool,
+    pub smt: Option<serde_json::Value>,
+    /// Orphaned grandchildren venussup reaped (as PID 1 or subreaper).
+    pub orphans_reaped: u64,
+    pub services: Vec<ServiceStatus>,
+    pub timers: Vec<TimerStatus>,
+    /// What `[host.prepare]` did at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<Report>,
+    /// `[[host.hook]]`s, in config order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HookStatus {
+    /// The command, or `POST <url>` (its query hidden).
+    pub target: String,
+    pub running: bool,
+    pub queued: usize,
+    #[serde(flatten)]
+    pub counts: HookCounts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub kind: ServiceKind,
+    pub state: String,
+    pub ready: bool,
+    pub pid: Option<i32>,
+    /// Unix time the current run started.
+    pub since: Option<u64>,
+    pub restarts: u32,
+    pub last_exit: Option<LastExit>,
+    pub reason: Option<String>,
+    pub cpus: Option<CpuSet>,
+    pub log_file: PathBuf,
+    /// OOM kills of its cgroup since venussup started.
+    #[serde(default)]
+    pub oom_kills: u64,
+    /// While draining: how long it has waited.
+    #[serde(default)]
+    pub draining_secs: Option<f64>,
+    /// While backing off: when the next start comes.
+    #[serde(default)]
+    pub next_start_in_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimerStatus {
+    pub name: String,
+    pub running: bool,
+    pub next_in_secs: Option<f64>,
+    pub runs: RunCounts,
+    pub last: Vec<RunRecord>,
+    /// A gated timer's last gate answer and decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub at: u64,
+    #[serde(flatten)]
+    pub result: RunResult,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct RunCounts {
+    pub success: u64,
+    pub full: u64,
+    pub failure: u64,
+    /// Due while the previous run was still going.
+    pub skipped: u64,
+}
+
+/// What a hook is doing, and what it did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookCounts {
+    /// Runs that ended well (exit 0; a POST answered 2xx).
+    pub ok: u64,
+    pub failed: u64,
+    /// Events dropped because the queue was full.
+    pub dropped: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitKind {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitKind {
+    pub fn success(self) -> bool {
+        self == ExitKind::Code(0)
+    }
+}
+
+impl std::fmt::Display for ExitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitKind::Code(c) => write!(f, "exit code {c}"),
+            ExitKind::Signal(s) => match Signal::try_from(*s) {
+                Ok(sig) => write!(f, "killed by {}", sig.as_str()),
+                Err(_) => write!(f, "killed by signal {s}"),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastExit {
+    pub how: ExitKind,
+    /// Why, when venussup knows more than the code: `oom-killed`, or the
+    /// fatal start line that matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    /// How long that run lasted, in seconds.
+    pub ran_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "result", content = "reason")]
+pub enum RunResult {
+    Success,
+    /// "Full, try later": the sealer has as many sectors as it may seal.
+    Full,
+    Failure(String),
+}
+
+impl RunResult {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::Full => "full",
+            RunResult::Failure(_) => "failure",
+        }
+    }
+}
+
+/// The last answer of the gate, for status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateStatus {
+    /// Unix time of the answer.
+    pub at: u64,
+    /// Sectors in flight; `None` when the gate command failed.
+    pub in_flight: Option<u64>,
+    pub target: u32,
+    /// Runs let through this tick.
+    pub runs: u32,
+    /// Why none, when the gate command failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl GateStatus {
+    /// `gate: 5 in flight, target 6: pledging 1`.
+    pub fn line(&self) -> String {
+        match (self.in_flight, &self.error) {
+            (_, Some(e)) => format!("gate: failed ({e}): holding"),
+            (Some(n), None) if self.runs == 0 => {
+                format!("gate: {n} in flight, target {}: holding", self.target)
+            }
+            (Some(n), None) => format!(
+                "gate: {n} in flight, target {}: pledging {}",
+                self.target, self.runs
+            ),
+            (None, None) => "gate: no answer yet".to_string(),
+        }
+    }
+}
