@@ -5,6 +5,7 @@
 //! runtime touches the system.
 
 pub mod capacity;
+pub mod checks;
 pub mod commands;
 pub mod config;
 pub mod control;
@@ -15,4 +16,3 @@ pub mod smt;
 pub mod status;
 pub mod sys;
 pub mod util;
-pub mod venus;

@@ -258,45 +258,45 @@ fn dispatch(cli: Cli) -> u8 {
             timeout,
         } => venussup::runtime::hooks::webhook_main(url, tries, timeout),
         Command::Status { name, config, json } => {
-            commands::control::status(&config.config, name, json.json)
+            commands::requests::status(&config.config, name, json.json)
         }
         Command::Start { name, config } => {
-            commands::control::simple(&config.config, Request::Start { name })
+            commands::requests::simple(&config.config, Request::Start { name })
         }
         Command::Stop { name, config } => {
-            commands::control::simple(&config.config, Request::Stop { name })
+            commands::requests::simple(&config.config, Request::Stop { name })
         }
         Command::Restart {
             name,
             with_dependents,
             config,
-        } => commands::control::simple(
+        } => commands::requests::simple(
             &config.config,
             Request::Restart {
                 name,
                 with_dependents,
             },
         ),
-        Command::Reload { config } => commands::control::simple(&config.config, Request::Reload),
+        Command::Reload { config } => commands::requests::simple(&config.config, Request::Reload),
         Command::Timer {
             action: TimerAction::Run,
             name,
             config,
-        } => commands::control::simple(&config.config, Request::TimerRun { name }),
+        } => commands::requests::simple(&config.config, Request::TimerRun { name }),
         Command::Plan {
             seal_path,
             sector_size,
             config,
             fs_root,
             json,
-        } => commands::plan::run(&commands::plan::Options {
+        } => commands::capacity::run(&commands::capacity::Options {
             config: config.as_deref(),
             fs_root: fs_root.root(),
             seal_paths: seal_path,
             sector_size,
             json: json.json,
         }),
-        Command::Metrics { config } => commands::control::metrics(&config.config),
+        Command::Metrics { config } => commands::requests::metrics(&config.config),
         Command::Zabbix { key, name, config } => {
             commands::zabbix::run(&config.config, &key, name.as_deref())
         }

@@ -9,11 +9,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{exit, print_stdout};
+use crate::checks::venus;
 use crate::config;
 use crate::plan::{self, render, Host, Plan};
 use crate::util::diag::{Diagnostic, Severity};
 use crate::util::fsroot::FsRoot;
-use crate::venus;
 
 #[derive(Serialize)]
 struct Report<'a> {

@@ -1,9 +1,9 @@
 //! One module per CLI subcommand. Each takes parsed options, writes its
 //! output to stdout (errors to stderr) and returns the process exit code.
 
+pub mod capacity;
 pub mod check;
-pub mod control;
-pub mod plan;
+pub mod requests;
 pub mod smt;
 pub mod standin;
 pub mod topology;

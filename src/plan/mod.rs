@@ -12,6 +12,7 @@ mod order;
 pub mod prepare;
 mod program;
 pub mod render;
+pub mod sdr;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -803,7 +804,7 @@ fn service(
         cpus: None,
         span: None,
         confine: s.confine,
-        sdr_unit: crate::venus::multicore_sdr_unit(&s.tasks, &env),
+        sdr_unit: sdr::multicore_sdr_unit(&s.tasks, &env),
         share_cpus_with: s
             .share_cpus_with
             .iter()

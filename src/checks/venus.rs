@@ -2,7 +2,6 @@
 //! venus-worker, caught before anything starts. Each message says what is
 //! wrong, where, and the fix.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
 
@@ -53,23 +52,6 @@ pub fn flag_value<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
 
 fn flag_on(argv: &[String], name: &str) -> bool {
     flag_value(argv, name).is_none_or(|v| v != "false")
-}
-
-/// `FIL_PROOFS_MULTICORE_SDR_PRODUCERS` when not set (the proofs' default).
-const DEFAULT_SDR_PRODUCERS: usize = 3;
-
-/// Cores per multicore-SDR unit (`FIL_PROOFS_MULTICORE_SDR_PRODUCERS + 1`)
-/// when a service runs PreCommit1 with `FIL_PROOFS_USE_MULTICORE_SDR=1`.
-pub fn multicore_sdr_unit(tasks: &[Task], env: &BTreeMap<String, String>) -> Option<usize> {
-    let multicore = env
-        .get("FIL_PROOFS_USE_MULTICORE_SDR")
-        .is_some_and(|v| v == "1");
-    (tasks.contains(&Task::PreCommit1) && multicore).then(|| {
-        env.get("FIL_PROOFS_MULTICORE_SDR_PRODUCERS")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(DEFAULT_SDR_PRODUCERS)
-            + 1
-    })
 }
 
 /// The span of `key` in the service's own `env`, else of its name.

@@ -13,13 +13,13 @@ use serde::Serialize;
 
 use super::{exit, print_stdout};
 use crate::capacity::{self, Capacity, HostResources, SectorProfile};
+use crate::checks::venus;
 use crate::config::load_valid;
 use crate::config::values::ByteSize;
 use crate::config::Config;
 use crate::host::{memory as hostinfo, topology};
 use crate::plan::{self as service_plan, Host, Plan};
 use crate::util::fsroot::FsRoot;
-use crate::venus;
 
 /// Sector size when neither the command line nor the config says.
 const DEFAULT_SECTOR_SIZE: &str = "32GiB";
@@ -92,7 +92,7 @@ fn sdr_unit(plan: Option<&Plan>) -> (bool, u32) {
     }) else {
         return default;
     };
-    match venus::multicore_sdr_unit(&p1.tasks, &p1.env) {
+    match crate::plan::sdr::multicore_sdr_unit(&p1.tasks, &p1.env) {
         Some(unit) => (true, u32::try_from(unit).unwrap_or(u32::MAX)),
         None => (false, 1),
     }
