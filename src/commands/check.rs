@@ -29,7 +29,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
     let plan = config.map(|c| {
         let plan = plan::resolve(&c, &Host::probe(fs_root), &mut diags);
         let capacity = c.capacity.as_ref().and_then(|cap| {
-            super::plan::assess(Some((&c, &plan)), fs_root, &[], None)
+            super::capacity::assess(Some((&c, &plan)), fs_root, &[], None)
                 .map_err(|e| {
                     diags.warning(
                         cap.sector_size.span(),

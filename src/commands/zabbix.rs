@@ -92,7 +92,7 @@ pub fn run(config: &Path, key: &str, name: Option<&str>) -> u8 {
         return exit::USAGE;
     }
     let snap = match client::request(
-        &super::control::state_dir_of(config),
+        &super::requests::state_dir_of(config),
         Command::Status { name: None },
     ) {
         Ok(v) => match serde_json::from_value::<Snapshot>(v) {
