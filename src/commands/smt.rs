@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::smt::{self, Report, DEFAULT_STATE_DIR};
+use crate::config::DEFAULT_STATE_DIR;
+use crate::smt::{self, Report};
 use crate::util::fsroot::FsRoot;
 
 use super::exit;

@@ -190,8 +190,12 @@ fn default_hook_tries() -> u32 {
     3
 }
 
+/// Where the lock, the state file and the control socket live unless
+/// `[host] state_dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/venussup";
+
 pub fn default_state_dir() -> PathBuf {
-    PathBuf::from("/var/lib/venussup")
+    PathBuf::from(DEFAULT_STATE_DIR)
 }
 
 fn default_cgroup_parent() -> Spanned<String> {

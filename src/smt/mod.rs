@@ -21,9 +21,6 @@ use crate::host::topology::{self, describe_cores, ThreadsPerCore, Topology};
 use crate::util::cpulist::CpuSet;
 use crate::util::fsroot::FsRoot;
 
-/// The state folder when no config names one.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/venussup";
-
 /// What `smt off` does on a host: in every core, each online thread but
 /// the lowest-numbered one goes offline.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

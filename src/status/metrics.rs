@@ -1,7 +1,8 @@
 //! The daemon's snapshot in Prometheus' text exposition format (0.0.4):
 //! served by the optional listener and by `venussup metrics`, and read by
-//! node_exporter's textfile collector. Rendering is pure; what is read from
-//! `/proc` (CPU time, memory) is read just before.
+//! node_exporter's textfile collector. [`render_with`] is pure: the clock
+//! and what is read from `/proc` (CPU time, memory) are its arguments;
+//! [`render`] reads them just before.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -69,7 +70,7 @@ impl Out {
 }
 
 /// The metrics of `snap`; `usage` by service name for running services.
-pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>) -> String {
+pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>, now: u64) -> String {
     let mut o = Out(String::new());
     o.family("venussup_build_info", "gauge", "venussup's version.");
     o.sample(
@@ -168,7 +169,6 @@ pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>) -> String {
         "gauge",
         "Seconds since the current run started.",
     );
-    let now = crate::util::clock::unix_now();
     for s in &snap.services {
         if let Some(since) = s.since {
             o.sample(
@@ -344,7 +344,7 @@ pub fn render(snap: &Snapshot) -> String {
         .iter()
         .filter_map(|s| Some((s.name.clone(), usage(Path::new("/proc"), s.pid?)?)))
         .collect();
-    render_with(snap, &usage)
+    render_with(snap, &usage, crate::util::clock::unix_now())
 }
 
 #[cfg(test)]

@@ -2,8 +2,12 @@
 //!
 //! `--fs-root DIR` makes venussup read `DIR/sys/...` and `DIR/proc/...`
 //! instead of the live ones, so a test or a simulated 128-core host never
-//! touches the real machine. Production code takes an [`FsRoot`] and never
-//! names `/sys` or `/proc` directly.
+//! touches the real machine. Every read of the host's facts (topology,
+//! GPUs, memory, the cgroup mounts, SMT) and every sysfs write goes through
+//! an [`FsRoot`]. What the supervisor reads about its own processes
+//! (`/proc/self/fd`, `/proc/self/mountinfo` for mount events, `/proc/PID`
+//! of its children) is the live `/proc`: those are venussup's children, not
+//! the simulated host's.
 
 use std::path::{Path, PathBuf};
 
