@@ -1,6 +1,7 @@
 //! The layers of `src/` and what never imports what (ARCHITECTURE.md):
 //! read from the source's `crate::` paths, so a new cycle or a call into
 //! the kernel from the pure plan fails here, not in review.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -36,7 +36,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -48,6 +48,7 @@ use crate::host::cgroups::Hierarchy;
 use crate::plan::confine::{decide, NoMemory};
 use crate::plan::ServicePlan;
 use crate::sys::cgroup::{CgroupError, Cgroupfs};
+use crate::sys::spawn::CgroupTarget;
 use crate::util::cpulist::CpuSet;
 use crate::util::fsroot::FsRoot;
 
@@ -191,9 +192,11 @@ impl CgroupSetup {
 #[derive(Debug)]
 pub struct Confinement {
     affinity: Option<AffinityMask>,
-    /// Each cgroup's `tasks` (v1) or `cgroup.procs` (v2), opened
-    /// close-on-exec.
+    /// Each v1 cgroup's `tasks`, opened close-on-exec.
     joins: Vec<OwnedFd>,
+    /// The v2 cgroup the child is born in: its directory and its
+    /// `cgroup.procs`, opened close-on-exec ([`Confinement::target`]).
+    v2: Option<(OwnedFd, OwnedFd)>,
     cgroups: Vec<PathBuf>,
     warnings: Vec<String>,
 }
@@ -204,6 +207,7 @@ impl Confinement {
         Self {
             affinity: None,
             joins: Vec::new(),
+            v2: None,
             cgroups: Vec::new(),
             warnings: Vec::new(),
         }
@@ -226,6 +230,14 @@ impl Confinement {
             sched_setaffinity(Pid::from_raw(0), mask)?;
         }
         Ok(())
+    }
+
+    /// The v2 cgroup the child is to be born in, for the spawn.
+    pub fn target(&self) -> Option<CgroupTarget<'_>> {
+        self.v2.as_ref().map(|(dir, procs)| CgroupTarget {
+            dir: dir.as_fd(),
+            procs: procs.as_fd(),
+        })
     }
 
     /// The cgroups the child joins.
@@ -279,13 +291,14 @@ fn prepare_once(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, 
         ..Confinement::none()
     };
     let fs = &setup.fs;
-    // v1: through `tasks`, v2: through `cgroup.procs` (see the module doc).
+    // v1: the child joins through `tasks`; v2: it is born in the cgroup,
+    // or joins through `cgroup.procs` (see the module doc).
     let join = |c: &mut Confinement, dir: PathBuf, v1: bool| -> Result<(), ConfineError> {
-        c.joins.push(if v1 {
-            fs.open_tasks(&dir)?
+        if v1 {
+            c.joins.push(fs.open_tasks(&dir)?);
         } else {
-            fs.open_procs(&dir)?
-        });
+            c.v2 = Some((fs.open_dir(&dir)?, fs.open_procs(&dir)?));
+        }
         c.cgroups.push(dir);
         Ok(())
     };

@@ -3,4 +3,5 @@
 //! its functions take plain values.
 
 pub mod cgroup;
+mod clone3;
 pub mod spawn;

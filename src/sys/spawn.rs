@@ -7,15 +7,22 @@
 //! raising an rlimit or joining a cgroup needs the privileges it drops),
 //! then an empty signal mask and exec. Every descriptor of venussup is
 //! close-on-exec, so only stdin, stdout and stderr cross.
+//!
+//! A child with a cgroup v2 ([`CgroupTarget`]) is born in it with
+//! `clone3(CLONE_INTO_CGROUP)` ([`super::clone3`]): nothing migrates. Where
+//! the kernel lacks it (before 5.7, or a seccomp filter refuses clone3),
+//! said once in the log, or the call is refused for that cgroup, the child
+//! joins it itself by writing `0` to its `cgroup.procs`, before its
+//! confinement hook.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
 use nix::sched::CloneFlags;
@@ -24,6 +31,9 @@ use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{setgid, setgroups, setsid, setuid, Gid, Group, Pid, Uid, User};
 
+use tracing::{info, warn};
+
+use super::clone3;
 use crate::util::units::Limit;
 
 /// Who a child runs as, resolved from names before any fork.
@@ -139,6 +149,15 @@ impl std::fmt::Debug for ChildHook {
     }
 }
 
+/// The cgroup v2 a child is born in: its directory (for `CLONE_INTO_CGROUP`)
+/// and its `cgroup.procs` (for the join where that is not offered), both
+/// opened ahead of time.
+#[derive(Debug, Clone, Copy)]
+pub struct CgroupTarget<'a> {
+    pub dir: BorrowedFd<'a>,
+    pub procs: BorrowedFd<'a>,
+}
+
 /// Everything a child gets.
 pub struct SpawnSpec<'a> {
     pub argv: &'a [String],
@@ -150,6 +169,8 @@ pub struct SpawnSpec<'a> {
     pub memlock: Option<Limit>,
     pub output: Output,
     pub hook: Option<ChildHook>,
+    /// The cgroup v2 it starts in, if any.
+    pub cgroup: Option<CgroupTarget<'a>>,
     /// What the child reads (an event hook's JSON); `/dev/null` if none.
     pub stdin: Option<File>,
 }
@@ -173,6 +194,7 @@ impl<'a> SpawnSpec<'a> {
             memlock: None,
             output,
             hook: None,
+            cgroup: None,
             stdin,
         }
     }
@@ -194,6 +216,8 @@ impl std::fmt::Debug for SpawnSpec<'_> {
 pub struct Spawned {
     pub pid: Pid,
     pub output: Option<File>,
+    /// It was born in its cgroup (`CLONE_INTO_CGROUP`), not moved there.
+    pub born_in_cgroup: bool,
 }
 
 fn rlimit_value(l: Limit) -> u64 {
@@ -267,6 +291,12 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(dup) })
 }
 
+/// `clone3` into a cgroup is not offered here (see [`clone3::unsupported`]);
+/// learned at the first try and said once.
+static CLONE3_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+/// A refusal of `clone3` into one cgroup has been logged.
+static CLONE3_REFUSED_TOLD: AtomicBool = AtomicBool::new(false);
+
 /// The child's stack: `clone` with `CLONE_VM` runs the child in venussup's
 /// memory, on a stack of its own, with a guard page below it.
 struct ChildStack {
@@ -331,6 +361,7 @@ impl Drop for ChildStack {
 
 /// Everything the child needs, made before the clone: between clone and
 /// exec the child only reads it and makes syscalls.
+#[derive(Clone, Copy)]
 struct ChildPlan<'a> {
     programs: &'a [CString],
     argv: &'a [*const libc::c_char],
@@ -339,6 +370,9 @@ struct ChildPlan<'a> {
     workdir: Option<&'a CString>,
     rlimits: &'a [(Resource, u64)],
     umask: Option<u32>,
+    /// A cgroup's `cgroup.procs` the child writes itself to (it was not
+    /// born in that cgroup).
+    join: Option<RawFd>,
     hook: Option<&'a ChildHook>,
     identity: Option<&'a Identity>,
 }
@@ -402,6 +436,15 @@ fn child_exec(p: &ChildPlan<'_>) -> i32 {
     }
     if let Some(m) = p.umask {
         umask(Mode::from_bits_truncate(m));
+    }
+    if let Some(fd) = p.join {
+        // SAFETY: a descriptor opened before the clone and alive until the
+        // parent resumes; a one-byte buffer of static data.
+        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+            return io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
+        }
     }
     if let Some(h) = p.hook {
         if let Err(e) = (h.0)() {
@@ -531,6 +574,7 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
         workdir: workdir.as_ref(),
         rlimits: &rlimits,
         umask: spec.umask,
+        join: spec.cgroup.map(|c| c.procs.as_raw_fd()),
         hook: spec.hook.as_ref(),
         identity: spec.identity,
     };
@@ -538,32 +582,64 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     // The child writes its errno here when it cannot exec; venussup reads
     // it once the child is gone (CLONE_VFORK).
     let failed = AtomicI32::new(0);
-    let callback = Box::new(|| {
-        let e = child_exec(&plan);
+    let run = |p: &ChildPlan<'_>| -> i32 {
+        let e = child_exec(p);
         failed.store(e, Ordering::Relaxed);
         // SAFETY: _exit ends the child at once, running nothing of
         // venussup's (no atexit handler, no buffer flush).
         unsafe { libc::_exit(127) }
-    });
+    };
     // No signal handler may run in the child before it has reset them.
     let old_mask = SigSet::all()
         .thread_swap_mask(SigmaskHow::SIG_SETMASK)
         .map_err(|e| exec_err(e.into()))?;
-    // CLONE_VM | CLONE_VFORK as posix_spawn uses it: the child runs
-    // `child_exec` on its own stack in this process's memory while this
-    // thread is suspended until the child execs or exits. What the child
-    // reads (`plan` and what it points to) is owned by this suspended
-    // frame, so nothing changes it meanwhile.
-    // SAFETY: the child allocates nothing, takes no lock, runs no signal
-    // handler (all blocked here, reset to default in it), ends in exec/_exit.
-    let cloned = unsafe {
-        nix::sched::clone(
-            callback,
-            stack.usable(),
-            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
-            Some(libc::SIGCHLD),
-        )
-    };
+    let mut born_in_cgroup = false;
+    let mut cloned = Err(nix::errno::Errno::ENOSYS);
+    if let Some(target) = spec
+        .cgroup
+        .filter(|_| !CLONE3_UNSUPPORTED.load(Ordering::Relaxed))
+    {
+        let direct = ChildPlan { join: None, ..plan };
+        let mut child = || run(&direct);
+        // SAFETY: as for the clone below: the child allocates nothing,
+        // takes no lock, runs no signal handler (all blocked here), ends in
+        // exec or _exit; the stack's end is page-aligned.
+        cloned = unsafe {
+            clone3::clone_into_cgroup(stack.usable(), target.dir.as_raw_fd(), &mut child)
+        };
+        match cloned {
+            Ok(_) => born_in_cgroup = true,
+            Err(e) if clone3::unsupported(e) => {
+                if !CLONE3_UNSUPPORTED.swap(true, Ordering::Relaxed) {
+                    info!("clone3 with CLONE_INTO_CGROUP is not available here ({e}): each confined child joins its cgroup through cgroup.procs, which waits for an RCU grace period on every start (Linux 5.7 or newer avoids it)");
+                }
+            }
+            Err(e) => {
+                if !CLONE3_REFUSED_TOLD.swap(true, Ordering::Relaxed) {
+                    warn!("clone3 into a cgroup was refused ({e}); the child joins it through cgroup.procs instead");
+                }
+            }
+        }
+    }
+    if !born_in_cgroup {
+        // CLONE_VM | CLONE_VFORK as posix_spawn uses it: the child runs
+        // `child_exec` on its own stack in this process's memory while
+        // this thread is suspended until the child execs or exits. What
+        // the child reads (`plan` and what it points to) is owned by this
+        // suspended frame, so nothing changes it meanwhile.
+        let callback = Box::new(|| run(&plan) as isize);
+        // SAFETY: the child allocates nothing, takes no lock, runs no
+        // signal handler (all blocked here, reset to default in it), ends
+        // in exec/_exit.
+        cloned = unsafe {
+            nix::sched::clone(
+                callback,
+                stack.usable(),
+                CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+                Some(libc::SIGCHLD),
+            )
+        };
+    }
     let _ = old_mask.thread_set_mask();
     let pid = cloned.map_err(|e| exec_err(e.into()))?;
     let errno = failed.load(Ordering::Relaxed);
@@ -580,6 +656,7 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     Ok(Spawned {
         pid,
         output: reader,
+        born_in_cgroup,
     })
 }
 
@@ -588,6 +665,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::io::Read;
+    use std::os::fd::AsFd as _;
 
     fn env(path: &str) -> BTreeMap<String, String> {
         BTreeMap::from([("PATH".to_string(), path.to_string())])
@@ -607,6 +685,67 @@ mod tests {
     }
 
     use nix::sys::wait::WaitStatus;
+
+    /// A fresh cgroup v2 of this test's own, where the host has a writable
+    /// cgroup2 mount (root); `None` (and a note) elsewhere.
+    fn cgroup_v2_dir(tag: &str) -> Option<PathBuf> {
+        let table = std::fs::read_to_string(crate::util::mountinfo::MOUNTINFO).ok()?;
+        let mount = crate::util::mountinfo::parse(&table)
+            .into_iter()
+            .find(|m| m.fstype == "cgroup2")?;
+        let dir =
+            Path::new(&mount.point).join(format!("venussup-test-{tag}-{}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => Some(dir),
+            Err(e) => {
+                eprintln!("SKIPPED: no writable cgroup2 mount ({e})");
+                None
+            }
+        }
+    }
+
+    /// Runs `cat /proc/self/cgroup` in `dir`; its cgroup v2 line and whether
+    /// it was born there.
+    fn cgroup_of_child_in(dir: &Path) -> (String, bool) {
+        let fs = crate::sys::cgroup::Cgroupfs::real();
+        let (dir_fd, procs) = (fs.open_dir(dir).unwrap(), fs.open_procs(dir).unwrap());
+        let argv = vec!["/bin/cat".to_string(), "/proc/self/cgroup".to_string()];
+        let env = env("/usr/bin:/bin");
+        let mut s = spec(&argv, &env);
+        s.cgroup = Some(CgroupTarget {
+            dir: dir_fd.as_fd(),
+            procs: procs.as_fd(),
+        });
+        let child = spawn(s).unwrap();
+        let mut out = String::new();
+        child.output.unwrap().read_to_string(&mut out).unwrap();
+        nix::sys::wait::waitpid(child.pid, None).unwrap();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("0::"))
+            .unwrap_or_default();
+        (line.to_string(), child.born_in_cgroup)
+    }
+
+    #[test]
+    fn a_child_is_born_in_its_cgroup_v2_or_joins_it_where_clone3_is_not_offered() {
+        let Some(dir) = cgroup_v2_dir("clone3") else {
+            return;
+        };
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let (line, born) = cgroup_of_child_in(&dir);
+        // Where clone3 is not offered, the child writes itself to cgroup.procs.
+        CLONE3_UNSUPPORTED.store(true, Ordering::Relaxed);
+        let (joined_line, joined_born) = cgroup_of_child_in(&dir);
+        CLONE3_UNSUPPORTED.store(false, Ordering::Relaxed);
+        std::fs::remove_dir(&dir).unwrap();
+        let expected = format!("0::/{name}");
+        assert_eq!(line, expected);
+        // This kernel (5.7 or newer) offers CLONE_INTO_CGROUP.
+        assert!(born, "the child was moved, not born in its cgroup");
+        assert_eq!(joined_line, expected);
+        assert!(!joined_born);
+    }
 
     #[test]
     fn a_program_without_a_slash_is_found_in_the_services_path() {

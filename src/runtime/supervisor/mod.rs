@@ -30,7 +30,7 @@ use crate::config::{EventKind, ServiceKind};
 use crate::control::http::{HttpToken, MetricsServer};
 use crate::control::server::{Server, Token};
 use crate::plan::{Plan, ReadyPlan, ServicePlan, TimerPlan};
-use crate::runtime::confine::{self, CgroupSetup};
+use crate::runtime::confine::{self, CgroupSetup, Confinement};
 use crate::status::{ExitKind, GateStatus, LastExit, RunCounts, RunRecord, RunResult};
 use crate::sys::spawn::{self, ChildHook, Identity, Output, SpawnSpec};
 use crate::util::clock::unix_now;
@@ -769,8 +769,7 @@ impl Supervisor {
                         }
                         s.confine_warned = Some(());
                     }
-                    let c = Arc::new(c);
-                    Ok(Some(ChildHook(Arc::new(move || c.apply_in_child()))))
+                    Ok(Some(Arc::new(c)))
                 }
                 Err(e) => Err(format!("failed to confine it: {e}")),
             },
@@ -787,7 +786,11 @@ impl Supervisor {
                 "user `{}` could not be resolved",
                 s.plan.user.as_deref().unwrap_or_default()
             )),
-            Ok(hook) => spawn::spawn(SpawnSpec {
+            Ok(confinement) => spawn::spawn(SpawnSpec {
+                hook: confinement
+                    .clone()
+                    .map(|c| ChildHook(Arc::new(move || c.apply_in_child()))),
+                cgroup: confinement.as_deref().and_then(Confinement::target),
                 argv: &s.plan.argv,
                 env: &s.plan.env,
                 workdir: s.plan.workdir.as_deref(),
@@ -796,7 +799,6 @@ impl Supervisor {
                 nofile: Some(s.nofile),
                 memlock: Some(s.memlock),
                 output: Output::Append(s.plan.log_file.clone()),
-                hook,
                 stdin: None,
             })
             .map_err(|e| e.to_string()),
@@ -1482,6 +1484,7 @@ fn spawn_piped(plan: &TimerPlan, argv: &[String]) -> Result<spawn::Spawned, spaw
         memlock: None,
         output: Output::Pipe,
         hook: None,
+        cgroup: None,
         stdin: None,
     })?;
     if let Some(out) = &child.output {

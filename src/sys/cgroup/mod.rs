@@ -181,6 +181,20 @@ impl Cgroupfs {
         Self::open_join(dir.join(TASKS))
     }
 
+    /// Opens the cgroup `dir` itself, close-on-exec: the descriptor
+    /// `clone3(CLONE_INTO_CGROUP)` starts a child in.
+    pub fn open_dir(&self, dir: &Path) -> Result<OwnedFd, CgroupError> {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY)
+            .open(dir)
+            .map(OwnedFd::from)
+            .map_err(|source| CgroupError::Open {
+                path: dir.to_path_buf(),
+                source,
+            })
+    }
+
     fn open_join(path: PathBuf) -> Result<OwnedFd, CgroupError> {
         OpenOptions::new()
             .write(true)
