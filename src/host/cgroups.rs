@@ -1,5 +1,13 @@
 //! Which cgroup hierarchy the host offers for confining services, read
-//! from the mount table and the hierarchy's `cgroup.controllers`.
+//! from the mount table, venussup's own cgroup (`/proc/self/cgroup`) and
+//! the hierarchy's `cgroup.controllers`.
+//!
+//! On cgroup v2 venussup works inside the cgroup it runs in (under systemd:
+//! the unit's, delegated by `Delegate=yes`), never at the root of a host's
+//! hierarchy: what it makes there stays part of its unit, which systemd
+//! counts, kills and stops. That cgroup must offer the cpuset controller
+//! (systemd delegates cpuset from version 244); where it does not, services
+//! are held by their affinity mask and `check` and the log say why.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,8 +21,13 @@ use crate::util::mountinfo::{cgroup_mounts, MOUNTINFO};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "version", rename_all = "kebab-case")]
 pub enum Hierarchy {
-    /// cgroup v2 whose root offers the cpuset controller: one tree.
-    V2 { mount: PathBuf, memory: bool },
+    /// cgroup v2 where venussup's own cgroup `own` (as `/proc/self/cgroup`
+    /// names it, `/` for the root) offers the cpuset controller: one tree.
+    V2 {
+        mount: PathBuf,
+        own: PathBuf,
+        memory: bool,
+    },
     /// cgroup v1: each controller has its own tree.
     V1 {
         cpuset: Option<PathBuf>,
@@ -37,20 +50,31 @@ impl Hierarchy {
             }
         };
         let mounts = cgroup_mounts(&text);
-        let controllers = |point: &str| {
-            std::fs::read_to_string(fs_root.path(point).join("cgroup.controllers"))
+        let controllers = |dir: &Path| {
+            std::fs::read_to_string(dir.join("cgroup.controllers"))
                 .unwrap_or_default()
                 .split_whitespace()
                 .map(str::to_string)
                 .collect::<Vec<_>>()
         };
+        let own = own_cgroup(fs_root);
+        let mut undelegated = None;
         for m in mounts.iter().filter(|m| m.unified) {
-            let offered = controllers(&m.point);
+            let mount = fs_root.path(&m.point);
+            let offered = controllers(&mount.join(relative(&own)));
             if offered.iter().any(|c| c == "cpuset") {
                 return Hierarchy::V2 {
-                    mount: fs_root.path(&m.point),
+                    mount,
+                    own,
                     memory: offered.iter().any(|c| c == "memory"),
                 };
+            }
+            if controllers(&mount).iter().any(|c| c == "cpuset") {
+                undelegated = Some(format!(
+                    "cgroup v2 at {} offers the cpuset controller, but not to venussup's own cgroup {}: run venussup from units/venussup.service (Delegate=yes; systemd 244 or newer delegates cpuset) or in a cgroup delegated to it",
+                    mount.display(),
+                    own.display()
+                ));
             }
         }
         let v1 = |controller: &str| {
@@ -61,7 +85,7 @@ impl Hierarchy {
         };
         match (v1("cpuset"), v1("memory")) {
             (None, None) => Hierarchy::None {
-                why: "no cgroup v2 mount offers the cpuset controller, and there is no cgroup v1 cpuset or memory hierarchy".to_string(),
+                why: undelegated.unwrap_or_else(|| "no cgroup v2 mount offers the cpuset controller, and there is no cgroup v1 cpuset or memory hierarchy".to_string()),
             },
             (cpuset, memory) => Hierarchy::V1 { cpuset, memory },
         }
@@ -89,13 +113,12 @@ impl Hierarchy {
         )
     }
 
-    /// The root of each tree in use.
-    pub fn roots(&self) -> Vec<&Path> {
+    /// Where venussup makes its cgroups in each tree in use: on v2 its own
+    /// cgroup, on v1 each hierarchy's root.
+    pub fn roots(&self) -> Vec<PathBuf> {
         match self {
-            Hierarchy::V2 { mount, .. } => vec![mount.as_path()],
-            Hierarchy::V1 { cpuset, memory } => {
-                cpuset.iter().chain(memory).map(PathBuf::as_path).collect()
-            }
+            Hierarchy::V2 { mount, own, .. } => vec![mount.join(relative(own))],
+            Hierarchy::V1 { cpuset, memory } => cpuset.iter().chain(memory).cloned().collect(),
             Hierarchy::None { .. } => Vec::new(),
         }
     }
@@ -106,10 +129,15 @@ impl Hierarchy {
 impl fmt::Display for Hierarchy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Hierarchy::V2 { mount, memory } => write!(
+            Hierarchy::V2 { mount, own, memory } => write!(
                 f,
-                "cgroup v2 at {} (cpuset{})",
+                "cgroup v2 at {}{} (cpuset{})",
                 mount.display(),
+                if own == Path::new("/") {
+                    String::new()
+                } else {
+                    format!(", inside {}", own.display())
+                },
                 if *memory { ", memory" } else { "" }
             ),
             Hierarchy::V1 { cpuset, memory } => {
@@ -128,3 +156,34 @@ impl fmt::Display for Hierarchy {
         }
     }
 }
+
+/// venussup's own cgroup v2, from the `0::PATH` line of
+/// `/proc/self/cgroup` (under the fs root); `/` when there is none.
+fn own_cgroup(fs_root: &FsRoot) -> PathBuf {
+    std::fs::read_to_string(fs_root.path(OWN_CGROUP))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .map(|p| PathBuf::from(p.trim()))
+        })
+        .filter(|p| p.is_absolute())
+        // venussup itself, once it has moved into its leaf (a reload).
+        .map(|p| match p.parent() {
+            Some(own) if p.ends_with(SUPERVISOR_LEAF) => own.to_path_buf(),
+            _ => p,
+        })
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// `own` as a path below the mount point.
+fn relative(own: &Path) -> &Path {
+    own.strip_prefix("/").unwrap_or(own)
+}
+
+/// The leaf of its own cgroup v2 venussup moves itself into before it
+/// makes its services' cgroups beside it.
+pub const SUPERVISOR_LEAF: &str = "supervisor";
+
+/// Where the process's cgroups are listed (under the fs root).
+pub const OWN_CGROUP: &str = "/proc/self/cgroup";

@@ -1,37 +1,48 @@
 //! Holding a service to its CPUs and memory limit, re-applied at every
 //! start and restart.
 //!
+//! Where: on cgroup v1, `<hierarchy root>/<cgroup_parent>/<service>` in the
+//! cpuset and memory hierarchies. On cgroup v2, inside venussup's own
+//! cgroup (under systemd the unit's, `Delegate=yes`): venussup moves itself
+//! into `<own>/supervisor` (a cgroup that passes controllers down may hold
+//! no process), enables cpuset and memory in `<own>/cgroup.subtree_control`
+//! and makes `<own>/<cgroup_parent>/<service>`, so every service stays part
+//! of the unit: systemd counts its tasks, and kills them when it stops the
+//! unit or venussup dies.
+//!
 //! The parent prepares, the child applies:
 //!
-//! 1. [`prepare`] (parent, before fork): creates or updates the service's
-//!    cgroup under the venussup parent (`cpuset.cpus`, `cpuset.mems` = the
-//!    NUMA nodes of its CPUs, the memory limit) and opens, close-on-exec,
-//!    the file the child joins each cgroup through: on v1 `tasks`, on v2
-//!    `cgroup.procs`.
-//! 2. [`Confinement::apply_in_child`] (child, between fork and exec, from
-//!    `CommandExt::pre_exec`): writes `0` to each pre-opened file (the child
-//!    moves itself), then sets its affinity mask, so every thread it ever
-//!    makes inherits both. A failure fails the spawn.
+//! 1. [`prepare`] (parent, before the clone): creates or updates the
+//!    service's cgroup (`cpuset.cpus`, `cpuset.mems` = the NUMA nodes of its
+//!    CPUs, the memory limit) and opens, close-on-exec, what the child
+//!    needs: on v2 the cgroup's folder, which the child is born in
+//!    (`clone3(CLONE_INTO_CGROUP)`, see `sys::spawn`), and its
+//!    `cgroup.procs` for kernels without it; on v1 each cgroup's `tasks`.
+//! 2. [`Confinement::apply_in_child`] (child, between clone and exec):
+//!    writes `0` to each v1 `tasks` (the child moves itself), then sets its
+//!    affinity mask, so every thread it ever makes inherits both. A failure
+//!    fails the spawn.
 //!
-//!    Why `tasks` on v1: a write to `cgroup.procs` takes the kernel's global
+//!    Why not `cgroup.procs`: a write to it takes the kernel's global
 //!    threadgroup lock for writing, which waits for an RCU grace period
 //!    (7.5 ms median here, up to 30 ms) and sits on the restart path, since
-//!    the parent waits for the child's exec. Moving the calling thread
-//!    itself through `tasks` skips that lock (kernel/cgroup/cgroup.c,
+//!    the parent waits for the child's exec. On v1, moving the calling
+//!    thread itself through `tasks` skips that lock (kernel/cgroup/cgroup.c,
 //!    `cgroup_procs_write_start`: "If we migrate a single thread, ... we can
-//!    skip the global lock"), 0.03 ms here; between fork and exec the child
+//!    skip the global lock"), 0.03 ms here; between clone and exec the child
 //!    has one thread, so moving it moves the whole process. v2 has no such
-//!    file for domain cgroups (`cgroup.threads` is for threaded ones): there
-//!    the move still takes the lock unless the hierarchy is mounted with
-//!    `favordynmods`.
-//! 3. [`release`] after it stopped; [`cleanup_stale`] at daemon start.
+//!    file for domain cgroups: there the child is born in its cgroup and
+//!    nothing migrates at all.
+//! 3. [`kill_all`] and [`release`] once it is down; [`cleanup_stale`] at
+//!    daemon start.
 //!
-//! The hierarchy is detected once ([`Hierarchy::detect`]): cgroup v2 when
-//! its root offers the cpuset controller, else the v1 cpuset hierarchy (and
-//! the v1 memory hierarchy for the memory limit), else none, in which case a
-//! service is held by its affinity mask only and a warning says so. The
-//! proofs library's multicore-SDR threads ignore the affinity mask
-//! (lotus#5076, rust-fil-proofs#1440); only the cpuset holds them.
+//! The hierarchy is what the plan's host said ([`Hierarchy::detect`]): cgroup
+//! v2 when venussup's own cgroup offers the cpuset controller, else the v1
+//! cpuset hierarchy (and the v1 memory hierarchy for the memory limit),
+//! else none, in which case a service is held by its affinity mask only
+//! and a warning says why. The proofs library's multicore-SDR threads
+//! ignore the affinity mask (lotus#5076, rust-fil-proofs#1440); only the
+//! cpuset holds them.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -44,10 +55,10 @@ use nix::sched::{sched_setaffinity, CpuSet as AffinityMask};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::host::cgroups::Hierarchy;
+use crate::host::cgroups::{Hierarchy, SUPERVISOR_LEAF};
 use crate::plan::confine::{decide, NoMemory};
 use crate::plan::ServicePlan;
-use crate::sys::cgroup::{CgroupError, Cgroupfs};
+use crate::sys::cgroup::{CgroupError, Cgroupfs, PROCS};
 use crate::sys::spawn::CgroupTarget;
 use crate::util::cpulist::CpuSet;
 use crate::util::fsroot::FsRoot;
@@ -67,6 +78,8 @@ pub enum ConfineError {
         cpu: u32,
         max: usize,
     },
+    #[error("cannot pass controllers down from {}: processes {} other than venussup are in it (a cgroup that has child cgroups may hold no process); start venussup from units/venussup.service", path.display(), list(pids))]
+    NotALeaf { path: PathBuf, pids: Vec<i32> },
     #[error("failed to remove the cgroup {}: it still has processes {}", path.display(), list(pids))]
     Busy { path: PathBuf, pids: Vec<i32> },
 }
@@ -116,6 +129,12 @@ impl CgroupSetup {
 
     pub fn new(hierarchy: Hierarchy, parent: &str, fs: Cgroupfs) -> Result<Self, ConfineError> {
         check_name(parent)?;
+        if parent == SUPERVISOR_LEAF {
+            return Err(ConfineError::BadName {
+                name: parent.to_string(),
+                why: format!("`{SUPERVISOR_LEAF}` is the cgroup venussup itself runs in"),
+            });
+        }
         Ok(Self {
             hierarchy,
             parent: parent.to_string(),
@@ -141,10 +160,17 @@ impl CgroupSetup {
             .collect()
     }
 
+    /// The service's cgroup in each tree in use.
+    fn dirs(&self, name: &str) -> Vec<PathBuf> {
+        self.parents().into_iter().map(|p| p.join(name)).collect()
+    }
+
     /// The parent in `root`, created and made ready for children: on v1
     /// cpuset it takes the root's CPUs and memory nodes (a new v1 cpuset is
     /// empty, and no task can join an empty one); on v2 it passes the
-    /// controllers down.
+    /// controllers down. On v2 venussup first moves itself into the leaf
+    /// [`SUPERVISOR_LEAF`] of its own cgroup: a cgroup that passes
+    /// controllers down may hold no process itself.
     fn ready_parent(&self, root: &Path, v1_cpuset: bool) -> Result<PathBuf, ConfineError> {
         let parent = root.join(&self.parent);
         if self.ready_roots().contains(root) {
@@ -156,7 +182,22 @@ impl CgroupSetup {
             } else {
                 "+cpuset"
             };
-            self.fs.write(root, "cgroup.subtree_control", enable)?;
+            // Also at `/`, which in a cgroup namespace is no real root.
+            let leaf = root.join(SUPERVISOR_LEAF);
+            self.fs.create(&leaf)?;
+            self.fs
+                .write(&leaf, PROCS, &std::process::id().to_string())?;
+            if let Err(e) = self.fs.write(root, "cgroup.subtree_control", enable) {
+                let others = self.fs.procs(root).unwrap_or_default();
+                return Err(if others.is_empty() {
+                    e.into()
+                } else {
+                    ConfineError::NotALeaf {
+                        path: root.to_path_buf(),
+                        pids: others,
+                    }
+                });
+            }
             self.fs.create(&parent)?;
             self.fs.write(&parent, "cgroup.subtree_control", enable)?;
         } else {
@@ -303,8 +344,9 @@ fn prepare_once(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, 
         Ok(())
     };
     match &setup.hierarchy {
-        Hierarchy::V2 { mount, memory } if d.cpuset.is_some() || d.memory_max.is_some() => {
-            let dir = setup.ready_parent(mount, false)?.join(name);
+        Hierarchy::V2 { memory, .. } if d.cpuset.is_some() || d.memory_max.is_some() => {
+            let root = setup.hierarchy.roots().remove(0);
+            let dir = setup.ready_parent(&root, false)?.join(name);
             fs.create(&dir)?;
             let cpus = d.cpuset.as_ref().map_or(String::new(), ToString::to_string);
             let mems = d.mems.as_ref().map_or(String::new(), ToString::to_string);
@@ -341,11 +383,30 @@ fn prepare_once(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, 
     Ok(c)
 }
 
+/// Kills every process in the service's cgroup(s), so nothing it started
+/// outlives it: on v2 through `cgroup.kill` (Linux 5.14; one write kills
+/// the whole subtree, including what forks meanwhile), else with SIGKILL
+/// to each process found. Does not wait: the dead are reaped by the
+/// supervisor (the orphans among them are its to reap, as a subreaper).
+pub fn kill_all(setup: &CgroupSetup, name: &str) -> Result<(), ConfineError> {
+    check_name(name)?;
+    for dir in setup.dirs(name) {
+        let v2 = matches!(setup.hierarchy, Hierarchy::V2 { .. });
+        if v2 && setup.fs.write(&dir, "cgroup.kill", "1").is_ok() {
+            continue;
+        }
+        for pid in all_pids(setup, &dir)? {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    Ok(())
+}
+
 /// Removes the service's cgroup(s) once it stopped (kills nothing: a
 /// cgroup that still has processes is an error naming them).
 pub fn release(setup: &CgroupSetup, name: &str) -> Result<(), ConfineError> {
     check_name(name)?;
-    for dir in setup.parents().into_iter().map(|p| p.join(name)) {
+    for dir in setup.dirs(name) {
         remove(setup, &dir)?;
     }
     Ok(())
@@ -382,10 +443,7 @@ fn all_pids(setup: &CgroupSetup, dir: &Path) -> Result<Vec<i32>, ConfineError> {
 pub fn oom_kills(setup: &CgroupSetup, name: &str) -> Option<u64> {
     check_name(name).ok()?;
     let (dir, file) = match &setup.hierarchy {
-        Hierarchy::V2 {
-            mount,
-            memory: true,
-        } => (mount.join(&setup.parent).join(name), "memory.events"),
+        Hierarchy::V2 { memory: true, .. } => (setup.dirs(name).remove(0), "memory.events"),
         Hierarchy::V1 {
             memory: Some(root), ..
         } => (root.join(&setup.parent).join(name), "memory.oom_control"),
@@ -406,7 +464,7 @@ fn parse_oom_kill(text: &str) -> Option<u64> {
 pub fn pids(setup: &CgroupSetup, name: &str) -> Result<Vec<i32>, ConfineError> {
     check_name(name)?;
     let mut pids = Vec::new();
-    for dir in setup.parents().into_iter().map(|p| p.join(name)) {
+    for dir in setup.dirs(name) {
         pids.extend(all_pids(setup, &dir)?);
     }
     pids.sort_unstable();

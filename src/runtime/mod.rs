@@ -29,6 +29,8 @@ use crate::config::load_valid;
 use crate::config::EventKind;
 use crate::config::{Config, SmtPolicy};
 use crate::control;
+use crate::host::cgroups::Hierarchy;
+use crate::sys::cgroup::Cgroupfs;
 
 use crate::plan::{self, Host, Plan};
 use crate::smt;
@@ -83,7 +85,12 @@ pub(crate) fn load_plan(path: &Path, fs_root: &FsRoot) -> Result<(Config, Plan),
 /// The cgroup hierarchy for the services, with what an earlier daemon left
 /// there cleaned up: empty cgroups removed, processes still in one killed.
 fn cgroups(config: &Config, fs_root: &FsRoot, plan: &Plan) -> Option<confine::CgroupSetup> {
-    let setup = match confine::CgroupSetup::detect(fs_root, config.host.cgroup_parent.get_ref()) {
+    let hierarchy = match &plan.host.cgroups {
+        Some(h) => h.clone(),
+        None => Hierarchy::detect(fs_root),
+    };
+    let parent = config.host.cgroup_parent.get_ref();
+    let setup = match confine::CgroupSetup::new(hierarchy, parent, Cgroupfs::real()) {
         Ok(s) => s,
         Err(e) => {
             error!("cgroups: {e}; services are confined by affinity only");

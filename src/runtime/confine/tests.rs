@@ -113,6 +113,86 @@ fn v2_passes_controllers_down_and_resets_what_is_not_asked() {
     assert_eq!(read(&root, "/sys/fs/cgroup/venussup/w/memory.max"), "max");
 }
 
+/// The unit's cgroup as systemd delegates it (`Delegate=yes`).
+const UNIT: &str = "/system.slice/venussup.service";
+
+#[test]
+fn v2_under_systemd_works_inside_the_units_cgroup_after_moving_itself_to_a_leaf() {
+    let (_dir, root) = host_dir();
+    let all = "cpuset cpu io memory pids";
+    SimCgroups::v2_in(&root, UNIT, all, all, "0-7", "0-1").unwrap();
+    let setup = setup(&root);
+    let unit = format!("/sys/fs/cgroup{UNIT}");
+    assert_eq!(
+        setup.hierarchy().to_string(),
+        format!(
+            "cgroup v2 at {}, inside {UNIT} (cpuset, memory)",
+            root.path("/sys/fs/cgroup").display()
+        )
+    );
+    let c = prepare(&setup, &plan_of(&root, "cpus = \"4-7\"\n")).unwrap();
+    assert_eq!(c.cgroups(), [root.path(format!("{unit}/venussup/w"))]);
+    assert!(c.target().is_some(), "a v2 child is born in its cgroup");
+    assert_eq!(
+        read(&root, &format!("{unit}/supervisor/cgroup.procs")),
+        std::process::id().to_string()
+    );
+    assert_eq!(
+        read(&root, &format!("{unit}/cgroup.subtree_control")),
+        "+cpuset +memory"
+    );
+    assert_eq!(
+        read(&root, &format!("{unit}/venussup/w/cpuset.cpus")),
+        "4-7"
+    );
+    // The host's root is never written.
+    assert_eq!(read(&root, "/sys/fs/cgroup/cgroup.subtree_control"), "");
+    assert!(!root.path("/sys/fs/cgroup/venussup").exists());
+    // Detected again from its leaf (a reload), it still works in the unit.
+    fs::write(
+        root.path(crate::host::cgroups::OWN_CGROUP),
+        format!("0::{UNIT}/supervisor\n"),
+    )
+    .unwrap();
+    assert_eq!(&Hierarchy::detect(&root), setup.hierarchy());
+}
+
+#[test]
+fn v2_without_a_delegated_cpuset_holds_by_the_mask_and_never_writes_the_root() {
+    let (_dir, root) = host_dir();
+    SimCgroups::v2_in(
+        &root,
+        UNIT,
+        "cpuset cpu io memory pids",
+        "memory pids",
+        "0-7",
+        "0-1",
+    )
+    .unwrap();
+    let setup = setup(&root);
+    let why = setup.hierarchy().to_string();
+    assert!(
+        why.contains(&format!("not to venussup's own cgroup {UNIT}"))
+            && why.contains("Delegate=yes"),
+        "{why}"
+    );
+    let c = prepare(&setup, &plan_of(&root, "cpus = \"4-7\"\n")).unwrap();
+    assert!(c.cgroups().is_empty());
+    assert!(
+        c.warnings()[0].contains("affinity mask only"),
+        "{:?}",
+        c.warnings()
+    );
+    assert_eq!(read(&root, "/sys/fs/cgroup/cgroup.subtree_control"), "");
+    assert_eq!(
+        read(
+            &root,
+            &format!("/sys/fs/cgroup{UNIT}/cgroup.subtree_control")
+        ),
+        ""
+    );
+}
+
 #[test]
 fn confine_chooses_affinity_cgroup_or_both() {
     let (_dir, root) = host_dir();

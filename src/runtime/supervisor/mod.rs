@@ -1119,10 +1119,8 @@ impl Supervisor {
     fn release(&self, i: usize) {
         let Some(setup) = &self.cgroups else { return };
         let name = &self.svcs[i].plan.name;
-        if let Ok(pids) = confine::pids(setup, name) {
-            for pid in pids {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+        if let Err(e) = confine::kill_all(setup, name) {
+            warn!(service = %name, "failed to kill what is left of it: {e}");
         }
         // Killed processes may not be gone yet; a cgroup left now is
         // removed at the next start of the service or of venussup.

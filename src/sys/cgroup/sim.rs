@@ -115,24 +115,62 @@ impl SimCgroups {
     }
 
     /// A cgroup2-only host at `/sys/fs/cgroup` whose root offers
-    /// `controllers` (e.g. "cpuset cpu io memory pids").
+    /// `controllers` (e.g. "cpuset cpu io memory pids"), venussup running
+    /// in the root cgroup (a container's view).
     pub fn v2(fs_root: &FsRoot, controllers: &str, cpus: &str, mems: &str) -> io::Result<()> {
-        root(
-            fs_root,
-            "/sys/fs/cgroup",
-            &[
-                ("cgroup.controllers", controllers),
-                ("cgroup.subtree_control", ""),
-                ("cpuset.cpus.effective", cpus),
-                ("cpuset.mems.effective", mems),
-                ("cpuset.cpus", ""),
-                ("cpuset.mems", ""),
-                ("memory.max", "max"),
-                (PROCS, ""),
-            ],
+        Self::v2_in(fs_root, "/", controllers, controllers, cpus, mems)
+    }
+
+    /// A cgroup2-only host whose root offers `controllers`, venussup
+    /// running in the cgroup `own` (e.g. `/system.slice/venussup.service`,
+    /// as systemd starts a unit) to which `delegated` are offered.
+    pub fn v2_in(
+        fs_root: &FsRoot,
+        own: &str,
+        controllers: &str,
+        delegated: &str,
+        cpus: &str,
+        mems: &str,
+    ) -> io::Result<()> {
+        let files = |offered: &str, procs: &str| {
+            [
+                ("cgroup.controllers", offered.to_string()),
+                ("cgroup.subtree_control", String::new()),
+                ("cpuset.cpus.effective", cpus.to_string()),
+                ("cpuset.mems.effective", mems.to_string()),
+                ("cpuset.cpus", String::new()),
+                ("cpuset.mems", String::new()),
+                ("memory.max", "max".to_string()),
+                (PROCS, procs.to_string()),
+            ]
+        };
+        let me = std::process::id().to_string();
+        let at_root = own == "/";
+        write_files(
+            &fs_root.path("/sys/fs/cgroup"),
+            &files(controllers, if at_root { &me } else { "" }),
         )?;
+        if !at_root {
+            write_files(
+                &fs_root
+                    .path("/sys/fs/cgroup")
+                    .join(own.trim_start_matches('/')),
+                &files(delegated, &me),
+            )?;
+        }
+        let own_file = fs_root.path(crate::host::cgroups::OWN_CGROUP);
+        fs::create_dir_all(own_file.parent().ok_or(io::ErrorKind::InvalidInput)?)?;
+        fs::write(own_file, format!("0::{own}\n"))?;
         mountinfo(fs_root, &[("/sys/fs/cgroup", "cgroup2", "rw,nsdelegate")])
     }
+}
+
+fn write_files(dir: &Path, files: &[(&str, String)]) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    for (name, content) in files {
+        fs::write(dir.join(name), format!("{content}\n"))?;
+    }
+    Ok(())
 }
 
 fn root(fs_root: &FsRoot, at: &str, files: &[(&str, &str)]) -> io::Result<()> {
