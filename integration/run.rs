@@ -504,6 +504,27 @@ fn simulated_smt_host_run_takes_siblings_offline_before_services_start() {
     assert_eq!(online_file(root.path(), 1), "1");
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(WAIT).code(), Some(0));
+    // Started again, its step finds nothing to do, and status still shows
+    // the host as it is: the siblings offline, taken offline by venussup.
+    let mut d = setup.start_args(&["--fs-root", root.path().to_str().unwrap()]);
+    d.wait_service("sealer", "running", |s| s["state"] == "running");
+    let smt = &d.status()["smt"];
+    assert_eq!(smt["offlined"], serde_json::json!([]), "{smt:#}");
+    assert_eq!(smt["offline"], serde_json::json!([4, 5, 6, 7]), "{smt:#}");
+    assert_eq!(
+        smt["offlined_by_venussup"],
+        serde_json::json!([4, 5, 6, 7]),
+        "{smt:#}"
+    );
+    let text = setup.cli(&["status"]);
+    assert!(
+        text.stdout
+            .contains("SMT: 4 siblings offline (by venussup: 4)"),
+        "{}",
+        text.stdout
+    );
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).code(), Some(0));
 }
 
 #[test]

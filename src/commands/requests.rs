@@ -123,24 +123,9 @@ fn healthy(snap: &Snapshot) -> bool {
 }
 
 fn smt_line(snap: &Snapshot) -> String {
-    match &snap.smt {
-        None => "SMT left as booted".to_string(),
-        Some(r) if r.get("error").is_some() => {
-            format!("SMT step failed: {}", r["error"].as_str().unwrap_or("?"))
-        }
-        Some(r) => {
-            let n = |k: &str| r[k].as_array().map_or(0, Vec::len);
-            let failed = n("failed");
-            if failed > 0 {
-                format!(
-                    "SMT: {} siblings offline, {failed} could not be taken offline",
-                    n("offlined")
-                )
-            } else {
-                format!("SMT: {} siblings offline", n("offlined"))
-            }
-        }
-    }
+    snap.smt
+        .as_ref()
+        .map_or_else(|| "SMT left as booted".to_string(), |s| s.line())
 }
 
 fn table(snap: &Snapshot) -> String {

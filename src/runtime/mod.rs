@@ -188,7 +188,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
                 format!("SMT step failed: {report}"),
             ));
         }
-        serde_json::to_value(&report).unwrap_or_default()
+        smt::state_after(&report, fs_root, &state_dir)
     });
     let plan = match resolve_logged(&config, fs_root) {
         Ok(p) => p,

@@ -18,6 +18,7 @@ use serde::Serialize;
 pub use files::{Hotplug, Record, SmtError, SysfsHotplug, RECORD_FILE};
 
 use crate::host::topology::{self, describe_cores, ThreadsPerCore, Topology};
+use crate::status::smt::SmtState;
 use crate::util::cpulist::CpuSet;
 use crate::util::fsroot::FsRoot;
 
@@ -345,6 +346,37 @@ pub fn on_with(
         }
     }
     report
+}
+
+/// What the daemon reports of `smt = "off"`: `report` (its start's step)
+/// and the host after it, read again, so a restart of venussup, whose step
+/// finds the siblings offline already, still shows them.
+pub fn state_after(report: &Report, fs_root: &FsRoot, state_dir: &Path) -> SmtState {
+    let mut state = SmtState {
+        to_offline: report.planned.clone(),
+        offlined: report.done.clone(),
+        failed: report
+            .failed
+            .iter()
+            .map(|f| crate::status::smt::CpuFailure {
+                cpu: f.cpu,
+                error: f.error.to_string(),
+            })
+            .collect(),
+        error: report.error.as_ref().map(ToString::to_string),
+        ..SmtState::default()
+    };
+    match status(fs_root, state_dir) {
+        Ok(now) => {
+            state.offline = now.offline;
+            state.offlined_by_venussup = now.offlined_by_venussup;
+            state.siblings_online = now.siblings_online;
+        }
+        Err(e) => {
+            state.error.get_or_insert_with(|| e.to_string());
+        }
+    }
+    state
 }
 
 /// What `venussup smt status` shows.

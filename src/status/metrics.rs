@@ -81,13 +81,12 @@ pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>, now: u64) -
     o.family(
         "venussup_smt_offline_cpus",
         "gauge",
-        "SMT sibling CPUs venussup took offline at start.",
+        "SMT sibling CPUs offline that venussup took offline (this start or an earlier one).",
     );
     let offlined = snap
         .smt
         .as_ref()
-        .and_then(|s| s["offlined"].as_array())
-        .map_or(0, Vec::len);
+        .map_or(0, |s| s.offlined_by_venussup.len());
     o.sample("venussup_smt_offline_cpus", &[], offlined);
     o.family(
         "venussup_orphans_reaped_total",

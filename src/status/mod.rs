@@ -4,6 +4,7 @@
 
 pub mod metrics;
 pub mod prepare;
+pub mod smt;
 pub mod snapshot;
 
 pub use snapshot::*;

@@ -70,7 +70,8 @@ pub struct Snapshot {
     pub started_at: u64,
     pub config: PathBuf,
     pub stopping: bool,
-    pub smt: Option<serde_json::Value>,
+    /// `smt = "off"`: what this start did, and the host then.
+    pub smt: Option<crate::status::smt::SmtState>,
     /// Orphaned grandchildren venussup reaped (as PID 1 or subreaper).
     pub orphans_reaped: u64,
     pub services: Vec<ServiceStatus>,

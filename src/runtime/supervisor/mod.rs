@@ -286,7 +286,7 @@ impl Tmr {
 pub struct Setup {
     pub plan: Plan,
     pub state_dir: PathBuf,
-    pub smt: Option<serde_json::Value>,
+    pub smt: Option<crate::status::smt::SmtState>,
     pub notifier: Notifier,
     /// Child-side confinement per service name (CPU affinity, cgroup).
     /// The cgroup hierarchy services are confined in, if any.
@@ -312,7 +312,7 @@ pub struct Supervisor {
     signals: Signals,
     state_dir: PathBuf,
     config: PathBuf,
-    smt: Option<serde_json::Value>,
+    smt: Option<crate::status::smt::SmtState>,
     notifier: Notifier,
     started_at: u64,
     stopping: bool,
