@@ -151,6 +151,10 @@ fn cpus_in_use(plan: &Plan) -> CpuSet {
 pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 {
     crate::sys::spawn::close_inherited_on_exec();
     init_logging(log_level);
+    if std::env::var_os("VENUSSUP_NO_CLONE_INTO_CGROUP").is_some_and(|v| v == "1") {
+        info!("VENUSSUP_NO_CLONE_INTO_CGROUP=1: confined children join their cgroup through cgroup.procs");
+        crate::sys::spawn::without_clone_into_cgroup();
+    }
     let config = match load_valid(config_path) {
         Ok(c) => c,
         Err(e) => {

@@ -294,6 +294,13 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 /// `clone3` into a cgroup is not offered here (see [`clone3::unsupported`]);
 /// learned at the first try and said once.
 static CLONE3_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+/// Makes every confined child join its cgroup through `cgroup.procs`, as
+/// on a kernel without `CLONE_INTO_CGROUP`: for measuring what it saves
+/// (`VENUSSUP_NO_CLONE_INTO_CGROUP=1`, see BENCHMARKS.md).
+pub fn without_clone_into_cgroup() {
+    CLONE3_UNSUPPORTED.store(true, Ordering::Relaxed);
+}
+
 /// A refusal of `clone3` into one cgroup has been logged.
 static CLONE3_REFUSED_TOLD: AtomicBool = AtomicBool::new(false);
 
