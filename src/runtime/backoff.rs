@@ -1,10 +1,12 @@
-//! When to restart a service that died: at once after a steady run,
-//! exponentially later while it keeps dying young.
+//! [`Backoff`]: the count of one service's young deaths in a row, and the
+//! delay each death gets from it under a [`BackoffPolicy`]:
 //!
 //! delay(n) = 0                                  if the run lasted ≥ `stable_after`
 //!          = min(initial × 2^(n−1), max)        for the n-th young death in a row
 //!
-//! A steady run resets n to 0. A fatal-start death (issue 11) jumps to `max`.
+//! A run of at least `stable_after` resets n to 0. The count saturates;
+//! the delay never exceeds `max`. Pure; its callers say which events
+//! count as deaths.
 
 use std::time::Duration;
 
