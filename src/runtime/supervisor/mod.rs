@@ -38,8 +38,8 @@ use crate::util::fsroot::FsRoot;
 
 mod control;
 mod drain;
-mod events;
-mod gating;
+mod gate;
+mod hooks;
 mod snapshot;
 
 /// How often a ready probe is tried while a service starts.
@@ -334,7 +334,7 @@ pub struct Supervisor {
     /// `/proc/self/mountinfo`, polled while a service is blocked on a mount.
     mounts: Option<File>,
     prepare: Option<crate::status::prepare::Report>,
-    hooks: Vec<events::Hook>,
+    hooks: Vec<hooks::Hook>,
     log_dir: PathBuf,
     /// node_exporter's textfile, and when it may be written next.
     textfile: Option<PathBuf>,
@@ -412,7 +412,7 @@ impl Supervisor {
             cgroups,
             mounts: None,
             prepare,
-            hooks: plan.host.hooks.iter().map(events::Hook::new).collect(),
+            hooks: plan.host.hooks.iter().map(hooks::Hook::new).collect(),
             log_dir: plan.host.log_dir.clone(),
             textfile: plan.host.textfile.clone(),
             textfile_throttle: super::textfile::Throttle::default(),
