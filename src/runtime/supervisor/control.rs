@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use super::{kill_group, AfterStop, Owner, Supervisor, Svc, Tmr};
+use super::{kill_group, AfterStop, Owner, Service, Supervisor, Timer};
 use crate::control::server::Token;
 use crate::control::{Command, Response};
 use crate::plan::render;
@@ -64,11 +64,11 @@ impl Supervisor {
     }
 
     fn service_index(&self, name: &str) -> Result<usize, String> {
-        self.svcs
+        self.services
             .iter()
             .position(|s| s.plan.name == name && !s.retiring)
             .ok_or_else(|| {
-                let names: Vec<&str> = self.svcs.iter().map(|s| s.plan.name.as_str()).collect();
+                let names: Vec<&str> = self.services.iter().map(|s| s.plan.name.as_str()).collect();
                 format!("no service `{name}` (services: {})", names.join(", "))
             })
     }
@@ -132,7 +132,7 @@ impl Supervisor {
             return Ok(v);
         }
         let i = self.service_index(name)?;
-        let s = &self.svcs[i];
+        let s = &self.services[i];
         let shown = render::redacted_service(&s.plan);
         let entry = snapshot.services.into_iter().find(|x| x.name == name);
         let mut v = serde_json::to_value(entry).map_err(|e| e.to_string())?;
@@ -145,7 +145,7 @@ impl Supervisor {
     }
 
     fn restart_one(&mut self, i: usize, now: Instant) -> Result<Value, String> {
-        if self.svcs[i].state.pid().is_some() {
+        if self.services[i].state.pid().is_some() {
             self.stop_on_request(i, now, AfterStop::StartAgain)
         } else {
             self.start_on_request(i, now)
@@ -157,7 +157,7 @@ impl Supervisor {
         let mut found: Vec<usize> = Vec::new();
         let mut frontier = vec![i];
         while let Some(j) = frontier.pop() {
-            for (k, s) in self.svcs.iter().enumerate() {
+            for (k, s) in self.services.iter().enumerate() {
                 if s.deps.contains(&j) && k != i && !found.contains(&k) {
                     found.push(k);
                     frontier.push(k);
@@ -168,7 +168,7 @@ impl Supervisor {
     }
 
     fn start_on_request(&mut self, i: usize, now: Instant) -> Result<Value, String> {
-        let s = &mut self.svcs[i];
+        let s = &mut self.services[i];
         match s.state {
             State::Stopped
             | State::Exited
@@ -183,7 +183,9 @@ impl Supervisor {
                 s.state = State::Waiting;
                 self.dirty = true;
                 self.step_service(i, now);
-                Ok(json!({"service": self.svcs[i].plan.name, "state": self.svcs[i].state.name()}))
+                Ok(
+                    json!({"service": self.services[i].plan.name, "state": self.services[i].state.name()}),
+                )
             }
             State::Stopping { .. } => {
                 s.after_stop = AfterStop::StartAgain;
@@ -201,7 +203,7 @@ impl Supervisor {
         now: Instant,
         after: AfterStop,
     ) -> Result<Value, String> {
-        let s = &mut self.svcs[i];
+        let s = &mut self.services[i];
         s.after_stop = after;
         self.dirty = true;
         match s.state.clone() {
@@ -215,19 +217,19 @@ impl Supervisor {
                 self.after_requested_stop(i, now);
             }
         }
-        Ok(json!({"service": self.svcs[i].plan.name, "state": self.svcs[i].state.name()}))
+        Ok(json!({"service": self.services[i].plan.name, "state": self.services[i].state.name()}))
     }
 
     /// What follows a stop venussup asked for: a changed plan takes over, a
     /// restart starts again, a removed service goes.
     pub(super) fn after_requested_stop(&mut self, i: usize, now: Instant) {
-        let s = &mut self.svcs[i];
+        let s = &mut self.services[i];
         if s.retiring {
             return;
         }
         if let Some(plan) = s.replacement.take() {
             let mut clamped = BTreeSet::new();
-            let fresh = Svc::new(&plan, &self.ceilings, &mut clamped);
+            let fresh = Service::new(&plan, &self.ceilings, &mut clamped);
             for w in clamped {
                 warn!(service = %plan.name, "{w}");
             }
@@ -270,12 +272,12 @@ impl Supervisor {
         self.log_max = plan.host.log_max_size.0;
         self.log_keep = plan.host.log_keep;
         let mut summary = ReloadSummary::default();
-        let mut old: HashMap<String, Svc> = HashMap::new();
+        let mut old: HashMap<String, Service> = HashMap::new();
         let old_index: HashMap<String, usize> = self.name_index();
-        for s in self.svcs.drain(..) {
+        for s in self.services.drain(..) {
             old.insert(s.plan.name.clone(), s);
         }
-        let mut svcs = Vec::new();
+        let mut services = Vec::new();
         let mut clamped = BTreeSet::new();
         for p in &plan.services {
             match old.remove(&p.name) {
@@ -284,37 +286,37 @@ impl Supervisor {
                     s.retiring = false;
                     s.replacement = Some(p.clone());
                     summary.restarted.push(p.name.clone());
-                    svcs.push(s);
+                    services.push(s);
                 }
                 Some(s) if same_plan(&s.plan, p) => {
                     summary.unchanged.push(p.name.clone());
-                    svcs.push(s);
+                    services.push(s);
                 }
                 Some(mut s) => {
                     summary.restarted.push(p.name.clone());
                     s.replacement = Some(p.clone());
-                    svcs.push(s);
+                    services.push(s);
                 }
                 None => {
                     summary.started.push(p.name.clone());
-                    svcs.push(Svc::new(p, &self.ceilings, &mut clamped));
+                    services.push(Service::new(p, &self.ceilings, &mut clamped));
                 }
             }
         }
-        let mut removed: Vec<Svc> = old.into_values().collect();
+        let mut removed: Vec<Service> = old.into_values().collect();
         removed.sort_by_key(|s| old_index.get(&s.plan.name).copied());
         for mut s in removed {
             if !s.retiring {
                 summary.stopped.push(s.plan.name.clone());
             }
             s.retiring = true;
-            svcs.push(s);
+            services.push(s);
         }
         for w in clamped {
             warn!("{w}");
         }
         // Pids point at positions: move them with their services.
-        let new_index: HashMap<&str, usize> = svcs
+        let new_index: HashMap<&str, usize> = services
             .iter()
             .enumerate()
             .map(|(i, s)| (s.plan.name.as_str(), i))
@@ -332,19 +334,19 @@ impl Supervisor {
             Owner::Drain(i) => remap(i).map(Owner::Drain),
             o @ (Owner::Timer(_) | Owner::Hook(_) | Owner::Gate(_)) => Some(o),
         });
-        self.svcs = svcs;
+        self.services = services;
         self.reload_timers(&plan.timers);
         self.link();
         // Changed and removed services stop now; the rest follows in the loop.
-        for i in 0..self.svcs.len() {
-            let s = &self.svcs[i];
+        for i in 0..self.services.len() {
+            let s = &self.services[i];
             if s.retiring || s.replacement.is_some() {
                 if s.state.pid().is_some() {
                     let _ = self.stop_on_request(i, now, AfterStop::StayStopped);
                 } else if !s.retiring {
                     self.after_requested_stop(i, now);
                 } else {
-                    self.svcs[i].state = State::Stopped;
+                    self.services[i].state = State::Stopped;
                 }
             }
         }
@@ -355,7 +357,7 @@ impl Supervisor {
     /// Timers are replaced by name; a timer whose plan is unchanged keeps its
     /// schedule and counts. A running run of a removed timer is killed.
     fn reload_timers(&mut self, plans: &[crate::plan::TimerPlan]) {
-        let mut old: BTreeMap<String, (usize, Tmr)> = self
+        let mut old: BTreeMap<String, (usize, Timer)> = self
             .timers
             .drain(..)
             .enumerate()
@@ -372,7 +374,7 @@ impl Supervisor {
                     }
                     t
                 }
-                None => Tmr::new(p),
+                None => Timer::new(p),
             };
             self.timers.push(t);
         }
@@ -390,12 +392,12 @@ impl Supervisor {
 
     /// Removes retired services once nothing of theirs runs.
     pub(super) fn drop_retired(&mut self) {
-        let done = |s: &Svc| s.retiring && s.state.pid().is_none() && s.probe_pid.is_none();
-        if !self.svcs.iter().any(done) {
+        let done = |s: &Service| s.retiring && s.state.pid().is_none() && s.probe_pid.is_none();
+        if !self.services.iter().any(done) {
             return;
         }
-        let names: Vec<String> = self.svcs.iter().map(|s| s.plan.name.clone()).collect();
-        self.svcs.retain(|s| !done(s));
+        let names: Vec<String> = self.services.iter().map(|s| s.plan.name.clone()).collect();
+        self.services.retain(|s| !done(s));
         let index: HashMap<String, usize> = self.name_index();
         self.remap_owners(|owner| match owner {
             Owner::Service(i) => index.get(&names[i]).map(|&j| Owner::Service(j)),

@@ -18,11 +18,11 @@ impl Supervisor {
     /// A stop venussup was asked for: drain when the service says how,
     /// else the stop signal at once.
     pub(super) fn planned_stop(&mut self, i: usize, pid: Pid, now: Instant) {
-        let Some(drain) = self.svcs[i].plan.drain.clone() else {
+        let Some(drain) = self.services[i].plan.drain.clone() else {
             self.send_stop(i, pid, now);
             return;
         };
-        let s = &mut self.svcs[i];
+        let s = &mut self.services[i];
         info!(service = %s.plan.name, "draining before the stop (at most {})", drain.timeout);
         s.state = State::Draining {
             pid,
@@ -37,35 +37,35 @@ impl Supervisor {
     /// Enters `phase`, skipping those the drain has no command for; after
     /// the last one, the stop signal.
     fn drain_enter(&mut self, i: usize, phase: DrainPhase, now: Instant) {
-        let Some(drain) = self.svcs[i].plan.drain.clone() else {
+        let Some(drain) = self.services[i].plan.drain.clone() else {
             return;
         };
-        let State::Draining { pid, .. } = self.svcs[i].state else {
+        let State::Draining { pid, .. } = self.services[i].state else {
             return;
         };
         let mut phase = phase;
         loop {
             match phase {
                 DrainPhase::Command if drain.command.is_some() => {
-                    self.svcs[i].drain.phase = phase;
+                    self.services[i].drain.phase = phase;
                     self.drain_helper(i, drain.command.as_deref().unwrap_or_default(), false);
                     return;
                 }
                 DrainPhase::Command => phase = DrainPhase::Quiet,
                 DrainPhase::Quiet if drain.quiet.is_some() => {
-                    let d = &mut self.svcs[i].drain;
+                    let d = &mut self.services[i].drain;
                     d.phase = phase;
                     d.next_poll = Some(now);
                     return;
                 }
                 DrainPhase::Quiet => phase = DrainPhase::StopCommand,
                 DrainPhase::StopCommand if drain.stop_command.is_some() => {
-                    self.svcs[i].drain.phase = phase;
+                    self.services[i].drain.phase = phase;
                     self.drain_helper(i, drain.stop_command.as_deref().unwrap_or_default(), false);
                     return;
                 }
                 DrainPhase::StopCommand | DrainPhase::Off => {
-                    self.svcs[i].drain = DrainProgress::default();
+                    self.services[i].drain = DrainProgress::default();
                     self.send_stop(i, pid, now);
                     return;
                 }
@@ -76,7 +76,7 @@ impl Supervisor {
     /// Starts a drain command or quiet probe as the service's user, its
     /// output to the service's log (or, for the probe, a pipe).
     fn drain_helper(&mut self, i: usize, argv: &[String], capture: bool) {
-        let s = &mut self.svcs[i];
+        let s = &mut self.services[i];
         let output = if capture {
             Output::Pipe
         } else {
@@ -113,11 +113,11 @@ impl Supervisor {
 
     /// Due work of a draining service: its timeout, its next quiet poll.
     pub(super) fn step_drain(&mut self, i: usize, now: Instant) {
-        let State::Draining { pid, since, until } = self.svcs[i].state else {
+        let State::Draining { pid, since, until } = self.services[i].state else {
             return;
         };
         if until <= now {
-            let s = &mut self.svcs[i];
+            let s = &mut self.services[i];
             warn!(service = %s.plan.name, "drain timed out after {}; stopping it anyway", humantime::format_duration(now.duration_since(since)));
             if let Some(h) = s.drain.helper.take() {
                 kill_group(h, Signal::SIGKILL);
@@ -126,13 +126,13 @@ impl Supervisor {
             self.send_stop(i, pid, now);
             return;
         }
-        let d = &self.svcs[i].drain;
+        let d = &self.services[i].drain;
         if d.phase == DrainPhase::Quiet
             && d.helper.is_none()
             && d.next_poll.is_some_and(|t| t <= now)
         {
-            self.svcs[i].drain.next_poll = None;
-            let argv = self.svcs[i]
+            self.services[i].drain.next_poll = None;
+            let argv = self.services[i]
                 .plan
                 .drain
                 .as_ref()
@@ -145,7 +145,7 @@ impl Supervisor {
     /// A drain helper ended: on to the next phase, or poll again.
     pub(super) fn drain_helper_exited(&mut self, i: usize, how: ExitKind) {
         let now = Instant::now();
-        let s = &mut self.svcs[i];
+        let s = &mut self.services[i];
         s.drain.helper = None;
         let mut output = Vec::new();
         if let Some(mut out) = s.drain.helper_out.take() {

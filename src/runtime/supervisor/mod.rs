@@ -93,13 +93,14 @@ struct DrainProgress {
 }
 
 #[derive(Debug)]
-struct Svc {
+struct Service {
     plan: ServicePlan,
     rules: RestartRules,
     deps: Vec<usize>,
     identity: Option<Identity>,
-    /// Confinement warnings were logged (once per service, not per start).
-    confine_warned: Option<()>,
+    /// Its confinement warnings were logged (once per service, not per
+    /// start).
+    confine_warned: bool,
     state: State,
     ready: bool,
     restarts: u32,
@@ -131,7 +132,7 @@ struct Svc {
     memlock: Limit,
 }
 
-impl Svc {
+impl Service {
     /// A service as first seen (at start or in a reload), not yet started.
     fn new(s: &ServicePlan, ceilings: &Ceilings, clamped: &mut BTreeSet<String>) -> Self {
         let identity = s.user.as_ref().and_then(|u| {
@@ -142,7 +143,7 @@ impl Svc {
         let (nofile, why) = limits::clamp("nofile", s.limits.nofile, ceilings.nofile);
         let (memlock, why2) = limits::clamp("memlock", s.limits.memlock, ceilings.memlock);
         clamped.extend([why, why2].into_iter().flatten());
-        Svc {
+        Service {
             run_started: None,
             start_time: None,
             drain: DrainProgress::default(),
@@ -162,7 +163,7 @@ impl Svc {
                 give_up: s.restart.give_up.clone(),
             },
             identity,
-            confine_warned: None,
+            confine_warned: false,
             plan: s.clone(),
             state: State::Waiting,
             ready: false,
@@ -181,7 +182,7 @@ impl Svc {
     }
 }
 
-impl Svc {
+impl Service {
     /// A side process of this service (ready probe, drain command): its
     /// environment, folder and user; no limits or confinement of its own.
     fn side_process<'a>(&'a self, argv: &'a [String], output: Output) -> SpawnSpec<'a> {
@@ -233,7 +234,7 @@ impl Run {
 }
 
 #[derive(Debug)]
-struct Tmr {
+struct Timer {
     plan: TimerPlan,
     deps: Vec<usize>,
     due: Option<Instant>,
@@ -249,7 +250,7 @@ struct Tmr {
     gate: Option<GateStatus>,
 }
 
-impl Tmr {
+impl Timer {
     /// The timer's run, or its gate command's.
     fn run_of(&mut self, gate: bool) -> Option<&mut Run> {
         if gate {
@@ -266,7 +267,7 @@ impl Tmr {
     }
 
     fn new(plan: &TimerPlan) -> Self {
-        Tmr {
+        Timer {
             asking: None,
             pending: 0,
             next_pending: None,
@@ -306,8 +307,8 @@ pub struct Setup {
 
 #[derive(Debug)]
 pub struct Supervisor {
-    svcs: Vec<Svc>,
-    timers: Vec<Tmr>,
+    services: Vec<Service>,
+    timers: Vec<Timer>,
     owners: HashMap<Pid, Owner>,
     signals: Signals,
     state_dir: PathBuf,
@@ -376,17 +377,17 @@ impl Supervisor {
             events: early_events,
         } = setup;
         let mut clamped = BTreeSet::new();
-        let svcs = plan
+        let services = plan
             .services
             .iter()
-            .map(|s| Svc::new(s, &ceilings, &mut clamped))
+            .map(|s| Service::new(s, &ceilings, &mut clamped))
             .collect();
         for w in clamped {
             warn!("{w}");
         }
-        let timers = plan.timers.iter().map(Tmr::new).collect();
+        let timers = plan.timers.iter().map(Timer::new).collect();
         let mut me = Self {
-            svcs,
+            services,
             timers,
             owners: HashMap::new(),
             signals: Signals::install()?,
@@ -424,9 +425,9 @@ impl Supervisor {
         Ok(me)
     }
 
-    /// Each service's position in `svcs`, by name.
+    /// Each service's position in `services`, by name.
     fn name_index(&self) -> HashMap<String, usize> {
-        self.svcs
+        self.services
             .iter()
             .enumerate()
             .map(|(i, s)| (s.plan.name.clone(), i))
@@ -442,7 +443,7 @@ impl Supervisor {
                 .filter_map(|a| index.get(a).copied())
                 .collect::<Vec<_>>()
         };
-        for s in &mut self.svcs {
+        for s in &mut self.services {
             s.deps = deps_of(&s.plan.after);
         }
         for t in &mut self.timers {
@@ -517,7 +518,7 @@ impl Supervisor {
             // The mount table, while a service waits for a mount: the
             // kernel marks it readable with POLLPRI when it changes.
             let blocked = self
-                .svcs
+                .services
                 .iter()
                 .any(|s| matches!(s.state, State::Blocked { .. }));
             if blocked && self.mounts.is_none() {
@@ -623,7 +624,7 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let svc = self.svcs.iter().flat_map(|s| {
+        let svc = self.services.iter().flat_map(|s| {
             let state = match &s.state {
                 State::Backoff { until } => Some(*until),
                 State::Stopping { kill_at, .. } => Some(*kill_at),
@@ -674,7 +675,7 @@ impl Supervisor {
                 self.next_watchdog = Some(now + every);
             }
         }
-        for i in 0..self.svcs.len() {
+        for i in 0..self.services.len() {
             self.step_service(i, now);
         }
         for i in 0..self.timers.len() {
@@ -691,9 +692,13 @@ impl Supervisor {
     }
 
     fn step_service(&mut self, i: usize, now: Instant) {
-        match self.svcs[i].state.clone() {
+        match self.services[i].state.clone() {
             State::Waiting
-                if !self.stopping && self.svcs[i].deps.iter().all(|&d| self.svcs[d].ready) =>
+                if !self.stopping
+                    && self.services[i]
+                        .deps
+                        .iter()
+                        .all(|&d| self.services[d].ready) =>
             {
                 self.start(i, now);
             }
@@ -702,7 +707,7 @@ impl Supervisor {
                 pid, probe_until, ..
             } => {
                 if probe_until <= now {
-                    let s = &mut self.svcs[i];
+                    let s = &mut self.services[i];
                     let timeout = s
                         .plan
                         .ready
@@ -713,13 +718,13 @@ impl Supervisor {
                     s.probe_at = None;
                     kill_group(pid, Signal::SIGKILL);
                     self.dirty = true;
-                } else if self.svcs[i].probe_at.is_some_and(|t| t <= now) {
+                } else if self.services[i].probe_at.is_some_and(|t| t <= now) {
                     self.probe(i, now);
                 }
             }
             State::Draining { .. } => self.step_drain(i, now),
             State::Stopping { pid, kill_at } if kill_at <= now => {
-                let s = &mut self.svcs[i];
+                let s = &mut self.services[i];
                 warn!(service = %s.plan.name, "still running {} after {}; sending SIGKILL", s.plan.stop.signal.0.as_str(), s.plan.stop.timeout);
                 kill_group(pid, Signal::SIGKILL);
                 // SIGKILL cannot be ignored; no deadline after it.
@@ -733,7 +738,7 @@ impl Supervisor {
     }
 
     fn start(&mut self, i: usize, now: Instant) {
-        let s = &mut self.svcs[i];
+        let s = &mut self.services[i];
         if s.plan.once && state::once_marker(&self.state_dir, &s.plan.name).exists() {
             info!(service = %s.plan.name, "already done on this host (once = true); not run again");
             s.state = State::Done;
@@ -763,11 +768,11 @@ impl Supervisor {
         let hook = match &self.cgroups {
             Some(setup) => match confine::prepare(setup, &s.plan) {
                 Ok(c) => {
-                    if s.confine_warned.is_none() {
+                    if !s.confine_warned {
                         for w in c.warnings() {
                             warn!(service = %s.plan.name, "{w}");
                         }
-                        s.confine_warned = Some(());
+                        s.confine_warned = true;
                     }
                     Ok(Some(Arc::new(c)))
                 }
@@ -838,7 +843,7 @@ impl Supervisor {
     }
 
     fn probe(&mut self, i: usize, now: Instant) {
-        let s = &mut self.svcs[i];
+        let s = &mut self.services[i];
         let Some(ready) = s.plan.ready.clone() else {
             return;
         };
@@ -866,12 +871,12 @@ impl Supervisor {
         if ok {
             self.became_ready(i);
         } else {
-            self.svcs[i].probe_at = Some(now + PROBE_EVERY);
+            self.services[i].probe_at = Some(now + PROBE_EVERY);
         }
     }
 
     fn became_ready(&mut self, i: usize) {
-        let s = &mut self.svcs[i];
+        let s = &mut self.services[i];
         if let State::Starting { pid, .. } = s.state {
             info!(service = %s.plan.name, "ready");
             s.state = State::Running { pid };
@@ -918,7 +923,7 @@ impl Supervisor {
         // Whatever the main process left in its group goes with it.
         kill_group(pid, Signal::SIGKILL);
         let oom = self.oom_since_start(i);
-        let s = &mut self.svcs[i];
+        let s = &mut self.services[i];
         let ran = s
             .run_started
             .map_or(Duration::ZERO, |t| now.duration_since(t));
@@ -960,7 +965,7 @@ impl Supervisor {
             if !self.stopping {
                 self.after_requested_stop(i, now);
             }
-            if self.svcs[i].state == State::Stopped {
+            if self.services[i].state == State::Stopped {
                 self.release(i);
             }
             self.pids_dirty = true;
@@ -998,7 +1003,7 @@ impl Supervisor {
                 format!("{name} failed: {reason}"),
             );
         }
-        let s = &mut self.svcs[i];
+        let s = &mut self.services[i];
         match decision {
             AfterExit::Done => {
                 info!(service = %s.plan.name, "done");
@@ -1046,7 +1051,7 @@ impl Supervisor {
             }
         }
         if matches!(
-            self.svcs[i].state,
+            self.services[i].state,
             State::Exited | State::Failed { .. } | State::Done
         ) {
             self.release(i);
@@ -1062,7 +1067,7 @@ impl Supervisor {
             let _ = std::io::Seek::seek(m, std::io::SeekFrom::Start(0));
             let _ = m.read_to_end(&mut sink);
         }
-        for s in &mut self.svcs {
+        for s in &mut self.services {
             if matches!(s.state, State::Blocked { .. }) {
                 s.state = State::Waiting;
             }
@@ -1076,7 +1081,7 @@ impl Supervisor {
         let Some(setup) = self.cgroups.clone() else {
             return;
         };
-        for i in 0..self.svcs.len() {
+        for i in 0..self.services.len() {
             self.release(i);
         }
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -1085,7 +1090,7 @@ impl Supervisor {
             // its cgroup cannot go.
             self.reap();
             let left = self
-                .svcs
+                .services
                 .iter()
                 .any(|s| confine::pids(&setup, &s.plan.name).is_ok_and(|p| !p.is_empty()));
             if !left || Instant::now() >= deadline {
@@ -1095,7 +1100,7 @@ impl Supervisor {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.reap();
-        for s in &self.svcs {
+        for s in &self.services {
             let _ = confine::release(&setup, &s.plan.name);
         }
         if let Err(e) = confine::remove_parent(&setup) {
@@ -1105,7 +1110,7 @@ impl Supervisor {
 
     /// Whether the OOM killer struck the service's cgroup since it started.
     fn oom_since_start(&self, i: usize) -> bool {
-        let s = &self.svcs[i];
+        let s = &self.services[i];
         let now = self
             .cgroups
             .as_ref()
@@ -1118,7 +1123,7 @@ impl Supervisor {
     /// and the cgroup removed.
     fn release(&self, i: usize) {
         let Some(setup) = &self.cgroups else { return };
-        let name = &self.svcs[i].plan.name;
+        let name = &self.services[i].plan.name;
         if let Err(e) = confine::kill_all(setup, name) {
             warn!(service = %name, "failed to kill what is left of it: {e}");
         }
@@ -1131,11 +1136,11 @@ impl Supervisor {
 
     fn probe_exited(&mut self, i: usize, how: ExitKind) {
         let now = Instant::now();
-        self.svcs[i].probe_pid = None;
+        self.services[i].probe_pid = None;
         if how.success() {
             self.became_ready(i);
-        } else if matches!(self.svcs[i].state, State::Starting { .. }) {
-            self.svcs[i].probe_at = Some(now + PROBE_EVERY);
+        } else if matches!(self.services[i].state, State::Starting { .. }) {
+            self.services[i].probe_at = Some(now + PROBE_EVERY);
         }
     }
 
@@ -1156,7 +1161,7 @@ impl Supervisor {
             t.next_pending = None;
             self.run_pending(i, now);
         }
-        let deps_ready = self.timers[i].deps.iter().all(|&d| self.svcs[d].ready);
+        let deps_ready = self.timers[i].deps.iter().all(|&d| self.services[d].ready);
         let t = &mut self.timers[i];
         // The first run is one interval after the dependencies are ready.
         let first = t.due.is_none();
@@ -1280,7 +1285,7 @@ impl Supervisor {
         self.dirty = true;
     }
 
-    fn record_run(t: &mut Tmr, result: RunResult) {
+    fn record_run(t: &mut Timer, result: RunResult) {
         match result {
             RunResult::Success => t.counts.success += 1,
             RunResult::Full => t.counts.full += 1,
@@ -1311,7 +1316,7 @@ impl Supervisor {
                 run.kill_at = Some(now + TIMER_STOP_GRACE);
             }
         }
-        for s in &mut self.svcs {
+        for s in &mut self.services {
             if let Some(p) = s.probe_pid {
                 kill_group(p, Signal::SIGKILL);
             }
@@ -1335,13 +1340,13 @@ impl Supervisor {
                 }
             }
         }
-        for i in (0..self.svcs.len()).rev() {
-            let pid = match self.svcs[i].state {
+        for i in (0..self.services.len()).rev() {
+            let pid = match self.services[i].state {
                 State::Starting { pid, .. } | State::Running { pid, .. } => pid,
                 _ => continue,
             };
             let needed = self
-                .svcs
+                .services
                 .iter()
                 .any(|d| d.deps.contains(&i) && d.state.pid().is_some());
             if needed {
@@ -1353,7 +1358,7 @@ impl Supervisor {
 
     /// Sends a service its stop signal; SIGKILL follows at its stop timeout.
     fn send_stop(&mut self, i: usize, pid: Pid, now: Instant) {
-        let s = &mut self.svcs[i];
+        let s = &mut self.services[i];
         info!(service = %s.plan.name, "sending {}", s.plan.stop.signal.0.as_str());
         kill_group(pid, s.plan.stop.signal.0);
         s.probe_at = None;
@@ -1379,7 +1384,7 @@ impl Supervisor {
     fn record_pids(&mut self) {
         self.pids_dirty = false;
         let record: PidRecord = self
-            .svcs
+            .services
             .iter()
             .filter_map(|s| {
                 let pid = s.state.pid()?;
@@ -1403,16 +1408,19 @@ impl Supervisor {
     /// a dependency in such a state). READY=1 waits for this, and only for
     /// this: a crash-looping service must not hold the boot up for ever.
     fn all_settled(&self) -> bool {
-        let mut settled = vec![false; self.svcs.len()];
+        let mut settled = vec![false; self.services.len()];
         loop {
             let mut changed = false;
-            for (i, s) in self.svcs.iter().enumerate() {
+            for (i, s) in self.services.iter().enumerate() {
                 if settled[i] {
                     continue;
                 }
                 let now_settled = s.ready
                     || match s.state {
-                        State::Waiting => s.deps.iter().any(|&d| settled[d] && !self.svcs[d].ready),
+                        State::Waiting => s
+                            .deps
+                            .iter()
+                            .any(|&d| settled[d] && !self.services[d].ready),
                         State::Starting { .. } => false,
                         _ => true,
                     };
@@ -1429,19 +1437,19 @@ impl Supervisor {
 
     fn summary(&self) -> String {
         let running = self
-            .svcs
+            .services
             .iter()
             .filter(|s| {
                 s.plan.kind == ServiceKind::Daemon && matches!(s.state, State::Running { .. })
             })
             .count();
         let daemons = self
-            .svcs
+            .services
             .iter()
             .filter(|s| s.plan.kind == ServiceKind::Daemon)
             .count();
         let failed = self
-            .svcs
+            .services
             .iter()
             .filter(|s| matches!(s.state, State::Failed { .. } | State::Backoff { .. }))
             .count();

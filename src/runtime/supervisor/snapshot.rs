@@ -26,7 +26,7 @@ impl Supervisor {
             smt: self.smt.clone(),
             orphans_reaped: self.orphans_reaped,
             services: self
-                .svcs
+                .services
                 .iter()
                 .map(|s| ServiceStatus {
                     name: s.plan.name.clone(),
