@@ -38,10 +38,12 @@ pub enum State {
         since: Instant,
         until: Instant,
     },
-    /// Sent its stop signal; SIGKILL at `kill_at`.
+    /// Sent its stop signal; SIGKILL at `kill_at`, `None` once it was
+    /// sent (SIGKILL cannot be ignored: nothing more to wait for but the
+    /// exit).
     Stopping {
         pid: Pid,
-        kill_at: Instant,
+        kill_at: Option<Instant>,
     },
     /// Stopped on request; stays so until started.
     Stopped,

@@ -22,8 +22,8 @@ use crate::sys::spawn::{self, Output, SpawnSpec};
 pub(super) struct Hook {
     pub plan: HookPlan,
     pub slot: Slot,
-    /// The running child and when it is killed.
-    pub run: Option<(Pid, Instant)>,
+    /// The running child, and when it is killed (`None` once it was).
+    pub run: Option<(Pid, Option<Instant>)>,
 }
 
 impl Hook {
@@ -104,7 +104,7 @@ impl Supervisor {
             Ok(child) => {
                 info!(hook = k, event = ?event.event, pid = child.pid.as_raw(), "hook started");
                 self.owners.insert(child.pid, Owner::Hook(k));
-                self.hooks[k].run = Some((child.pid, now + self.hooks[k].plan.timeout.0));
+                self.hooks[k].run = Some((child.pid, Some(now + self.hooks[k].plan.timeout.0)));
             }
             Err(e) => {
                 warn!(hook = k, "failed to start the hook: {e}");
@@ -134,21 +134,21 @@ impl Supervisor {
     pub(super) fn step_hooks(&mut self, now: Instant) {
         for (k, h) in self.hooks.iter_mut().enumerate() {
             if let Some((pid, kill_at)) = &mut h.run {
-                if *kill_at <= now {
+                if kill_at.is_some_and(|at| at <= now) {
                     warn!(
                         hook = k,
                         "hook still running after {}; killing it", h.plan.timeout
                     );
                     kill_group(*pid, Signal::SIGKILL);
                     // SIGKILL cannot be ignored; its exit comes.
-                    *kill_at = now + std::time::Duration::from_secs(365 * 24 * 3600);
+                    *kill_at = None;
                 }
             }
         }
     }
 
     pub(super) fn hook_deadlines(&self) -> impl Iterator<Item = Option<Instant>> + '_ {
-        self.hooks.iter().map(|h| h.run.map(|(_, at)| at))
+        self.hooks.iter().map(|h| h.run.and_then(|(_, at)| at))
     }
 
     /// After a state change: the textfile now, or once a second has

@@ -627,7 +627,7 @@ impl Supervisor {
         let svc = self.services.iter().flat_map(|s| {
             let state = match &s.state {
                 State::Backoff { until } => Some(*until),
-                State::Stopping { kill_at, .. } => Some(*kill_at),
+                State::Stopping { kill_at, .. } => *kill_at,
                 State::Draining { until, .. } => Some(*until),
                 State::Starting { probe_until, .. } => Some(*probe_until),
                 _ => None,
@@ -723,15 +723,15 @@ impl Supervisor {
                 }
             }
             State::Draining { .. } => self.step_drain(i, now),
-            State::Stopping { pid, kill_at } if kill_at <= now => {
+            State::Stopping {
+                pid,
+                kill_at: Some(kill_at),
+            } if kill_at <= now => {
                 let s = &mut self.services[i];
                 warn!(service = %s.plan.name, "still running {} after {}; sending SIGKILL", s.plan.stop.signal.0.as_str(), s.plan.stop.timeout);
                 kill_group(pid, Signal::SIGKILL);
                 // SIGKILL cannot be ignored; no deadline after it.
-                s.state = State::Stopping {
-                    pid,
-                    kill_at: now + Duration::from_secs(365 * 24 * 3600),
-                };
+                s.state = State::Stopping { pid, kill_at: None };
             }
             _ => {}
         }
@@ -1364,7 +1364,7 @@ impl Supervisor {
         s.probe_at = None;
         s.state = State::Stopping {
             pid,
-            kill_at: now + s.plan.stop.timeout.0,
+            kill_at: Some(now + s.plan.stop.timeout.0),
         };
         self.dirty = true;
     }
