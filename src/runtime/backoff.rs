@@ -5,8 +5,8 @@
 //!          = min(initial × 2^(n−1), max)        for the n-th young death in a row
 //!
 //! A run of at least `stable_after` resets n to 0. The count saturates;
-//! the delay never exceeds `max`. Pure; its callers say which events
-//! count as deaths.
+//! the delay never exceeds `max`. Pure; `exits.rs` and `start.rs` say which
+//! events count as deaths.
 
 use std::time::Duration;
 

@@ -6,7 +6,8 @@
 //! A hook runs one event at a time; events that come meanwhile wait in a
 //! queue of [`QUEUE_MAX`], and beyond that are dropped and counted.
 //!
-//! The queue, the event's shape and the URL are pure; [`post`] is the
+//! The queue, the event's shape and the URL are pure, and
+//! `supervisor/hooks.rs` runs the hooks as children; [`post`] is the
 //! helper's blocking client (it runs in its own short-lived process).
 
 use std::collections::{BTreeMap, VecDeque};

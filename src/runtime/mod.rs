@@ -20,6 +20,16 @@ mod supervisor;
 mod textfile;
 mod timer;
 
+// The supervisor's decisions: pure functions of (state, event, now) that
+// give the next state and the effects `supervisor/` carries out; each
+// pairs with the `supervisor/` file of the same name (as do `service`,
+// `timer`, `gate` and `hooks` above).
+mod drain;
+mod effect;
+mod exits;
+mod start;
+mod stop;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

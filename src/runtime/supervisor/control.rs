@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use super::{kill_group, AfterStop, Owner, Service, Supervisor, Timer};
+use super::service::{AfterStop, Service};
+use super::timer::Timer;
+use super::{kill_group, Owner, Supervisor};
 use crate::control::server::Token;
 use crate::control::{Command, Response};
 use crate::plan::render;
@@ -138,14 +140,14 @@ impl Supervisor {
         let mut v = serde_json::to_value(entry).map_err(|e| e.to_string())?;
         v["argv"] = json!(shown.argv);
         v["env"] = json!(shown.env);
-        v["recent_exits"] = json!(s.recent_exits);
+        v["recent_exits"] = json!(s.life.recent_exits);
         v["log_tail"] = json!(logs::tail(&s.plan.log_file, LOG_TAIL_LINES));
         v["after"] = json!(s.plan.after);
         Ok(v)
     }
 
     fn restart_one(&mut self, i: usize, now: Instant) -> Result<Value, String> {
-        if self.services[i].state.pid().is_some() {
+        if self.services[i].life.state.pid().is_some() {
             self.stop_on_request(i, now, AfterStop::StartAgain)
         } else {
             self.start_on_request(i, now)
@@ -169,29 +171,31 @@ impl Supervisor {
 
     fn start_on_request(&mut self, i: usize, now: Instant) -> Result<Value, String> {
         let s = &mut self.services[i];
-        match s.state {
+        match s.life.state {
             State::Stopped
             | State::Exited
             | State::Failed { .. }
             | State::Done
             | State::Backoff { .. } => {
                 info!(service = %s.plan.name, "start requested");
-                s.backoff = Default::default();
-                s.history.clear();
-                s.reason = None;
+                s.life.backoff = Default::default();
+                s.life.history.clear();
+                s.life.reason = None;
                 s.after_stop = AfterStop::StayStopped;
-                s.state = State::Waiting;
+                s.life.state = State::Waiting;
                 self.dirty = true;
                 self.step_service(i, now);
-                Ok(
-                    json!({"service": self.services[i].plan.name, "state": self.services[i].state.name()}),
-                )
+                Ok(self.service_reply(i))
             }
             State::Stopping { .. } => {
                 s.after_stop = AfterStop::StartAgain;
                 Ok(json!({"service": s.plan.name, "state": "stopping, then starting"}))
             }
-            _ => Err(format!("`{}` is already {}", s.plan.name, s.state.name())),
+            _ => Err(format!(
+                "`{}` is already {}",
+                s.plan.name,
+                s.life.state.name()
+            )),
         }
     }
 
@@ -206,18 +210,24 @@ impl Supervisor {
         let s = &mut self.services[i];
         s.after_stop = after;
         self.dirty = true;
-        match s.state.clone() {
+        match s.life.state.clone() {
             State::Starting { pid, .. } | State::Running { pid } => {
                 info!(service = %s.plan.name, "stop requested");
                 self.planned_stop(i, pid, now);
             }
             State::Stopping { .. } | State::Draining { .. } => {}
             _ => {
-                s.state = State::Stopped;
+                s.life.state = State::Stopped;
                 self.after_requested_stop(i, now);
             }
         }
-        Ok(json!({"service": self.services[i].plan.name, "state": self.services[i].state.name()}))
+        Ok(self.service_reply(i))
+    }
+
+    /// A request's answer about service `i`: its name and state now.
+    fn service_reply(&self, i: usize) -> Value {
+        let s = &self.services[i];
+        json!({"service": s.plan.name, "state": s.life.state.name()})
     }
 
     /// What follows a stop venussup asked for: a changed plan takes over, a
@@ -238,8 +248,8 @@ impl Supervisor {
             self.step_service(i, now);
         } else if s.after_stop == AfterStop::StartAgain {
             s.after_stop = AfterStop::StayStopped;
-            s.backoff = Default::default();
-            s.state = State::Waiting;
+            s.life.backoff = Default::default();
+            s.life.state = State::Waiting;
             self.step_service(i, now);
         }
     }
@@ -250,14 +260,14 @@ impl Supervisor {
             .iter()
             .position(|t| t.plan.name == name)
             .ok_or_else(|| format!("no timer `{name}`"))?;
-        if self.timers[i].busy() {
+        if self.timers[i].state.busy() {
             return Err(format!(
                 "`{name}` is running already; a timer never runs twice at once"
             ));
         }
         info!(timer = %name, "run requested");
         self.run_timer(i, now);
-        Ok(json!({"timer": name, "running": self.timers[i].run.is_some()}))
+        Ok(json!({"timer": name, "running": self.timers[i].state.run.is_some()}))
     }
 
     /// Re-reads the config; an invalid one changes nothing. A valid one is
@@ -341,12 +351,12 @@ impl Supervisor {
         for i in 0..self.services.len() {
             let s = &self.services[i];
             if s.retiring || s.replacement.is_some() {
-                if s.state.pid().is_some() {
+                if s.life.state.pid().is_some() {
                     let _ = self.stop_on_request(i, now, AfterStop::StayStopped);
                 } else if !s.retiring {
                     self.after_requested_stop(i, now);
                 } else {
-                    self.services[i].state = State::Stopped;
+                    self.services[i].life.state = State::Stopped;
                 }
             }
         }
@@ -370,7 +380,7 @@ impl Supervisor {
                     moved.insert(old_i, new_i);
                     if !same_timer(&t.plan, p) {
                         t.plan = p.clone();
-                        t.due = None;
+                        t.state.due = None;
                     }
                     t
                 }
@@ -379,7 +389,7 @@ impl Supervisor {
             self.timers.push(t);
         }
         for (_, (_, t)) in old {
-            for run in [t.run, t.asking].into_iter().flatten() {
+            for run in [t.state.run, t.state.asking].into_iter().flatten() {
                 kill_group(run.pid, Signal::SIGKILL);
             }
         }
@@ -392,7 +402,8 @@ impl Supervisor {
 
     /// Removes retired services once nothing of theirs runs.
     pub(super) fn drop_retired(&mut self) {
-        let done = |s: &Service| s.retiring && s.state.pid().is_none() && s.probe_pid.is_none();
+        let done =
+            |s: &Service| s.retiring && s.life.state.pid().is_none() && s.life.probe_pid.is_none();
         if !self.services.iter().any(done) {
             return;
         }

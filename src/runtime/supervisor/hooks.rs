@@ -1,7 +1,6 @@
-//! The supervisor's side of event hooks and of the node_exporter textfile:
-//! hooks run as children it reaps like any other (one per hook at a time,
-//! killed at their `timeout`); the textfile is rewritten after a state
-//! change, at most once a second.
+//! Event hooks at run time: each run is a child reaped like any other,
+//! one per hook at a time, killed at its `timeout`. Which event runs when
+//! (the queue, the drops) is decided in `runtime/hooks.rs`.
 
 use std::io::Write as _;
 use std::time::Instant;
@@ -14,7 +13,7 @@ use super::{kill_group, Owner, Supervisor};
 use crate::config::EventKind;
 use crate::plan::{HookPlan, HookTarget};
 use crate::runtime::hooks::{Event, Slot};
-use crate::runtime::state;
+use crate::status::ExitKind;
 use crate::sys::spawn::{self, Output, SpawnSpec};
 
 /// One `[[host.hook]]` at run time.
@@ -116,7 +115,7 @@ impl Supervisor {
         self.dirty = true;
     }
 
-    pub(super) fn hook_exited(&mut self, k: usize, how: crate::status::ExitKind) {
+    pub(super) fn hook_exited(&mut self, k: usize, how: ExitKind) {
         let Some((pid, _)) = self.hooks[k].run.take() else {
             return;
         };
@@ -149,28 +148,6 @@ impl Supervisor {
 
     pub(super) fn hook_deadlines(&self) -> impl Iterator<Item = Option<Instant>> + '_ {
         self.hooks.iter().map(|h| h.run.and_then(|(_, at)| at))
-    }
-
-    /// After a state change: the textfile now, or once a second has
-    /// passed since the last write.
-    pub(super) fn textfile_changed(&mut self, now: Instant) {
-        if self.textfile.is_some() && self.textfile_throttle.changed(now) {
-            self.write_textfile();
-        }
-    }
-
-    pub(super) fn textfile_due(&mut self, now: Instant) {
-        if self.textfile.is_some() && self.textfile_throttle.take_due(now) {
-            self.write_textfile();
-        }
-    }
-
-    pub(super) fn write_textfile(&self) {
-        let Some(path) = &self.textfile else { return };
-        let text = crate::status::metrics::render(&self.snapshot());
-        if let Err(e) = state::write_atomic(path, text.as_bytes()) {
-            warn!("metrics textfile: {e}");
-        }
     }
 }
 

@@ -1,14 +1,19 @@
-//! The snapshot of the daemon that `status`, the metrics and Zabbix read:
-//! built from the supervisor's state, written to `status.json` and served
-//! on the control socket.
+//! What the outside reads of the daemon: the snapshot that `status`, the
+//! metrics and Zabbix read (built from the supervisor's state, written to
+//! `status.json` and served on the control socket), `services.json`, the
+//! node_exporter textfile (after a state change, at most once a second)
+//! and systemd's `STATUS=` line.
 
 use std::time::Instant;
 
 use nix::unistd::Pid;
+use tracing::warn;
 
 use super::Supervisor;
+use crate::config::ServiceKind;
 use crate::plan::HookTarget;
 use crate::runtime::service::State;
+use crate::runtime::state::{self, PidRecord, RecordedPid};
 use crate::status::{HookStatus, ServiceStatus, Snapshot, TimerStatus};
 use crate::util::clock::unix_now;
 
@@ -28,9 +33,10 @@ impl Supervisor {
             services: self
                 .services
                 .iter()
-                .map(|s| ServiceStatus {
-                    name: s.plan.name.clone(),
-                    kind: s.plan.kind,
+                .map(|s| (&s.plan, &s.life))
+                .map(|(plan, s)| ServiceStatus {
+                    name: plan.name.clone(),
+                    kind: plan.kind,
                     state: s.state.name().to_string(),
                     ready: s.ready,
                     pid: s.state.pid().map(Pid::as_raw),
@@ -56,8 +62,8 @@ impl Supervisor {
                         }
                         _ => s.reason.clone(),
                     },
-                    cpus: s.plan.cpus.as_ref().and_then(|c| c.cpus.clone()),
-                    log_file: s.plan.log_file.clone(),
+                    cpus: plan.cpus.as_ref().and_then(|c| c.cpus.clone()),
+                    log_file: plan.log_file.clone(),
                 })
                 .collect(),
             timers: self
@@ -65,13 +71,14 @@ impl Supervisor {
                 .iter()
                 .map(|t| TimerStatus {
                     name: t.plan.name.clone(),
-                    running: t.run.is_some(),
-                    gate: t.gate.clone(),
+                    running: t.state.run.is_some(),
+                    gate: t.state.gate.clone(),
                     next_in_secs: t
+                        .state
                         .due
                         .map(|d| d.saturating_duration_since(now).as_secs_f64()),
-                    runs: t.counts.clone(),
-                    last: t.last.iter().cloned().collect(),
+                    runs: t.state.counts.clone(),
+                    last: t.state.last.iter().cloned().collect(),
                 })
                 .collect(),
             prepare: self.prepare.clone(),
@@ -90,6 +97,92 @@ impl Supervisor {
                     counts: h.slot.counts.clone(),
                 })
                 .collect(),
+        }
+    }
+}
+
+impl Supervisor {
+    /// Writes `status.json` and tells systemd the one-line summary.
+    pub(super) fn write_snapshot(&mut self) {
+        self.dirty = false;
+        match serde_json::to_vec_pretty(&self.snapshot()) {
+            Ok(json) => {
+                if let Err(e) = state::write_atomic(&self.state_dir.join("status.json"), &json) {
+                    warn!("{e}");
+                }
+            }
+            Err(e) => warn!("failed to encode the status snapshot: {e}"),
+        }
+        if self.announced_ready {
+            self.notifier.send(&format!("STATUS={}", self.summary()));
+        }
+        self.textfile_changed(Instant::now());
+    }
+
+    /// `3/4 services running, 1 failed or backing off`.
+    pub(super) fn summary(&self) -> String {
+        let daemons = || {
+            self.services
+                .iter()
+                .filter(|s| s.plan.kind == ServiceKind::Daemon)
+        };
+        let running = daemons()
+            .filter(|s| matches!(s.life.state, State::Running { .. }))
+            .count();
+        let failed = self
+            .services
+            .iter()
+            .filter(|s| matches!(s.life.state, State::Failed { .. } | State::Backoff { .. }))
+            .count();
+        format!(
+            "{running}/{} services running, {failed} failed or backing off",
+            daemons().count()
+        )
+    }
+
+    /// Writes `services.json` (once per loop turn that changed a pid, not
+    /// once per start: 1000 starts would rewrite it 1000 times).
+    pub(super) fn record_pids(&mut self) {
+        self.pids_dirty = false;
+        let record: PidRecord = self
+            .services
+            .iter()
+            .filter_map(|s| {
+                let pid = s.life.state.pid()?;
+                let start_time = s.start_time?;
+                Some((
+                    s.plan.name.clone(),
+                    RecordedPid {
+                        pid: pid.as_raw(),
+                        start_time,
+                    },
+                ))
+            })
+            .collect();
+        if let Err(e) = state::write_pids(&self.state_dir, &record) {
+            warn!("{e}");
+        }
+    }
+
+    /// After a state change: the textfile now, or once a second has
+    /// passed since the last write.
+    pub(super) fn textfile_changed(&mut self, now: Instant) {
+        if self.textfile.is_some() && self.textfile_throttle.changed(now) {
+            self.write_textfile();
+        }
+    }
+
+    pub(super) fn textfile_due(&mut self, now: Instant) {
+        if self.textfile.is_some() && self.textfile_throttle.take_due(now) {
+            self.write_textfile();
+        }
+    }
+
+    pub(super) fn write_textfile(&self) {
+        let Some(path) = &self.textfile else { return };
+        let text = crate::status::metrics::render(&self.snapshot());
+        if let Err(e) = state::write_atomic(path, text.as_bytes()) {
+            warn!("metrics textfile: {e}");
         }
     }
 }
