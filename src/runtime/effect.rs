@@ -44,6 +44,9 @@ pub enum Effect {
     },
     /// A line in venussup's log, tagged with the service or timer.
     Log { level: Level, message: String },
+    /// Kill what is left in the service's cgroup (its main process is
+    /// gone; nothing it started may outlive it into the next run).
+    EmptyCgroup,
     /// Kill what is left in the service's cgroup and remove it.
     Release,
     /// Record a `once = true` oneshot's success in the state folder.

@@ -96,6 +96,7 @@ pub fn decide_exit(
     if let Some(p) = life.drain.helper.take() {
         fx.push(Effect::kill(p, Signal::SIGKILL));
     }
+    fx.push(Effect::EmptyCgroup);
     if matches!(life.state, State::Stopping { .. } | State::Draining { .. }) || shutting_down {
         fx.push(Effect::info(format!("stopped ({how})")));
         life.state = State::Stopped;
@@ -334,6 +335,13 @@ mod tests {
         assert_eq!(life.state, State::Backoff { until: now });
         assert!(check::starts(&fx), "{fx:?}");
         assert_eq!(check::kills(&fx)[0], (PID, Signal::SIGKILL));
+        // What it left in its cgroup dies before the next run starts.
+        let empty = fx.iter().position(|e| *e == Effect::EmptyCgroup);
+        let start = fx.iter().position(|e| *e == Effect::Start);
+        assert!(
+            matches!((empty, start), (Some(e), Some(s)) if e < s),
+            "{fx:?}"
+        );
         assert_eq!(check::hooks(&fx), [EventKind::Death]);
         assert!(check::logs(&fx).contains(&"killed by SIGKILL after 1h; restarting at once"));
         assert_eq!(life.restarts, 1);

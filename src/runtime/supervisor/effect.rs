@@ -84,6 +84,7 @@ impl Supervisor {
                 (Effect::RunDrainHelper { argv, capture }, Subject::Service(i)) => {
                     self.drain_helper(i, &argv, capture, now);
                 }
+                (Effect::EmptyCgroup, Subject::Service(i)) => self.empty_cgroup(i),
                 (Effect::Release, Subject::Service(i)) => self.release(i),
                 (Effect::RecordOnce, Subject::Service(i)) => self.record_once(i),
                 (Effect::FinishRequestedStop, Subject::Service(i)) => {

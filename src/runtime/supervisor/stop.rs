@@ -53,15 +53,23 @@ impl Supervisor {
         });
     }
 
-    /// A service is down for good (stopped, exited, failed, done): whatever
-    /// is left in its cgroup is killed (nothing escapes by double-forking)
-    /// and the cgroup removed.
-    pub(super) fn release(&self, i: usize) {
+    /// A service's main process is gone: whatever is left in its cgroup
+    /// is killed (nothing escapes by double-forking, nothing holds a GPU
+    /// into the next run). On v2 one write to `cgroup.kill`.
+    pub(super) fn empty_cgroup(&self, i: usize) {
         let Some(setup) = &self.cgroups else { return };
         let name = &self.services[i].plan.name;
         if let Err(e) = confine::kill_all(setup, name) {
             warn!(service = %name, "failed to kill what is left of it: {e}");
         }
+    }
+
+    /// A service is down for good (stopped, exited, failed, done): its
+    /// cgroup is emptied and removed.
+    pub(super) fn release(&self, i: usize) {
+        self.empty_cgroup(i);
+        let Some(setup) = &self.cgroups else { return };
+        let name = &self.services[i].plan.name;
         // Killed processes may not be gone yet; a cgroup left now is
         // removed at the next start of the service or of venussup.
         if let Err(e) = confine::release(setup, name) {
