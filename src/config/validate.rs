@@ -15,8 +15,6 @@ use super::{
 use crate::capacity::{SectorProfile, SECTOR_SIZES};
 use crate::util::diag::Diagnostics;
 
-/// Longest service or timer name; names become file and cgroup names.
-
 pub fn validate(config: &Config, diags: &mut Diagnostics) {
     names(config, diags);
     for s in &config.services {
