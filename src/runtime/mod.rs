@@ -30,6 +30,7 @@ use crate::config::EventKind;
 use crate::config::{Config, SmtPolicy};
 use crate::control;
 
+use crate::host::users;
 use crate::plan::{self, Host, Plan};
 use crate::smt;
 use crate::util::cpulist::CpuSet;
@@ -112,17 +113,13 @@ fn cgroups(config: &Config, fs_root: &FsRoot, plan: &Plan) -> Option<confine::Cg
 /// Who may use the control socket: root, and `[host] control_group`.
 fn access(config: &Config) -> control::server::Access {
     let group = config.host.control_group.as_ref().and_then(|g| {
-        nix::unistd::Group::from_name(g.get_ref())
-            .ok()
-            .flatten()
-            .map(|g| g.gid)
-            .or_else(|| {
-                warn!(
-                    "control_group `{}` does not exist; only root may use the control socket",
-                    g.get_ref()
-                );
-                None
-            })
+        users::group_id(g.get_ref()).ok().flatten().or_else(|| {
+            warn!(
+                "control_group `{}` does not exist; only root may use the control socket",
+                g.get_ref()
+            );
+            None
+        })
     });
     control::server::Access { group }
 }
