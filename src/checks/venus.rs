@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use crate::capacity::Capacity;
 use crate::config::values::Limit;
 use crate::config::{Config, Role, ServiceConfig, ServiceKind, Task};
+use crate::host::Host;
 use crate::plan::gpus;
 use crate::plan::{Plan, ServicePlan};
 use crate::util::diag::Diagnostics;
-use crate::util::fsroot::FsRoot;
 
 /// venus-worker refuses to start with a lower soft `RLIMIT_NOFILE`.
 pub const WORKER_MIN_NOFILE: u64 = 100_000;
@@ -86,7 +86,7 @@ fn listen_collides(a: &str, b: &str) -> bool {
 pub fn check(
     config: &Config,
     plan: &Plan,
-    fs_root: &FsRoot,
+    host: &Host,
     capacity: Option<&Capacity>,
     diags: &mut Diagnostics,
 ) {
@@ -144,7 +144,7 @@ pub fn check(
         }
     }
     for (s, p) in sealers(config, plan) {
-        if let Some((path, table)) = read_sealer_config(s, p, fs_root, diags) {
+        if let Some((path, table)) = read_sealer_config(s, p, host, diags) {
             max_sealing_sectors(s, &path, &table, capacity, diags);
             storage_allows(s, &path, &table, diags);
         }
@@ -259,11 +259,11 @@ fn worker_tasks(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
 }
 
 /// Reads the sealer's own `config.toml` (from `VENUS_SEALER_PATH` or
-/// `--repo`, under the fs root); a note when it cannot be read here.
+/// `--repo`, under the host's fs root); a note when it cannot be read here.
 fn read_sealer_config(
     s: &ServiceConfig,
     p: &ServicePlan,
-    fs_root: &FsRoot,
+    host: &Host,
     diags: &mut Diagnostics,
 ) -> Option<(PathBuf, toml::Table)> {
     let name = s.name.get_ref();
@@ -272,8 +272,8 @@ fn read_sealer_config(
         Some(rest) => PathBuf::from(p.env.get("HOME").map_or("/root", String::as_str)).join(rest),
         None => PathBuf::from(repo),
     };
-    let path = fs_root.path(repo.join("config.toml"));
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let path = host.fs_root.path(repo.join("config.toml"));
+    let Ok(text) = host.lookups.read_file(&path) else {
         diags.note(s.name.span(), format!("the config.toml of `{name}` ({}) is not readable here; its MaxSealingSectors and [Storage] Allow* were not checked", path.display()));
         return None;
     };
@@ -381,12 +381,12 @@ fn sealers<'a>(
 pub fn check_capacity(
     config: &Config,
     plan: &Plan,
-    fs_root: &FsRoot,
+    host: &Host,
     capacity: &Capacity,
     diags: &mut Diagnostics,
 ) {
     for (s, p) in sealers(config, plan) {
-        if let Some((path, table)) = read_sealer_config(s, p, fs_root, diags) {
+        if let Some((path, table)) = read_sealer_config(s, p, host, diags) {
             max_sealing_sectors(s, &path, &table, Some(capacity), diags);
         }
     }

@@ -30,8 +30,8 @@ use crate::config::EventKind;
 use crate::config::{Config, SmtPolicy};
 use crate::control;
 
-use crate::host::users;
-use crate::plan::{self, Host, Plan};
+use crate::host::{users, Host};
+use crate::plan::{self, Plan};
 use crate::smt;
 use crate::util::cpulist::CpuSet;
 use crate::util::diag::Severity;
