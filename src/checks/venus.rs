@@ -419,6 +419,67 @@ mod tests {
         assert!(flag_on(&argv, "unseal") && !flag_on(&argv, "commit"));
     }
 
+    /// Host A's sealer checked against its own `config.toml`, which the
+    /// in-memory host holds under a simulated fs root.
+    #[test]
+    fn the_sealers_config_toml_is_read_under_the_hosts_fs_root() {
+        use crate::host::lookups::InMemory;
+        use crate::util::diag::Severity;
+        use crate::util::fsroot::FsRoot;
+        use std::path::Path;
+
+        let path = Path::new("/etc/venussup/venussup.toml");
+        let text = include_str!("../../examples/host-a.toml");
+        let diagnose = |host: &Host| {
+            let mut diags = Diagnostics::new(path, text);
+            let config = crate::config::parse(path, text, &mut diags).unwrap();
+            let plan = crate::plan::resolve(&config, host, &mut diags);
+            let mut found = Diagnostics::new(path, text);
+            check(&config, &plan, host, None, &mut found);
+            found.into_sorted()
+        };
+        let programs = InMemory::new()
+            .program("/usr/local/bin/venus-sealer")
+            .program("/usr/local/bin/venus-worker");
+        let sealer_config = "/sim/var/lib/venus/sealer/config.toml";
+
+        // Not there: a note, nothing checked.
+        let host = Host {
+            fs_root: FsRoot::new("/sim"),
+            ..Host::in_memory(programs.clone())
+        };
+        let found = diagnose(&host);
+        let note = found
+            .iter()
+            .find(|d| d.message.contains("the config.toml of `sealer`"))
+            .unwrap();
+        assert_eq!(note.severity, Severity::Note);
+        assert!(note.message.contains(sealer_config), "{}", note.message);
+
+        // There: every sealing task the sealer does not declare is left
+        // allowed, and MaxSealingSectors = 0 is unlimited.
+        let host = Host {
+            fs_root: FsRoot::new("/sim"),
+            ..Host::in_memory(programs.file(
+                sealer_config,
+                "[Sealing]\nMaxSealingSectors = 0\n[Storage]\nAllowPreCommit1 = false\n",
+            ))
+        };
+        let found = diagnose(&host);
+        let about = |needle: &str| found.iter().filter(|d| d.message.contains(needle)).count();
+        assert_eq!(about("the config.toml of `sealer`"), 0, "{found:#?}");
+        assert_eq!(
+            about("MaxSealingSectors = 0 means no limit"),
+            1,
+            "{found:#?}"
+        );
+        assert_eq!(about("[Storage] AllowPreCommit1 is on"), 0, "{found:#?}");
+        assert_eq!(about("[Storage] AllowPreCommit2 is on"), 1, "{found:#?}");
+        assert!(found
+            .iter()
+            .all(|d| !d.message.contains("[Storage]") || d.message.starts_with(sealer_config)));
+    }
+
     #[test]
     fn listen_addresses_collide_on_the_same_port_unless_distinct_hosts() {
         assert!(listen_collides("0.0.0.0:3456", "0.0.0.0:3456"));

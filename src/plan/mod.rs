@@ -26,6 +26,9 @@ pub mod sdr;
 mod service;
 mod timer;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
