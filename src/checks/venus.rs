@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use crate::capacity::Capacity;
 use crate::config::values::Limit;
 use crate::config::{Config, Role, ServiceConfig, ServiceKind, Task};
+use crate::host::Host;
 use crate::plan::gpus;
 use crate::plan::{Plan, ServicePlan};
 use crate::util::diag::Diagnostics;
-use crate::util::fsroot::FsRoot;
 
 /// venus-worker refuses to start with a lower soft `RLIMIT_NOFILE`.
 pub const WORKER_MIN_NOFILE: u64 = 100_000;
@@ -86,7 +86,7 @@ fn listen_collides(a: &str, b: &str) -> bool {
 pub fn check(
     config: &Config,
     plan: &Plan,
-    fs_root: &FsRoot,
+    host: &Host,
     capacity: Option<&Capacity>,
     diags: &mut Diagnostics,
 ) {
@@ -144,7 +144,7 @@ pub fn check(
         }
     }
     for (s, p) in sealers(config, plan) {
-        if let Some((path, table)) = read_sealer_config(s, p, fs_root, diags) {
+        if let Some((path, table)) = read_sealer_config(s, p, host, diags) {
             max_sealing_sectors(s, &path, &table, capacity, diags);
             storage_allows(s, &path, &table, diags);
         }
@@ -259,11 +259,11 @@ fn worker_tasks(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
 }
 
 /// Reads the sealer's own `config.toml` (from `VENUS_SEALER_PATH` or
-/// `--repo`, under the fs root); a note when it cannot be read here.
+/// `--repo`, under the host's fs root); a note when it cannot be read here.
 fn read_sealer_config(
     s: &ServiceConfig,
     p: &ServicePlan,
-    fs_root: &FsRoot,
+    host: &Host,
     diags: &mut Diagnostics,
 ) -> Option<(PathBuf, toml::Table)> {
     let name = s.name.get_ref();
@@ -272,8 +272,8 @@ fn read_sealer_config(
         Some(rest) => PathBuf::from(p.env.get("HOME").map_or("/root", String::as_str)).join(rest),
         None => PathBuf::from(repo),
     };
-    let path = fs_root.path(repo.join("config.toml"));
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let path = host.fs_root.path(repo.join("config.toml"));
+    let Ok(text) = host.lookups.read_file(&path) else {
         diags.note(s.name.span(), format!("the config.toml of `{name}` ({}) is not readable here; its MaxSealingSectors and [Storage] Allow* were not checked", path.display()));
         return None;
     };
@@ -381,12 +381,12 @@ fn sealers<'a>(
 pub fn check_capacity(
     config: &Config,
     plan: &Plan,
-    fs_root: &FsRoot,
+    host: &Host,
     capacity: &Capacity,
     diags: &mut Diagnostics,
 ) {
     for (s, p) in sealers(config, plan) {
-        if let Some((path, table)) = read_sealer_config(s, p, fs_root, diags) {
+        if let Some((path, table)) = read_sealer_config(s, p, host, diags) {
             max_sealing_sectors(s, &path, &table, Some(capacity), diags);
         }
     }
@@ -417,6 +417,67 @@ mod tests {
         assert_eq!(flag_value(&argv, "no-local-storage"), Some("true"));
         assert_eq!(flag_value(&argv, "unseal"), None);
         assert!(flag_on(&argv, "unseal") && !flag_on(&argv, "commit"));
+    }
+
+    /// Host A's sealer checked against its own `config.toml`, which the
+    /// in-memory host holds under a simulated fs root.
+    #[test]
+    fn the_sealers_config_toml_is_read_under_the_hosts_fs_root() {
+        use crate::host::lookups::InMemory;
+        use crate::util::diag::Severity;
+        use crate::util::fsroot::FsRoot;
+        use std::path::Path;
+
+        let path = Path::new("/etc/venussup/venussup.toml");
+        let text = include_str!("../../examples/host-a.toml");
+        let diagnose = |host: &Host| {
+            let mut diags = Diagnostics::new(path, text);
+            let config = crate::config::parse(path, text, &mut diags).unwrap();
+            let plan = crate::plan::resolve(&config, host, &mut diags);
+            let mut found = Diagnostics::new(path, text);
+            check(&config, &plan, host, None, &mut found);
+            found.into_sorted()
+        };
+        let programs = InMemory::new()
+            .program("/usr/local/bin/venus-sealer")
+            .program("/usr/local/bin/venus-worker");
+        let sealer_config = "/sim/var/lib/venus/sealer/config.toml";
+
+        // Not there: a note, nothing checked.
+        let host = Host {
+            fs_root: FsRoot::new("/sim"),
+            ..Host::in_memory(programs.clone())
+        };
+        let found = diagnose(&host);
+        let note = found
+            .iter()
+            .find(|d| d.message.contains("the config.toml of `sealer`"))
+            .unwrap();
+        assert_eq!(note.severity, Severity::Note);
+        assert!(note.message.contains(sealer_config), "{}", note.message);
+
+        // There: every sealing task the sealer does not declare is left
+        // allowed, and MaxSealingSectors = 0 is unlimited.
+        let host = Host {
+            fs_root: FsRoot::new("/sim"),
+            ..Host::in_memory(programs.file(
+                sealer_config,
+                "[Sealing]\nMaxSealingSectors = 0\n[Storage]\nAllowPreCommit1 = false\n",
+            ))
+        };
+        let found = diagnose(&host);
+        let about = |needle: &str| found.iter().filter(|d| d.message.contains(needle)).count();
+        assert_eq!(about("the config.toml of `sealer`"), 0, "{found:#?}");
+        assert_eq!(
+            about("MaxSealingSectors = 0 means no limit"),
+            1,
+            "{found:#?}"
+        );
+        assert_eq!(about("[Storage] AllowPreCommit1 is on"), 0, "{found:#?}");
+        assert_eq!(about("[Storage] AllowPreCommit2 is on"), 1, "{found:#?}");
+        assert!(found
+            .iter()
+            .all(|d| !d.message.contains("[Storage]") || d.message.starts_with(sealer_config)));
     }
 
     #[test]

@@ -17,8 +17,8 @@ use crate::checks::venus;
 use crate::config::load_valid;
 use crate::config::values::ByteSize;
 use crate::config::Config;
-use crate::host::{memory as hostinfo, topology};
-use crate::plan::{self as service_plan, Host, Plan};
+use crate::host::{memory as hostinfo, topology, Host};
+use crate::plan::{self as service_plan, Plan};
 use crate::util::fsroot::FsRoot;
 
 /// Sector size when neither the command line nor the config says.
@@ -289,7 +289,7 @@ pub fn run(opts: &Options<'_>) -> u8 {
     let mut findings = Vec::new();
     if let Some((c, p)) = &planned {
         let mut d = c.diagnostics();
-        venus::check_capacity(c, p, &opts.fs_root, &assessment.capacity, &mut d);
+        venus::check_capacity(c, p, &host, &assessment.capacity, &mut d);
         findings = d.into_sorted();
     }
     let written = if opts.json {

@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::{exit, print_stdout};
 use crate::checks::venus;
 use crate::config;
-use crate::plan::{self, render, Host, Plan};
+use crate::host::Host;
+use crate::plan::{self, render, Plan};
 use crate::util::diag::{Diagnostic, Severity};
 use crate::util::fsroot::FsRoot;
 
@@ -27,7 +28,8 @@ struct Report<'a> {
 pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
     let (config, mut diags) = config::load(config_path);
     let plan = config.map(|c| {
-        let plan = plan::resolve(&c, &Host::probe(fs_root), &mut diags);
+        let host = Host::probe(fs_root);
+        let plan = plan::resolve(&c, &host, &mut diags);
         let capacity = c.capacity.as_ref().and_then(|cap| {
             super::capacity::assess(Some((&c, &plan)), fs_root, &[], None)
                 .map_err(|e| {
@@ -38,7 +40,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
                 })
                 .ok()
         });
-        venus::check(&c, &plan, fs_root, capacity.as_ref().map(|a| &a.capacity), &mut diags);
+        venus::check(&c, &plan, &host, capacity.as_ref().map(|a| &a.capacity), &mut diags);
         plan
     });
     let valid = !diags.has_errors();

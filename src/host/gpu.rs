@@ -208,8 +208,9 @@ fn parse_information(text: &str) -> BTreeMap<String, String> {
 
 /// Writes a simulated NVIDIA GPU under `fs_root` as the driver shows it:
 /// `/proc/driver/nvidia/gpus/<bus id>/information` (with the UUID of
-/// [`simulated_uuid`]) and `/dev/nvidia<minor>` (tests and demos; no GPU
-/// is needed).
+/// [`simulated_uuid`]) and `/dev/nvidia<minor>` (tests only: the `testkit`
+/// feature; no GPU is needed).
+#[cfg(any(test, feature = "testkit"))]
 pub fn simulate(fs_root: &FsRoot, bus_id: &str, minor: u32, model: &str) -> std::io::Result<()> {
     let dir = fs_root.path(DRIVER_DIR).join(bus_id);
     fs::create_dir_all(&dir)?;
@@ -225,11 +226,13 @@ pub fn simulate(fs_root: &FsRoot, bus_id: &str, minor: u32, model: &str) -> std:
 }
 
 /// The UUID [`simulate`] gives the GPU with device minor `minor`.
+#[cfg(any(test, feature = "testkit"))]
 pub fn simulated_uuid(minor: u32) -> String {
     format!("GPU-{minor:08x}-5e5e-4d1c-9a00-00000000c0de")
 }
 
 /// Writes the NUMA node of a simulated GPU as sysfs shows it.
+#[cfg(any(test, feature = "testkit"))]
 pub fn simulate_numa(fs_root: &FsRoot, bus_id: &str, node: i32) -> std::io::Result<()> {
     let dir = fs_root.path(PCI_DIR).join(bus_id);
     fs::create_dir_all(&dir)?;

@@ -71,12 +71,8 @@ pub fn create_lock_dirs(dirs: &[LockDir]) -> Vec<LockDirError> {
 
 /// The uid of `user` and the gid of `group` (else the user's own group).
 fn owner_ids(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
-    let u = nix::unistd::User::from_name(user).ok()??;
-    let gid = match group {
-        Some(g) => nix::unistd::Group::from_name(g).ok()??.gid,
-        None => u.gid,
-    };
-    Some((u.uid.as_raw(), gid.as_raw()))
+    let a = crate::host::users::account(user, group).ok()?;
+    Some((a.uid.as_raw(), a.gid.as_raw()))
 }
 
 #[cfg(test)]

@@ -42,7 +42,8 @@ use crate::control;
 use crate::host::cgroups::Hierarchy;
 use crate::sys::cgroup::Cgroupfs;
 
-use crate::plan::{self, Host, Plan};
+use crate::host::{users, Host};
+use crate::plan::{self, Plan};
 use crate::smt;
 use crate::util::cpulist::CpuSet;
 use crate::util::diag::Severity;
@@ -129,17 +130,13 @@ fn cgroups(config: &Config, fs_root: &FsRoot, plan: &Plan) -> Option<confine::Cg
 /// Who may use the control socket: root, and `[host] control_group`.
 fn access(config: &Config) -> control::server::Access {
     let group = config.host.control_group.as_ref().and_then(|g| {
-        nix::unistd::Group::from_name(g.get_ref())
-            .ok()
-            .flatten()
-            .map(|g| g.gid)
-            .or_else(|| {
-                warn!(
-                    "control_group `{}` does not exist; only root may use the control socket",
-                    g.get_ref()
-                );
-                None
-            })
+        users::group_id(g.get_ref()).ok().flatten().or_else(|| {
+            warn!(
+                "control_group `{}` does not exist; only root may use the control socket",
+                g.get_ref()
+            );
+            None
+        })
     });
     control::server::Access { group }
 }

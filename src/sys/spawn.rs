@@ -29,11 +29,12 @@ use nix::sched::CloneFlags;
 use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
 use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::stat::{umask, Mode};
-use nix::unistd::{setgid, setgroups, setsid, setuid, Gid, Group, Pid, Uid, User};
+use nix::unistd::{setgid, setgroups, setsid, setuid, Gid, Pid, Uid};
 
 use tracing::{info, warn};
 
 use super::clone3;
+use crate::host::users::{self, AccountError};
 use crate::util::units::Limit;
 
 /// Who a child runs as, resolved from names before any fork.
@@ -101,31 +102,30 @@ pub fn close_inherited_on_exec() {
 
 /// Resolves `user` (and `group`, else the user's primary group) to ids.
 pub fn identity(user: &str, group: Option<&str>) -> Result<Identity, SpawnError> {
-    fn lookup(name: &str) -> impl FnOnce(nix::Error) -> SpawnError {
-        let name = name.to_string();
-        move |source| SpawnError::Lookup { name, source }
-    }
-    let u = User::from_name(user)
-        .map_err(lookup(user))?
-        .ok_or_else(|| SpawnError::NoSuchUser(user.to_string()))?;
-    let gid = match group {
-        Some(g) => {
-            Group::from_name(g)
-                .map_err(lookup(g))?
-                .ok_or_else(|| SpawnError::NoSuchGroup(g.to_string()))?
-                .gid
-        }
-        None => u.gid,
-    };
+    let account = users::account(user, group)?;
     let cname = CString::new(user).map_err(|_| SpawnError::NoSuchUser(user.to_string()))?;
-    let groups = nix::unistd::getgrouplist(&cname, gid).map_err(lookup(user))?;
+    let groups =
+        nix::unistd::getgrouplist(&cname, account.gid).map_err(|source| SpawnError::Lookup {
+            name: user.to_string(),
+            source,
+        })?;
     Ok(Identity {
-        name: u.name,
-        uid: u.uid,
-        gid,
+        name: account.name,
+        uid: account.uid,
+        gid: account.gid,
         groups,
-        home: u.dir,
+        home: account.home,
     })
+}
+
+impl From<AccountError> for SpawnError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::NoSuchUser(name) => Self::NoSuchUser(name),
+            AccountError::NoSuchGroup(name) => Self::NoSuchGroup(name),
+            AccountError::Lookup { name, source } => Self::Lookup { name, source },
+        }
+    }
 }
 
 /// Where a child's stdout and stderr go.

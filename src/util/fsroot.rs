@@ -25,6 +25,9 @@ impl FsRoot {
         Self(PathBuf::from("/"))
     }
 
+    /// Whether this is the live machine's `/` (tests only: production code
+    /// maps every path and never needs to ask).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn is_live(&self) -> bool {
         self.0 == Path::new("/")
     }

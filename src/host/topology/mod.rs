@@ -3,11 +3,12 @@
 //!
 //! This file is the model and the pure logic over it (cores, the
 //! package → NUMA node → L3 → core tree); [`read()`] builds a [`Topology`] from
-//! sysfs, [`render`] prints the tree, [`sim`] writes simulated sysfs trees for
-//! tests.
+//! sysfs, [`render`] prints the tree; `sim` (tests only: the `testkit`
+//! feature) writes simulated sysfs trees.
 
 pub mod read;
 pub mod render;
+#[cfg(any(test, feature = "testkit"))]
 pub mod sim;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
-//! Simulated hosts: write a CPU topology under a folder as a kernel would
-//! show it in sysfs, then read it with `--fs-root` (tests, demos). Nothing
-//! here touches the real machine.
+//! Simulated hosts (tests only: the `testkit` feature): write a CPU
+//! topology under a folder as a kernel would show it in sysfs, then read it
+//! with `--fs-root`, or build the [`Topology`] it reads as in memory
+//! ([`Shape::topology`]). Nothing here touches the real machine.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -9,6 +10,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use super::read::{CPU_DIR, NODE_DIR};
+use super::{Cpu, Topology};
 use crate::util::cpulist::CpuSet;
 use crate::util::fsroot::FsRoot;
 
@@ -116,6 +118,29 @@ impl Shape {
                 numa: Some(g / cores_per_node),
             })
             .collect()
+    }
+
+    /// The topology a host of this shape reads as (every CPU online),
+    /// built in memory: for tests that need a [`Topology`] and no files.
+    pub fn topology(&self) -> Topology {
+        let cpus = self
+            .cores()
+            .into_iter()
+            .flat_map(|c| {
+                c.threads
+                    .iter()
+                    .map(|t| Cpu {
+                        package: u32::try_from(c.package).ok(),
+                        core: Some(c.core_id),
+                        siblings: Some(c.threads.clone()),
+                        l3: Some(c.l3.clone()),
+                        numa: c.numa,
+                        ..Cpu::online(t)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Topology::new(cpus)
     }
 }
 

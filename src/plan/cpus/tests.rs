@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::host::topology::sim::{Numbering, Shape};
-use crate::host::topology::{Cpu, Topology};
+use crate::host::topology::Topology;
 
 fn set(list: &str) -> CpuSet {
     CpuSet::parse_list(list).unwrap()
@@ -11,24 +11,7 @@ fn set(list: &str) -> CpuSet {
 
 /// The topology a simulated host of `shape` reads as.
 fn topology(shape: &Shape) -> Topology {
-    let cpus = shape
-        .cores()
-        .into_iter()
-        .flat_map(|c| {
-            c.threads
-                .iter()
-                .map(|t| Cpu {
-                    package: u32::try_from(c.package).ok(),
-                    core: Some(c.core_id),
-                    siblings: Some(c.threads.clone()),
-                    l3: Some(c.l3.clone()),
-                    numa: c.numa,
-                    ..Cpu::online(t)
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    Topology::new(cpus)
+    shape.topology()
 }
 
 fn shape(packages: u32, cores: u32, threads: u32, nodes: u32, l3_per_node: u32) -> Shape {

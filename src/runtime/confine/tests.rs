@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::*;
 use crate::host::topology::sim::{Numbering, Shape, SimHost, Style};
-use crate::plan::Host;
+use crate::host::Host;
 use crate::sys::cgroup::sim::{SimCgroups, SimKernel};
 use crate::util::diag::Diagnostics;
 

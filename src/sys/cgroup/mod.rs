@@ -6,9 +6,11 @@
 //! plain file.
 //!
 //! Making and removing a folder goes through a [`Kernel`]: the real one, or
-//! [`sim::SimKernel`], which fills a new folder with the control files its
-//! parent has, the way cgroupfs does, so tests run against a tempdir tree.
+//! (tests only: the `testkit` feature) `sim::SimKernel`, which fills a new
+//! folder with the control files its parent has, the way cgroupfs does, so
+//! tests run against a tempdir tree.
 
+#[cfg(any(test, feature = "testkit"))]
 pub mod sim;
 
 use std::fmt;
