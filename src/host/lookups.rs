@@ -1,6 +1,6 @@
 //! The few questions the plan asks the machine about files and names while
 //! it resolves a config: the text of a file, what a path is, whether a user
-//! or group exists. [`System`] asks the live machine; [`InMemory`] (tests)
+//! or group exists. [`System`] asks the live machine; `InMemory` (tests)
 //! answers from what it was given, so a plan can be resolved with no files.
 //!
 //! Paths are taken as given: the caller decides whether a path is the

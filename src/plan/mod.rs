@@ -7,9 +7,9 @@
 //! is given (facts probed beforehand, and [`crate::host::Lookups`] for the
 //! files, programs and users the config names).
 //!
-//! This file holds the plan's types and [`resolve`]; [`env`] builds the
-//! environments, [`program`] checks commands against the host, [`service`]
-//! and [`timer`] plan one of each, [`placement`] hands out CPUs and GPUs.
+//! This file holds the plan's types and [`resolve`]; `env` builds the
+//! environments, `program` checks commands against the host, `service`
+//! and `timer` plan one of each, `placement` hands out CPUs and GPUs.
 
 pub mod confine;
 pub mod cpus;

@@ -212,7 +212,7 @@ pub fn hugetlbfs(target: &Path, pagesize: Option<ByteSize>) -> StepReport {
 }
 
 /// Runs the persistence command when the host has a GPU; its output goes
-/// to `log`. Bounded by [`GPU_COMMAND_TIMEOUT`].
+/// to `log`. Bounded by `GPU_COMMAND_TIMEOUT` (60 s).
 pub fn gpu_persistence(argv: &[String], fs_root: &FsRoot, log: &Path) -> StepReport {
     let gpus = crate::host::gpu::discover(fs_root).gpus.len();
     if gpus == 0 {

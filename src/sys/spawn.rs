@@ -9,7 +9,7 @@
 //! close-on-exec, so only stdin, stdout and stderr cross.
 //!
 //! A child with a cgroup v2 ([`CgroupTarget`]) is born in it with
-//! `clone3(CLONE_INTO_CGROUP)` ([`super::clone3`]): nothing migrates. Where
+//! `clone3(CLONE_INTO_CGROUP)` (`sys::clone3`): nothing migrates. Where
 //! the kernel lacks it (before 5.7, or a seccomp filter refuses clone3),
 //! said once in the log, or the call is refused for that cgroup, the child
 //! joins it itself by writing `0` to its `cgroup.procs`, before its

@@ -41,13 +41,13 @@ use crate::runtime::confine::CgroupSetup;
 use crate::util::clock::unix_now;
 use crate::util::fsroot::FsRoot;
 
-mod control;
 mod drain;
 mod effect;
 mod exits;
 mod gate;
 mod hooks;
 mod poll;
+mod requests;
 mod service;
 mod snapshot;
 mod start;
