@@ -40,19 +40,6 @@ fn l3_host(cores: u32, groups: u32) -> tempfile::TempDir {
     host(&shape, false)
 }
 
-/// The deployment plan's host: 2 sockets × 64 cores, 2 threads each, L3
-/// groups of 8 cores, a NUMA node per socket.
-fn plan_host_shape() -> Shape {
-    Shape {
-        packages: 2,
-        cores_per_package: 64,
-        threads_per_core: 2,
-        numbering: Numbering::Spread,
-        l3_per_node: 8,
-        nodes_per_package: 1,
-    }
-}
-
 fn check(root: &Path, config: &Path, json: bool) -> Outcome {
     let mut args = vec![
         "check",
@@ -101,7 +88,7 @@ fn cpus_of(doc: &serde_json::Value, service: usize) -> Vec<u64> {
 
 #[test]
 fn simulated_2x64_cores_8_core_l3_host_b_75_25() {
-    let root = host(&plan_host_shape(), true);
+    let root = host(&Shape::plan_host(), true);
     let cfg = project_file("examples/host-b.toml");
     let out = check(root.path(), &cfg, false);
     out.expect_code(0);
@@ -149,7 +136,7 @@ fn simulated_2x64_cores_8_core_l3_host_b_75_25() {
 
 #[test]
 fn simulated_2x64_with_smt_kept_gives_whole_cores_with_both_threads() {
-    let root = host(&plan_host_shape(), true);
+    let root = host(&Shape::plan_host(), true);
     let text = fs::read_to_string(project_file("examples/host-b.toml"))
         .unwrap()
         .replace("smt = \"off\"", "smt = \"keep\"");

@@ -61,15 +61,7 @@ fn host(memory_kib: u64, shape: &Shape) -> tempfile::TempDir {
 /// The deployment plan's host: 1 TiB, 2 sockets × 64 cores (2 threads
 /// each), L3 groups of 8 cores.
 fn plan_host() -> tempfile::TempDir {
-    let shape = Shape {
-        packages: 2,
-        cores_per_package: 64,
-        threads_per_core: 2,
-        numbering: Numbering::Spread,
-        l3_per_node: 8,
-        nodes_per_package: 1,
-    };
-    host(1 << 30, &shape)
+    host(1 << 30, &Shape::plan_host())
 }
 
 fn plan_json(root: &Path, args: &[&str]) -> serde_json::Value {

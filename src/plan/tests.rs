@@ -6,7 +6,7 @@ use super::*;
 use crate::config;
 use crate::host::gpu::{Discovery, Source};
 use crate::host::lookups::InMemory;
-use crate::host::topology::sim::{Numbering, Shape};
+use crate::host::topology::sim::Shape;
 use crate::util::diag::{Diagnostic, Position, Severity};
 
 /// Where every test's config "is": relative paths are taken from its folder.
@@ -21,15 +21,7 @@ fn set(list: &str) -> CpuSet {
 /// one NUMA node per socket, `gpus` NVIDIA GPUs found by the driver; the
 /// Venus binaries installed and the miner's env file present.
 fn plan_host(gpus: u32) -> Host {
-    let topology = Shape {
-        packages: 2,
-        cores_per_package: 64,
-        threads_per_core: 2,
-        numbering: Numbering::Spread,
-        l3_per_node: 8,
-        nodes_per_package: 1,
-    }
-    .topology();
+    let topology = Shape::plan_host().topology();
     let lookups = InMemory::new()
         .program("/usr/local/bin/venus-worker")
         .program("/usr/local/bin/venus-sealer")

@@ -50,16 +50,8 @@ pub struct Identity {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
-    #[error("user `{0}` does not exist on this host")]
-    NoSuchUser(String),
-    #[error("group `{0}` does not exist on this host")]
-    NoSuchGroup(String),
-    #[error("failed to look up user or group `{name}`: {source}")]
-    Lookup {
-        name: String,
-        #[source]
-        source: nix::Error,
-    },
+    #[error(transparent)]
+    Account(#[from] AccountError),
     #[error("failed to open the log file {path}: {source}")]
     Log {
         path: PathBuf,
@@ -103,9 +95,9 @@ pub fn close_inherited_on_exec() {
 /// Resolves `user` (and `group`, else the user's primary group) to ids.
 pub fn identity(user: &str, group: Option<&str>) -> Result<Identity, SpawnError> {
     let account = users::account(user, group)?;
-    let cname = CString::new(user).map_err(|_| SpawnError::NoSuchUser(user.to_string()))?;
+    let cname = CString::new(user).map_err(|_| AccountError::NoSuchUser(user.to_string()))?;
     let groups =
-        nix::unistd::getgrouplist(&cname, account.gid).map_err(|source| SpawnError::Lookup {
+        nix::unistd::getgrouplist(&cname, account.gid).map_err(|source| AccountError::Lookup {
             name: user.to_string(),
             source,
         })?;
@@ -116,16 +108,6 @@ pub fn identity(user: &str, group: Option<&str>) -> Result<Identity, SpawnError>
         groups,
         home: account.home,
     })
-}
-
-impl From<AccountError> for SpawnError {
-    fn from(e: AccountError) -> Self {
-        match e {
-            AccountError::NoSuchUser(name) => Self::NoSuchUser(name),
-            AccountError::NoSuchGroup(name) => Self::NoSuchGroup(name),
-            AccountError::Lookup { name, source } => Self::Lookup { name, source },
-        }
-    }
 }
 
 /// Where a child's stdout and stderr go.

@@ -80,6 +80,20 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// The deployment plan's host: 2 sockets × 64 cores × 2 threads (the
+    /// second threads numbered after all first ones), L3 groups of 8
+    /// cores, one NUMA node per socket.
+    pub fn plan_host() -> Self {
+        Self {
+            packages: 2,
+            cores_per_package: 64,
+            threads_per_core: 2,
+            numbering: Numbering::Spread,
+            l3_per_node: 8,
+            nodes_per_package: 1,
+        }
+    }
+
     /// One package, one node, one L3.
     pub fn simple(cores: u32, threads_per_core: u32, numbering: Numbering) -> Self {
         Self {
