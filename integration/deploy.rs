@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::daemon::{pidfd, wait_gone, wait_snapshot, Setup, WAIT};
-use common::{bin, project_file, run_bounded, try_run_bounded, venussup, Outcome};
+use common::{bin, debian, project_file, run_bounded, venussup, Outcome};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -247,17 +247,9 @@ fn unit_settings() -> BTreeMap<String, String> {
         .collect()
 }
 
-fn has(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
-    if !has("systemd-analyze") {
+    if !debian::has("systemd-analyze") {
         say("SKIPPED: systemd-analyze is not installed (Debian package systemd)");
         return;
     }
@@ -351,62 +343,21 @@ fn cached_root() -> Result<PathBuf, String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("not root".into());
     }
-    for (program, package) in [
+    debian::need(&[
         ("debootstrap", "debootstrap"),
         ("systemd-nspawn", "systemd-container"),
         ("nsenter", "util-linux"),
-    ] {
-        if !has(program) {
-            return Err(format!(
-                "{program} is not installed (Debian package {package})"
-            ));
-        }
-    }
+    ])?;
     let cache = Path::new(ROOT_CACHE);
-    fs::create_dir_all(cache).map_err(|e| format!("{ROOT_CACHE}: {e}"))?;
     let root = cache.join(format!("{SUITE}-minbase-{}", PACKAGES.replace(',', "+")));
-    // One builder at a time (another test run may want the same root).
-    let lock = fs::File::create(cache.join(".lock")).map_err(|e| e.to_string())?;
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("failed to lock {ROOT_CACHE}/.lock: {e}"))?;
+    let _lock = debian::lock_cache(cache)?;
     if root.join("usr/lib/systemd/systemd").exists() {
         return Ok(root);
     }
     let partial = root.with_extension("partial");
-    let _ = fs::remove_dir_all(&partial);
-    let t0 = Instant::now();
-    // In a mount namespace of its own: whatever it mounts in the new root
-    // (/proc, ...) goes away with it, even when it is killed.
-    let out = try_run_bounded(
-        Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "debootstrap"])
-            .args(["--variant=minbase", &format!("--include={PACKAGES}"), SUITE])
-            .arg(&partial)
-            .arg("http://deb.debian.org/debian"),
-        DEBOOTSTRAP_BOUND,
-    );
-    let failed = match &out {
-        None => Some(format!("it ran longer than {DEBOOTSTRAP_BOUND:?}")),
-        Some(o) if o.code != Some(0) => Some(format!(
-            "{} {}",
-            o.stdout
-                .lines()
-                .rev()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" | "),
-            o.stderr.trim()
-        )),
-        Some(_) => None,
-    };
-    if let Some(why) = failed {
-        let _ = fs::remove_dir_all(&partial);
-        return Err(format!(
-            "debootstrap failed (is the Debian registry reachable?): {why}"
-        ));
-    }
+    let took = debian::debootstrap(&partial, SUITE, PACKAGES, DEBOOTSTRAP_BOUND)?;
     fs::rename(&partial, &root).map_err(|e| e.to_string())?;
-    say(&format!("built {} in {:.0?}", root.display(), t0.elapsed()));
+    say(&format!("built {} in {took:.0?}", root.display()));
     Ok(root)
 }
 
@@ -823,34 +774,6 @@ fn settled(st: &Value) -> bool {
     })
 }
 
-/// The README's install steps: the first `sh` block under "## Install".
-/// Building (`apt-get`, `curl`, `cargo`) is what this test's own build
-/// did; the rest runs in the container, from a checkout at /src.
-fn readme_install_steps() -> String {
-    let readme = fs::read_to_string(project_file("README.md")).unwrap();
-    let section = &readme[readme
-        .find("\n## Install\n")
-        .expect("README has ## Install")..];
-    let block = section
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("an sh block under ## Install");
-    let mut steps = vec!["cd /src".to_string()];
-    for line in block.lines() {
-        let command = line.split(" #").next().unwrap().trim();
-        let first = command.split_whitespace().next().unwrap_or("#");
-        if first.starts_with('#') || ["apt-get", "curl", "cargo", "git"].contains(&first) {
-            continue;
-        }
-        steps.push(command.to_string());
-    }
-    // The container has no Filecoin programs: the config is the demo's.
-    steps
-        .join("\n")
-        .replace("examples/host-b.toml", "examples/demo.toml")
-}
-
 #[test]
 fn the_unit_under_a_real_systemd_starts_at_boot_reports_reloads_survives_a_crash_and_stops() {
     let lower = match cached_root() {
@@ -867,7 +790,11 @@ fn the_unit_under_a_real_systemd_starts_at_boot_reports_reloads_survives_a_crash
 
     // A fresh Debian host: install as the README says, `enable --now`.
     let c = machine.boot(1);
-    let steps = readme_install_steps();
+    // The container has no Filecoin programs: the config is the demo's.
+    let steps = format!(
+        "cd /src\n{}",
+        debian::readme_install_steps("examples/demo.toml")
+    );
     assert!(steps.contains("systemctl enable --now venussup"), "{steps}");
     let t0 = Instant::now();
     c.sh(&steps);

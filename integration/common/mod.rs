@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod debian;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
