@@ -279,6 +279,7 @@ if [ "$phase" = 1 ]; then
     echo "venussup's log, restarting -> started, confined (µs): $(spawn_times "$since" lat-both | paste -sd' ')"
     echo "venussup's log, restarting -> started, affinity-only (µs): $(spawn_times "$since" lat-affinity | paste -sd' ')"
   } | raw latency
+  journalctl --no-pager -o cat -u venussup --since "@$since" | grep -e 'service=lat-both' | head -40 | raw latency-log
   spawn_both=$(spawn_times "$since" lat-both | median) spawn_aff=$(spawn_times "$since" lat-affinity | median)
   if [ -n "$both" ] && [ -n "$aff" ] && [ "$nb" = $LAT_ROUNDS ] && [ "$na" = $LAT_ROUNDS ]; then
     ratio=$(awk -v b="$both" -v a="$aff" 'BEGIN { printf "%.2f", b / a }')

@@ -33,8 +33,8 @@
 //!    has one thread, so moving it moves the whole process. v2 has no such
 //!    file for domain cgroups: there the child is born in its cgroup and
 //!    nothing migrates at all.
-//! 3. [`kill_all`] and [`release`] once it is down; [`cleanup_stale`] at
-//!    daemon start.
+//! 3. [`kill_all`] whenever its main process is gone, [`release`] once it
+//!    is down for good; [`cleanup_stale`] at daemon start.
 //!
 //! The hierarchy is what the plan's host said ([`Hierarchy::detect`]): cgroup
 //! v2 when venussup's own cgroup offers the cpuset controller, else the v1
@@ -384,23 +384,40 @@ fn prepare_once(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, 
 }
 
 /// Kills every process in the service's cgroup(s), so nothing it started
-/// outlives it: on v2 through `cgroup.kill` (Linux 5.14; one write kills
-/// the whole subtree, including what forks meanwhile), else with SIGKILL
-/// to each process found. Does not wait: the dead are reaped by the
+/// outlives it: SIGKILL to each process found, again until a pass finds
+/// none it has not killed (what forked meanwhile), at most
+/// [`KILL_PASSES`] passes. Does not wait: the dead are reaped by the
 /// supervisor (the orphans among them are its to reap, as a subreaper).
+///
+/// Not through v2's `cgroup.kill`: after one write to it, every child later
+/// born in that cgroup with `clone3(CLONE_INTO_CGROUP)` is killed at once
+/// (seen on Debian 12's 6.1.0-50 and on 6.18: the kernel compares the kill
+/// sequence of the cgroup the child is born in with its parent's), so the
+/// service's next start would die at birth, again and again.
 pub fn kill_all(setup: &CgroupSetup, name: &str) -> Result<(), ConfineError> {
     check_name(name)?;
     for dir in setup.dirs(name) {
-        let v2 = matches!(setup.hierarchy, Hierarchy::V2 { .. });
-        if v2 && setup.fs.write(&dir, "cgroup.kill", "1").is_ok() {
-            continue;
-        }
-        for pid in all_pids(setup, &dir)? {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let mut killed = BTreeSet::new();
+        for _ in 0..KILL_PASSES {
+            let new: Vec<i32> = all_pids(setup, &dir)?
+                .into_iter()
+                .filter(|p| killed.insert(*p))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            for pid in new {
+                let _ =
+                    nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
         }
     }
     Ok(())
 }
+
+/// Passes of [`kill_all`] over a cgroup: enough for what a dying process
+/// tree forks meanwhile, bounded against one that forks without end.
+const KILL_PASSES: usize = 8;
 
 /// Removes the service's cgroup(s) once it stopped (kills nothing: a
 /// cgroup that still has processes is an error naming them).

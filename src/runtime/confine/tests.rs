@@ -373,3 +373,71 @@ fn the_parent_is_made_ready_once_and_again_when_it_was_removed_behind_our_back()
     assert_eq!(read(&root, &format!("{cs}/cpuset.mems")), "0-1");
     assert_eq!(read(&root, &format!("{cs}/w/cpuset.cpus")), "0-3");
 }
+
+/// On this machine's real cgroup2 mount (root; skipped elsewhere): after
+/// `kill_all`, a child is still born alive in the cgroup by
+/// `clone3(CLONE_INTO_CGROUP)` (a write to `cgroup.kill` would kill every
+/// later child at birth; see `kill_all`).
+#[test]
+fn after_kill_all_the_next_child_born_in_the_cgroup_lives() {
+    use crate::sys::spawn::{spawn, CgroupTarget, Output, SpawnSpec};
+    use std::os::fd::AsFd as _;
+    use std::time::Duration;
+    let table = fs::read_to_string(crate::util::mountinfo::MOUNTINFO).unwrap();
+    let Some(mount) = crate::util::mountinfo::parse(&table)
+        .into_iter()
+        .find(|m| m.fstype == "cgroup2")
+    else {
+        eprintln!("SKIPPED: no cgroup2 mount");
+        return;
+    };
+    let hierarchy = Hierarchy::V2 {
+        mount: mount.point.into(),
+        own: "/".into(),
+        memory: false,
+    };
+    let parent = format!("venussup-test-killall-{}", std::process::id());
+    let setup = CgroupSetup::new(hierarchy, &parent, Cgroupfs::real()).unwrap();
+    let dir = setup.dirs("w").remove(0);
+    if let Err(e) = fs::create_dir_all(&dir) {
+        eprintln!("SKIPPED: cannot make a cgroup ({e})");
+        return;
+    }
+    let cgroupfs = Cgroupfs::real();
+    let run = |seconds: &str| {
+        let (d, p) = (
+            cgroupfs.open_dir(&dir).unwrap(),
+            cgroupfs.open_procs(&dir).unwrap(),
+        );
+        let argv = vec!["/bin/sleep".to_string(), seconds.to_string()];
+        let env = std::collections::BTreeMap::from([("PATH".to_string(), "/bin".to_string())]);
+        let mut spec = SpawnSpec::helper(&argv, &env, Output::Append("/dev/null".into()), None);
+        spec.cgroup = Some(CgroupTarget {
+            dir: d.as_fd(),
+            procs: p.as_fd(),
+        });
+        spawn(spec).unwrap().pid
+    };
+    let first = run("30");
+    kill_all(&setup, "w").unwrap();
+    let killed = nix::sys::wait::waitpid(first, None).unwrap();
+    let second = run("0.05");
+    let lived = nix::sys::wait::waitpid(second, None).unwrap();
+    // A killed child leaves its cgroup once the kernel has finished it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while fs::remove_dir(&dir).is_err() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    let _ = fs::remove_dir(dir.parent().unwrap());
+    assert!(
+        matches!(
+            killed,
+            nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)
+        ),
+        "{killed:?}"
+    );
+    assert!(
+        matches!(lived, nix::sys::wait::WaitStatus::Exited(_, 0)),
+        "the next child was killed at birth: {lived:?}"
+    );
+}
