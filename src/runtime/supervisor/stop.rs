@@ -55,7 +55,7 @@ impl Supervisor {
 
     /// A service's main process is gone: whatever is left in its cgroup
     /// is killed (nothing escapes by double-forking, nothing holds a GPU
-    /// into the next run). On v2 one write to `cgroup.kill`.
+    /// into the next run).
     pub(super) fn empty_cgroup(&self, i: usize) {
         let Some(setup) = &self.cgroups else { return };
         let name = &self.services[i].plan.name;
