@@ -39,6 +39,34 @@ pub fn lock_cache(cache: &Path) -> Result<nix::fcntl::Flock<fs::File>, String> {
         .map_err(|(_, e)| format!("failed to lock {}/.lock: {e}", cache.display()))
 }
 
+/// The Debian mirror this machine's apt uses (the first `URIs:` of a
+/// deb822 source, or the URI of a `deb` line, that serves `/debian`), so
+/// the guest comes from where the machine's own packages come; none, and
+/// debootstrap takes its default, when apt names none.
+fn apt_mirror() -> Option<String> {
+    let mut texts: Vec<String> = fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sources" || e == "list"))
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .collect();
+    texts.extend(fs::read_to_string("/etc/apt/sources.list").ok());
+    texts.iter().flat_map(|t| t.lines()).find_map(|line| {
+        let uri = match line.trim().strip_prefix("URIs:") {
+            Some(rest) => rest.split_whitespace().next(),
+            None => line
+                .trim()
+                .strip_prefix("deb ")
+                .and_then(|rest| rest.split_whitespace().find(|w| w.contains("://"))),
+        }?;
+        uri.trim_end_matches('/')
+            .ends_with("/debian")
+            .then(|| uri.to_string())
+    })
+}
+
 /// `debootstrap --variant=minbase --include=PACKAGES SUITE TARGET` from
 /// Debian's registry, bounded. `Err` says why there is no root (`TARGET`
 /// is removed then): most often that the registry cannot be reached.
@@ -57,7 +85,7 @@ pub fn debootstrap(
             .args(["--mount", "--propagation", "private", "debootstrap"])
             .args(["--variant=minbase", &format!("--include={packages}"), suite])
             .arg(target)
-            .arg("http://deb.debian.org/debian"),
+            .args(apt_mirror()),
         bound,
     );
     let failed = match &out {
