@@ -22,11 +22,11 @@ mod common;
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::AsFd as _;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{bin, debian, project_file, run_bounded, venussup};
@@ -308,6 +308,9 @@ impl Qemu {
     /// the guest writes it.
     fn wait(&mut self, bound: Duration, results: &Path, t0: Instant) -> Option<ExitStatus> {
         let deadline = Instant::now() + bound;
+        let pid = self.child.as_ref().map_or(0, Child::id);
+        let exited = common::daemon::pidfd(i32::try_from(pid).unwrap_or(0))
+            .expect("a pidfd for qemu (Linux 5.3 or newer)");
         let mut shown = 0;
         loop {
             let lines: Vec<String> = fs::read_to_string(results)
@@ -327,7 +330,13 @@ impl Qemu {
                 self.kill();
                 return None;
             }
-            thread::sleep(Duration::from_millis(500));
+            // qemu's exit wakes this at once; meanwhile the guest's new
+            // result lines are shown every half second.
+            let mut fds = [nix::poll::PollFd::new(
+                exited.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(500u16));
         }
     }
 

@@ -85,14 +85,16 @@ pub unsafe fn clone_into_cgroup(
     let mut child = child;
     let arg = (&raw mut child).cast::<libc::c_void>();
     let ret: i64;
-    // SAFETY: the syscall reads `args` (alive on this frame). In the
-    // parent it returns the pid or -errno in rax and the code below the
-    // label is skipped. In the child (rax = 0) the kernel has set the
-    // stack pointer to the end of `stack`: it clears the frame pointer,
-    // calls `child_entry(arg)` there (16-byte aligned before the call, as
-    // the ABI wants) and never comes back (`child_entry` ends in `_exit`;
-    // `ud2` traps if it did). r12 and r13 survive the syscall; rcx and r11
-    // do not and are declared clobbered, so no input is placed in them.
+    // The syscall reads `args` (alive on this frame). In the parent it
+    // returns the pid or -errno in rax and the code below the label is
+    // skipped. In the child (rax = 0) the kernel has set the stack pointer
+    // to the end of `stack`: it clears the frame pointer, calls
+    // `child_entry(arg)` there (16-byte aligned before the call, as the ABI
+    // wants) and never comes back (`child_entry` ends in `_exit`; `ud2`
+    // traps if it did). r12 and r13 survive the syscall; rcx and r11 do
+    // not and are declared clobbered, so no input is placed in them.
+    // SAFETY: as said just above, and the caller's contract (no
+    // allocation, lock or handler in the child; a private aligned stack).
     unsafe {
         std::arch::asm!(
             "syscall",
