@@ -92,7 +92,23 @@ impl Setup {
         self.launch(prefix, &[], env)
     }
 
+    /// Starts `venussup run` at `oom_score_adj` `adj` (as a unit's
+    /// `OOMScoreAdjust=` would; raising needs no privilege).
+    pub fn start_oom(&self, adj: i32) -> Daemon {
+        self.launch_with(&[], &[], &[], Some(adj))
+    }
+
     fn launch(&self, prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        self.launch_with(prefix, args, env, None)
+    }
+
+    fn launch_with(
+        &self,
+        prefix: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        oom: Option<i32>,
+    ) -> Daemon {
         let stderr = fs::File::create(self.dir.path().join("daemon.log")).unwrap();
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
@@ -109,6 +125,31 @@ impl Setup {
             .stdout(Stdio::null())
             .stderr(stderr)
             .envs(env.iter().copied());
+        if let Some(adj) = oom {
+            use std::os::unix::process::CommandExt;
+            let text = adj.to_string().into_bytes();
+            let write = move || {
+                let path = c"/proc/self/oom_score_adj";
+                // SAFETY: open, write and close on a static path and bytes
+                // made before the fork: no allocation, no lock.
+                let ok = unsafe {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                    let n = libc::write(fd, text.as_ptr().cast(), text.len());
+                    libc::close(fd);
+                    usize::try_from(n).ok() == Some(text.len())
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            // SAFETY: `write` only makes syscalls (see above), as a child
+            // between fork and exec may.
+            unsafe {
+                cmd.pre_exec(write);
+            }
+        }
         let child = cmd.spawn().unwrap();
         fs::create_dir_all(self.state_dir()).unwrap();
         Daemon {

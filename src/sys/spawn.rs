@@ -331,10 +331,7 @@ impl OomValue {
         let mut text = [0u8; 8];
         let s = value.clamp(-1000, 1000).to_string();
         text[..s.len()].copy_from_slice(s.as_bytes());
-        Self {
-            text,
-            len: s.len(),
-        }
+        Self { text, len: s.len() }
     }
 
     fn bytes(&self) -> &[u8] {
@@ -892,7 +889,10 @@ mod tests {
 
     /// What `cat /proc/self/oom_score_adj` prints when spawned with `value`.
     fn oom_of_child(value: i32) -> Result<String, SpawnError> {
-        let argv = vec!["/bin/cat".to_string(), "/proc/self/oom_score_adj".to_string()];
+        let argv = vec![
+            "/bin/cat".to_string(),
+            "/proc/self/oom_score_adj".to_string(),
+        ];
         let env = env("/usr/bin:/bin");
         let mut s = spec(&argv, &env);
         s.oom_score_adj = Some(value);
@@ -927,7 +927,9 @@ mod tests {
             }
         }
         assert_eq!(
-            std::fs::read_to_string("/proc/self/oom_score_adj").unwrap().trim(),
+            std::fs::read_to_string("/proc/self/oom_score_adj")
+                .unwrap()
+                .trim(),
             own.to_string(),
             "the parent's own value is untouched"
         );
