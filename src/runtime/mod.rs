@@ -311,8 +311,13 @@ pub fn run(args: &RunArgs, handed: Handed) -> u8 {
         nix::sys::signal::Signal::SIGTERM,
         std::time::Duration::from_secs(30),
     );
-    if !resuming {
-        adopt::stop_leftovers(&state_dir, Path::new("/proc"), &stops, default_stop);
+    // A new image keeps its own children; anything else recorded is an
+    // earlier daemon's and goes (a state it cannot read adopts what is
+    // left in services.json).
+    let ours = |pid: i32| resuming && crate::sys::reexec::is_child(pid);
+    let state_readable = incoming.as_ref().is_some_and(|(i, _)| i.state.is_ok());
+    if !state_readable {
+        adopt::stop_leftovers(&state_dir, Path::new("/proc"), &stops, default_stop, &ours);
     }
     let (mut incoming, read_at) = match incoming {
         Some((i, at)) => (Some(i), at),
