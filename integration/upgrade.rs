@@ -30,12 +30,26 @@ fn standin(name: &str, extra: &str) -> String {
     )
 }
 
+/// Puts a copy of `src` at `dest`, mode 0755, written by an `install`
+/// process of its own: a file this multi-threaded test process wrote
+/// itself could still be open for writing in a child another test thread
+/// just forked, and executing it would fail with ETXTBSY.
+fn place(src: &Path, dest: &Path) {
+    let out = common::run_bounded(
+        std::process::Command::new("install")
+            .args(["-m", "0755"])
+            .arg(src)
+            .arg(dest),
+        WAIT,
+    );
+    out.expect_code(0);
+}
+
 /// The venussup binary copied to `name` in the test's folder: "a second
 /// build" at another path.
 fn copy_of_bin(setup: &Setup, name: &str) -> PathBuf {
     let path = setup.path(name);
-    fs::copy(bin(), &path).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    place(&bin(), &path);
     path
 }
 
@@ -46,8 +60,9 @@ fn script(setup: &Setup, name: &str, body: &str) -> PathBuf {
     let text = body
         .replace("{bin}", bin().to_str().unwrap())
         .replace("{dir}", setup.dir.path().to_str().unwrap());
-    fs::write(&path, format!("#!/bin/sh\n{text}")).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    let draft = setup.path(&format!("{name}.draft"));
+    fs::write(&draft, format!("#!/bin/sh\n{text}")).unwrap();
+    place(&draft, &path);
     path
 }
 

@@ -125,29 +125,42 @@ impl Setup {
             .stdout(Stdio::null())
             .stderr(stderr)
             .envs(env.iter().copied());
-        if let Some(adj) = oom {
-            use std::os::unix::process::CommandExt;
-            let text = adj.to_string().into_bytes();
-            let write = move || {
-                let path = c"/proc/self/oom_score_adj";
-                // SAFETY: open, write and close on a static path and bytes
-                // made before the fork: no allocation, no lock.
-                let ok = unsafe {
-                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
-                    let n = libc::write(fd, text.as_ptr().cast(), text.len());
-                    libc::close(fd);
-                    usize::try_from(n).ok() == Some(text.len())
-                };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
+        // No core file in the project folder (the daemon's working folder)
+        // when a test makes it abort; and, if asked, an oom_score_adj.
+        let oom_text = oom.map(|adj| adj.to_string().into_bytes());
+        let pre = move || {
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
             };
-            // SAFETY: `write` only makes syscalls (see above), as a child
+            // SAFETY: setrlimit reads a struct on this stack frame.
+            if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let Some(text) = &oom_text else {
+                return Ok(());
+            };
+            let path = c"/proc/self/oom_score_adj";
+            // SAFETY: open, write and close on a static path and bytes made
+            // before the fork: no allocation, no lock.
+            let ok = unsafe {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                let n = libc::write(fd, text.as_ptr().cast(), text.len());
+                libc::close(fd);
+                usize::try_from(n).ok() == Some(text.len())
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: `pre` only makes syscalls (see above), as a child
             // between fork and exec may.
             unsafe {
-                cmd.pre_exec(write);
+                cmd.pre_exec(pre);
             }
         }
         let child = cmd.spawn().unwrap();
