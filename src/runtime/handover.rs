@@ -256,7 +256,8 @@ pub struct DrainRecord {
     pub quiet_since: Option<Mono>,
 }
 
-/// A service's [`Lifecycle`].
+/// A service's lifecycle (`service::Lifecycle`, which is private to the
+/// runtime).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LifeRecord {
