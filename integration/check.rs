@@ -58,6 +58,7 @@ const BROKEN: &[(&str, &str, usize, usize, &str)] = &[
     ("bad signal", "[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nstop_signal = \"SIGSTOPPP\"\n", 4, 15, "not a signal name"),
     ("bad env name", "[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nenv = { \"1X\" = \"y\" }\n", 4, 9, "not an environment variable name"),
     ("bad ready address", "[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nready = { tcp = \"localhost\" }\n", 4, 17, "not an IP address and port"),
+    ("oom_score_adjust out of range", "[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\noom_score_adjust = 2000\n", 4, 20, "the kernel takes -1000 (never OOM-killed) to 1000"),
     ("unset variable", "[[service]]\nname = \"a\"\ncommand = [\"/bin/echo\", \"${MINER_TOKN}\"]\n", 3, 11, "`${MINER_TOKN}`"),
     ("once on a daemon", "[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nonce = true\n", 4, 8, "`once` applies to oneshot"),
     ("jitter not below every", "[[timer]]\nname = \"pledge\"\ncommand = [\"/bin/true\"]\nevery = \"1m\"\njitter = \"1m\"\n", 5, 10, "must be shorter than `every`"),
@@ -237,4 +238,26 @@ fn a_relative_program_is_found_from_the_configs_folder() {
     let out = venussup(&["check", "--config", path.to_str().unwrap()]);
     out.expect_code(0);
     assert!(!out.stderr.contains(": warning:"), "{}", out.stderr);
+}
+
+#[test]
+fn oom_score_adjust_is_shown_in_the_plan() {
+    let (_dir, path, out) = check_text(&format!("{OK_SERVICE}oom_score_adjust = -500\n"));
+    out.expect_code(0);
+    assert!(
+        out.stdout
+            .contains("oom_score_adj -500 (set before exec; 0 unless configured)"),
+        "{}",
+        out.stdout
+    );
+    let json = venussup(&["check", "--json", "--config", path.to_str().unwrap()]);
+    let doc = json.expect_code(0).json();
+    assert_eq!(doc["plan"]["services"][0]["oom_score_adjust"], -500);
+    let (_dir, path, _) = check_text(OK_SERVICE);
+    let json = venussup(&["check", "--json", "--config", path.to_str().unwrap()]);
+    assert_eq!(
+        json.json()["plan"]["services"][0]["oom_score_adjust"],
+        0,
+        "the default"
+    );
 }

@@ -2,8 +2,8 @@
 //! namespace (as in a container) and stop cleanly; the boot-time unit
 //! passes `systemd-analyze verify`, outlasts the examples' stop chains, and
 //! works under a real systemd booted in a container (`systemd-nspawn`):
-//! installed as the README says, active after boot, reloaded, restarted
-//! after a crash, stopped gracefully.
+//! installed as the README says, active after boot, reloaded, upgraded in
+//! place, restarted after a crash, stopped gracefully.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -867,6 +867,84 @@ fn the_unit_under_a_real_systemd_starts_at_boot_reports_reloads_survives_a_crash
         c.unit()["StatusText"],
         "4/4 services running, 0 failed or backing off"
     );
+
+    // An upgrade in place, as the README says: install the new binary over
+    // the old one, then `venussup upgrade`. systemd sees the same main
+    // process, still active, and no service notices.
+    let unit = c.unit();
+    let main_pid = unit["MainPID"].clone();
+    let (restarts, watchdog) = (unit["NRestarts"].clone(), unit["WatchdogUSec"].clone());
+    let before: BTreeMap<&str, Vec<i32>> = daemons.iter().map(|n| (*n, c.standins(n))).collect();
+    let t0 = Instant::now();
+    let out = c.sh(
+        "install -m 0755 /src/target/release/venussup /usr/local/bin/venussup\n\
+         readlink /proc/$(systemctl show -P MainPID venussup)/exe\n\
+         venussup upgrade",
+    );
+    timing("install + venussup upgrade", t0.elapsed());
+    assert!(
+        out.stdout
+            .starts_with("/usr/local/bin/venussup (deleted)\n"),
+        "install replaced the running program's file: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "upgraded in place: pid {main_pid} runs venussup {} (/usr/local/bin/venussup)",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        out.stdout
+    );
+    let unit = c.unit();
+    assert_eq!(
+        unit["MainPID"], main_pid,
+        "systemd's main process is the same"
+    );
+    assert_eq!(
+        (unit["ActiveState"].as_str(), unit["SubState"].as_str()),
+        ("active", "running"),
+        "{unit:?}"
+    );
+    assert_eq!(unit["NRestarts"], restarts);
+    assert_eq!(unit["WatchdogUSec"], watchdog);
+    for name in &daemons {
+        assert_eq!(c.standins(name), before[name], "{name} kept its process");
+    }
+    let exe = c.sh(&format!("readlink /proc/{main_pid}/exe")).stdout;
+    assert_eq!(
+        exe.trim(),
+        "/usr/local/bin/venussup",
+        "it runs the new file"
+    );
+    let st = c.wait_snapshot("the upgrade in the snapshot", |st| {
+        st["handover"]["reason"] == "upgrade"
+    });
+    assert_eq!(st["handover"]["lost"], serde_json::json!([]));
+    assert_eq!(
+        c.unit()["StatusText"],
+        "4/4 services running, 0 failed or backing off"
+    );
+    // The OOM killer's order: the unit asks -1000 for venussup; each
+    // service set its own 0 before exec.
+    assert_eq!(unit["OOMScoreAdjust"], "-1000");
+    let daemon_adj = c.sh(&format!("cat /proc/{main_pid}/oom_score_adj")).stdout;
+    if daemon_adj.trim() == "-1000" {
+        say("  OOMScoreAdjust=-1000 is venussup's oom_score_adj");
+    } else {
+        // systemd ignores a refused write (a container without
+        // CAP_SYS_RESOURCE, as on the development VM).
+        say(&format!(
+            "  the container's systemd could not set OOMScoreAdjust=-1000 here (no CAP_SYS_RESOURCE): venussup runs at {}",
+            daemon_adj.trim()
+        ));
+    }
+    for name in &daemons {
+        for pid in c.standins(name) {
+            let adj = fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+            assert_eq!(adj.trim(), "0", "{name}");
+        }
+    }
 
     // A crash of venussup itself: systemd restarts it, and every service
     // runs again exactly once.

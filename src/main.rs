@@ -15,7 +15,11 @@ use venussup::util::fsroot::FsRoot;
 /// venus-sealer and venus-worker confined to their cores and GPUs, restarts
 /// them, runs the pledge timer and reports status.
 #[derive(Debug, Parser)]
-#[command(name = "venussup", version, propagate_version = true)]
+#[command(
+    name = "venussup",
+    version = venussup::runtime::handover::VERSION,
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,6 +65,15 @@ enum Command {
         /// from RUST_LOG, else `info`.
         #[arg(long, value_name = "LEVEL")]
         log_level: Option<String>,
+        /// The state the previous image of this process handed over, in
+        /// this memfd (`venussup upgrade`, or a panic, re-executes `run`
+        /// in place with it).
+        #[arg(long, value_name = "FD", hide = true)]
+        handover: Option<i32>,
+        /// When the previous image panicked (CLOCK_MONOTONIC ns): a second
+        /// panic within a minute gives up.
+        #[arg(long, value_name = "NS", hide = true)]
+        panicked_at: Option<u64>,
     },
     /// A stand-in for venus-sealer and venus-worker, for the demo and the
     /// tests: listens, logs, reports its CPUs and environment, crashes on
@@ -123,6 +136,17 @@ enum Command {
     },
     /// Re-read the config and apply what changed.
     Reload {
+        #[command(flatten)]
+        config: ConfigOpt,
+    },
+    /// Replace the running daemon's program with a new one in place: same
+    /// pid, every service and timer run keeps running. Install the new
+    /// binary first; a failed check or exec changes nothing.
+    Upgrade {
+        /// The new program (default: the file the daemon was started
+        /// from, e.g. /usr/local/bin/venussup after `install`).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigOpt,
     },
@@ -250,7 +274,19 @@ fn dispatch(cli: Cli) -> u8 {
             config,
             fs_root,
             log_level,
-        } => venussup::runtime::run(&config.config, &fs_root.root(), log_level.as_deref()),
+            handover,
+            panicked_at,
+        } => venussup::runtime::run(
+            &venussup::runtime::RunArgs {
+                config: config.config,
+                fs_root: fs_root.root(),
+                log_level,
+            },
+            venussup::runtime::Handed {
+                handover,
+                panicked_at,
+            },
+        ),
         Command::Standin(opts) => commands::standin::run(&opts),
         Command::Webhook {
             url,
@@ -278,6 +314,7 @@ fn dispatch(cli: Cli) -> u8 {
             },
         ),
         Command::Reload { config } => commands::requests::simple(&config.config, Request::Reload),
+        Command::Upgrade { binary, config } => commands::requests::upgrade(&config.config, binary),
         Command::Timer {
             action: TimerAction::Run,
             name,

@@ -79,6 +79,7 @@ struct Args {
     scale_rounds: usize,
     orphans: u32,
     orphan_rounds: usize,
+    handover_rounds: usize,
     json: PathBuf,
     venussup: PathBuf,
     only: Option<Vec<String>>,
@@ -95,6 +96,7 @@ fn parse_args() -> Result<Args, String> {
         scale_rounds: 3,
         orphans: 500,
         orphan_rounds: 5,
+        handover_rounds: 10,
         json: PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/target/venussup-bench.json"
@@ -119,6 +121,7 @@ fn parse_args() -> Result<Args, String> {
                 a.scale_rounds = 1;
                 a.orphans = 100;
                 a.orphan_rounds = 1;
+                a.handover_rounds = 3;
             }
             "--rounds" => a.rounds = num(value("a count")?)?,
             "--status-samples" => a.status_samples = num(value("a count")?)?,
@@ -129,12 +132,13 @@ fn parse_args() -> Result<Args, String> {
                 a.orphans = u32::try_from(num(value("a count")?)?).map_err(|e| e.to_string())?
             }
             "--orphan-rounds" => a.orphan_rounds = num(value("a count")?)?,
+            "--handover-rounds" => a.handover_rounds = num(value("a count")?)?,
             "--json" => a.json = PathBuf::from(value("a path")?),
             "--venussup" => a.venussup = PathBuf::from(value("a path")?),
             "--work-dir" => a.work_dir = Some(PathBuf::from(value("a folder")?)),
             "--only" => a.only = Some(value("a list")?.split(',').map(str::to_string).collect()),
             "-h" | "--help" => {
-                println!("usage: cargo bench --bench supervisors -- [--quick] [--rounds N] [--status-samples N] [--idle-secs N] [--scale N] [--scale-rounds N] [--orphans N] [--orphan-rounds N] [--only venussup,s6,runit,supervisord,venussup-unconfined] [--json PATH] [--venussup PATH] [--work-dir DIR (default: /dev/shm when it is tmpfs)]");
+                println!("usage: cargo bench --bench supervisors -- [--quick] [--rounds N] [--status-samples N] [--idle-secs N] [--scale N] [--scale-rounds N] [--orphans N] [--orphan-rounds N] [--handover-rounds N] [--only venussup,s6,runit,supervisord,venussup-unconfined] [--json PATH] [--venussup PATH] [--work-dir DIR (default: /dev/shm when it is tmpfs)]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
@@ -398,6 +402,7 @@ fn main() {
             "quick": args.quick, "restart_rounds": args.rounds, "status_samples": args.status_samples,
             "idle_seconds": args.idle_secs, "scale": args.scale, "scale_rounds": args.scale_rounds,
             "orphans": args.orphans, "orphan_rounds": args.orphan_rounds,
+            "handover_rounds": args.handover_rounds,
         },
         "skipped": skipped,
     });
@@ -424,6 +429,7 @@ fn main() {
     scale_phase(&ctx, &args, &kinds, &mut rng, &mut report);
     if kinds.contains(&Kind::Venus) {
         orphan_phase(&ctx, &args, &mut report);
+        handover_phase(&ctx, &args, &mut report);
     }
     let targets = targets(&report);
     println!("\nTargets (venussup, this run):");
@@ -984,6 +990,90 @@ fn orphan_phase(ctx: &Ctx, args: &Args, report: &mut Value) {
     });
 }
 
+/// venussup alone, 10 and `--scale` services: `upgrade` to another copy of
+/// the binary, rounds alternating between two copies. Measured: the
+/// handover as the new image reports it (from the old image beginning to
+/// write its state to the new one running its loop with every child
+/// adopted), and the `upgrade` request's round trip (the new program's
+/// `--version` and `check` included). Every service must keep its pid: no
+/// new stamp may appear.
+fn handover_phase(ctx: &Ctx, args: &Args, report: &mut Value) {
+    let copies: Vec<PathBuf> = ["venussup-a", "venussup-b"]
+        .iter()
+        .map(|n| ctx.work.join(n))
+        .collect();
+    for c in &copies {
+        if let Err(e) = fs::copy(&ctx.venussup, c) {
+            eprintln!("handover: failed to copy the binary: {e}");
+            return;
+        }
+    }
+    println!(
+        "\nHandover: `venussup upgrade` to another copy of the binary, {} rounds, every service kept",
+        args.handover_rounds
+    );
+    header("  handover, old image's state -> new image running its loop (ms)");
+    let mut out = serde_json::Map::new();
+    let mut trips = Vec::new();
+    for n in [10, args.scale] {
+        let Ok(mut s) = Sup::prepare(ctx, Kind::Venus, n, "handover") else {
+            eprintln!("handover: setup failed");
+            continue;
+        };
+        let started = s.start().map(|t0| s.stamps.wait_all(t0 + secs(180.0)));
+        if !matches!(started, Ok(Some(_))) {
+            eprintln!("handover: {n} services did not start within 180 s");
+            finish(&mut s);
+            s.remove_files();
+            continue;
+        }
+        let main = s.main_pid();
+        let stamps_before = s.stamps.count;
+        let (mut handover, mut round_trip, mut kept, mut lost) = (Vec::new(), Vec::new(), true, 0);
+        for round in 0..args.handover_rounds {
+            match s.upgrade(&copies[round % 2]) {
+                Some((answer, t)) => {
+                    handover.push(answer["handover_ms"].as_f64().unwrap_or(f64::NAN));
+                    round_trip.push(ms(t));
+                    kept &= answer["pid"].as_i64() == main.map(i64::from)
+                        && answer["services"].as_u64() == Some(n as u64);
+                    lost += answer["lost"].as_array().map_or(0, Vec::len);
+                }
+                None => kept = false,
+            }
+        }
+        // A restarted service would have stamped again.
+        let _ = s.stamps.wait_for(mono_ns() + secs(0.2), |_, _| true);
+        kept &= s.stamps.count == stamps_before;
+        let sum = summarize(&handover);
+        println!(
+            "{}{}",
+            row_summary(&format!("venussup, {n} services"), sum),
+            if kept && lost == 0 {
+                String::new()
+            } else {
+                format!("  (NOT all kept: {lost} lost)")
+            }
+        );
+        trips.push((n, summarize(&round_trip)));
+        out.insert(
+            n.to_string(),
+            json!({"handover_ms": sum, "upgrade_round_trip_ms": summarize(&round_trip), "all_kept": kept && lost == 0}),
+        );
+        // Stopped by venussup (which removes its cgroups), as every phase.
+        if s.stop(STOP_LIMIT).is_none() {
+            eprintln!("handover: {n} services not stopped within {STOP_LIMIT:?}; killing them");
+        }
+        finish(&mut s);
+        s.remove_files();
+    }
+    header("  `upgrade` round trip, the new program's --version and check included (ms)");
+    for (n, sum) in trips {
+        println!("{}", row_summary(&format!("venussup, {n} services"), sum));
+    }
+    report["handover"] = Value::Object(out);
+}
+
 /// The targets, judged on this run's numbers.
 fn targets(r: &Value) -> Vec<Value> {
     let mut out = Vec::new();
@@ -1054,6 +1144,19 @@ fn targets(r: &Value) -> Vec<Value> {
                     .unwrap_or(f64::NAN)
             ),
         );
+    }
+    for (n, limit) in [(10u64, 50.0), (n, 500.0)] {
+        let h = &r["handover"][n.to_string()];
+        if let Some(max) = h["handover_ms"]["max"].as_f64() {
+            t(
+                &format!("handover under {limit} ms at {n} services, every service kept"),
+                max < limit && h["all_kept"] == true,
+                format!(
+                    "median {:.1} ms, max {max:.1} ms",
+                    h["handover_ms"]["median"].as_f64().unwrap_or(f64::NAN)
+                ),
+            );
+        }
     }
     if let Some(o) = r["orphans"]["reaped_after_maker_done_ms"]["max"].as_f64() {
         let z = r["orphans"]["zombies_left"]

@@ -470,6 +470,26 @@ impl Sup {
         line.contains("\"ok\":true").then_some(t)
     }
 
+    /// venussup only: `upgrade` to `binary` over the control socket; the
+    /// new image's answer and the round trip (ns), checks included.
+    pub fn upgrade(&self, binary: &Path) -> Option<(serde_json::Value, u64)> {
+        let sock = self.root.join("state").join("control.sock");
+        let request = serde_json::json!({"version": 1, "command": "upgrade", "binary": binary});
+        let t0 = mono_ns();
+        let mut s = UnixStream::connect(&sock).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
+        s.write_all(format!("{request}\n").as_bytes()).ok()?;
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).ok()?;
+        let t = mono_ns() - t0;
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        if v["ok"] != true {
+            eprintln!("venussup upgrade refused: {}", v["error"]);
+            return None;
+        }
+        Some((v["result"].clone(), t))
+    }
+
     /// Removes its folder (service logs and all).
     pub fn remove_files(&self) {
         let _ = fs::remove_dir_all(&self.root);

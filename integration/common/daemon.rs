@@ -92,7 +92,23 @@ impl Setup {
         self.launch(prefix, &[], env)
     }
 
+    /// Starts `venussup run` at `oom_score_adj` `adj` (as a unit's
+    /// `OOMScoreAdjust=` would; raising needs no privilege).
+    pub fn start_oom(&self, adj: i32) -> Daemon {
+        self.launch_with(&[], &[], &[], Some(adj))
+    }
+
     fn launch(&self, prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        self.launch_with(prefix, args, env, None)
+    }
+
+    fn launch_with(
+        &self,
+        prefix: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        oom: Option<i32>,
+    ) -> Daemon {
         let stderr = fs::File::create(self.dir.path().join("daemon.log")).unwrap();
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
@@ -109,6 +125,44 @@ impl Setup {
             .stdout(Stdio::null())
             .stderr(stderr)
             .envs(env.iter().copied());
+        // No core file in the project folder (the daemon's working folder)
+        // when a test makes it abort; and, if asked, an oom_score_adj.
+        let oom_text = oom.map(|adj| adj.to_string().into_bytes());
+        let pre = move || {
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: setrlimit reads a struct on this stack frame.
+            if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let Some(text) = &oom_text else {
+                return Ok(());
+            };
+            let path = c"/proc/self/oom_score_adj";
+            // SAFETY: open, write and close on a static path and bytes made
+            // before the fork: no allocation, no lock.
+            let ok = unsafe {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                let n = libc::write(fd, text.as_ptr().cast(), text.len());
+                libc::close(fd);
+                usize::try_from(n).ok() == Some(text.len())
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: `pre` only makes syscalls (see above), as a child
+            // between fork and exec may.
+            unsafe {
+                cmd.pre_exec(pre);
+            }
+        }
         let child = cmd.spawn().unwrap();
         fs::create_dir_all(self.state_dir()).unwrap();
         Daemon {

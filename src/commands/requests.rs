@@ -85,6 +85,65 @@ fn summary_line(v: &Value) -> String {
     v.to_string()
 }
 
+/// How long `upgrade` waits for its answer: the new program's checks
+/// (bounded by the daemon: 10 s and 60 s), then the handover.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `upgrade [--binary PATH]`: the daemon checks the new program and
+/// replaces its own with it in place; the answer comes from the new image.
+pub fn upgrade(config: &Path, binary: Option<PathBuf>) -> u8 {
+    // A relative path is the caller's, not the daemon's.
+    let binary = binary.map(|b| std::path::absolute(&b).unwrap_or(b));
+    let state_dir = state_dir_of(config);
+    match client::request_within(&state_dir, Command::Upgrade { binary }, UPGRADE_TIMEOUT) {
+        Ok(v) => {
+            for lost in v["lost"].as_array().into_iter().flatten() {
+                eprintln!(
+                    "venussup: the handover lost: {}",
+                    lost.as_str().unwrap_or("")
+                );
+            }
+            emit(&format!("{}\n", upgraded_line(&v)))
+        }
+        Err(ClientError::BadAnswer(why)) => {
+            // The new image runs but could not read the state (so it does
+            // not know who asked): its status says what it kept.
+            eprintln!("venussup: no answer to the upgrade ({why})");
+            if let Ok(st) = client::request(&state_dir, Command::Status { name: None }) {
+                let h = &st["handover"];
+                eprintln!(
+                    "venussup: the daemon (pid {}) runs venussup {}; its last handover lost: {}",
+                    st["pid"],
+                    st["venussup"].as_str().unwrap_or("?"),
+                    h["lost"]
+                );
+            }
+            exit::FAILURE
+        }
+        Err(e) => {
+            eprintln!("venussup: {e}");
+            match e {
+                ClientError::Unreachable { .. } => exit::UNREACHABLE,
+                _ => exit::FAILURE,
+            }
+        }
+    }
+}
+
+/// `upgraded in place: pid 812 runs venussup 0.2.0 (/usr/local/bin/venussup); ...`
+fn upgraded_line(v: &Value) -> String {
+    format!(
+        "upgraded in place: pid {} runs venussup {} ({}), was {}; {} service processes and {} timer runs kept; handover {:.1} ms",
+        v["pid"],
+        v["to"].as_str().unwrap_or("?"),
+        v["binary"].as_str().unwrap_or("?"),
+        v["from"].as_str().unwrap_or("?"),
+        v["services"],
+        v["timer_runs"],
+        v["handover_ms"].as_f64().unwrap_or(f64::NAN)
+    )
+}
+
 pub fn metrics(config: &Path) -> u8 {
     match ask(config, Command::Metrics) {
         Ok(Value::String(text)) => emit(&text),
@@ -131,15 +190,39 @@ fn smt_line(snap: &Snapshot) -> String {
 fn table(snap: &Snapshot) -> String {
     let now = unix_now();
     let mut out = String::new();
+    // The daemon's version (an older daemon's snapshot does not say it).
+    let version = if snap.venussup.is_empty() {
+        env!("CARGO_PKG_VERSION")
+    } else {
+        snap.venussup.as_str()
+    };
     let _ = writeln!(
         out,
-        "venussup {} · pid {} · up {} · {}{}",
-        env!("CARGO_PKG_VERSION"),
+        "venussup {version} · pid {} · up {} · {}{}",
         snap.pid,
         ago(now.saturating_sub(snap.started_at)),
         snap.config.display(),
         if snap.stopping { " · stopping" } else { "" }
     );
+    if let Some(h) = &snap.handover {
+        let how = if h.reason == "panic" {
+            "re-executed after a panic"
+        } else {
+            "upgraded in place"
+        };
+        let lost = if h.lost.is_empty() {
+            "nothing lost".to_string()
+        } else {
+            format!("lost: {}", h.lost.join("; "))
+        };
+        let _ = writeln!(
+            out,
+            "      {how} {} ago from {} ({:.1} ms; {lost})",
+            ago(now.saturating_sub(h.at)),
+            h.from,
+            h.ms
+        );
+    }
     let _ = writeln!(out, "host: {}", smt_line(snap));
     if let Some(p) = &snap.prepare {
         let _ = writeln!(out, "      prepared: {}", p.summary());

@@ -531,6 +531,10 @@ pub struct ServiceConfig {
     /// (recorded in the state folder).
     #[serde(default = "spanned_default")]
     pub once: Spanned<bool>,
+    /// The kernel OOM killer's bias for this service's processes, -1000
+    /// (never) to 1000 (first); default 0. venussup itself runs at -1000
+    /// under its unit, and each child sets its own before exec.
+    pub oom_score_adjust: Option<Spanned<i32>>,
 }
 
 fn default_backoff_max() -> HumanDuration {

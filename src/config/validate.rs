@@ -293,6 +293,17 @@ fn service_rules(s: &ServiceConfig, diags: &mut Diagnostics) {
             );
         }
     }
+    if let Some(adj) = &s.oom_score_adjust {
+        if !(-1000..=1000).contains(adj.get_ref()) {
+            diags.error(
+                adj.span(),
+                format!(
+                    "`oom_score_adjust` of `{name}` is {}; the kernel takes -1000 (never OOM-killed) to 1000 (killed first)",
+                    adj.get_ref()
+                ),
+            );
+        }
+    }
     if let Some(g) = &s.give_up {
         if *g.restarts.get_ref() == 0 {
             diags.error(

@@ -26,6 +26,16 @@ pub enum ClientError {
 
 /// Sends `command` to the daemon whose state folder is `state_dir`.
 pub fn request(state_dir: &Path, command: Command) -> Result<serde_json::Value, ClientError> {
+    request_within(state_dir, command, TIMEOUT)
+}
+
+/// [`request`], waiting up to `timeout` for the answer (an upgrade's
+/// answer comes after its checks).
+pub fn request_within(
+    state_dir: &Path,
+    command: Command,
+    timeout: Duration,
+) -> Result<serde_json::Value, ClientError> {
     let path = state_dir.join(SOCKET_NAME);
     let unreachable = |source| ClientError::Unreachable {
         path: path.display().to_string(),
@@ -33,7 +43,7 @@ pub fn request(state_dir: &Path, command: Command) -> Result<serde_json::Value, 
     };
     let mut stream = UnixStream::connect(&path).map_err(unreachable)?;
     stream
-        .set_read_timeout(Some(TIMEOUT))
+        .set_read_timeout(Some(timeout))
         .map_err(unreachable)?;
     stream
         .set_write_timeout(Some(TIMEOUT))

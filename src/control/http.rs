@@ -7,11 +7,13 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
+use serde::{Deserialize, Serialize};
 
 use super::{IDLE_TIMEOUT, MAX_CLIENTS};
+use crate::sys::reexec::HandedFd;
 
 pub const MAX_HEAD: usize = 8 * 1024;
 
@@ -22,6 +24,20 @@ struct Conn {
     output: Vec<u8>,
     deadline: Instant,
     answered: bool,
+}
+
+/// An open connection as the daemon hands it to the next image of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnRecord {
+    pub fd: HandedFd,
+    #[serde(default)]
+    pub input: Vec<u8>,
+    #[serde(default)]
+    pub output: Vec<u8>,
+    #[serde(default)]
+    pub answered: bool,
+    #[serde(default)]
+    pub idle_left_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +97,59 @@ impl MetricsServer {
             conns: HashMap::new(),
             next: 0,
         })
+    }
+
+    /// A server on a listener the previous image of the daemon bound, with
+    /// its open connections.
+    pub fn adopt(
+        listener: TcpListener,
+        conns: Vec<(ConnRecord, TcpStream)>,
+        now: Instant,
+    ) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let mut server = Self {
+            listener,
+            conns: HashMap::new(),
+            next: 0,
+        };
+        for (r, stream) in conns {
+            stream.set_nonblocking(true)?;
+            server.conns.insert(
+                server.next,
+                Conn {
+                    stream,
+                    input: r.input,
+                    output: r.output,
+                    deadline: now + Duration::from_millis(r.idle_left_ms),
+                    answered: r.answered,
+                },
+            );
+            server.next += 1;
+        }
+        Ok(server)
+    }
+
+    pub fn listener(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+
+    /// The open connections, to hand over.
+    pub fn records(&self, now: Instant) -> Vec<ConnRecord> {
+        self.conns
+            .values()
+            .filter_map(|c| {
+                Some(ConnRecord {
+                    fd: HandedFd::of(c.stream.as_fd()).ok()?,
+                    input: c.input.clone(),
+                    output: c.output.clone(),
+                    answered: c.answered,
+                    idle_left_ms: u64::try_from(
+                        c.deadline.saturating_duration_since(now).as_millis(),
+                    )
+                    .unwrap_or(u64::MAX),
+                })
+            })
+            .collect()
     }
 
     pub fn poll_set(&self) -> Vec<(HttpToken, BorrowedFd<'_>, PollFlags)> {

@@ -4,7 +4,11 @@
 //!
 //! Request:  `{"version": 1, "command": "status", "name": "worker01"}`
 //!           commands: `status` (name optional), `start`, `stop`,
-//!           `restart`, `timer-run` (each with `name`), `reload`, `metrics`.
+//!           `restart`, `timer-run` (each with `name`), `reload`, `metrics`,
+//!           `upgrade` (`binary` optional: the new program; its answer
+//!           comes from the new image once it runs, or says why the old
+//!           one goes on). Debug builds also take `debug-panic`, which
+//!           panics the daemon (for the tests of the panic re-exec).
 //! Response: `{"version": 1, "ok": true, "result": ...}` or
 //!           `{"version": 1, "ok": false, "error": "..."}`.
 //!
@@ -55,6 +59,16 @@ pub enum Command {
     },
     Reload,
     Metrics,
+    /// Replace the daemon's program in place with `binary` (default: the
+    /// file it was started from), keeping every child.
+    Upgrade {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<std::path::PathBuf>,
+    },
+    /// Debug builds only: panic in the request handler, to test the
+    /// panic re-exec. Release builds do not know this command.
+    #[cfg(debug_assertions)]
+    DebugPanic,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

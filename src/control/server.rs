@@ -9,13 +9,15 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Gid, Uid, User};
+use serde::{Deserialize, Serialize};
 
 use super::{Request, Response, IDLE_TIMEOUT, MAX_CLIENTS, MAX_PENDING_OUTPUT, MAX_REQUEST};
+use crate::sys::reexec::HandedFd;
 
 /// Who may use the socket besides root.
 #[derive(Debug, Clone, Copy, Default)]
@@ -56,6 +58,24 @@ struct Client {
     closing: bool,
 }
 
+/// A connected client as the daemon hands it to the next image of itself
+/// (`venussup upgrade`): its connection, what it sent that was not
+/// answered yet, and what was not written to it yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub id: u64,
+    pub fd: HandedFd,
+    #[serde(default)]
+    pub input: Vec<u8>,
+    #[serde(default)]
+    pub output: Vec<u8>,
+    #[serde(default)]
+    pub closing: bool,
+    /// What was left of its idle timeout.
+    #[serde(default)]
+    pub idle_left_ms: u64,
+}
+
 /// What the poll set needs from the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Token {
@@ -94,6 +114,80 @@ impl Server {
             clients: HashMap::new(),
             next_id: 0,
         })
+    }
+
+    /// A server on a listener the previous image of the daemon bound
+    /// (inherited across its exec, so no client was refused meanwhile),
+    /// with the clients it had.
+    pub fn adopt(
+        listener: UnixListener,
+        path: &Path,
+        access: Access,
+        clients: Vec<(ClientRecord, UnixStream)>,
+        next_id: u64,
+        now: Instant,
+    ) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let mut server = Self {
+            listener,
+            path: path.to_path_buf(),
+            access,
+            clients: HashMap::new(),
+            next_id,
+        };
+        for (r, stream) in clients {
+            stream.set_nonblocking(true)?;
+            server.next_id = server.next_id.max(r.id + 1);
+            server.clients.insert(
+                r.id,
+                Client {
+                    stream,
+                    input: r.input,
+                    output: r.output,
+                    deadline: now + Duration::from_millis(r.idle_left_ms),
+                    closing: r.closing,
+                },
+            );
+        }
+        Ok(server)
+    }
+
+    /// The listening socket.
+    pub fn listener(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+
+    /// The connected clients, to hand over; clients whose descriptor
+    /// cannot be described are left out (they see the connection close).
+    pub fn records(&self, now: Instant) -> Vec<ClientRecord> {
+        self.clients
+            .iter()
+            .filter_map(|(id, c)| {
+                Some(ClientRecord {
+                    id: *id,
+                    fd: HandedFd::of(c.stream.as_fd()).ok()?,
+                    input: c.input.clone(),
+                    output: c.output.clone(),
+                    closing: c.closing,
+                    idle_left_ms: u64::try_from(
+                        c.deadline.saturating_duration_since(now).as_millis(),
+                    )
+                    .unwrap_or(u64::MAX),
+                })
+            })
+            .collect()
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Client `id` waits for an answer that takes time (an upgrade's
+    /// checks): it is not dropped as idle before `until`.
+    pub fn hold(&mut self, id: u64, until: Instant) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.deadline = c.deadline.max(until);
+        }
     }
 
     /// Descriptors to poll, with what to wait for.

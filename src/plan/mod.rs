@@ -225,6 +225,9 @@ pub struct ServicePlan {
     /// Lines that mark a death no restart fixes.
     pub fatal_output: Vec<String>,
     pub requires_mounts: Vec<PathBuf>,
+    /// The child's `oom_score_adj`, set before exec (venussup's own -1000
+    /// is inherited otherwise).
+    pub oom_score_adjust: i32,
 }
 
 /// What a planned stop runs before the stop signal.

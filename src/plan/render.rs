@@ -376,6 +376,16 @@ fn service_block(out: &mut String, index: usize, s: &ServicePlan) {
             &format!("{}; at most {}", steps.join(", then "), d.timeout),
         );
     }
+    if s.oom_score_adjust != 0 {
+        row(
+            out,
+            "oom",
+            &format!(
+                "oom_score_adj {} (set before exec; 0 unless configured)",
+                s.oom_score_adjust
+            ),
+        );
+    }
     if !s.requires_mounts.is_empty() {
         let m: Vec<String> = s
             .requires_mounts

@@ -119,6 +119,7 @@ pub(super) fn service(
             (None, Role::Other) => Vec::new(),
         },
         requires_mounts: s.requires_mounts.clone(),
+        oom_score_adjust: s.oom_score_adjust.as_ref().map_or(0, |a| *a.get_ref()),
         name,
     }
 }

@@ -1,7 +1,10 @@
 //! A daemon started again while its predecessor's services still run (it
 //! was killed, or crashed) stops them before starting anything: never two
 //! copies of a sealer. Services are recognised by pid and kernel start
-//! time, so a reused pid is never signalled.
+//! time, so a reused pid is never signalled. A new image of the same
+//! process (an in-place upgrade whose state could not be read) keeps the
+//! recorded services that are its own children: they are adopted, not
+//! stopped (`supervisor/handover.rs`).
 
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -29,18 +32,26 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
 
 /// Stops every recorded service that still runs: `stop_signal` to its
 /// process group, then SIGKILL after `timeout` (per name; `default` for
-/// names no longer in the config). Returns the names stopped.
+/// names no longer in the config). Those `ours` says are this process's
+/// own children are left running and stay recorded. Returns the names
+/// stopped.
 pub fn stop_leftovers(
     state_dir: &Path,
     proc_dir: &Path,
     stop: &BTreeMap<String, (Signal, Duration)>,
     default: (Signal, Duration),
+    ours: &dyn Fn(i32) -> bool,
 ) -> Vec<String> {
     let record: PidRecord = state::read_pids(state_dir);
+    let mut kept = PidRecord::new();
     let mut waiting = Vec::new();
     for (name, r) in &record {
         if state::start_time(proc_dir, r.pid) != Some(r.start_time) {
             continue; // gone, or the pid now belongs to someone else
+        }
+        if ours(r.pid) {
+            kept.insert(name.clone(), *r);
+            continue;
         }
         let (sig, timeout) = stop.get(name).copied().unwrap_or(default);
         warn!(service = %name, pid = r.pid, "still running from an earlier venussup; sending {}", sig.as_str());
@@ -91,7 +102,7 @@ pub fn stop_leftovers(
             !gone
         });
     }
-    if let Err(e) = state::write_pids(state_dir, &PidRecord::new()) {
+    if let Err(e) = state::write_pids(state_dir, &kept) {
         warn!("{e}");
     }
     stopped

@@ -35,6 +35,16 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// The count after `young_deaths` young deaths in a row (a handover
+    /// carries it to the next image).
+    pub fn after(young_deaths: u32) -> Self {
+        Self { young_deaths }
+    }
+
+    pub fn young_deaths(&self) -> u32 {
+        self.young_deaths
+    }
+
     /// Records a death after a run of `ran` and returns how long to wait
     /// before the restart.
     pub fn on_death(&mut self, policy: &BackoffPolicy, ran: Duration) -> Duration {

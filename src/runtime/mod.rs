@@ -2,23 +2,33 @@
 //! host), the SMT step, the plan against the CPUs online after it, the
 //! services an earlier daemon left running stopped, then the event loop
 //! until SIGTERM or SIGINT has stopped every service.
+//!
+//! `run --handover FD` is the same process after `venussup upgrade` (or a
+//! panic) replaced its program in place: it takes the lock, the sockets
+//! and the state the previous image handed over (`handover.rs`), skips
+//! what a start does to the host (SMT step, host preparation, stopping
+//! leftovers, cleaning up cgroups: its children are the services) and
+//! goes on with every child where the previous image left it.
 
 mod adopt;
 mod backoff;
 pub mod confine;
 pub mod gate;
+pub mod handover;
 pub mod hooks;
 pub mod hostprep;
 mod limits;
 pub mod lockdirs;
 mod logs;
 mod notify;
+mod panic;
 mod service;
 mod signals;
 mod state;
 mod supervisor;
 mod textfile;
 mod timer;
+mod upgrade;
 
 // The supervisor's decisions: pure functions of (state, event, now) that
 // give the next state and the effects `supervisor/` carries out; each
@@ -31,7 +41,7 @@ mod start;
 mod stop;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tracing::{error, info, warn};
 
@@ -94,8 +104,15 @@ pub(crate) fn load_plan(path: &Path, fs_root: &FsRoot) -> Result<(Config, Plan),
 }
 
 /// The cgroup hierarchy for the services, with what an earlier daemon left
-/// there cleaned up: empty cgroups removed, processes still in one killed.
-fn cgroups(config: &Config, fs_root: &FsRoot, plan: &Plan) -> Option<confine::CgroupSetup> {
+/// there cleaned up (`clean_up`): empty cgroups removed, processes still in
+/// one killed. A new image of the same process cleans up nothing: the
+/// processes in those cgroups are its own services.
+fn cgroups(
+    config: &Config,
+    fs_root: &FsRoot,
+    plan: &Plan,
+    clean_up: bool,
+) -> Option<confine::CgroupSetup> {
     let hierarchy = match &plan.host.cgroups {
         Some(h) => h.clone(),
         None => Hierarchy::detect(fs_root),
@@ -109,6 +126,9 @@ fn cgroups(config: &Config, fs_root: &FsRoot, plan: &Plan) -> Option<confine::Cg
         }
     };
     info!("cgroups: {}", setup.hierarchy());
+    if !clean_up {
+        return Some(setup);
+    }
     let keep: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
     match confine::cleanup_stale(&setup, &keep) {
         Ok(stale) => {
@@ -155,9 +175,50 @@ fn cpus_in_use(plan: &Plan) -> CpuSet {
     cpus
 }
 
-pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 {
+/// How `venussup run` was started: what a re-exec of it repeats.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    pub config: PathBuf,
+    pub fs_root: FsRoot,
+    pub log_level: Option<String>,
+}
+
+/// What a new image of the process was handed (`run`'s hidden arguments).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Handed {
+    /// The memfd with the previous image's state (`--handover FD`).
+    pub handover: Option<i32>,
+    /// When the previous image panicked (`--panicked-at`, CLOCK_MONOTONIC
+    /// nanoseconds).
+    pub panicked_at: Option<u64>,
+}
+
+/// The program file this process runs, as a path to run again (a file
+/// replaced since it started reads "PATH (deleted)": PATH is where the new
+/// one is).
+fn own_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let text = exe.to_string_lossy();
+    match text.strip_suffix(" (deleted)") {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    }
+}
+
+pub fn run(args: &RunArgs, handed: Handed) -> u8 {
+    let fs_root = &args.fs_root;
+    let config_path = args.config.as_path();
     crate::sys::spawn::close_inherited_on_exec();
-    init_logging(log_level);
+    init_logging(args.log_level.as_deref());
+    // First thing in a new image: what the previous one handed over,
+    // before anything opens a descriptor.
+    let mut incoming = handed.handover.map(|fd| {
+        let read_at = handover::Anchor::now();
+        let mut i = supervisor::receive(fd);
+        i.panicked_at = handed.panicked_at.map(handover::Mono);
+        (i, read_at)
+    });
+    let resuming = incoming.is_some();
     if std::env::var_os("VENUSSUP_NO_CLONE_INTO_CGROUP").is_some_and(|v| v == "1") {
         info!("VENUSSUP_NO_CLONE_INTO_CGROUP=1: confined children join their cgroup through cgroup.procs");
         crate::sys::spawn::without_clone_into_cgroup();
@@ -174,7 +235,12 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
         error!("{e}");
         return exit::FAILURE;
     }
-    let _lock = match state::lock(&state_dir) {
+    let handed_lock = incoming.as_mut().and_then(|(i, _)| i.lock.take());
+    let lock = match handed_lock {
+        Some(fd) => state::Lock::adopt(fd, &state_dir),
+        None => state::lock(&state_dir),
+    };
+    let lock = match lock {
         Ok(l) => l,
         Err(e) => {
             error!("{e}");
@@ -188,7 +254,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
         }
     }
     let mut events = Vec::new();
-    let smt_report = (config.host.smt == SmtPolicy::Off).then(|| {
+    let smt_report = (config.host.smt == SmtPolicy::Off && !resuming).then(|| {
         let report = smt::take_siblings_offline(fs_root, &state_dir);
         if report.succeeded() {
             info!("SMT: {report}");
@@ -212,7 +278,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
     for e in crate::runtime::lockdirs::create_lock_dirs(&plan.host.gpu_tmpdirs) {
         error!("GPU lock folder: {e}; the services using it will fail to lock their GPU");
     }
-    let prepare = plan.host.prepare.as_ref().map(|p| {
+    let prepare = plan.host.prepare.as_ref().filter(|_| !resuming).map(|p| {
         let report = hostprep::prepare(
             p,
             &cpus_in_use(&plan),
@@ -245,31 +311,21 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
         nix::sys::signal::Signal::SIGTERM,
         std::time::Duration::from_secs(30),
     );
-    adopt::stop_leftovers(&state_dir, Path::new("/proc"), &stops, default_stop);
-    let control =
-        match control::server::Server::bind(&state_dir.join(control::SOCKET_NAME), access(&config))
-        {
-            Ok(s) => Some(s),
-            Err(e) => {
-                error!(
-                "failed to open the control socket in {}: {e}; status and reload will not answer",
-                state_dir.display()
-            );
-                None
-            }
-        };
-    let http = config
-        .host
-        .metrics
-        .as_ref()
-        .and_then(|m| m.listen.as_ref())
-        .and_then(|listen| {
-            control::http::MetricsServer::bind(listen.get_ref())
-                .inspect(|_| info!("serving GET /metrics on {}", listen.get_ref()))
-                .map_err(|e| error!("failed to listen for metrics on {}: {e}", listen.get_ref()))
-                .ok()
-        });
-    let cgroups = cgroups(&config, fs_root, &plan);
+    // A new image keeps its own children; anything else recorded is an
+    // earlier daemon's and goes (a state it cannot read adopts what is
+    // left in services.json).
+    let ours = |pid: i32| resuming && crate::sys::reexec::is_child(pid);
+    let state_readable = incoming.as_ref().is_some_and(|(i, _)| i.state.is_ok());
+    if !state_readable {
+        adopt::stop_leftovers(&state_dir, Path::new("/proc"), &stops, default_stop, &ours);
+    }
+    let (mut incoming, read_at) = match incoming {
+        Some((i, at)) => (Some(i), at),
+        None => (None, handover::Anchor::now()),
+    };
+    let control = control_server(&config, &state_dir, incoming.as_mut());
+    let http = metrics_server(&config, incoming.as_mut());
+    let cgroups = cgroups(&config, fs_root, &plan, !resuming);
     let setup = supervisor::Setup {
         http,
         plan,
@@ -282,12 +338,87 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
         notifier: notify::Notifier::from_env(),
         cgroups,
         ceilings: limits::Ceilings::probe(),
+        lock: Some(lock),
+        run_args: args.clone(),
+        binary: own_binary(),
     };
-    match supervisor::Supervisor::new(setup) {
-        Ok(s) => s.run(),
+    let mut sup = match supervisor::Supervisor::new(setup) {
+        Ok(s) => s,
         Err(e) => {
             error!("failed to set up signal handling: {e}");
-            exit::FAILURE
+            return exit::FAILURE;
+        }
+    };
+    if let Some(incoming) = incoming {
+        sup.resume(incoming, read_at);
+    }
+    sup.survive_panics(handed.panicked_at.map(handover::Mono));
+    // The handlers are in place: what came during an exec is delivered.
+    crate::sys::reexec::unblock_all();
+    sup.run()
+}
+
+/// The control socket: the listener the previous image handed over, with
+/// its clients, or a new one.
+fn control_server(
+    config: &Config,
+    state_dir: &Path,
+    incoming: Option<&mut supervisor::Incoming>,
+) -> Option<control::server::Server> {
+    let path = state_dir.join(control::SOCKET_NAME);
+    if let Some(i) = incoming {
+        if let Some(fd) = i.control.take() {
+            let clients = std::mem::take(&mut i.clients);
+            let next_id = i.state.as_ref().map_or(0, |s| s.control_next_id);
+            let listener = std::os::unix::net::UnixListener::from(fd);
+            match control::server::Server::adopt(
+                listener,
+                &path,
+                access(config),
+                clients,
+                next_id,
+                std::time::Instant::now(),
+            ) {
+                Ok(s) => return Some(s),
+                Err(e) => error!("failed to keep the control socket: {e}; binding it again"),
+            }
         }
     }
+    match control::server::Server::bind(&path, access(config)) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            error!(
+                "failed to open the control socket in {}: {e}; status and reload will not answer",
+                state_dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// The Prometheus listener, when configured: the one handed over, or a
+/// new one.
+fn metrics_server(
+    config: &Config,
+    incoming: Option<&mut supervisor::Incoming>,
+) -> Option<control::http::MetricsServer> {
+    let listen = config
+        .host
+        .metrics
+        .as_ref()
+        .and_then(|m| m.listen.as_ref())?;
+    if let Some(i) = incoming {
+        if let Some(fd) = i.metrics.take() {
+            let conns = std::mem::take(&mut i.conns);
+            let listener = std::net::TcpListener::from(fd);
+            match control::http::MetricsServer::adopt(listener, conns, std::time::Instant::now()) {
+                Ok(s) => return Some(s),
+                Err(e) => error!("failed to keep the metrics listener: {e}; binding it again"),
+            }
+        }
+    }
+    control::http::MetricsServer::bind(listen.get_ref())
+        .inspect(|_| info!("serving GET /metrics on {}", listen.get_ref()))
+        .map_err(|e| error!("failed to listen for metrics on {}: {e}", listen.get_ref()))
+        .ok()
 }

@@ -13,6 +13,16 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 /// The signals venussup acts on: stop (TERM, INT), reload (HUP), reap (CHLD).
 const HANDLED: [i32; 4] = [SIGTERM, SIGINT, SIGHUP, SIGCHLD];
 
+/// The same signals, held (blocked) across an in-place exec: one that
+/// comes meanwhile waits for the next image's handlers instead of meeting
+/// the default action.
+pub const HELD: [nix::sys::signal::Signal; 4] = [
+    nix::sys::signal::Signal::SIGTERM,
+    nix::sys::signal::Signal::SIGINT,
+    nix::sys::signal::Signal::SIGHUP,
+    nix::sys::signal::Signal::SIGCHLD,
+];
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pending {
     pub stop: bool,

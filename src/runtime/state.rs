@@ -51,7 +51,29 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
 
 /// Holds the host's lock while alive.
 #[derive(Debug)]
-pub struct Lock(#[allow(dead_code)] Flock<File>);
+pub struct Lock(Flock<File>);
+
+impl Lock {
+    /// The lock file's descriptor: the lock belongs to its open file
+    /// description, so handing it to the next image of the process keeps
+    /// the host locked throughout.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&*self.0)
+    }
+
+    /// The lock the previous image of this process held, on its handed
+    /// descriptor (locking it again is a no-op: same open file description).
+    pub fn adopt(fd: std::os::fd::OwnedFd, dir: &Path) -> Result<Self, StateError> {
+        let path = dir.join("venussup.lock");
+        Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock)
+            .map(Lock)
+            .map_err(|(_, errno)| StateError::Io {
+                what: "keep the lock on",
+                path,
+                source: errno.into(),
+            })
+    }
+}
 
 /// Takes the one-daemon-per-host lock, or says who has it.
 pub fn lock(dir: &Path) -> Result<Lock, StateError> {

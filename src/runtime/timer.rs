@@ -310,6 +310,15 @@ impl Jitter {
         Self(seed | 1)
     }
 
+    /// Its state, to hand to the next image ([`Jitter::resume`]).
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
+    pub fn resume(state: u64) -> Self {
+        Self(state.max(1))
+    }
+
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;

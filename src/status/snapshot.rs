@@ -82,6 +82,32 @@ pub struct Snapshot {
     /// `[[host.hook]]`s, in config order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookStatus>,
+    /// The daemon's version (its program, after any in-place upgrade).
+    #[serde(default)]
+    pub venussup: String,
+    /// The last time this process's program was replaced in place
+    /// (`venussup upgrade`, or the re-exec after a panic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<HandoverStatus>,
+}
+
+/// What the last in-place handover did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandoverStatus {
+    /// Unix time the new image took over.
+    pub at: u64,
+    /// `upgrade` or `panic`.
+    pub reason: String,
+    /// The version of the image that handed over.
+    pub from: String,
+    /// The program now running.
+    pub binary: PathBuf,
+    /// From the old image starting the handover to the new one running
+    /// its loop with everything adopted.
+    pub ms: f64,
+    /// What could not be carried over (empty: nothing was lost).
+    #[serde(default)]
+    pub lost: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
 //! Every call into the kernel that changes something: spawning children,
-//! cgroupfs writes. Knows nothing of the config, the plan or the runtime:
+//! cgroupfs writes, replacing venussup's own program in place. Knows nothing of the config, the plan or the runtime:
 //! its functions take plain values.
 
 pub mod cgroup;
 mod clone3;
+pub mod reexec;
 pub mod spawn;

@@ -3,9 +3,17 @@
 //! syscalls, in this order: signal handlers back to default, stdin, stdout
 //! and stderr, working folder, its own session (so signals meant for
 //! venussup never reach it and its whole process group can be stopped),
-//! rlimits, umask, CPU confinement, then groups, gid and uid (last, because
-//! raising an rlimit or joining a cgroup needs the privileges it drops),
-//! then an empty signal mask and exec. Every descriptor of venussup is
+//! rlimits, `oom_score_adj`, umask, CPU confinement, then groups, gid and
+//! uid (last, because raising an rlimit, lowering `oom_score_adj` or
+//! joining a cgroup needs the privileges it drops), then an empty signal
+//! mask and exec.
+//!
+//! `oom_score_adj` is inherited across fork and exec, and venussup runs at
+//! -1000 under its unit (the OOM killer never picks the supervisor): each
+//! child sets its own (0 unless configured) by writing the value, made
+//! into bytes before the clone, to `/proc/self/oom_score_adj`, which in
+//! the child is the child's. The write is skipped when the value is
+//! venussup's own. Every descriptor of venussup is
 //! close-on-exec, so only stdin, stdout and stderr cross.
 //!
 //! A child with a cgroup v2 ([`CgroupTarget`]) is born in it with
@@ -63,6 +71,13 @@ pub enum SpawnError {
     #[error("failed to start `{program}`: {source}")]
     Exec {
         program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to set oom_score_adj {value} for `{program}`: {source}")]
+    OomScoreAdj {
+        program: String,
+        value: i32,
         #[source]
         source: io::Error,
     },
@@ -155,11 +170,14 @@ pub struct SpawnSpec<'a> {
     pub cgroup: Option<CgroupTarget<'a>>,
     /// What the child reads (an event hook's JSON); `/dev/null` if none.
     pub stdin: Option<File>,
+    /// Its `oom_score_adj` (-1000 to 1000); `None` keeps venussup's own.
+    pub oom_score_adj: Option<i32>,
 }
 
 impl<'a> SpawnSpec<'a> {
     /// A helper venussup runs as itself (a hook, a preparation command):
-    /// no user, limits or confinement of its own.
+    /// no user, limits or confinement of its own; `oom_score_adj` 0, like
+    /// any process the supervisor's -1000 should not protect.
     pub fn helper(
         argv: &'a [String],
         env: &'a BTreeMap<String, String>,
@@ -178,6 +196,7 @@ impl<'a> SpawnSpec<'a> {
             hook: None,
             cgroup: None,
             stdin,
+            oom_score_adj: Some(0),
         }
     }
 }
@@ -286,6 +305,40 @@ pub fn without_clone_into_cgroup() {
 /// A refusal of `clone3` into one cgroup has been logged.
 static CLONE3_REFUSED_TOLD: AtomicBool = AtomicBool::new(false);
 
+/// venussup's own `oom_score_adj`, read once: a child that wants the same
+/// value needs no write.
+fn own_oom_score_adj() -> Option<i32> {
+    static OWN: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The decimal text of an `oom_score_adj` value, in a buffer the child
+/// writes as it is (no formatting, no allocation after the clone).
+#[derive(Clone, Copy)]
+struct OomValue {
+    text: [u8; 8],
+    len: usize,
+}
+
+impl OomValue {
+    fn new(value: i32) -> Self {
+        let mut text = [0u8; 8];
+        let s = value.clamp(-1000, 1000).to_string();
+        text[..s.len()].copy_from_slice(s.as_bytes());
+        Self { text, len: s.len() }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.text[..self.len]
+    }
+}
+
 /// The child's stack: `clone` with `CLONE_VM` runs the child in venussup's
 /// memory, on a stack of its own, with a guard page below it.
 struct ChildStack {
@@ -358,6 +411,10 @@ struct ChildPlan<'a> {
     stdio: [RawFd; 3],
     workdir: Option<&'a CString>,
     rlimits: &'a [(Resource, u64)],
+    /// The `oom_score_adj` to write, when it differs from venussup's own;
+    /// the child sets `oom_failed` when the write fails.
+    oom: Option<OomValue>,
+    oom_failed: &'a AtomicBool,
     umask: Option<u32>,
     /// A cgroup's `cgroup.procs` the child writes itself to (it was not
     /// born in that cgroup).
@@ -423,6 +480,12 @@ fn child_exec(p: &ChildPlan<'_>) -> i32 {
             return errno(e);
         }
     }
+    if let Some(oom) = &p.oom {
+        if let Err(e) = write_oom_score_adj(oom.bytes()) {
+            p.oom_failed.store(true, Ordering::Relaxed);
+            return e;
+        }
+    }
     if let Some(m) = p.umask {
         umask(Mode::from_bits_truncate(m));
     }
@@ -477,6 +540,35 @@ fn child_exec(p: &ChildPlan<'_>) -> i32 {
     } else {
         err
     }
+}
+
+/// Writes `value` to the calling process's `/proc/self/oom_score_adj`
+/// (the child's own: `/proc/self` is whoever opens it); the errno on
+/// failure. Only syscalls on a static path and a buffer made before the
+/// clone.
+fn write_oom_score_adj(value: &[u8]) -> Result<(), i32> {
+    let last = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    let path = c"/proc/self/oom_score_adj";
+    // SAFETY: a NUL-terminated static path; the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(last());
+    }
+    // SAFETY: writes `value.len()` bytes from a live buffer to the
+    // descriptor opened above.
+    let written = unsafe { libc::write(fd, value.as_ptr().cast(), value.len()) };
+    let result = if usize::try_from(written).ok() == Some(value.len()) {
+        Ok(())
+    } else {
+        Err(last())
+    };
+    // SAFETY: closes the descriptor opened above, which nothing else uses.
+    unsafe { libc::close(fd) };
+    result
 }
 
 /// Starts a child as `spec` says, and returns once it has exec'd.
@@ -555,6 +647,11 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
     .collect();
     let argv_ptrs = pointers(&argv);
     let envp_ptrs = pointers(&envp);
+    let oom_failed = AtomicBool::new(false);
+    let oom = spec
+        .oom_score_adj
+        .filter(|v| own_oom_score_adj() != Some(*v))
+        .map(OomValue::new);
     let plan = ChildPlan {
         programs: &programs,
         argv: &argv_ptrs,
@@ -562,6 +659,8 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
         stdio: [stdin.as_raw_fd(), out.as_raw_fd(), out.as_raw_fd()],
         workdir: workdir.as_ref(),
         rlimits: &rlimits,
+        oom,
+        oom_failed: &oom_failed,
         umask: spec.umask,
         join: spec.cgroup.map(|c| c.procs.as_raw_fd()),
         hook: spec.hook.as_ref(),
@@ -636,7 +735,15 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<Spawned, SpawnError> {
         // It has exited: reap it here, so the loop never sees a service
         // that did not start as an orphan.
         let _ = nix::sys::wait::waitpid(pid, None);
-        return Err(exec_err(io::Error::from_raw_os_error(errno)));
+        let source = io::Error::from_raw_os_error(errno);
+        if oom_failed.load(Ordering::Relaxed) {
+            return Err(SpawnError::OomScoreAdj {
+                program: program.clone(),
+                value: spec.oom_score_adj.unwrap_or_default(),
+                source,
+            });
+        }
+        return Err(exec_err(source));
     }
     // The write end of the pipe closes here, so the reader sees EOF when
     // the child (and whatever inherited it) is done.
@@ -778,6 +885,54 @@ mod tests {
         // 0, 1, 2 and the one `ls` opens to list them.
         assert_eq!(lines[1].trim(), "4", "{out}");
         assert_eq!(lines[2].trim(), lines[3].trim(), "its own session: {out}");
+    }
+
+    /// What `cat /proc/self/oom_score_adj` prints when spawned with `value`.
+    fn oom_of_child(value: i32) -> Result<String, SpawnError> {
+        let argv = vec![
+            "/bin/cat".to_string(),
+            "/proc/self/oom_score_adj".to_string(),
+        ];
+        let env = env("/usr/bin:/bin");
+        let mut s = spec(&argv, &env);
+        s.oom_score_adj = Some(value);
+        let child = spawn(s)?;
+        let mut out = String::new();
+        child.output.unwrap().read_to_string(&mut out).unwrap();
+        nix::sys::wait::waitpid(child.pid, None).unwrap();
+        Ok(out.trim().to_string())
+    }
+
+    #[test]
+    fn the_child_sets_its_own_oom_score_adj_before_exec() {
+        let own = own_oom_score_adj().unwrap();
+        // Raising is always allowed (the test runs at 0 or below).
+        for value in [own, 300, 1000] {
+            assert_eq!(oom_of_child(value).unwrap(), value.to_string());
+        }
+        // Lowering below what the process started with needs
+        // CAP_SYS_RESOURCE, which a sandbox may not give even to root:
+        // then the spawn fails and says so.
+        match oom_of_child(-17) {
+            Ok(v) => assert_eq!(v, "-17"),
+            Err(e) => {
+                assert!(
+                    matches!(&e, SpawnError::OomScoreAdj { value: -17, source, .. } if source.raw_os_error() == Some(libc::EACCES)),
+                    "{e:?}"
+                );
+                assert_eq!(
+                    e.to_string(),
+                    "failed to set oom_score_adj -17 for `/bin/cat`: Permission denied (os error 13)"
+                );
+            }
+        }
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/oom_score_adj")
+                .unwrap()
+                .trim(),
+            own.to_string(),
+            "the parent's own value is untouched"
+        );
     }
 
     #[test]

@@ -46,6 +46,7 @@ impl Supervisor {
                         Some(Owner::Timer(i)) => self.timer_exited(i, how),
                         Some(Owner::Hook(k)) => self.hook_exited(k, how),
                         Some(Owner::Gate(i)) => self.gate_exited(i, how),
+                        Some(Owner::Upgrade) => self.upgrade_check_exited(how),
                         None => {
                             self.orphans_reaped += 1;
                             self.dirty = true;

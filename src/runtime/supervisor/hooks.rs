@@ -66,7 +66,7 @@ impl Supervisor {
         self.emit(e);
     }
 
-    fn run_hook(&mut self, k: usize, event: Event) {
+    pub(super) fn run_hook(&mut self, k: usize, event: Event) {
         let hook = &self.hooks[k];
         let json = serde_json::to_vec(&event).unwrap_or_default();
         let mut env = event.env();

@@ -16,7 +16,10 @@
 //! - `stop.rs`: the shutdown, stop signals, cgroups released;
 //! - `drain.rs`, `gate.rs`, `hooks.rs`: drain commands, gate commands and
 //!   hooks as children;
-//! - `control.rs`: requests from the control socket and reload;
+//! - `requests.rs`: requests from the control socket and reload;
+//! - `upgrade.rs`: `venussup upgrade`, the new program's checks and the
+//!   exec in place; `handover.rs`: the state handed to the next image, and
+//!   adopting it there (also after a panic);
 //! - `snapshot.rs`: what `status`, `status.json`, metrics and systemd read.
 
 use std::collections::{BTreeSet, HashMap};
@@ -45,6 +48,7 @@ mod drain;
 mod effect;
 mod exits;
 mod gate;
+mod handover;
 mod hooks;
 mod poll;
 mod requests;
@@ -53,6 +57,9 @@ mod snapshot;
 mod start;
 mod stop;
 mod timer;
+mod upgrade;
+
+pub use handover::{receive, Incoming};
 
 use effect::Subject;
 use service::Service;
@@ -70,6 +77,8 @@ enum Owner {
     Hook(usize),
     /// The gate command of timer i.
     Gate(usize),
+    /// A check of the program an upgrade would run.
+    Upgrade,
 }
 
 /// Everything the loop needs from outside.
@@ -92,6 +101,12 @@ pub struct Setup {
     pub prepare: Option<crate::status::prepare::Report>,
     /// Events from before the loop (SMT step, host preparation) for hooks.
     pub events: Vec<crate::runtime::hooks::Event>,
+    /// The host lock (`venussup.lock`), held for the daemon's life.
+    pub lock: Option<super::state::Lock>,
+    /// How `run` was started: what an upgrade or a panic starts again.
+    pub run_args: super::RunArgs,
+    /// The program file the daemon was started from: `upgrade`'s default.
+    pub binary: PathBuf,
 }
 
 #[derive(Debug)]
@@ -129,6 +144,16 @@ pub struct Supervisor {
     /// node_exporter's textfile, and when it may be written next.
     textfile: Option<PathBuf>,
     textfile_throttle: super::textfile::Throttle,
+    lock: Option<super::state::Lock>,
+    run_args: super::RunArgs,
+    binary: PathBuf,
+    /// The config file as last loaded (at start or by a reload): an
+    /// upgrade waits for a changed config to be reloaded first.
+    config_digest: Option<u64>,
+    /// An upgrade whose checks run.
+    upgrade: Option<upgrade::Upgrade>,
+    /// What the last in-place handover to this image did.
+    handover: Option<crate::status::HandoverStatus>,
 }
 
 /// Signals a child's process group. Every child called setsid: its pid is
@@ -157,6 +182,9 @@ impl Supervisor {
             http,
             prepare,
             events: early_events,
+            lock,
+            run_args,
+            binary,
         } = setup;
         let mut clamped = BTreeSet::new();
         let services = plan
@@ -199,6 +227,12 @@ impl Supervisor {
             log_dir: plan.host.log_dir.clone(),
             textfile: plan.host.textfile.clone(),
             textfile_throttle: super::textfile::Throttle::default(),
+            config_digest: upgrade::config_digest(&plan.config),
+            lock,
+            run_args,
+            binary,
+            upgrade: None,
+            handover: None,
         };
         me.link();
         for e in early_events {
@@ -238,6 +272,13 @@ impl Supervisor {
         deps.iter().all(|&d| self.services[d].life.ready)
     }
 
+    /// From now on a panic re-executes this program with the state of the
+    /// last loop turn (`runtime/panic.rs`); `previous`: when this image's
+    /// predecessor panicked, if it did.
+    pub fn survive_panics(&self, previous: Option<super::handover::Mono>) {
+        super::panic::install(self.run_argv(&self.binary), previous);
+    }
+
     /// Runs until every service is stopped after SIGTERM or SIGINT.
     pub fn run(mut self) -> u8 {
         loop {
@@ -252,6 +293,9 @@ impl Supervisor {
                 self.write_textfile();
                 self.notifier.send("STATUS=stopped");
                 return 0;
+            }
+            if self.pids_dirty || self.dirty {
+                self.remember_for_panic();
             }
             if self.pids_dirty {
                 self.record_pids();
@@ -285,6 +329,7 @@ impl Supervisor {
                 control,
                 http,
                 self.textfile_throttle.due(),
+                self.upgrade_deadline(),
             ])
             .flatten()
             .min()
@@ -301,6 +346,7 @@ impl Supervisor {
         }
         self.drop_retired();
         self.step_hooks(now);
+        self.step_upgrade(now);
         self.textfile_due(now);
         if let (Some(at), Some(every)) = (self.next_watchdog, self.notifier.watchdog_every) {
             if at <= now {

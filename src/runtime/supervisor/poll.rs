@@ -29,6 +29,8 @@ pub(super) enum Source {
     Logs,
     /// The output of timer `timer`'s run, or of its gate command.
     Output { timer: usize, gate: bool },
+    /// The output of an upgrade's check of the new program.
+    Upgrade,
 }
 
 /// Descriptors to poll, and what each stands for.
@@ -100,6 +102,9 @@ impl Supervisor {
         if let Some(fd) = self.logs.fd(now) {
             set.add(Source::Logs, fd, PollFlags::POLLIN);
         }
+        if let Some(fd) = self.upgrade_pipe() {
+            set.add(Source::Upgrade, fd, PollFlags::POLLIN);
+        }
         for (i, t) in self.timers.iter().enumerate() {
             for (gate, out) in [(false, &t.run_output), (true, &t.gate_output)] {
                 if let Some(pipe) = &out.pipe {
@@ -147,6 +152,9 @@ impl Supervisor {
             if let Source::Output { timer, gate } = *source {
                 self.read_timer_output(timer, gate);
             }
+        }
+        if ready.contains(&Source::Upgrade) {
+            self.read_upgrade_output();
         }
         if ready.contains(&Source::Signals) {
             self.signalled();

@@ -14,7 +14,7 @@ use super::service::{AfterStop, Service};
 use super::timer::Timer;
 use super::{kill_group, Owner, Supervisor};
 use crate::control::server::Token;
-use crate::control::{Command, Response};
+use crate::control::{Command, Request, Response};
 use crate::plan::render;
 use crate::runtime::logs;
 use crate::runtime::service::State;
@@ -55,6 +55,14 @@ impl Supervisor {
             };
             for (client, request) in requests {
                 let response = match request {
+                    // Answered later: by the new image, or when a check fails.
+                    Ok(Request {
+                        command: Command::Upgrade { binary },
+                        ..
+                    }) => match self.upgrade_requested(client, binary) {
+                        Some(r) => r,
+                        None => continue,
+                    },
                     Ok(r) => self.handle(r.command),
                     Err(e) => Response::err(e),
                 };
@@ -109,6 +117,9 @@ impl Supervisor {
             Command::Metrics => Ok(Value::String(crate::status::metrics::render(
                 &self.snapshot(),
             ))),
+            Command::Upgrade { .. } => Err("`upgrade` is answered by `serve_control`".into()),
+            #[cfg(debug_assertions)]
+            Command::DebugPanic => panic!("a debug-panic request (debug builds only)"),
         };
         match result {
             Ok(v) => Response::ok(v),
@@ -275,6 +286,7 @@ impl Supervisor {
     /// ones restart, unchanged ones keep running with the same pid.
     pub(super) fn reload(&mut self) -> Result<ReloadSummary, String> {
         let (config, plan) = crate::runtime::load_plan(&self.config, &self.fs_root)?;
+        self.config_digest = super::upgrade::config_digest(&self.config);
         let now = Instant::now();
         if config.host.state_dir != self.state_dir {
             warn!("state_dir changed in the config; it takes effect when venussup restarts");
@@ -342,7 +354,7 @@ impl Supervisor {
             Owner::Service(i) => remap(i).map(Owner::Service),
             Owner::Probe(i) => remap(i).map(Owner::Probe),
             Owner::Drain(i) => remap(i).map(Owner::Drain),
-            o @ (Owner::Timer(_) | Owner::Hook(_) | Owner::Gate(_)) => Some(o),
+            o @ (Owner::Timer(_) | Owner::Hook(_) | Owner::Gate(_) | Owner::Upgrade) => Some(o),
         });
         self.services = services;
         self.reload_timers(&plan.timers);
@@ -414,7 +426,7 @@ impl Supervisor {
             Owner::Service(i) => index.get(&names[i]).map(|&j| Owner::Service(j)),
             Owner::Probe(i) => index.get(&names[i]).map(|&j| Owner::Probe(j)),
             Owner::Drain(i) => index.get(&names[i]).map(|&j| Owner::Drain(j)),
-            o @ (Owner::Timer(_) | Owner::Hook(_) | Owner::Gate(_)) => Some(o),
+            o @ (Owner::Timer(_) | Owner::Hook(_) | Owner::Gate(_) | Owner::Upgrade) => Some(o),
         });
         self.link();
         self.dirty = true;

@@ -97,6 +97,8 @@ impl Supervisor {
                     counts: h.slot.counts.clone(),
                 })
                 .collect(),
+            venussup: env!("CARGO_PKG_VERSION").to_string(),
+            handover: self.handover.clone(),
         }
     }
 }

@@ -88,6 +88,7 @@ impl Supervisor {
                 memlock: Some(s.memlock),
                 output: Output::Append(s.plan.log_file.clone()),
                 stdin: None,
+                oom_score_adj: Some(s.plan.oom_score_adjust),
             })
             .map_err(|e| e.to_string()),
         };

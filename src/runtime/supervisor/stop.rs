@@ -19,6 +19,7 @@ impl Supervisor {
         info!("stopping: timers first, then services in reverse start order");
         self.stopping = true;
         self.dirty = true;
+        self.cancel_upgrade("venussup is stopping; nothing was changed");
         self.notifier.send("STOPPING=1\nSTATUS=stopping");
         let now = Instant::now();
         for i in 0..self.timers.len() {

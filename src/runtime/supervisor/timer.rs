@@ -185,6 +185,7 @@ pub(super) fn spawn_piped(
         hook: None,
         cgroup: None,
         stdin: None,
+        oom_score_adj: Some(0),
     })?;
     if let Some(out) = &child.output {
         let _ = nix::fcntl::fcntl(
