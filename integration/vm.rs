@@ -76,6 +76,7 @@ const CHECKS: &[&str] = &[
     "smt-hotplug",
     "services-in-unit",
     "tasks-counted",
+    "upgrade",
     "restart-latency",
     "restart-latency-join",
     "status-smt-after-restart",

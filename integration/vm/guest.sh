@@ -220,6 +220,24 @@ if [ "$phase" = 1 ]; then
   verdict tasks-counted $? "TasksCurrent=$tasks; venussup and its services have $threads tasks" \
     "(venussup alone $(ls "/proc/$main/task" | wc -l))"
 
+  # ---------- i. venussup upgrade (issue 17): the README's two steps keep
+  # MainPID, every service's pid and the unit active, restarting nothing.
+  pids_now() { for svc in $DAEMONS; do printf '%s:%s ' "$svc" "$(svc_pid "$svc")"; done; }
+  main_before=$(main_pid) nr_before=$(systemctl show -p NRestarts --value venussup)
+  pids_before=$(pids_now)
+  t0=$(now_ns)
+  out=$(cd "$S/src" && install -m 0755 target/release/venussup /usr/local/bin/venussup &&
+    timeout 120 venussup upgrade --config "$CONFIG" 2>&1)
+  rc=$?
+  timing upgrade "$(ms_since "$t0")"
+  echo "$out" | raw upgrade
+  main_after=$(main_pid) nr_after=$(systemctl show -p NRestarts --value venussup)
+  pids_after=$(pids_now) active=$(systemctl is-active venussup)
+  [ $rc = 0 ] && [ "$main_after" = "$main_before" ] && [ "$nr_after" = "$nr_before" ] &&
+    [ "$pids_after" = "$pids_before" ] && [ "$active" = active ]
+  verdict upgrade $? "exit $rc, MainPID $main_before -> $main_after, NRestarts $nr_before -> $nr_after," \
+    "unit $active, services $pids_before-> $pids_after; said: $(echo "$out" | tail -n 1)"
+
   # ---------------------- h. confined vs affinity-only restart, same run
   # From just before the kill -9 to the new process running: the pair's
   # pid file is rewritten by the new process's first command (see the
