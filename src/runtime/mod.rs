@@ -170,7 +170,9 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
         }
     };
     let state_dir = config.host.state_dir.clone();
-    if let Err(e) = state::ensure_dir(&state_dir) {
+    // The folder's group and mode follow control_group (state.rs).
+    let access_by_group = access(&config);
+    if let Err(e) = state::ensure_dir(&state_dir, access_by_group.group) {
         error!("{e}");
         return exit::FAILURE;
     }
@@ -247,7 +249,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, log_level: Option<&str>) -> u8 
     );
     adopt::stop_leftovers(&state_dir, Path::new("/proc"), &stops, default_stop);
     let control =
-        match control::server::Server::bind(&state_dir.join(control::SOCKET_NAME), access(&config))
+        match control::server::Server::bind(&state_dir.join(control::SOCKET_NAME), access_by_group)
         {
             Ok(s) => Some(s),
             Err(e) => {
