@@ -347,3 +347,187 @@ fn prometheus_alert_rules_pass_promtool_and_their_unit_tests() {
     )
     .expect_code(0);
 }
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Asks `f` until it answers, at most `bound`. A real server has no event
+/// to wait on, so this asks again every 250 ms: pacing, not a guess at how
+/// long something takes (the bound is the only limit).
+fn eventually<T>(what: &str, bound: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {bound:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `GET url` with `query` parameters through curl (bounded), as JSON.
+fn get_json(url: &str, query: &[(&str, &str)]) -> Option<serde_json::Value> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "-G", url]);
+    for (k, v) in query {
+        cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
+    }
+    let out = common::try_run_bounded(&mut cmd, BOUND)?;
+    serde_json::from_str(&out.stdout).ok()
+}
+
+/// A Prometheus server of our own, killed and reaped on drop.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target: &str) -> Self {
+        // The shipped rules, their `for:` shortened so that the test does
+        // not wait minutes; the expressions are the shipped ones.
+        let rules = fs::read_to_string(project_file("units/prometheus/venussup.rules.yml"))
+            .unwrap()
+            .replace("for: 1m", "for: 2s")
+            .replace("for: 2m", "for: 2s");
+        fs::write(dir.join("venussup.rules.yml"), rules).unwrap();
+        fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [venussup.rules.yml]\nscrape_configs:\n  - job_name: venussup\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let log = fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={listen}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (Debian package prometheus) is installed; .ci/run installs it");
+        Self {
+            child,
+            url: format!("http://{listen}"),
+        }
+    }
+
+    /// The value of the instant query `q` when it has exactly one series.
+    fn one(&self, q: &str) -> Option<f64> {
+        let doc = get_json(&format!("{}/api/v1/query", self.url), &[("query", q)])?;
+        let result = doc["data"]["result"].as_array()?;
+        match result.as_slice() {
+            [one] => one["value"][1].as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The firing alerts' names.
+    fn firing(&self) -> Option<Vec<String>> {
+        let doc = get_json(&format!("{}/api/v1/alerts", self.url), &[])?;
+        Some(
+            doc["data"]["alerts"]
+                .as_array()?
+                .iter()
+                .filter(|a| a["state"] == "firing")
+                .filter_map(|a| a["labels"]["alertname"].as_str().map(String::from))
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        if !common::daemon::wait_gone(pid.as_raw(), BOUND) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_sees_restarts_and_alerts_while_venussup_is_down() {
+    let setup = Setup::new(&standin("sealer"));
+    let target = format!("127.0.0.1:{}", free_port());
+    setup.host_line(&format!("metrics = {{ listen = \"{target}\" }}"));
+    let d = setup.start();
+    let mut pid = common::daemon::pid_of(&d.running("sealer"));
+    let prom = Prometheus::start(setup.dir.path(), &target);
+    let log = || fs::read_to_string(setup.path("prometheus.log")).unwrap_or_default();
+    let minute = Duration::from_secs(60);
+    eventually(&format!("up == 1\n{}", log()), minute, || {
+        prom.one(r#"up{job="venussup"}"#).filter(|v| *v == 1.0)
+    });
+    eventually("restarts == 0 scraped", minute, || {
+        prom.one(r#"venussup_service_restarts_total{service="sealer"}"#)
+            .filter(|v| *v == 0.0)
+    });
+    assert_eq!(
+        prom.one(r#"venussup_service_up{service="sealer"}"#),
+        Some(1.0)
+    );
+    // Three kills within the first minute: the rate follows, the alert fires.
+    for n in 1..=3 {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+            Signal::SIGKILL,
+        )
+        .unwrap();
+        let s = d.wait_service("sealer", "restarted", |s| {
+            s["restarts"] == n && s["state"] == "running"
+        });
+        pid = common::daemon::pid_of(&s);
+    }
+    eventually("restarts == 3 scraped", minute, || {
+        prom.one(r#"venussup_service_restarts_total{service="sealer"}"#)
+            .filter(|v| *v == 3.0)
+    });
+    eventually("a restart rate", minute, || {
+        prom.one(r#"rate(venussup_service_restarts_total{service="sealer"}[1m])"#)
+            .filter(|v| *v > 0.0)
+    });
+    eventually("VenussupServiceRestartingRepeatedly firing", minute, || {
+        prom.firing()
+            .filter(|f| f.iter().any(|a| a == "VenussupServiceRestartingRepeatedly"))
+    });
+    // venussup stops: up 0, the alert fires; it starts again: both resolve.
+    let mut d = d;
+    d.signal(Signal::SIGTERM);
+    d.wait_exit(WAIT);
+    eventually("up == 0", minute, || {
+        prom.one(r#"up{job="venussup"}"#).filter(|v| *v == 0.0)
+    });
+    eventually("VenussupNotRunning firing", minute, || {
+        prom.firing()
+            .filter(|f| f.iter().any(|a| a == "VenussupNotRunning"))
+    });
+    let d = setup.start();
+    d.running("sealer");
+    eventually("VenussupNotRunning resolved", minute, || {
+        prom.firing()
+            .filter(|f| !f.iter().any(|a| a == "VenussupNotRunning"))
+    });
+    assert_eq!(prom.one(r#"up{job="venussup"}"#), Some(1.0));
+    drop(prom);
+    drop(d);
+}
