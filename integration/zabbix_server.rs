@@ -322,7 +322,7 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
 
     // venussup, reachable by the agent through control_group.
     let setup = Setup::new(
-        "[[service]]\nname = \"sealer\"\ncommand = [\"{bin}\", \"standin\", \"--name\", \"sealer\"]\nstable_after = \"100ms\"\n",
+        "[[service]]\nname = \"sealer\"\ncommand = [\"{bin}\", \"standin\", \"--name\", \"sealer\"]\nstable_after = \"100ms\"\n[[timer]]\nname = \"pledge\"\ncommand = [\"/bin/true\"]\nevery = \"2s\"\n",
     );
     setup.host_line("control_group = \"zabbix\"");
     fs::set_permissions(setup.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -520,6 +520,19 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
     });
     eventually("state = running", slow, &diag, || {
         last("venussup.service.state[sealer]").filter(|v| v == "running")
+    });
+    // Every other item has a value too.
+    for (key, want) in [
+        ("venussup.service.last_exit_code[sealer]", "0"),
+        ("venussup.timer.last[pledge]", "success"),
+        ("venussup.timer.failures[pledge]", "0"),
+    ] {
+        eventually(&format!("{key} = {want}"), slow, &diag, || {
+            last(key).filter(|v| v == want)
+        });
+    }
+    eventually("uptime", slow, &diag, || {
+        last("venussup.service.uptime[sealer]").filter(|v| v.parse::<u64>().is_ok())
     });
     assert_eq!(problems(), Some(vec![]));
 

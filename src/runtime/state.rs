@@ -63,10 +63,27 @@ pub fn ensure_dir(dir: &Path, group: Option<nix::unistd::Gid>) -> Result<(), Sta
         }
         _ => {}
     }
-    let gid = group.unwrap_or_else(nix::unistd::getegid);
-    nix::unistd::chown(dir, Some(nix::unistd::geteuid()), Some(gid))
+    // A folder that cannot be given to the group stays root-only: the
+    // daemon runs, only the group is kept out (and told why).
+    let given = group.filter(|g| {
+        nix::unistd::chown(dir, Some(nix::unistd::geteuid()), Some(*g))
+            .inspect_err(|e| {
+                tracing::warn!(
+                    "cannot give the state folder {} to control_group (gid {g}): {e}; only root will reach the control socket",
+                    dir.display()
+                );
+            })
+            .is_ok()
+    });
+    if given.is_none() {
+        nix::unistd::chown(
+            dir,
+            Some(nix::unistd::geteuid()),
+            Some(nix::unistd::getegid()),
+        )
         .map_err(|e| io_err("set the owner of", dir)(e.into()))?;
-    let mode = if group.is_some() { 0o710 } else { 0o700 };
+    }
+    let mode = if given.is_some() { 0o710 } else { 0o700 };
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))
         .map_err(io_err("set the mode of", dir))?;
     for entry in fs::read_dir(dir).map_err(io_err("read", dir))?.flatten() {
