@@ -312,7 +312,7 @@ fn missing() -> Option<&'static str> {
 #[test]
 fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon() {
     if let Some(pkg) = missing() {
-        eprintln!("SKIP: the real Zabbix server test needs the Debian package {pkg}");
+        eprintln!("SKIPPED: the real Zabbix server test needs the Debian package {pkg}");
         return;
     }
     let started = Instant::now();
