@@ -463,7 +463,7 @@ fn the_zabbix_template_uses_only_keys_the_agent_config_defines() {
         .filter_map(|l| l.trim().strip_prefix("expression: "))
     {
         for part in expr.split("/venussup by Zabbix agent/").skip(1) {
-            let key = part.split('[').next().unwrap();
+            let key = part.split(['[', ')', ',']).next().unwrap();
             assert!(keys.contains(&key), "trigger uses {key}, no item has it");
         }
     }

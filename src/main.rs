@@ -200,8 +200,10 @@ enum Command {
         config: ConfigOpt,
     },
     /// A value for the Zabbix agent (see units/zabbix_agentd.d/venussup.conf):
-    /// `discovery`, `timer-discovery`, `state|up|restarts|uptime|last-exit-code NAME`,
-    /// `timer-last|timer-failures NAME`.
+    /// `ping`, `discovery`, `timer-discovery`, `state|up|restarts|uptime|last-exit-code NAME`,
+    /// `timer-last|timer-failures NAME`. Never an error text for the agent
+    /// to store: without the daemon, `ping` is 0, discovery an empty list,
+    /// the rest nothing (the exit code says why; stderr only on a terminal).
     Zabbix {
         key: String,
         name: Option<String>,

@@ -13,7 +13,7 @@ use crate::checks::venus;
 use crate::config;
 use crate::host::Host;
 use crate::plan::{self, render, Plan};
-use crate::util::diag::{Diagnostic, Severity};
+use crate::util::diag::{Diagnostic, Diagnostics, Severity};
 use crate::util::fsroot::FsRoot;
 
 #[derive(Serialize)]
@@ -41,6 +41,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
                 .ok()
         });
         venus::check(&c, &plan, &host, capacity.as_ref().map(|a| &a.capacity), &mut diags);
+        control_access(&c, config_path, fs_root, &mut diags);
         plan
     });
     let valid = !diags.has_errors();
@@ -97,4 +98,97 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
     } else {
         exit::FAILURE
     }
+}
+
+/// Says what the members of `[host] control_group` (the Zabbix agent) will
+/// reach: the control socket, through the state folder venussup makes
+/// `0710 root:GROUP`, and nothing else in it; or why they will not (no such
+/// group, a parent folder they cannot pass, a config they cannot read).
+fn control_access(
+    c: &config::Config,
+    config_path: &Path,
+    fs_root: &FsRoot,
+    diags: &mut Diagnostics,
+) {
+    let state_dir = &c.host.state_dir;
+    let socket = state_dir.join(crate::control::SOCKET_NAME);
+    let Some(group) = &c.host.control_group else {
+        diags.note(
+            None,
+            format!(
+                "control socket {}: root only; set [host] control_group (e.g. \"zabbix\") to let the Zabbix agent reach it",
+                socket.display()
+            ),
+        );
+        return;
+    };
+    let name = group.get_ref();
+    let gid = match crate::host::users::group_id(name) {
+        Ok(Some(g)) => g.as_raw(),
+        Ok(None) => {
+            diags.warning(
+                group.span(),
+                format!("control_group `{name}` does not exist on this host: only root will reach the control socket {}", socket.display()),
+            );
+            return;
+        }
+        Err(e) => {
+            diags.warning(group.span(), format!("cannot look up control_group `{name}` ({e}): only root may reach the control socket"));
+            return;
+        }
+    };
+    let blocked = state_dir.ancestors().skip(1).find_map(|dir| {
+        let meta = std::fs::metadata(fs_root.path(dir)).ok()?;
+        (!group_may_pass(&meta, gid)).then(|| (dir.to_path_buf(), meta))
+    });
+    if let Some((dir, meta)) = blocked {
+        use std::os::unix::fs::MetadataExt;
+        diags.warning(
+            group.span(),
+            format!(
+                "members of `{name}` cannot reach the control socket {}: they may not pass through {} (mode {:o}, owner {}:{}); give it o+x, or make `{name}` its group with g+x",
+                socket.display(),
+                dir.display(),
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid()
+            ),
+        );
+        return;
+    }
+    diags.note(
+        group.span(),
+        format!(
+            "members of `{name}` (gid {gid}) will reach the control socket {} (0660 root:{name}) through the state folder (0710 root:{name}: they may pass, not list), and nothing else there: every other file venussup keeps in it is root-only",
+            socket.display()
+        ),
+    );
+    // `venussup zabbix` finds the socket through the config's state_dir.
+    let default = crate::config::default_state_dir();
+    if *state_dir != default {
+        let readable = std::fs::metadata(config_path).is_ok_and(|m| group_may_read(&m, gid));
+        if !readable {
+            diags.warning(
+                group.span(),
+                format!(
+                    "members of `{name}` cannot read {}, where `venussup zabbix` finds state_dir: they would look in {} instead; make the config readable by the group (e.g. chgrp {name}, mode 0640)",
+                    config_path.display(),
+                    default.display()
+                ),
+            );
+        }
+    }
+}
+
+/// Whether a member of group `gid` (not its owner) may pass through the
+/// folder `meta`.
+fn group_may_pass(meta: &std::fs::Metadata, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.mode() & 0o001 != 0 || (meta.gid() == gid && meta.mode() & 0o010 != 0)
+}
+
+/// Whether a member of group `gid` (not its owner) may read the file `meta`.
+fn group_may_read(meta: &std::fs::Metadata, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.mode() & 0o004 != 0 || (meta.gid() == gid && meta.mode() & 0o040 != 0)
 }

@@ -2,7 +2,18 @@
 //! UserParameters (`units/zabbix_agentd.d/venussup.conf`), read from the
 //! running daemon's snapshot. Discovery keys print low-level-discovery
 //! JSON; the others one value.
+//!
+//! The agent stores whatever a UserParameter prints, stderr included, so
+//! when the daemon cannot be asked nothing here prints an error text:
+//! `ping` prints 0, the discovery keys an empty list with the reason
+//! (`{"data":[],"reason":"..."}`, which Zabbix 6.0 reads as "nothing
+//! discovered"), and every other key prints nothing, which the template's
+//! preprocessing discards, so one trigger ("venussup is not running", on
+//! `ping`) speaks for a dead daemon instead of a dashboard of unsupported
+//! items. The reason goes to stderr only when stderr is a terminal (a
+//! person asking); the exit code says it either way.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use serde_json::json;
@@ -14,7 +25,8 @@ use crate::status::{ExitKind, Snapshot};
 use crate::util::clock::unix_now;
 
 /// The keys, as the agent config names them after `venussup zabbix`.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 10] = [
+    "ping",
     "discovery",
     "timer-discovery",
     "state",
@@ -42,6 +54,7 @@ pub fn value(snap: &Snapshot, key: &str, name: Option<&str>) -> Result<String, S
             .ok_or_else(|| format!("no timer `{n}`"))
     };
     Ok(match key {
+        "ping" => "1".to_string(),
         "discovery" => json!(snap
             .services
             .iter()
@@ -55,11 +68,8 @@ pub fn value(snap: &Snapshot, key: &str, name: Option<&str>) -> Result<String, S
             .collect::<Vec<_>>())
         .to_string(),
         "state" => service(need()?)?.state.clone(),
-        // A oneshot that is done is as up as it will be.
-        "up" => {
-            let s = service(need()?)?;
-            u8::from(s.pid.is_some() || s.state == "done").to_string()
-        }
+        // The meaning Prometheus' venussup_service_up has too.
+        "up" => u8::from(service(need()?)?.up()).to_string(),
         "restarts" => service(need()?)?.restarts.to_string(),
         "uptime" => service(need()?)?
             .since
@@ -83,6 +93,27 @@ pub fn value(snap: &Snapshot, key: &str, name: Option<&str>) -> Result<String, S
     })
 }
 
+/// What `key` prints when the daemon cannot be asked (`why`): `ping` 0,
+/// discovery an empty list with the reason, anything else nothing (pure).
+pub fn unreachable_value(key: &str, why: &str) -> Option<String> {
+    match key {
+        "ping" => Some("0".to_string()),
+        "discovery" | "timer-discovery" => Some(json!({"data": [], "reason": why}).to_string()),
+        _ => None,
+    }
+}
+
+/// The reason, for a person only: the agent would store it as the value.
+fn explain(why: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("venussup zabbix: {why}");
+    }
+}
+
+fn print_value(v: Option<String>) -> bool {
+    v.is_none_or(|v| print_stdout(&(v + "\n")).is_ok())
+}
+
 pub fn run(config: &Path, key: &str, name: Option<&str>) -> u8 {
     if !KEYS.contains(&key) {
         eprintln!(
@@ -91,30 +122,92 @@ pub fn run(config: &Path, key: &str, name: Option<&str>) -> u8 {
         );
         return exit::USAGE;
     }
-    let snap = match client::request(
+    let asked = client::request(
         &super::requests::state_dir_of(config),
         Command::Status { name: None },
-    ) {
+    );
+    let (value, code) = match asked {
         Ok(v) => match serde_json::from_value::<Snapshot>(v) {
-            Ok(s) => s,
+            Ok(snap) => match value(&snap, key, name) {
+                Ok(v) => (Some(v), exit::OK),
+                Err(e) => {
+                    explain(&e);
+                    (None, exit::FAILURE)
+                }
+            },
             Err(e) => {
-                eprintln!("venussup zabbix: unreadable status: {e}");
-                return exit::FAILURE;
+                let why = format!("unreadable status: {e}");
+                explain(&why);
+                (unreachable_value(key, &why), exit::FAILURE)
             }
         },
         Err(e) => {
-            eprintln!("venussup zabbix: {e}");
-            return exit::UNREACHABLE;
+            let why = e.to_string();
+            explain(&why);
+            (unreachable_value(key, &why), exit::UNREACHABLE)
         }
     };
-    match value(&snap, key, name) {
-        Ok(v) => match print_stdout(&(v + "\n")) {
-            Ok(()) => exit::OK,
-            Err(_) => exit::FAILURE,
-        },
-        Err(e) => {
-            eprintln!("venussup zabbix: {e}");
-            exit::FAILURE
+    if print_value(value) {
+        code
+    } else {
+        exit::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> Snapshot {
+        let service = |name: &str, kind: &str, state: &str, pid: Option<i32>| {
+            json!({"name": name, "kind": kind, "state": state, "ready": true, "pid": pid,
+                   "since": null, "restarts": 4, "last_exit": null, "reason": null,
+                   "cpus": null, "log_file": "/dev/null"})
+        };
+        serde_json::from_value(json!({
+            "version": 1, "pid": 1, "started_at": 0, "config": "/c", "stopping": false,
+            "smt": null, "orphans_reaped": 0, "timers": [],
+            "services": [
+                service("sealer", "daemon", "running", Some(42)),
+                service("init", "oneshot", "done", None),
+                service("attach", "oneshot", "failed", None),
+            ],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn ping_is_1_with_an_answer_and_0_without_one() {
+        assert_eq!(value(&snap(), "ping", None).unwrap(), "1");
+        assert_eq!(unreachable_value("ping", "down").unwrap(), "0");
+    }
+
+    #[test]
+    fn a_dead_daemon_gives_empty_discovery_and_no_text_for_values() {
+        let d: serde_json::Value =
+            serde_json::from_str(&unreachable_value("discovery", "not running").unwrap()).unwrap();
+        assert_eq!(d, json!({"data": [], "reason": "not running"}));
+        assert!(unreachable_value("timer-discovery", "x").is_some());
+        for key in KEYS
+            .iter()
+            .filter(|k| !k.contains("discovery") && **k != "ping")
+        {
+            assert_eq!(unreachable_value(key, "not running"), None, "{key}");
         }
+    }
+
+    #[test]
+    fn up_means_what_prometheus_says_a_done_oneshot_is_up_a_failed_one_not() {
+        let s = snap();
+        assert_eq!(value(&s, "up", Some("sealer")).unwrap(), "1");
+        assert_eq!(value(&s, "up", Some("init")).unwrap(), "1");
+        assert_eq!(value(&s, "up", Some("attach")).unwrap(), "0");
+        let text = crate::status::metrics::render(&s);
+        for (name, up) in [("sealer", 1), ("init", 1), ("attach", 0)] {
+            let line = format!("venussup_service_up{{service=\"{name}\"}} {up}\n");
+            assert!(text.contains(&line), "{line}");
+        }
+        assert_eq!(value(&s, "restarts", Some("sealer")).unwrap(), "4");
+        assert!(value(&s, "up", Some("nosuch")).is_err());
     }
 }

@@ -231,7 +231,9 @@ pub fn run(args: &RunArgs, handed: Handed) -> u8 {
         }
     };
     let state_dir = config.host.state_dir.clone();
-    if let Err(e) = state::ensure_dir(&state_dir) {
+    // The folder's group and mode follow control_group (state.rs).
+    let access_by_group = access(&config);
+    if let Err(e) = state::ensure_dir(&state_dir, access_by_group.group) {
         error!("{e}");
         return exit::FAILURE;
     }
@@ -323,7 +325,7 @@ pub fn run(args: &RunArgs, handed: Handed) -> u8 {
         Some((i, at)) => (Some(i), at),
         None => (None, handover::Anchor::now()),
     };
-    let control = control_server(&config, &state_dir, incoming.as_mut());
+    let control = control_server(&state_dir, access_by_group, incoming.as_mut());
     let http = metrics_server(&config, incoming.as_mut());
     let cgroups = cgroups(&config, fs_root, &plan, !resuming);
     let setup = supervisor::Setup {
@@ -361,8 +363,8 @@ pub fn run(args: &RunArgs, handed: Handed) -> u8 {
 /// The control socket: the listener the previous image handed over, with
 /// its clients, or a new one.
 fn control_server(
-    config: &Config,
     state_dir: &Path,
+    access: control::server::Access,
     incoming: Option<&mut supervisor::Incoming>,
 ) -> Option<control::server::Server> {
     let path = state_dir.join(control::SOCKET_NAME);
@@ -374,7 +376,7 @@ fn control_server(
             match control::server::Server::adopt(
                 listener,
                 &path,
-                access(config),
+                access,
                 clients,
                 next_id,
                 std::time::Instant::now(),
@@ -384,7 +386,7 @@ fn control_server(
             }
         }
     }
-    match control::server::Server::bind(&path, access(config)) {
+    match control::server::Server::bind(&path, access) {
         Ok(s) => Some(s),
         Err(e) => {
             error!(

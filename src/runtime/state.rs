@@ -6,6 +6,14 @@
 //! - `once/<name>.done`: oneshots with `once = true` that succeeded.
 //!
 //! Files are replaced atomically: written to a temporary file, then renamed.
+//!
+//! Who may reach what: the folder is `0700 root:root`, or with `[host]
+//! control_group` `0710 root:GROUP`, so that the group's members (the
+//! Zabbix agent) can pass through it to the control socket (`0660
+//! root:GROUP`) without listing it. Everything venussup keeps there is
+//! root-only (files 0600, folders 0700), made so at every start, so that
+//! passing through gives the group nothing but the socket. The GPU lock
+//! folders (`gpuN-tmp`) belong to their services and keep their own modes.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -39,14 +47,70 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
     }
 }
 
-/// Creates the state folder (0700: it will hold the control socket).
-pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_err("create the state folder", dir))
+/// Creates the state folder and gives it its owner and mode: `0700`, or
+/// `0710` with `group` as its group (see the module's comment). Missing
+/// parents are created with the usual mode (0755 under umask 022), so that
+/// the group can reach the folder. An existing folder is set again, and
+/// what an earlier venussup left readable in it is made root-only.
+pub fn ensure_dir(dir: &Path, group: Option<nix::unistd::Gid>) -> Result<(), StateError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io_err("create the state folder", dir))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(io_err("create the state folder", dir)(e))
+        }
+        _ => {}
+    }
+    // A folder that cannot be given to the group stays root-only: the
+    // daemon runs, only the group is kept out (and told why).
+    let given = group.filter(|g| {
+        nix::unistd::chown(dir, Some(nix::unistd::geteuid()), Some(*g))
+            .inspect_err(|e| {
+                tracing::warn!(
+                    "cannot give the state folder {} to control_group (gid {g}): {e}; only root will reach the control socket",
+                    dir.display()
+                );
+            })
+            .is_ok()
+    });
+    if given.is_none() {
+        nix::unistd::chown(
+            dir,
+            Some(nix::unistd::geteuid()),
+            Some(nix::unistd::getegid()),
+        )
+        .map_err(|e| io_err("set the owner of", dir)(e.into()))?;
+    }
+    let mode = if given.is_some() { 0o710 } else { 0o700 };
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(io_err("set the mode of", dir))?;
+    for entry in fs::read_dir(dir).map_err(io_err("read", dir))?.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let mine = std::os::unix::fs::MetadataExt::uid(&meta) == nix::unistd::geteuid().as_raw();
+        let kept = meta.is_file() || meta.is_dir();
+        if !mine || !kept || is_gpu_lock_dir(&name.to_string_lossy()) {
+            continue;
+        }
+        let m = meta.permissions().mode() & 0o7777;
+        if m & 0o077 != 0 {
+            fs::set_permissions(&path, fs::Permissions::from_mode(m & 0o700))
+                .map_err(io_err("set the mode of", &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// `gpuN-tmp`: a GPU lock domain's `TMPDIR` (`plan::gpus::lock_tmpdirs`).
+fn is_gpu_lock_dir(name: &str) -> bool {
+    name.strip_prefix("gpu")
+        .and_then(|r| r.strip_suffix("-tmp"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Holds the host's lock while alive.
@@ -110,10 +174,21 @@ pub fn lock(dir: &Path) -> Result<Lock, StateError> {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` through a temporary file and a rename; the
+/// file is root-only (0600) whatever the umask or an older file said.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err("write", &tmp))?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(bytes))
+        .map_err(io_err("write", &tmp))?;
     fs::rename(&tmp, path).map_err(io_err("replace", path))
 }
 
@@ -157,9 +232,61 @@ pub fn once_marker(dir: &Path, name: &str) -> PathBuf {
     dir.join("once").join(format!("{name}.done"))
 }
 
+/// Records that oneshot `name` succeeded: `once/` 0700, the marker 0600.
+pub fn mark_once(dir: &Path, name: &str) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let marker = once_marker(dir, name);
+    if let Some(folder) = marker.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)?;
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&marker)
+        .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_folder_follows_the_group_and_keeps_everything_else_root_only() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("a/state");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        ensure_dir(&dir, None).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        // What an older venussup left readable is made root-only; the GPU
+        // lock folders and the files of others keep theirs.
+        fs::write(dir.join("status.json"), "{}").unwrap();
+        fs::set_permissions(dir.join("status.json"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::create_dir(dir.join("once")).unwrap();
+        fs::set_permissions(dir.join("once"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir(dir.join("gpu0-tmp")).unwrap();
+        fs::set_permissions(dir.join("gpu0-tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        let group = nix::unistd::getegid();
+        ensure_dir(&dir, Some(group)).unwrap();
+        assert_eq!(mode(&dir), 0o710);
+        assert_eq!(fs::metadata(&dir).unwrap().gid(), group.as_raw());
+        assert_eq!(mode(&dir.join("status.json")), 0o600);
+        assert_eq!(mode(&dir.join("once")), 0o700);
+        assert_eq!(mode(&dir.join("gpu0-tmp")), 0o1777);
+        ensure_dir(&dir, None).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        // New files are root-only whatever the umask.
+        write_atomic(&dir.join("services.json"), b"{}").unwrap();
+        assert_eq!(mode(&dir.join("services.json")), 0o600);
+        mark_once(&dir, "init").unwrap();
+        assert_eq!(mode(&once_marker(&dir, "init")), 0o600);
+        assert!(is_gpu_lock_dir("gpu12-tmp") && !is_gpu_lock_dir("gpu-tmp"));
+    }
 
     #[test]
     fn start_time_survives_odd_command_names() {

@@ -4,6 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -76,8 +77,14 @@ fn write(path: &Path, value: &str, create: bool) -> Result<(), SmtError> {
         .write(true)
         .truncate(true)
         .create(create)
+        // A created file is the state folder's record: root-only.
+        .mode(0o600)
         .open(path)
         .map_err(failed)?;
+    if create {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(failed)?;
+    }
     file.write_all(value.as_bytes()).map_err(failed)?;
     if create {
         file.sync_all().map_err(failed)?;

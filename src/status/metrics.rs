@@ -98,13 +98,13 @@ pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>, now: u64) -
     o.family(
         "venussup_service_up",
         "gauge",
-        "1 when the service runs (starting or running), else 0.",
+        "1 when the service is up: its process runs, or it is a oneshot that finished successfully (done); else 0.",
     );
     for s in &snap.services {
         o.sample(
             "venussup_service_up",
             &[("service", &s.name)],
-            u8::from(s.pid.is_some()),
+            u8::from(s.up()),
         );
     }
     o.family(

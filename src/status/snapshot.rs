@@ -145,6 +145,17 @@ pub struct ServiceStatus {
     pub next_start_in_secs: Option<f64>,
 }
 
+impl ServiceStatus {
+    /// The one meaning of "up", for Zabbix's `venussup.service.up` and
+    /// Prometheus' `venussup_service_up` alike: the service is where it
+    /// should be, which is running (a process: starting, running,
+    /// draining, stopping) or, for a oneshot, finished successfully
+    /// (`done`). A oneshot that failed or has not run yet is not up.
+    pub fn up(&self) -> bool {
+        self.pid.is_some() || self.state == Coarse::Done.as_str()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TimerStatus {
     pub name: String,

@@ -125,11 +125,7 @@ impl Supervisor {
     fn record_once(&self, i: usize) {
         let s = &self.services[i];
         let marker = state::once_marker(&self.state_dir, &s.plan.name);
-        let written = marker
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&marker, b""));
-        if let Err(e) = written {
+        if let Err(e) = state::mark_once(&self.state_dir, &s.plan.name) {
             warn!(service = %s.plan.name, "failed to record {}: {e}; it will run again at next start", marker.display());
         }
     }
