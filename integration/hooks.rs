@@ -203,6 +203,10 @@ fn a_full_answer_ends_the_tick_and_the_cooldown_holds_the_next() {
 
 #[test]
 fn the_textfile_follows_state_changes_and_promtool_accepts_it() {
+    if let Err(why) = common::debian::need(&[("promtool", "prometheus")]) {
+        eprintln!("SKIPPED: {why}; ./test.sh installs it");
+        return;
+    }
     let setup = Setup::new(SEALER);
     let prom = setup.state_dir().join("venussup.prom");
     setup.host_line(&format!(

@@ -251,6 +251,7 @@ fn run_creates_each_gpu_lock_folder_owned_by_its_services_user() {
     );
     // The reports are written by `nobody`: its folder must let it.
     fs::set_permissions(setup.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    setup.bin_for_others();
     let d = setup.start_args(&["--fs-root", root.path().to_str().unwrap()]);
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     for i in 0..2 {
