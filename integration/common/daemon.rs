@@ -110,6 +110,14 @@ impl Setup {
         self.start_env(prefix, &[])
     }
 
+    /// Starts `PREFIX... venussup run` where PREFIX execs what follows it
+    /// (e.g. `setpriv --reuid=...`): venussup is the process we started.
+    pub fn start_exec_with(&self, prefix: &[&str]) -> Daemon {
+        let mut d = self.launch(prefix, &[], &[]);
+        d.namespaced = false;
+        d
+    }
+
     /// Starts `venussup run ARGS...` (e.g. `--fs-root DIR`).
     pub fn start_args(&self, args: &[&str]) -> Daemon {
         self.launch(&[], args, &[])
