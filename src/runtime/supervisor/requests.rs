@@ -18,6 +18,7 @@ use crate::control::{Command, Request, Response};
 use crate::plan::render;
 use crate::runtime::logs;
 use crate::runtime::service::State;
+use crate::util::names;
 
 /// Lines of a service's log shown by `status NAME`.
 const LOG_TAIL_LINES: usize = 20;
@@ -83,6 +84,58 @@ impl Supervisor {
             })
     }
 
+    /// The services `name` means: the one of that name, else every
+    /// instance of it (`worker` is `worker@0`, `worker@1`, ...).
+    fn service_indices(&self, name: &str) -> Result<Vec<usize>, String> {
+        if let Ok(i) = self.service_index(name) {
+            return Ok(vec![i]);
+        }
+        let all: Vec<usize> = self
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.retiring && names::is_instance_of(&s.plan.name, name))
+            .map(|(i, _)| i)
+            .collect();
+        if all.is_empty() {
+            self.service_index(name).map(|i| vec![i])
+        } else {
+            Ok(all)
+        }
+    }
+
+    /// `act` on each service `name` means. One service: its answer. Every
+    /// instance: `{"services": [answer or {"service", "error"}, ...]}`,
+    /// refused only when every instance refused.
+    fn on_each(
+        &mut self,
+        name: &str,
+        mut act: impl FnMut(&mut Self, usize) -> Result<Value, String>,
+    ) -> Result<Value, String> {
+        let which = self.service_indices(name)?;
+        if let [i] = which[..] {
+            if self.services[i].plan.name == name {
+                return act(self, i);
+            }
+        }
+        let mut answers = Vec::new();
+        let mut errors = Vec::new();
+        for i in which {
+            match act(self, i) {
+                Ok(v) => answers.push(v),
+                Err(e) => {
+                    answers.push(json!({"service": self.services[i].plan.name, "error": e}));
+                    errors.push(e);
+                }
+            }
+        }
+        if errors.len() == answers.len() {
+            Err(errors.join("; "))
+        } else {
+            Ok(json!({ "services": answers }))
+        }
+    }
+
     pub(super) fn handle(&mut self, command: Command) -> Response {
         let now = Instant::now();
         let result = match command {
@@ -90,23 +143,21 @@ impl Supervisor {
                 serde_json::to_value(self.snapshot()).map_err(|e| e.to_string())
             }
             Command::Status { name: Some(name) } => self.detail(&name),
-            Command::Start { name } => self
-                .service_index(&name)
-                .and_then(|i| self.start_on_request(i, now)),
-            Command::Stop { name } => self
-                .service_index(&name)
-                .and_then(|i| self.stop_on_request(i, now, AfterStop::StayStopped)),
+            Command::Start { name } => self.on_each(&name, |sup, i| sup.start_on_request(i, now)),
+            Command::Stop { name } => self.on_each(&name, |sup, i| {
+                sup.stop_on_request(i, now, AfterStop::StayStopped)
+            }),
             Command::Restart {
                 name,
                 with_dependents,
-            } => self.service_index(&name).and_then(|i| {
+            } => self.on_each(&name, |sup, i| {
                 let mut which = vec![i];
                 if with_dependents {
-                    which.extend(self.dependents(i));
+                    which.extend(sup.dependents(i));
                 }
                 let mut last = Value::Null;
                 for j in which {
-                    last = self.restart_one(j, now)?;
+                    last = sup.restart_one(j, now)?;
                 }
                 Ok(last)
             }),
