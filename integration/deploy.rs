@@ -151,7 +151,11 @@ fn the_demo_runs_without_root_shows_the_split_and_the_gpus_and_says_what_next() 
     for (line, what) in first[1..].iter().zip([
         format!("{} status --config {config}", own.display()),
         format!("{} check --config {config}", own.display()),
-        format!("tail -F {}/logs/*.log", setup.dir.path().display()),
+        format!(
+            "{} logs NAME -f --config {config}   a service's log, followed ({}/logs/NAME.log)",
+            own.display(),
+            setup.dir.path().display()
+        ),
     ]) {
         assert!(line.contains(&what), "`{what}` is not in:\n{log}");
     }

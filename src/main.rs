@@ -112,6 +112,19 @@ enum Command {
         #[command(flatten)]
         json: JsonOpt,
     },
+    /// Print a service's (or timer's) log; `-f` follows it across
+    /// rotations, as `tail -F` does.
+    Logs {
+        name: String,
+        /// Keep printing what is written (Ctrl-C to stop).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Print the last N lines first.
+        #[arg(long, short = 'n', value_name = "N", default_value_t = 10)]
+        lines: usize,
+        #[command(flatten)]
+        config: ConfigOpt,
+    },
     /// Start a stopped service.
     Start {
         name: String,
@@ -296,6 +309,17 @@ fn dispatch(cli: Cli) -> u8 {
         Command::Status { name, config, json } => {
             commands::requests::status(&config.config, name, json.json)
         }
+        Command::Logs {
+            name,
+            follow,
+            lines,
+            config,
+        } => commands::logs::run(&commands::logs::Options {
+            config: config.config,
+            name,
+            lines,
+            follow,
+        }),
         Command::Start { name, config } => {
             commands::requests::simple(&config.config, Request::Start { name })
         }

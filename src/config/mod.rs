@@ -84,6 +84,15 @@ pub fn load(path: &Path) -> (Option<Config>, Diagnostics) {
 /// costs the same at 1000 services as at 2. The default when the file
 /// cannot be read or parsed, or does not say.
 pub fn state_dir_only(path: &Path) -> PathBuf {
+    host_dirs_only(path).0
+}
+
+/// Only `[host] log_dir` of the config at `path` (see [`state_dir_only`]).
+pub fn log_dir_only(path: &Path) -> PathBuf {
+    host_dirs_only(path).1
+}
+
+fn host_dirs_only(path: &Path) -> (PathBuf, PathBuf) {
     #[derive(serde::Deserialize)]
     struct File {
         host: Option<Host>,
@@ -91,12 +100,17 @@ pub fn state_dir_only(path: &Path) -> PathBuf {
     #[derive(serde::Deserialize)]
     struct Host {
         state_dir: Option<PathBuf>,
+        log_dir: Option<PathBuf>,
     }
-    std::fs::read_to_string(path)
+    let host = std::fs::read_to_string(path)
         .ok()
         .and_then(|text| toml::from_str::<File>(&text).ok())
-        .and_then(|f| f.host?.state_dir)
-        .unwrap_or_else(default_state_dir)
+        .and_then(|f| f.host);
+    let (state, log) = host.map_or((None, None), |h| (h.state_dir, h.log_dir));
+    (
+        state.unwrap_or_else(default_state_dir),
+        log.unwrap_or_else(default_log_dir),
+    )
 }
 
 /// Parses `text` (the content of `path`) and runs the file's own rules.
@@ -258,6 +272,14 @@ mod state_dir_tests {
             ));
         }
         assert_eq!(at(&text), Path::new("/run/v"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.toml");
+        std::fs::write(
+            &path,
+            text.replace("[host]\n", "[host]\nlog_dir = \"/l\"\n"),
+        )
+        .unwrap();
+        assert_eq!(log_dir_only(&path), Path::new("/l"));
     }
 
     #[test]

@@ -240,7 +240,7 @@ fn what_next(config: &Path, log_dir: &Path) -> String {
         "venussup: supervising {config}; in another terminal:\n\
          \x20 {program} status --config {config}     every service: state, pid, CPUs, restarts\n\
          \x20 {program} check --config {config}      the plan: who gets which CPUs and GPUs, and why\n\
-         \x20 tail -F {logs}/*.log     each service's log\n"
+         \x20 {program} logs NAME -f --config {config}   a service's log, followed ({logs}/NAME.log)\n"
     )
 }
 
