@@ -883,6 +883,18 @@ fn the_unit_under_a_real_systemd_starts_at_boot_reports_reloads_survives_a_crash
     );
     let out = c.sh("systemd-analyze verify /etc/systemd/system/venussup.service 2>&1");
     assert_eq!(out.stdout.trim(), "", "systemd-analyze verify, installed");
+    // The completions and the manual page, where the README put them.
+    let out = c.sh(
+        "grep -q 'complete -F _venussup' /usr/share/bash-completion/completions/venussup && echo bash
+         head -n 1 /usr/share/zsh/vendor-completions/_venussup
+         grep -m 1 '^.TH venussup 1' /usr/local/share/man/man1/venussup.1 >/dev/null && echo man",
+    );
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["bash", "#compdef venussup", "man"],
+        "{}",
+        out.stdout
+    );
 
     // The storage attach may still run when READY=1 goes out: the STATUS=
     // line counts it until it is done.
