@@ -306,13 +306,26 @@ if [ "$phase" = 1 ]; then
   } | raw latency
   journalctl --no-pager -o cat -u venussup --since "@$since" | grep -e 'service=lat-both' | head -40 | raw latency-log
   spawn_both=$(spawn_times "$since" lat-both | median) spawn_aff=$(spawn_times "$since" lat-affinity | median)
-  if [ -n "$both" ] && [ -n "$aff" ] && [ "$nb" = $LAT_ROUNDS ] && [ "$na" = $LAT_ROUNDS ]; then
-    ratio=$(awk -v b="$both" -v a="$aff" 'BEGIN { printf "%.2f", b / a }')
-    ok=$(awk -v r="$ratio" 'BEGIN { print (r <= 1.3 ? 0 : 1) }')
-  else
-    ratio=? ok=1
+  # judge_pair: ratio and ok (0 when every restart was seen and the
+  # confined median is within 1.3x of the affinity-only one).
+  judge_pair() {
+    if [ -n "$both" ] && [ -n "$aff" ] && [ "$nb" = $LAT_ROUNDS ] && [ "$na" = $LAT_ROUNDS ]; then
+      ratio=$(awk -v b="$both" -v a="$aff" 'BEGIN { printf "%.2f", b / a }')
+      ok=$(awk -v r="$ratio" 'BEGIN { print (r <= 1.3 ? 0 : 1) }')
+    else
+      ratio=? ok=1
+    fi
+  }
+  judge_pair
+  # Emulated CPUs on a host that may be busy: one more run before a verdict
+  # of "too slow" (both runs are reported).
+  first=""
+  if [ "$ok" != 0 ] && [ "$ratio" != "?" ]; then
+    first="first run: $(us_as_ms "$both") vs $(us_as_ms "$aff") ms, ratio $ratio; again: "
+    measure_pair $LAT_ROUNDS -again
+    judge_pair
   fi
-  verdict restart-latency "$ok" "confined median $(us_as_ms "$both") ms," \
+  verdict restart-latency "$ok" "${first}confined median $(us_as_ms "$both") ms," \
     "affinity-only median $(us_as_ms "$aff") ms, ratio $ratio (want <= 1.3)," \
     "$nb + $na of $LAT_ROUNDS + $LAT_ROUNDS restarts seen;" \
     "venussup's log: spawn median $(us_as_ms "$spawn_both") vs $(us_as_ms "$spawn_aff") ms"

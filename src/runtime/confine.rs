@@ -350,11 +350,11 @@ fn prepare_once(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, 
             fs.create(&dir)?;
             let cpus = d.cpuset.as_ref().map_or(String::new(), ToString::to_string);
             let mems = d.mems.as_ref().map_or(String::new(), ToString::to_string);
-            fs.write(&dir, "cpuset.cpus", &cpus)?;
-            fs.write(&dir, "cpuset.mems", &mems)?;
+            fs.set(&dir, "cpuset.cpus", &cpus)?;
+            fs.set(&dir, "cpuset.mems", &mems)?;
             if *memory {
                 let max = d.memory_max.map_or("max".to_string(), |m| m.to_string());
-                fs.write(&dir, "memory.max", &max)?;
+                fs.set(&dir, "memory.max", &max)?;
             }
             join(&mut c, dir, false)?;
         }
@@ -367,14 +367,14 @@ fn prepare_once(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, 
                     Some(m) => m.to_string(),
                     None => fs.read(&parent, "cpuset.mems")?,
                 };
-                fs.write(&dir, "cpuset.mems", &mems)?;
-                fs.write(&dir, "cpuset.cpus", &cpus.to_string())?;
+                fs.set(&dir, "cpuset.mems", &mems)?;
+                fs.set(&dir, "cpuset.cpus", &cpus.to_string())?;
                 join(&mut c, dir, true)?;
             }
             if let (Some(root), Some(max)) = (memory, d.memory_max) {
                 let dir = setup.ready_parent(root, false)?.join(name);
                 fs.create(&dir)?;
-                fs.write(&dir, "memory.limit_in_bytes", &max.to_string())?;
+                fs.set(&dir, "memory.limit_in_bytes", &max.to_string())?;
                 join(&mut c, dir, true)?;
             }
         }

@@ -161,6 +161,17 @@ impl Cgroupfs {
             })
     }
 
+    /// Writes `value` to `file` of `dir` unless the file says so already:
+    /// a cgroupfs write can take a lock the whole host shares (cpuset's,
+    /// the CPU hotplug lock), a read does not, and a restart rewrites what
+    /// almost never changed.
+    pub fn set(&self, dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+        match self.read(dir, file) {
+            Ok(now) if now == value.trim() => Ok(()),
+            _ => self.write(dir, file, value),
+        }
+    }
+
     /// The trimmed content of the control file `file` of `dir`.
     pub fn read(&self, dir: &Path, file: &str) -> Result<String, CgroupError> {
         let path = dir.join(file);
@@ -258,6 +269,20 @@ impl Cgroupfs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_writes_only_what_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cpuset.cpus");
+        fs::write(&file, "4-7\n").unwrap();
+        let written = || fs::metadata(&file).unwrap().modified().unwrap();
+        let before = written();
+        let fs_ = Cgroupfs::real();
+        fs_.set(dir.path(), "cpuset.cpus", "4-7").unwrap();
+        assert_eq!(written(), before, "the same value is not written again");
+        fs_.set(dir.path(), "cpuset.cpus", "0-3").unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "0-3");
+    }
 
     #[test]
     fn errors_name_the_path_and_the_value() {
