@@ -82,13 +82,20 @@ fn summary_line(v: &Value) -> String {
                 names.join(", ")
             }
         };
-        return format!(
+        let mut line = format!(
             "reloaded: started {}; stopped {}; restarted {}; unchanged {}",
             list("started"),
             list("stopped"),
             list("restarted"),
             list("unchanged")
         );
+        if v["applied"].as_array().is_some_and(|a| !a.is_empty()) {
+            let _ = write!(line, "; applied {}", list("applied"));
+        }
+        for why in v["needs_restart"].as_array().into_iter().flatten() {
+            let _ = write!(line, "\nneeds a restart: {}", why.as_str().unwrap_or(""));
+        }
+        return line;
     }
     v.to_string()
 }

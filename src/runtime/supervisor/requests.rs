@@ -30,6 +30,12 @@ pub struct ReloadSummary {
     pub stopped: Vec<String>,
     pub restarted: Vec<String>,
     pub unchanged: Vec<String>,
+    /// Host settings the reload applied: `hooks`, `textfile`, `gpu lock
+    /// folders`.
+    pub applied: Vec<String>,
+    /// Host settings that changed but take effect only when venussup
+    /// restarts, each with why.
+    pub needs_restart: Vec<String>,
 }
 
 impl std::fmt::Display for ReloadSummary {
@@ -409,6 +415,7 @@ impl Supervisor {
         });
         self.services = services;
         self.reload_timers(&plan.timers);
+        self.reload_host(&plan.host, &mut summary);
         self.link();
         // Changed and removed services stop now; the rest follows in the loop.
         for i in 0..self.services.len() {
@@ -425,6 +432,55 @@ impl Supervisor {
         }
         self.dirty = true;
         Ok(summary)
+    }
+
+    /// The host settings a reload applies (hooks, the metrics textfile, the
+    /// GPU lock folders), or names as needing a restart (`[host.prepare]`).
+    fn reload_host(&mut self, host: &crate::plan::HostPlan, summary: &mut ReloadSummary) {
+        // Hooks: one whose plan is unchanged at its place keeps its queue
+        // and its running delivery; a changed or removed one's delivery is
+        // killed and forgotten.
+        let old_hooks: Vec<crate::plan::HookPlan> =
+            self.hooks.iter().map(|h| h.plan.clone()).collect();
+        if old_hooks != host.hooks {
+            let mut kept = Vec::new();
+            for (k, h) in std::mem::take(&mut self.hooks).into_iter().enumerate() {
+                if host.hooks.get(k) == Some(&h.plan) {
+                    kept.push(h);
+                    continue;
+                }
+                if let Some((pid, _)) = h.run {
+                    kill_group(pid, Signal::SIGKILL);
+                    self.owners.remove(&pid);
+                }
+                if k < host.hooks.len() {
+                    kept.push(super::hooks::Hook::new(&host.hooks[k]));
+                }
+            }
+            for p in host.hooks.iter().skip(kept.len()) {
+                kept.push(super::hooks::Hook::new(p));
+            }
+            self.hooks = kept;
+            info!("reload: hooks applied ({} hooks)", self.hooks.len());
+            summary.applied.push("hooks".to_string());
+        }
+        if host.textfile != self.textfile {
+            self.textfile = host.textfile.clone();
+            self.write_textfile();
+            summary.applied.push("textfile".to_string());
+        }
+        if host.gpu_tmpdirs != self.gpu_tmpdirs {
+            for e in crate::runtime::lockdirs::create_lock_dirs(&host.gpu_tmpdirs) {
+                warn!("{e}");
+            }
+            self.gpu_tmpdirs = host.gpu_tmpdirs.clone();
+            summary.applied.push("gpu lock folders".to_string());
+        }
+        if host.prepare != self.prepare_plan {
+            let why = "[host.prepare]: runs once, when venussup starts; `systemctl restart venussup` applies it";
+            warn!("reload: {why}");
+            summary.needs_restart.push(why.to_string());
+        }
     }
 
     /// Timers are replaced by name; a timer whose plan is unchanged keeps its
