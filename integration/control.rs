@@ -124,10 +124,11 @@ fn a_non_root_peer_is_refused_by_mode_and_by_its_credentials() {
     let setup = Setup::new(&standin("sealer", ""));
     let d = setup.start();
     d.running("sealer");
+    let others_bin = setup.bin_for_others();
     let as_nobody = |args: &[&str]| {
         let out = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(bin())
+            .arg(&others_bin)
             .args(args)
             .args(["--config", setup.config().to_str().unwrap()])
             .output()
@@ -312,7 +313,7 @@ fn promtool(text: &str) -> (bool, String) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("promtool (Debian package prometheus) is installed; .ci/run installs it");
+        .expect("promtool (Debian package prometheus) is installed; ./test.sh installs it");
     child
         .stdin
         .take()
@@ -341,6 +342,10 @@ fn http_get(addr: &str, request: &str) -> String {
 
 #[test]
 fn metrics_pass_promtool_on_the_socket_and_over_http() {
+    if let Err(why) = common::debian::need(&[("promtool", "prometheus")]) {
+        eprintln!("SKIPPED: {why}; ./test.sh installs it");
+        return;
+    }
     let setup = Setup::new(&format!(
         "{}\n[[timer]]\nname = \"pledge\"\ncommand = [\"/bin/true\"]\nevery = \"100ms\"\n",
         standin("sealer", "")
@@ -383,6 +388,10 @@ fn metrics_pass_promtool_on_the_socket_and_over_http() {
 
 #[test]
 fn zabbix_agentd_gets_discovery_and_values_from_the_running_daemon() {
+    if let Err(why) = common::debian::need(&[("zabbix_agentd", "zabbix-agent")]) {
+        eprintln!("SKIPPED: {why}; ./test.sh installs it");
+        return;
+    }
     let setup = Setup::new(&format!(
         "{}\n[[timer]]\nname = \"pledge\"\ncommand = [\"/bin/sh\", \"-c\", \"echo too many sectors sealing; exit 1\"]\nevery = \"100ms\"\nfull_output = [\"too many sectors sealing\"]\n",
         standin("sealer", "")
@@ -411,7 +420,7 @@ fn zabbix_agentd_gets_discovery_and_values_from_the_running_daemon() {
             .args(["-c", agent.to_str().unwrap(), "-t", key])
             .output()
             .expect(
-                "zabbix_agentd (Debian package zabbix-agent) is installed; .ci/run installs it",
+                "zabbix_agentd (Debian package zabbix-agent) is installed; ./test.sh installs it",
             );
         String::from_utf8_lossy(&out.stdout).to_string()
     };

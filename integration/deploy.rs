@@ -79,16 +79,7 @@ fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
 
 #[test]
 fn the_demo_runs_as_pid_1_and_stops_cleanly_on_sigterm() {
-    // The demo's fixed folder and ports, moved out of the way of a demo
-    // someone runs on this machine.
-    let mut replace = vec![pair("/tmp/venussup-demo", "{dir}")];
-    for (port, free) in [23450, 23456, 23457].into_iter().zip(free_ports::<3>()) {
-        replace.push(pair(
-            &format!("127.0.0.1:{port}"),
-            format!("127.0.0.1:{free}"),
-        ));
-    }
-    let setup = example_copy("demo.toml", &replace);
+    let setup = demo_copy();
     let mut d = setup.start_with(AS_PID_1);
     for name in ["sealer", "worker01", "worker02"] {
         d.wait_service(name, "running", running);
@@ -111,6 +102,94 @@ fn the_demo_runs_as_pid_1_and_stops_cleanly_on_sigterm() {
         lines_with(&log, "sending SIGKILL").is_empty(),
         "a stand-in needed SIGKILL:\n{log}"
     );
+}
+
+/// The demo with its folders and ports moved out of the way of a demo
+/// someone runs on this machine.
+fn demo_copy() -> Setup {
+    let mut replace = vec![pair("/tmp/venussup-demo", "{dir}")];
+    for (port, free) in [23450, 23456, 23457].into_iter().zip(free_ports::<3>()) {
+        replace.push(pair(
+            &format!("127.0.0.1:{port}"),
+            format!("127.0.0.1:{free}"),
+        ));
+    }
+    example_copy("demo.toml", &replace)
+}
+
+#[test]
+fn the_demo_runs_without_root_shows_the_split_and_the_gpus_and_says_what_next() {
+    let setup = demo_copy();
+    // As nobody, from a copy of the binary nobody may run, in a folder
+    // nobody may write.
+    fs::set_permissions(setup.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let own = setup.bin_for_others();
+    for sub in ["state", "logs"] {
+        fs::create_dir(setup.path(sub)).unwrap();
+        std::os::unix::fs::chown(setup.path(sub), Some(65534), Some(65534)).unwrap();
+    }
+    let exec_own = format!("shift; exec {} \"$@\"", own.display());
+    let mut d = setup.start_exec_with(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "sh",
+        "-c",
+        &exec_own,
+        "sh",
+    ]);
+    let w1 = d.wait_service("worker01", "running", running);
+    let w2 = d.wait_service("worker02", "running", running);
+    d.wait_service("sealer", "running", running);
+    d.wait_service("worker01-attach", "done", |s| s["state"] == "done");
+    // The first lines say what to run next and where the logs are.
+    let log = d.log();
+    let first: Vec<&str> = log.lines().take(4).collect();
+    let config = setup.config().display().to_string();
+    assert!(first[0].contains(&format!("supervising {config}")), "{log}");
+    for (line, what) in first[1..].iter().zip([
+        format!("{} status --config {config}", own.display()),
+        format!("{} check --config {config}", own.display()),
+        format!(
+            "{} logs NAME -f --config {config}   a service's log, followed ({}/logs/NAME.log)",
+            own.display(),
+            setup.dir.path().display()
+        ),
+    ]) {
+        assert!(line.contains(&what), "`{what}` is not in:\n{log}");
+    }
+    // The 75/25 split: whole cores, disjoint, held by the affinity mask.
+    let planned = |s: &Value| -> Vec<u64> {
+        s["cpus"]
+            .as_array()
+            .expect("a CPU share is planned")
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect()
+    };
+    let (c1, c2) = (planned(&w1), planned(&w2));
+    assert!(!c1.is_empty() && !c2.is_empty() && c1.iter().all(|c| !c2.contains(c)));
+    assert!(c1.len() >= c2.len(), "75% >= 25%: {c1:?} {c2:?}");
+    let report = |name: &str| -> Value {
+        let path = setup.path(&format!("state/{name}.report.json"));
+        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+    };
+    for (name, cpus) in [("worker01", &c1), ("worker02", &c2)] {
+        let r = report(name);
+        assert_eq!(
+            &cpu_list(r["cpus_allowed"].as_str().unwrap()),
+            cpus,
+            "{name}: {r:#}"
+        );
+        assert_eq!(r["uid"], 65534, "{name} runs as the demo's user");
+    }
+    // The two stated GPUs, by task: WindowPoSt first, then C2.
+    assert_eq!(report("sealer")["env"]["CUDA_VISIBLE_DEVICES"], "0");
+    assert_eq!(report("worker02")["env"]["CUDA_VISIBLE_DEVICES"], "1");
+    assert_eq!(report("worker01")["env"]["CUDA_VISIBLE_DEVICES"], "");
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).code(), Some(0), "{}", d.log());
 }
 
 /// Mounts `/sys` and everything under it read-only (in the mount namespace
@@ -804,6 +883,18 @@ fn the_unit_under_a_real_systemd_starts_at_boot_reports_reloads_survives_a_crash
     );
     let out = c.sh("systemd-analyze verify /etc/systemd/system/venussup.service 2>&1");
     assert_eq!(out.stdout.trim(), "", "systemd-analyze verify, installed");
+    // The completions and the manual page, where the README put them.
+    let out = c.sh(
+        "grep -q 'complete -F _venussup' /usr/share/bash-completion/completions/venussup && echo bash
+         head -n 1 /usr/share/zsh/vendor-completions/_venussup
+         grep -m 1 '^.TH venussup 1' /usr/local/share/man/man1/venussup.1 >/dev/null && echo man",
+    );
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["bash", "#compdef venussup", "man"],
+        "{}",
+        out.stdout
+    );
 
     // The storage attach may still run when READY=1 goes out: the STATUS=
     // line counts it until it is done.

@@ -203,6 +203,10 @@ fn a_full_answer_ends_the_tick_and_the_cooldown_holds_the_next() {
 
 #[test]
 fn the_textfile_follows_state_changes_and_promtool_accepts_it() {
+    if let Err(why) = common::debian::need(&[("promtool", "prometheus")]) {
+        eprintln!("SKIPPED: {why}; ./test.sh installs it");
+        return;
+    }
     let setup = Setup::new(SEALER);
     let prom = setup.state_dir().join("venussup.prom");
     setup.host_line(&format!(
@@ -245,4 +249,72 @@ fn the_textfile_follows_state_changes_and_promtool_accepts_it() {
         .collect();
     assert!(leftovers.is_empty(), "no temp file left: {leftovers:?}");
     assert_eq!(json!(d.status()["services"][0]["restarts"]), json!(1));
+}
+
+#[test]
+fn reload_applies_hooks_and_the_textfile_and_says_prepare_needs_a_restart() {
+    let setup = Setup::new(&format!(
+        "[[host.hook]]\non = [\"death\"]\ncommand = [\"/bin/sh\", \"-c\", \"cat > {{dir}}/hook.tmp && mv {{dir}}/hook.tmp {{dir}}/first.json\"]\n\n{SEALER}"
+    ));
+    let d = setup.start();
+    kill(Pid::from_raw(running_pid(&d, "sealer")), Signal::SIGKILL).unwrap();
+    d.wait_for("the first hook ran", |st| st["hooks"][0]["ok"] == 1);
+    wait_file(&setup.path("first.json"));
+    d.wait_service("sealer", "restarted", |s| {
+        s["state"] == "running" && s["restarts"] == 1
+    });
+
+    // A new hook command, a textfile, and host preparation.
+    let text = fs::read_to_string(setup.config()).unwrap();
+    fs::write(setup.config(), text.replace("first.json", "second.json")).unwrap();
+    let prom = setup.path("state/venussup.prom");
+    setup.host_line(&format!(
+        "metrics = {{ textfile = \"{}\" }}",
+        prom.display()
+    ));
+    setup.host_line("prepare = { governor = \"performance\" }");
+    let out = setup.cli(&["reload"]).expect_code(0).stdout.clone();
+    assert!(out.contains("applied hooks, textfile"), "{out}");
+    assert!(
+        out.contains("needs a restart: [host.prepare]: runs once, when venussup starts"),
+        "{out}"
+    );
+    assert!(out.contains("unchanged sealer"), "{out}");
+    wait_file(&prom);
+    assert!(fs::read_to_string(&prom)
+        .unwrap()
+        .contains("venussup_service_up{service=\"sealer\"} 1"));
+
+    // The next death goes to the new command, and only to it.
+    fs::remove_file(setup.path("first.json")).unwrap();
+    kill(Pid::from_raw(running_pid(&d, "sealer")), Signal::SIGKILL).unwrap();
+    wait_file(&setup.path("second.json"));
+    let event: Value =
+        serde_json::from_str(&fs::read_to_string(setup.path("second.json")).unwrap()).unwrap();
+    assert_eq!(event["event"], "death");
+    d.wait_for("the new hook ran once", |st| {
+        st["hooks"].as_array().map(Vec::len) == Some(1) && st["hooks"][0]["ok"] == 1
+    });
+    assert!(!setup.path("first.json").exists(), "the old hook ran");
+    d.wait_service("sealer", "restarted", |s| {
+        s["state"] == "running" && s["restarts"] == 2
+    });
+}
+
+#[test]
+fn reload_makes_the_gpu_lock_folder_of_a_newly_stated_gpu() {
+    let setup = Setup::new(
+        "[[service]]\nname = \"sealer\"\nrole = \"sealer\"\ntasks = [\"WindowPoSt\"]\n\
+         command = [\"{bin}\", \"standin\", \"--name\", \"sealer\"]\n",
+    );
+    let d = setup.start();
+    running_pid(&d, "sealer");
+    let lock = setup.state_dir().join("gpu0-tmp");
+    assert!(!lock.exists());
+    setup.host_line("gpus = 1");
+    let out = setup.cli(&["reload"]).expect_code(0).stdout.clone();
+    assert!(out.contains("applied gpu lock folders"), "{out}");
+    assert!(out.contains("restarted sealer"), "{out}");
+    assert!(lock.is_dir(), "{} made by the reload", lock.display());
+    d.wait_service("sealer", "running again", |s| s["state"] == "running");
 }

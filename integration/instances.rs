@@ -251,6 +251,7 @@ fn run_creates_each_gpu_lock_folder_owned_by_its_services_user() {
     );
     // The reports are written by `nobody`: its folder must let it.
     fs::set_permissions(setup.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    setup.bin_for_others();
     let d = setup.start_args(&["--fs-root", root.path().to_str().unwrap()]);
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     for i in 0..2 {
@@ -268,4 +269,54 @@ fn run_creates_each_gpu_lock_folder_owned_by_its_services_user() {
             (nobody.uid.as_raw(), nobody.gid.as_raw(), 0o700)
         );
     }
+}
+
+#[test]
+fn stop_start_and_restart_of_a_name_act_on_every_instance_of_it() {
+    let setup = Setup::new(
+        "[[service]]\nname = \"w\"\ninstances = 3\n\
+         command = [\"{bin}\", \"standin\", \"--name\", \"w{i}\"]\n\
+         [[service]]\nname = \"other\"\ncommand = [\"{bin}\", \"standin\", \"--name\", \"other\"]\n",
+    );
+    let d = setup.start();
+    let names = ["w@0", "w@1", "w@2"];
+    let pids = |d: &common::daemon::Daemon| -> Vec<i64> {
+        names
+            .iter()
+            .map(|n| {
+                let s = d.wait_service(n, "running", |s| s["state"] == "running");
+                s["pid"].as_i64().unwrap()
+            })
+            .collect()
+    };
+    let first = pids(&d);
+    d.wait_service("other", "running", |s| s["state"] == "running");
+
+    let out = setup.cli(&["stop", "w"]).expect_code(0).stdout.clone();
+    for n in names {
+        assert!(out.contains(&format!("{n}: ")), "{out}");
+        d.wait_service(n, "stopped", |s| s["state"] == "stopped");
+    }
+    assert_eq!(d.service("other")["state"], "running", "only w's instances");
+
+    setup.cli(&["start", "w"]).expect_code(0);
+    let second = pids(&d);
+    // Already running, every one of them: refused.
+    let again = setup.cli(&["start", "w"]).expect_code(1).stderr.clone();
+    assert!(again.contains("already running"), "{again}");
+
+    setup.cli(&["restart", "w"]).expect_code(0);
+    for (i, n) in names.iter().enumerate() {
+        d.wait_service(n, "a new pid", |s| {
+            s["state"] == "running" && s["pid"].as_i64() != Some(second[i])
+        });
+    }
+    assert!(first.iter().zip(&second).all(|(a, b)| a != b));
+
+    // One instance by its own name; an unknown name is refused.
+    setup.cli(&["stop", "w@1"]).expect_code(0);
+    d.wait_service("w@1", "stopped", |s| s["state"] == "stopped");
+    assert_eq!(d.service("w@0")["state"], "running");
+    let unknown = setup.cli(&["stop", "nope"]).expect_code(1).stderr.clone();
+    assert!(unknown.contains("no service `nope`"), "{unknown}");
 }

@@ -442,6 +442,7 @@ fn a_service_runs_as_its_user_with_its_umask_and_groups() {
     // The report is written by `nobody`: its folder must let it.
     let dir = setup.dir.path();
     fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    setup.bin_for_others();
     let d = setup.start();
     d.wait_service("worker", "running", |s| s["state"] == "running");
     wait_file(&setup.path("worker.json"));

@@ -11,6 +11,15 @@ use venussup::config::values::ByteSize;
 use venussup::control::Command as Request;
 use venussup::util::fsroot::FsRoot;
 
+/// `--version`: the first line is `-V`'s, which `venussup upgrade` reads
+/// off a new binary (`venussup 0.1.0 (handover format 1)`); the second
+/// names the git commit it was built from (build.rs).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (handover format 1)\ncommit ",
+    env!("VENUSSUP_COMMIT")
+);
+
 /// Supervisor for Filecoin sealing hosts: takes SMT siblings offline, runs
 /// venus-sealer and venus-worker confined to their cores and GPUs, restarts
 /// them, runs the pledge timer and reports status.
@@ -18,6 +27,7 @@ use venussup::util::fsroot::FsRoot;
 #[command(
     name = "venussup",
     version = venussup::runtime::handover::VERSION,
+    long_version = LONG_VERSION,
     propagate_version = true
 )]
 struct Cli {
@@ -111,6 +121,19 @@ enum Command {
         config: ConfigOpt,
         #[command(flatten)]
         json: JsonOpt,
+    },
+    /// Print a service's (or timer's) log; `-f` follows it across
+    /// rotations, as `tail -F` does.
+    Logs {
+        name: String,
+        /// Keep printing what is written (Ctrl-C to stop).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Print the last N lines first.
+        #[arg(long, short = 'n', value_name = "N", default_value_t = 10)]
+        lines: usize,
+        #[command(flatten)]
+        config: ConfigOpt,
     },
     /// Start a stopped service.
     Start {
@@ -210,6 +233,14 @@ enum Command {
         #[command(flatten)]
         config: ConfigOpt,
     },
+    /// Print the shell completion script for bash or zsh (the README's
+    /// install steps put them where each shell looks).
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the manual page (roff), generated from this command line.
+    Manpage,
     /// Act on a timer: `timer run NAME` runs it now (the pledge, at once).
     Timer {
         #[arg(value_enum)]
@@ -218,6 +249,12 @@ enum Command {
         #[command(flatten)]
         config: ConfigOpt,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -245,8 +282,44 @@ fn main() -> ExitCode {
     ExitCode::from(dispatch(cli))
 }
 
+/// Completions and the manual page, generated from [`Cli`] itself.
+fn generated(what: &Command) -> Option<Vec<u8>> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    match what {
+        Command::Completions { shell } => {
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            };
+            clap_complete::generate(shell, &mut cmd, "venussup", &mut out);
+        }
+        Command::Manpage => {
+            if let Err(e) = clap_mangen::Man::new(cmd).render(&mut out) {
+                eprintln!("venussup: failed to render the manual page: {e}");
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
 fn dispatch(cli: Cli) -> u8 {
+    if matches!(cli.command, Command::Completions { .. } | Command::Manpage) {
+        return match generated(&cli.command) {
+            Some(out) => match commands::print_stdout(&String::from_utf8_lossy(&out)) {
+                Ok(()) => commands::exit::OK,
+                Err(e) => {
+                    eprintln!("venussup: {e}");
+                    commands::exit::FAILURE
+                }
+            },
+            None => commands::exit::FAILURE,
+        };
+    }
     match cli.command {
+        Command::Completions { .. } | Command::Manpage => unreachable!("answered above"),
         Command::Check {
             config,
             fs_root,
@@ -298,6 +371,17 @@ fn dispatch(cli: Cli) -> u8 {
         Command::Status { name, config, json } => {
             commands::requests::status(&config.config, name, json.json)
         }
+        Command::Logs {
+            name,
+            follow,
+            lines,
+            config,
+        } => commands::logs::run(&commands::logs::Options {
+            config: config.config,
+            name,
+            lines,
+            follow,
+        }),
         Command::Start { name, config } => {
             commands::requests::simple(&config.config, Request::Start { name })
         }

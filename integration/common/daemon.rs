@@ -42,6 +42,34 @@ impl Setup {
         Self { dir }
     }
 
+    /// For a service run as another user (`user = "nobody"`): installs a
+    /// copy of the binary into this setup's folder (mode 0755), points the
+    /// config's `{bin}` commands at it, and returns it. The build's own
+    /// binary lives under the checkout, which other users may not enter
+    /// (a clone in /root or a `mktemp -d` folder is 0700); the setup's
+    /// folder is the test's, which lets them through when it chmods it.
+    /// Removed with the folder.
+    pub fn bin_for_others(&self) -> PathBuf {
+        let copy = self.path("venussup");
+        // `install`, not a write from this process: a test thread forking
+        // while this process holds the file open for writing would make
+        // its exec fail with ETXTBSY.
+        let st = Command::new("install")
+            .args(["-m", "0755"])
+            .arg(bin())
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(st.success(), "install the binary into {}", copy.display());
+        let text = fs::read_to_string(self.config()).unwrap();
+        fs::write(
+            self.config(),
+            text.replace(bin().to_str().unwrap(), copy.to_str().unwrap()),
+        )
+        .unwrap();
+        copy
+    }
+
     /// Adds `line` (e.g. `smt = "off"`) to the config's `[host]` table.
     pub fn host_line(&self, line: &str) {
         let text = fs::read_to_string(self.config()).unwrap();
@@ -80,6 +108,14 @@ impl Setup {
     /// Starts `PREFIX... venussup run` (e.g. `unshare --pid --fork ...`).
     pub fn start_with(&self, prefix: &[&str]) -> Daemon {
         self.start_env(prefix, &[])
+    }
+
+    /// Starts `PREFIX... venussup run` where PREFIX execs what follows it
+    /// (e.g. `setpriv --reuid=...`): venussup is the process we started.
+    pub fn start_exec_with(&self, prefix: &[&str]) -> Daemon {
+        let mut d = self.launch(prefix, &[], &[]);
+        d.namespaced = false;
+        d
     }
 
     /// Starts `venussup run ARGS...` (e.g. `--fs-root DIR`).

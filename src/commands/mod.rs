@@ -3,6 +3,7 @@
 
 pub mod capacity;
 pub mod check;
+pub mod logs;
 pub mod requests;
 pub mod smt;
 pub mod standin;

@@ -16,13 +16,10 @@ use crate::control::Command;
 use crate::status::{ServiceStatus, Snapshot};
 use crate::util::clock::unix_now;
 
-/// The daemon's state folder, from the config at `path` (read leniently:
-/// a config with mistakes still names its folder).
+/// The daemon's state folder, from the config at `path`: only its `[host]
+/// state_dir` is read (a config with mistakes still names its folder).
 pub fn state_dir_of(path: &Path) -> PathBuf {
-    match config::load(path) {
-        (Some(c), _) => c.host.state_dir,
-        (None, _) => config::default_state_dir(),
-    }
+    config::state_dir_only(path)
 }
 
 fn ask(config: &Path, command: Command) -> Result<Value, u8> {
@@ -54,6 +51,17 @@ pub fn simple(config: &Path, command: Command) -> u8 {
 }
 
 fn summary_line(v: &Value) -> String {
+    // Every instance of a name (`stop worker`): one line each.
+    if let Some(each) = v["services"].as_array() {
+        let lines: Vec<String> = each
+            .iter()
+            .map(|s| match s["error"].as_str() {
+                Some(e) => format!("{}: refused: {e}", s["service"].as_str().unwrap_or("?")),
+                None => summary_line(s),
+            })
+            .collect();
+        return lines.join("\n");
+    }
     if let (Some(name), Some(state)) = (v["service"].as_str(), v["state"].as_str()) {
         return format!("{name}: {state}");
     }
@@ -74,13 +82,20 @@ fn summary_line(v: &Value) -> String {
                 names.join(", ")
             }
         };
-        return format!(
+        let mut line = format!(
             "reloaded: started {}; stopped {}; restarted {}; unchanged {}",
             list("started"),
             list("stopped"),
             list("restarted"),
             list("unchanged")
         );
+        if v["applied"].as_array().is_some_and(|a| !a.is_empty()) {
+            let _ = write!(line, "; applied {}", list("applied"));
+        }
+        for why in v["needs_restart"].as_array().into_iter().flatten() {
+            let _ = write!(line, "\nneeds a restart: {}", why.as_str().unwrap_or(""));
+        }
+        return line;
     }
     v.to_string()
 }

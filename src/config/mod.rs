@@ -78,6 +78,41 @@ pub fn load(path: &Path) -> (Option<Config>, Diagnostics) {
     }
 }
 
+/// Only `[host] state_dir` of the config at `path`, for the commands that
+/// talk to the daemon: the rest of the file is neither checked nor
+/// converted (a config with mistakes still names its folder), so `status`
+/// costs the same at 1000 services as at 2. The default when the file
+/// cannot be read or parsed, or does not say.
+pub fn state_dir_only(path: &Path) -> PathBuf {
+    host_dirs_only(path).0
+}
+
+/// Only `[host] log_dir` of the config at `path` (see [`state_dir_only`]).
+pub fn log_dir_only(path: &Path) -> PathBuf {
+    host_dirs_only(path).1
+}
+
+fn host_dirs_only(path: &Path) -> (PathBuf, PathBuf) {
+    #[derive(serde::Deserialize)]
+    struct File {
+        host: Option<Host>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Host {
+        state_dir: Option<PathBuf>,
+        log_dir: Option<PathBuf>,
+    }
+    let host = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| toml::from_str::<File>(&text).ok())
+        .and_then(|f| f.host);
+    let (state, log) = host.map_or((None, None), |h| (h.state_dir, h.log_dir));
+    (
+        state.unwrap_or_else(default_state_dir),
+        log.unwrap_or_else(default_log_dir),
+    )
+}
+
 /// Parses `text` (the content of `path`) and runs the file's own rules.
 pub fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<Config> {
     let (root, syntax_errors) = DeTable::parse_recoverable(text);
@@ -212,5 +247,48 @@ pub fn load_valid(path: &Path) -> Result<Config, String> {
             "{}\nthe config is invalid; `venussup check` shows everything",
             errors.join("\n")
         )),
+    }
+}
+
+#[cfg(test)]
+mod state_dir_tests {
+    use super::*;
+
+    fn at(text: &str) -> PathBuf {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.toml");
+        std::fs::write(&path, text).unwrap();
+        state_dir_only(&path)
+    }
+
+    #[test]
+    fn only_the_state_dir_is_read_the_rest_unchecked() {
+        // A service with mistakes (no command, an unknown key, a bad type)
+        // and 1000 of them: the folder is still named.
+        let mut text = "[host]\nstate_dir = \"/run/v\"\nsmt = 3\n".to_string();
+        for i in 0..1000 {
+            text.push_str(&format!(
+                "[[service]]\nname = \"w{i}\"\ncpus = true\nbogus = 1\n"
+            ));
+        }
+        assert_eq!(at(&text), Path::new("/run/v"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.toml");
+        std::fs::write(
+            &path,
+            text.replace("[host]\n", "[host]\nlog_dir = \"/l\"\n"),
+        )
+        .unwrap();
+        assert_eq!(log_dir_only(&path), Path::new("/l"));
+    }
+
+    #[test]
+    fn the_default_when_the_file_does_not_say_or_cannot_be_read() {
+        assert_eq!(at("[[service]]\nname = \"a\"\n"), default_state_dir());
+        assert_eq!(at("[host\n"), default_state_dir());
+        assert_eq!(
+            state_dir_only(Path::new("/nonexistent/v.toml")),
+            default_state_dir()
+        );
     }
 }

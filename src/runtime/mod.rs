@@ -117,6 +117,17 @@ fn cgroups(
         Some(h) => h.clone(),
         None => Hierarchy::detect(fs_root),
     };
+    // Without root (the demo), or in a container that mounts it read-only,
+    // the hierarchy is there but not ours to write: the services are held
+    // by their affinity masks alone.
+    let hierarchy = match hierarchy.roots().iter().find(|r| !writable(r)) {
+        Some(root) => {
+            let why = format!("{} is not writable here", root.display());
+            warn!("cgroups: {why}; services are confined by affinity only");
+            Hierarchy::None { why }
+        }
+        None => hierarchy,
+    };
     let parent = config.host.cgroup_parent.get_ref();
     let setup = match confine::CgroupSetup::new(hierarchy, parent, Cgroupfs::real()) {
         Ok(s) => s,
@@ -145,6 +156,15 @@ fn cgroups(
         Err(e) => warn!("cgroups: failed to clean up after an earlier venussup: {e}"),
     }
     Some(setup)
+}
+
+/// Whether this process may create a folder in `dir`.
+fn writable(dir: &Path) -> bool {
+    nix::unistd::access(
+        dir,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .is_ok()
 }
 
 /// Who may use the control socket: root, and `[host] control_group`.
@@ -205,6 +225,25 @@ fn own_binary() -> PathBuf {
     }
 }
 
+/// The first lines `run` prints: what to run next, with this program and
+/// this config (`target/debug/venussup` under `cargo run`), and where the
+/// services' logs are.
+fn what_next(config: &Path, log_dir: &Path) -> String {
+    let program = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .filter(|p| p.components().count() > 1)
+        .map_or_else(|| "venussup".to_string(), |p| p.display().to_string());
+    let config = config.display();
+    let logs = log_dir.display();
+    format!(
+        "venussup: supervising {config}; in another terminal:\n\
+         \x20 {program} status --config {config}     every service: state, pid, CPUs, restarts\n\
+         \x20 {program} check --config {config}      the plan: who gets which CPUs and GPUs, and why\n\
+         \x20 {program} logs NAME -f --config {config}   a service's log, followed ({logs}/NAME.log)\n"
+    )
+}
+
 pub fn run(args: &RunArgs, handed: Handed) -> u8 {
     let fs_root = &args.fs_root;
     let config_path = args.config.as_path();
@@ -230,6 +269,9 @@ pub fn run(args: &RunArgs, handed: Handed) -> u8 {
             return exit::FAILURE;
         }
     };
+    if !resuming {
+        eprint!("{}", what_next(config_path, &config.host.log_dir));
+    }
     let state_dir = config.host.state_dir.clone();
     // The folder's group and mode follow control_group (state.rs).
     let access_by_group = access(&config);

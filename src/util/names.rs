@@ -40,9 +40,31 @@ pub fn instance_problem(name: &str) -> Option<String> {
     }
 }
 
+/// Whether `name` is an instance of `base`: `base@N`.
+pub fn is_instance_of(name: &str, base: &str) -> bool {
+    name.strip_prefix(base)
+        .and_then(|rest| rest.strip_prefix('@'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_is_base_at_a_number() {
+        assert!(is_instance_of("worker@0", "worker"));
+        assert!(is_instance_of("worker@12", "worker"));
+        for (name, base) in [
+            ("worker", "worker"),
+            ("worker@", "worker"),
+            ("worker@x", "worker"),
+            ("worker2@0", "worker"),
+            ("worker@0", "work"),
+        ] {
+            assert!(!is_instance_of(name, base), "{name} of {base}");
+        }
+    }
 
     #[test]
     fn names_are_plain_file_and_cgroup_names() {

@@ -140,6 +140,11 @@ pub struct Supervisor {
     mounts: Option<File>,
     prepare: Option<crate::status::prepare::Report>,
     hooks: Vec<hooks::Hook>,
+    /// The GPU lock folders as last made (at start or by a reload).
+    gpu_tmpdirs: Vec<crate::plan::gpus::LockDir>,
+    /// `[host.prepare]` as run at start: a reload that changes it says a
+    /// restart applies it.
+    prepare_plan: Option<crate::plan::prepare::Prepare>,
     log_dir: PathBuf,
     /// node_exporter's textfile, and when it may be written next.
     textfile: Option<PathBuf>,
@@ -224,6 +229,8 @@ impl Supervisor {
             mounts: None,
             prepare,
             hooks: plan.host.hooks.iter().map(hooks::Hook::new).collect(),
+            gpu_tmpdirs: plan.host.gpu_tmpdirs.clone(),
+            prepare_plan: plan.host.prepare.clone(),
             log_dir: plan.host.log_dir.clone(),
             textfile: plan.host.textfile.clone(),
             textfile_throttle: super::textfile::Throttle::default(),

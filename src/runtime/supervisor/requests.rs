@@ -18,6 +18,7 @@ use crate::control::{Command, Request, Response};
 use crate::plan::render;
 use crate::runtime::logs;
 use crate::runtime::service::State;
+use crate::util::names;
 
 /// Lines of a service's log shown by `status NAME`.
 const LOG_TAIL_LINES: usize = 20;
@@ -29,6 +30,12 @@ pub struct ReloadSummary {
     pub stopped: Vec<String>,
     pub restarted: Vec<String>,
     pub unchanged: Vec<String>,
+    /// Host settings the reload applied: `hooks`, `textfile`, `gpu lock
+    /// folders`.
+    pub applied: Vec<String>,
+    /// Host settings that changed but take effect only when venussup
+    /// restarts, each with why.
+    pub needs_restart: Vec<String>,
 }
 
 impl std::fmt::Display for ReloadSummary {
@@ -83,6 +90,58 @@ impl Supervisor {
             })
     }
 
+    /// The services `name` means: the one of that name, else every
+    /// instance of it (`worker` is `worker@0`, `worker@1`, ...).
+    fn service_indices(&self, name: &str) -> Result<Vec<usize>, String> {
+        if let Ok(i) = self.service_index(name) {
+            return Ok(vec![i]);
+        }
+        let all: Vec<usize> = self
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.retiring && names::is_instance_of(&s.plan.name, name))
+            .map(|(i, _)| i)
+            .collect();
+        if all.is_empty() {
+            self.service_index(name).map(|i| vec![i])
+        } else {
+            Ok(all)
+        }
+    }
+
+    /// `act` on each service `name` means. One service: its answer. Every
+    /// instance: `{"services": [answer or {"service", "error"}, ...]}`,
+    /// refused only when every instance refused.
+    fn on_each(
+        &mut self,
+        name: &str,
+        mut act: impl FnMut(&mut Self, usize) -> Result<Value, String>,
+    ) -> Result<Value, String> {
+        let which = self.service_indices(name)?;
+        if let [i] = which[..] {
+            if self.services[i].plan.name == name {
+                return act(self, i);
+            }
+        }
+        let mut answers = Vec::new();
+        let mut errors = Vec::new();
+        for i in which {
+            match act(self, i) {
+                Ok(v) => answers.push(v),
+                Err(e) => {
+                    answers.push(json!({"service": self.services[i].plan.name, "error": e}));
+                    errors.push(e);
+                }
+            }
+        }
+        if errors.len() == answers.len() {
+            Err(errors.join("; "))
+        } else {
+            Ok(json!({ "services": answers }))
+        }
+    }
+
     pub(super) fn handle(&mut self, command: Command) -> Response {
         let now = Instant::now();
         let result = match command {
@@ -90,23 +149,21 @@ impl Supervisor {
                 serde_json::to_value(self.snapshot()).map_err(|e| e.to_string())
             }
             Command::Status { name: Some(name) } => self.detail(&name),
-            Command::Start { name } => self
-                .service_index(&name)
-                .and_then(|i| self.start_on_request(i, now)),
-            Command::Stop { name } => self
-                .service_index(&name)
-                .and_then(|i| self.stop_on_request(i, now, AfterStop::StayStopped)),
+            Command::Start { name } => self.on_each(&name, |sup, i| sup.start_on_request(i, now)),
+            Command::Stop { name } => self.on_each(&name, |sup, i| {
+                sup.stop_on_request(i, now, AfterStop::StayStopped)
+            }),
             Command::Restart {
                 name,
                 with_dependents,
-            } => self.service_index(&name).and_then(|i| {
+            } => self.on_each(&name, |sup, i| {
                 let mut which = vec![i];
                 if with_dependents {
-                    which.extend(self.dependents(i));
+                    which.extend(sup.dependents(i));
                 }
                 let mut last = Value::Null;
                 for j in which {
-                    last = self.restart_one(j, now)?;
+                    last = sup.restart_one(j, now)?;
                 }
                 Ok(last)
             }),
@@ -358,6 +415,7 @@ impl Supervisor {
         });
         self.services = services;
         self.reload_timers(&plan.timers);
+        self.reload_host(&plan.host, &mut summary);
         self.link();
         // Changed and removed services stop now; the rest follows in the loop.
         for i in 0..self.services.len() {
@@ -374,6 +432,55 @@ impl Supervisor {
         }
         self.dirty = true;
         Ok(summary)
+    }
+
+    /// The host settings a reload applies (hooks, the metrics textfile, the
+    /// GPU lock folders), or names as needing a restart (`[host.prepare]`).
+    fn reload_host(&mut self, host: &crate::plan::HostPlan, summary: &mut ReloadSummary) {
+        // Hooks: one whose plan is unchanged at its place keeps its queue
+        // and its running delivery; a changed or removed one's delivery is
+        // killed and forgotten.
+        let old_hooks: Vec<crate::plan::HookPlan> =
+            self.hooks.iter().map(|h| h.plan.clone()).collect();
+        if old_hooks != host.hooks {
+            let mut kept = Vec::new();
+            for (k, h) in std::mem::take(&mut self.hooks).into_iter().enumerate() {
+                if host.hooks.get(k) == Some(&h.plan) {
+                    kept.push(h);
+                    continue;
+                }
+                if let Some((pid, _)) = h.run {
+                    kill_group(pid, Signal::SIGKILL);
+                    self.owners.remove(&pid);
+                }
+                if k < host.hooks.len() {
+                    kept.push(super::hooks::Hook::new(&host.hooks[k]));
+                }
+            }
+            for p in host.hooks.iter().skip(kept.len()) {
+                kept.push(super::hooks::Hook::new(p));
+            }
+            self.hooks = kept;
+            info!("reload: hooks applied ({} hooks)", self.hooks.len());
+            summary.applied.push("hooks".to_string());
+        }
+        if host.textfile != self.textfile {
+            self.textfile = host.textfile.clone();
+            self.write_textfile();
+            summary.applied.push("textfile".to_string());
+        }
+        if host.gpu_tmpdirs != self.gpu_tmpdirs {
+            for e in crate::runtime::lockdirs::create_lock_dirs(&host.gpu_tmpdirs) {
+                warn!("{e}");
+            }
+            self.gpu_tmpdirs = host.gpu_tmpdirs.clone();
+            summary.applied.push("gpu lock folders".to_string());
+        }
+        if host.prepare != self.prepare_plan {
+            let why = "[host.prepare]: runs once, when venussup starts; `systemctl restart venussup` applies it";
+            warn!("reload: {why}");
+            summary.needs_restart.push(why.to_string());
+        }
     }
 
     /// Timers are replaced by name; a timer whose plan is unchanged keeps its
