@@ -46,10 +46,9 @@ impl HandedFd {
         if unsafe { libc::fcntl(self.fd, libc::F_GETFD) } < 0 {
             return Err(format!("descriptor {} is not open", self.fd));
         }
-        // SAFETY: the descriptor is open (checked above) and was left to
-        // this image by the previous one, which owns nothing any more:
-        // whoever adopts a handed descriptor is its only owner (each is
-        // adopted once, by the one record that names it).
+        // Each handed descriptor is adopted once, by the one record that
+        // names it; the previous image owns nothing any more.
+        // SAFETY: open (checked above), left to this image, owned by no one else.
         let owned = unsafe { OwnedFd::from_raw_fd(self.fd) };
         match inode(owned.as_fd()) {
             Ok(ino) if ino == self.ino => {
@@ -148,10 +147,9 @@ pub fn close_inherited_except(keep: &std::collections::BTreeSet<RawFd>) {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     for fd in open.into_iter().filter(|fd| *fd > 2 && !keep.contains(fd)) {
-        // SAFETY: closes a descriptor number this process inherited across
-        // its exec that nothing in this image owns (called before anything
-        // is opened; the listing's own descriptor is closed already, and
-        // closing its number again fails with EBADF).
+        // Called before anything is opened; the listing's own descriptor is
+        // closed already, and closing its number again fails with EBADF.
+        // SAFETY: an inherited descriptor number nothing in this image owns.
         unsafe { libc::close(fd) };
     }
 }
