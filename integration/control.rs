@@ -402,13 +402,7 @@ fn zabbix_agentd_gets_discovery_and_values_from_the_running_daemon() {
         st["timers"][0]["runs"]["full"].as_u64() >= Some(1)
     });
     // The shipped UserParameters, pointed at this build and this config.
-    let params = fs::read_to_string(common::project_file("units/zabbix_agentd.d/venussup.conf"))
-        .unwrap()
-        .replace("/usr/local/bin/venussup", bin().to_str().unwrap())
-        .replace(
-            "/etc/venussup/venussup.toml",
-            setup.config().to_str().unwrap(),
-        );
+    let params = common::zabbix_user_parameters(&setup.config());
     let agent = setup.path("zabbix_agentd.conf");
     fs::write(
         &agent,

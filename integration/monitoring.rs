@@ -206,13 +206,7 @@ fn check_says_what_the_control_group_will_reach() {
 /// The shipped UserParameters, pointed at this build and `config`, in an
 /// agent config the `zabbix` user can read.
 fn agent_config(setup: &Setup) -> String {
-    let params = fs::read_to_string(project_file("units/zabbix_agentd.d/venussup.conf"))
-        .unwrap()
-        .replace("/usr/local/bin/venussup", bin().to_str().unwrap())
-        .replace(
-            "/etc/venussup/venussup.toml",
-            setup.config().to_str().unwrap(),
-        );
+    let params = common::zabbix_user_parameters(&setup.config());
     let agent = setup.path("zabbix_agentd.conf");
     fs::write(
         &agent,

@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{pid_of, wait_gone, Setup, WAIT};
-use common::{bin, project_file, run_bounded};
+use common::{project_file, run_bounded};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Pid, User};
 use serde_json::{json, Value};
@@ -366,13 +366,7 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
     fs::create_dir(&agent_dir).unwrap();
     chown(&agent_dir, "zabbix");
     let agent_port = free_port();
-    let params = fs::read_to_string(project_file("units/zabbix_agentd.d/venussup.conf"))
-        .unwrap()
-        .replace("/usr/local/bin/venussup", bin().to_str().unwrap())
-        .replace(
-            "/etc/venussup/venussup.toml",
-            setup.config().to_str().unwrap(),
-        );
+    let params = common::zabbix_user_parameters(&setup.config());
     let agent_conf = agent_dir.join("zabbix_agentd.conf");
     fs::write(
         &agent_conf,

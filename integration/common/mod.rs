@@ -117,6 +117,20 @@ pub fn project_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// The shipped Zabbix UserParameters, pointed at this build and at `config`.
+pub fn zabbix_user_parameters(config: &Path) -> String {
+    std::fs::read_to_string(project_file("units/zabbix_agentd.d/venussup.conf"))
+        .expect("units/zabbix_agentd.d/venussup.conf")
+        .replace(
+            "/usr/local/bin/venussup",
+            bin().to_str().unwrap_or_default(),
+        )
+        .replace(
+            "/etc/venussup/venussup.toml",
+            config.to_str().unwrap_or_default(),
+        )
+}
+
 /// `check --fs-root ROOT` of `text` (written to ROOT/venussup.toml): what
 /// it printed, and its `--json` document.
 pub fn check_on(root: &Path, text: &str) -> (Outcome, serde_json::Value) {

@@ -143,10 +143,7 @@ impl MetricsServer {
                     input: c.input.clone(),
                     output: c.output.clone(),
                     answered: c.answered,
-                    idle_left_ms: u64::try_from(
-                        c.deadline.saturating_duration_since(now).as_millis(),
-                    )
-                    .unwrap_or(u64::MAX),
+                    idle_left_ms: super::idle_left_ms(c.deadline, now),
                 })
             })
             .collect()

@@ -22,7 +22,7 @@ pub mod client;
 pub mod http;
 pub mod server;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const SOCKET_NAME: &str = "control.sock";
 pub const MAX_REQUEST: usize = 64 * 1024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection's idle time left, as handed over to a new image.
+fn idle_left_ms(deadline: Instant, now: Instant) -> u64 {
+    u64::try_from(deadline.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+}
 pub const MAX_CLIENTS: usize = 512;
 /// A client that does not read its responses is dropped past this.
 pub const MAX_PENDING_OUTPUT: usize = 64 << 20;

@@ -169,10 +169,7 @@ impl Server {
                     input: c.input.clone(),
                     output: c.output.clone(),
                     closing: c.closing,
-                    idle_left_ms: u64::try_from(
-                        c.deadline.saturating_duration_since(now).as_millis(),
-                    )
-                    .unwrap_or(u64::MAX),
+                    idle_left_ms: super::idle_left_ms(c.deadline, now),
                 })
             })
             .collect()
