@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{IDLE_TIMEOUT, MAX_CLIENTS};
 use crate::sys::reexec::HandedFd;
+use crate::util::clock::after;
 
 pub const MAX_HEAD: usize = 8 * 1024;
 
@@ -120,7 +121,7 @@ impl MetricsServer {
                     stream,
                     input: r.input,
                     output: r.output,
-                    deadline: now + Duration::from_millis(r.idle_left_ms),
+                    deadline: after(now, Duration::from_millis(r.idle_left_ms)),
                     answered: r.answered,
                 },
             );
@@ -190,7 +191,7 @@ impl MetricsServer {
                                 stream,
                                 input: Vec::new(),
                                 output: Vec::new(),
-                                deadline: now + IDLE_TIMEOUT,
+                                deadline: after(now, IDLE_TIMEOUT),
                                 answered: false,
                             },
                         );

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Request, Response, IDLE_TIMEOUT, MAX_CLIENTS, MAX_PENDING_OUTPUT, MAX_REQUEST};
 use crate::sys::reexec::HandedFd;
+use crate::util::clock::after;
 
 /// Who may use the socket besides root.
 #[derive(Debug, Clone, Copy, Default)]
@@ -144,7 +145,7 @@ impl Server {
                     stream,
                     input: r.input,
                     output: r.output,
-                    deadline: now + Duration::from_millis(r.idle_left_ms),
+                    deadline: after(now, Duration::from_millis(r.idle_left_ms)),
                     closing: r.closing,
                 },
             );
@@ -242,7 +243,7 @@ impl Server {
                 stream,
                 input: Vec::new(),
                 output: Vec::new(),
-                deadline: now + IDLE_TIMEOUT,
+                deadline: after(now, IDLE_TIMEOUT),
                 closing: false,
             };
             let refuse = match getsockopt(&client.stream, PeerCredentials) {
@@ -284,7 +285,7 @@ impl Server {
                     }
                     Ok(n) => {
                         c.input.extend_from_slice(&buf[..n]);
-                        c.deadline = now + IDLE_TIMEOUT;
+                        c.deadline = after(now, IDLE_TIMEOUT);
                         if c.input.len() > MAX_REQUEST && !c.input[..MAX_REQUEST].contains(&b'\n') {
                             c.output.extend(Response::err(format!("request too large (over {MAX_REQUEST} bytes without a newline)")).to_line());
                             c.closing = true;

@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use tracing::{info, warn};
 
 use super::state::{self, PidRecord};
+use crate::util::clock::after;
 
 /// An fd that becomes readable when `pid` exits (works for processes that
 /// are not our children).
@@ -59,7 +60,7 @@ pub fn stop_leftovers(
             continue;
         };
         let _ = kill(Pid::from_raw(-r.pid), sig);
-        waiting.push((name.clone(), r.pid, fd, Instant::now() + timeout));
+        waiting.push((name.clone(), r.pid, fd, after(Instant::now(), timeout)));
     }
     let stopped: Vec<String> = waiting.iter().map(|w| w.0.clone()).collect();
     while !waiting.is_empty() {

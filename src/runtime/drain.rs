@@ -13,6 +13,7 @@ use super::effect::Effect;
 use super::service::{Lifecycle, ServiceRules, State};
 use super::stop::send_stop;
 use crate::status::ExitKind;
+use crate::util::clock::after;
 
 /// Where a planned stop's drain is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,7 +56,7 @@ pub fn begin(
     life.state = State::Draining {
         pid,
         since: now,
-        until: now + drain.timeout.0,
+        until: after(now, drain.timeout.0),
     };
     life.drain = Drain::default();
     enter(life, rules, Phase::Command, now, fx)
@@ -162,7 +163,7 @@ pub fn helper_failed(
                 .drain
                 .as_ref()
                 .map_or(Duration::from_secs(10), |d| d.poll_every.0);
-            life.drain.next_poll = Some(now + every);
+            life.drain.next_poll = Some(after(now, every));
             return (life, fx);
         }
         _ => Phase::Off,
@@ -197,7 +198,7 @@ pub fn helper_exited(
             let d = &mut life.drain;
             if !idle {
                 d.quiet_since = None;
-                d.next_poll = Some(now + drain.poll_every.0);
+                d.next_poll = Some(after(now, drain.poll_every.0));
                 return (life, Vec::new());
             }
             let since = *d.quiet_since.get_or_insert(now);
@@ -210,7 +211,7 @@ pub fn helper_exited(
                     vec![Effect::info("quiet; stopping")],
                 )
             } else {
-                d.next_poll = Some(now + drain.poll_every.0);
+                d.next_poll = Some(after(now, drain.poll_every.0));
                 (life, Vec::new())
             }
         }

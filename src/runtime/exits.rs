@@ -17,6 +17,7 @@ use super::effect::Effect;
 use super::service::{Lifecycle, RestartRules, ServiceRules, State};
 use crate::config::{EventKind, RestartPolicy, ServiceKind};
 use crate::status::{ExitKind, LastExit};
+use crate::util::clock::after;
 
 /// Exits of each service kept for `status NAME`.
 pub const RECENT_EXITS: usize = 5;
@@ -178,7 +179,9 @@ pub fn decide_exit(
                     humantime::format_duration(round(ran)),
                     humantime::format_duration(delay)
                 )));
-                life.state = State::Backoff { until: now + delay };
+                life.state = State::Backoff {
+                    until: after(now, delay),
+                };
             }
         }
         AfterExit::Exited => {

@@ -12,6 +12,7 @@ use super::timer::{take_pending, TimerState};
 use crate::config::GateCount;
 use crate::plan::GatePlan;
 use crate::status::{ExitKind, GateStatus, RunResult};
+use crate::util::clock::after;
 
 /// How many sectors the gate command's output says are in flight:
 /// `first-integer` takes the first number that is a word of its own (so
@@ -126,13 +127,13 @@ pub fn after_run(
 ) -> (TimerState, Vec<Effect>) {
     let mut fx = Vec::new();
     match result {
-        RunResult::Success if t.pending > 0 => t.next_pending = Some(now + plan.spacing.0),
+        RunResult::Success if t.pending > 0 => t.next_pending = Some(after(now, plan.spacing.0)),
         RunResult::Success => {}
         RunResult::Full | RunResult::Failure(_) => {
             t.pending = 0;
             t.next_pending = None;
             if let (RunResult::Full, Some(c)) = (result, plan.cooldown) {
-                let until = now + c.0;
+                let until = after(now, c.0);
                 fx.push(Effect::info(format!(
                     "full: next tick in {c} at the earliest"
                 )));

@@ -47,6 +47,7 @@ use crate::control::http::ConnRecord;
 use crate::control::server::ClientRecord;
 use crate::status::{GateStatus, HookCounts, LastExit, RunCounts, RunRecord};
 use crate::sys::reexec::HandedFd;
+use crate::util::clock::after;
 
 /// The format this binary writes; it reads every one from 1 up to it.
 pub const FORMAT: u32 = 1;
@@ -100,7 +101,7 @@ impl Anchor {
     /// The `Instant` of `m`.
     pub fn instant(&self, m: Mono) -> Instant {
         if m >= self.mono {
-            self.instant + Duration::from_nanos(m.0 - self.mono.0)
+            after(self.instant, Duration::from_nanos(m.0 - self.mono.0))
         } else {
             let back = Duration::from_nanos(self.mono.0 - m.0);
             self.instant.checked_sub(back).unwrap_or(self.instant)

@@ -20,6 +20,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::util::clock::after;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
 /// The most often a growing log is looked at.
@@ -169,7 +170,7 @@ impl LogWatch {
                 Err(e) => tracing::warn!("failed to rotate {}: {e}", path.display()),
             }
         }
-        self.resume_at = Some(now + CHECK_EVERY);
+        self.resume_at = Some(after(now, CHECK_EVERY));
     }
 
     /// Ends a pause whose time has come.

@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 
 use super::effect::Effect;
 use super::service::{Lifecycle, ServiceRules, State};
+use crate::util::clock::after;
 
 /// How often a ready probe is tried while a service starts.
 pub const PROBE_EVERY: Duration = Duration::from_millis(200);
@@ -56,7 +57,7 @@ pub fn decide_start(
                 Some(timeout) => {
                     life.state = State::Starting {
                         pid,
-                        probe_until: now + timeout,
+                        probe_until: after(now, timeout),
                     };
                     life.probe_at = Some(now);
                 }
@@ -75,7 +76,9 @@ pub fn decide_start(
                 humantime::format_duration(delay)
             )));
             life.reason = Some(e);
-            life.state = State::Backoff { until: now + delay };
+            life.state = State::Backoff {
+                until: after(now, delay),
+            };
         }
     }
     (life, fx)
@@ -87,7 +90,7 @@ pub fn probe_answered(mut life: Lifecycle, ok: bool, now: Instant) -> (Lifecycle
         return (life, Vec::new());
     };
     if !ok {
-        life.probe_at = Some(now + PROBE_EVERY);
+        life.probe_at = Some(after(now, PROBE_EVERY));
         return (life, Vec::new());
     }
     life.state = State::Running { pid };

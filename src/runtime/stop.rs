@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use super::drain;
 use super::effect::Effect;
 use super::service::{Lifecycle, ServiceRules, State};
+use crate::util::clock::after;
 
 /// The services that may get their stop now, last started first: those
 /// started (starting or running) that no service with a process depends
@@ -57,7 +58,7 @@ pub fn send_stop(
     life.probe_at = None;
     life.state = State::Stopping {
         pid,
-        kill_at: Some(now + rules.stop_timeout),
+        kill_at: Some(after(now, rules.stop_timeout)),
     };
     let fx = vec![
         Effect::info(format!("sending {}", rules.stop_signal.as_str())),

@@ -3,6 +3,7 @@
 //! limit is a deadline in the loop, not a tick: an idle daemon writes
 //! nothing.
 
+use crate::util::clock::after;
 use std::time::{Duration, Instant};
 
 /// Shortest time between two writes.
@@ -19,7 +20,7 @@ impl Throttle {
     /// The state changed at `now`: true when the file is to be written
     /// now; otherwise the write waits for [`Throttle::due`].
     pub fn changed(&mut self, now: Instant) -> bool {
-        if self.last.is_some_and(|l| now < l + MIN_GAP) {
+        if self.last.is_some_and(|l| now < after(l, MIN_GAP)) {
             self.pending = true;
             return false;
         }
@@ -30,7 +31,7 @@ impl Throttle {
     /// When a held-back write is due.
     pub fn due(&self) -> Option<Instant> {
         self.pending
-            .then(|| self.last.map_or(Instant::now(), |l| l + MIN_GAP))
+            .then(|| self.last.map_or(Instant::now(), |l| after(l, MIN_GAP)))
     }
 
     /// True (once) when the held-back write is due at `now`.

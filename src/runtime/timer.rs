@@ -15,6 +15,7 @@ use super::gate;
 use crate::config::EventKind;
 use crate::plan::TimerPlan;
 use crate::status::{ExitKind, GateStatus, RunCounts, RunRecord, RunResult};
+use crate::util::clock::after;
 
 /// How much of a run's output is kept for matching and for status.
 pub const OUTPUT_KEPT: usize = 64 * 1024;
@@ -39,7 +40,7 @@ impl Running {
         Self {
             pid,
             started: now,
-            kill_at: timeout.map(|d| now + d),
+            kill_at: timeout.map(|d| after(now, d)),
             timed_out: None,
         }
     }
@@ -235,7 +236,7 @@ pub fn on_shutdown(mut t: TimerState, now: Instant) -> (TimerState, Vec<Effect>)
     }
     if let Some(run) = &mut t.run {
         fx.push(Effect::kill(run.pid, Signal::SIGTERM));
-        run.kill_at = Some(now + TIMER_STOP_GRACE);
+        run.kill_at = Some(after(now, TIMER_STOP_GRACE));
     }
     (t, fx)
 }
@@ -289,15 +290,22 @@ pub fn next_due(
     now: Instant,
 ) -> Instant {
     let every = every.max(Duration::from_millis(1));
-    let mut next = due + every;
-    while next <= now {
-        next += every;
+    let mut next = after(due, every);
+    if next <= now {
+        // Whole intervals already past, skipped in one step (not one turn
+        // of a loop each: a long pause with a short `every` is many).
+        let behind = now.duration_since(next).as_nanos() / every.as_nanos() + 1;
+        let skip = u32::try_from(behind).map_or(Duration::MAX, |k| every.saturating_mul(k));
+        next = after(next, skip);
     }
     let jitter_nanos = u64::try_from(jitter.as_nanos()).unwrap_or(u64::MAX);
-    next + Duration::from_nanos(
-        random
-            .checked_rem(jitter_nanos.saturating_add(1))
-            .unwrap_or(0),
+    after(
+        next,
+        Duration::from_nanos(
+            random
+                .checked_rem(jitter_nanos.saturating_add(1))
+                .unwrap_or(0),
+        ),
     )
 }
 

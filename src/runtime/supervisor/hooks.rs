@@ -15,6 +15,7 @@ use crate::plan::{HookPlan, HookTarget};
 use crate::runtime::hooks::{Event, Slot};
 use crate::status::ExitKind;
 use crate::sys::spawn::{self, Output, SpawnSpec};
+use crate::util::clock::after;
 
 /// One `[[host.hook]]` at run time.
 #[derive(Debug)]
@@ -103,7 +104,8 @@ impl Supervisor {
             Ok(child) => {
                 info!(hook = k, event = ?event.event, pid = child.pid.as_raw(), "hook started");
                 self.owners.insert(child.pid, Owner::Hook(k));
-                self.hooks[k].run = Some((child.pid, Some(now + self.hooks[k].plan.timeout.0)));
+                self.hooks[k].run =
+                    Some((child.pid, Some(after(now, self.hooks[k].plan.timeout.0))));
             }
             Err(e) => {
                 warn!(hook = k, "failed to start the hook: {e}");

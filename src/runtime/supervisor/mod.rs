@@ -41,6 +41,7 @@ use crate::control::http::MetricsServer;
 use crate::control::server::Server;
 use crate::plan::Plan;
 use crate::runtime::confine::CgroupSetup;
+use crate::util::clock::after;
 use crate::util::clock::unix_now;
 use crate::util::fsroot::FsRoot;
 
@@ -358,7 +359,7 @@ impl Supervisor {
         if let (Some(at), Some(every)) = (self.next_watchdog, self.notifier.watchdog_every) {
             if at <= now {
                 self.notifier.send("WATCHDOG=1");
-                self.next_watchdog = Some(now + every);
+                self.next_watchdog = Some(after(now, every));
             }
         }
         for i in 0..self.services.len() {

@@ -11,6 +11,7 @@ use super::Supervisor;
 use crate::runtime::confine;
 use crate::runtime::service::State;
 use crate::runtime::{stop, timer};
+use crate::util::clock::after;
 
 impl Supervisor {
     /// SIGTERM or SIGINT: no timer runs any more, nothing starts any more;
@@ -88,7 +89,7 @@ impl Supervisor {
         for i in 0..self.services.len() {
             self.release(i);
         }
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = after(Instant::now(), Duration::from_secs(2));
         loop {
             // A killed grandchild is ours to reap (subreaper); until it is,
             // its cgroup cannot go.

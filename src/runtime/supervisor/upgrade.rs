@@ -29,6 +29,7 @@ use crate::runtime::upgrade::{self as decide, FileFacts, Obstacles};
 use crate::status::ExitKind;
 use crate::sys::reexec;
 use crate::sys::spawn::{self, Output, SpawnSpec};
+use crate::util::clock::after;
 
 /// Which check of the new program runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +104,7 @@ impl Supervisor {
         let now = Instant::now();
         match self.spawn_upgrade_check(client, &binary, Step::Version, now) {
             Ok(u) => {
-                let until = now + decide::VERSION_TIMEOUT + decide::CHECK_TIMEOUT;
+                let until = after(now, decide::VERSION_TIMEOUT + decide::CHECK_TIMEOUT);
                 if let Some(server) = self.control.as_mut() {
                     server.hold(client, until);
                 }
