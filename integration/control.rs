@@ -347,7 +347,7 @@ fn metrics_pass_promtool_on_the_socket_and_over_http() {
         return;
     }
     let setup = Setup::new(&format!(
-        "{}\n[[timer]]\nname = \"pledge\"\ncommand = [\"/bin/true\"]\nevery = \"100ms\"\n",
+        "{}\n[[timer]]\nname = \"pledge\"\ncommand = [\"/bin/true\"]\nevery = \"1s\"\n",
         standin("sealer", "")
     ));
     setup.host_line("metrics = { listen = \"127.0.0.1:23491\" }");
@@ -393,7 +393,7 @@ fn zabbix_agentd_gets_discovery_and_values_from_the_running_daemon() {
         return;
     }
     let setup = Setup::new(&format!(
-        "{}\n[[timer]]\nname = \"pledge\"\ncommand = [\"/bin/sh\", \"-c\", \"echo too many sectors sealing; exit 1\"]\nevery = \"100ms\"\nfull_output = [\"too many sectors sealing\"]\n",
+        "{}\n[[timer]]\nname = \"pledge\"\ncommand = [\"/bin/sh\", \"-c\", \"echo too many sectors sealing; exit 1\"]\nevery = \"1s\"\nfull_output = [\"too many sectors sealing\"]\n",
         standin("sealer", "")
     ));
     let d = setup.start();

@@ -128,7 +128,7 @@ fn a_webhook_post_reaches_a_local_server_after_a_retry() {
 /// pledge appends a line to `{dir}/pledges` and prints `answer`.
 fn gated(answer: &str, gate: &str) -> Setup {
     let setup = Setup::new(&format!(
-        "[[timer]]\nname = \"pledge\"\nevery = \"200ms\"\nfull_output = [\"too many sectors sealing\"]\n\
+        "[[timer]]\nname = \"pledge\"\nevery = \"1s\"\nfull_output = [\"too many sectors sealing\"]\n\
          command = [\"/bin/sh\", \"-c\", \"echo x >> {{dir}}/pledges; echo '{answer}'\"]\n\
          gate = {{ command = [\"/bin/cat\", \"{{dir}}/in_flight\"], {gate} }}\n"
     ));

@@ -208,10 +208,10 @@ fn sigterm_stops_in_reverse_order_escalating_to_sigkill_and_exits_0() {
 #[test]
 fn the_pledge_timer_runs_and_classifies_success_full_and_failure() {
     let setup = Setup::new(
-        "[[timer]]\nname = \"ok\"\ncommand = [\"{bin}\", \"standin\", \"--say\", \"Created CC sector: 12\"]\nevery = \"200ms\"\nfull_output = [\"too many sectors sealing\"]\n\
-         [[timer]]\nname = \"full\"\ncommand = [\"/bin/sh\", \"-c\", \"echo 'ERROR: too many sectors sealing' >&2; exit 1\"]\nevery = \"200ms\"\nfull_output = [\"too many sectors sealing\"]\n\
-         [[timer]]\nname = \"broken\"\ncommand = [\"/bin/sh\", \"-c\", \"echo connection refused; exit 3\"]\nevery = \"200ms\"\nfull_output = [\"too many sectors sealing\"]\n\
-         [[timer]]\nname = \"slow\"\ncommand = [\"/bin/sleep\", \"60\"]\nevery = \"200ms\"\ntimeout = \"300ms\"\n",
+        "[[timer]]\nname = \"ok\"\ncommand = [\"{bin}\", \"standin\", \"--say\", \"Created CC sector: 12\"]\nevery = \"1s\"\nfull_output = [\"too many sectors sealing\"]\n\
+         [[timer]]\nname = \"full\"\ncommand = [\"/bin/sh\", \"-c\", \"echo 'ERROR: too many sectors sealing' >&2; exit 1\"]\nevery = \"1s\"\nfull_output = [\"too many sectors sealing\"]\n\
+         [[timer]]\nname = \"broken\"\ncommand = [\"/bin/sh\", \"-c\", \"echo connection refused; exit 3\"]\nevery = \"1s\"\nfull_output = [\"too many sectors sealing\"]\n\
+         [[timer]]\nname = \"slow\"\ncommand = [\"/bin/sleep\", \"60\"]\nevery = \"1s\"\ntimeout = \"1500ms\"\n",
     );
     let d = setup.start();
     let st = d.wait_for("every timer has run", |st| {

@@ -64,17 +64,59 @@ impl Config {
 /// read or parsed at all, and may come with errors otherwise: the caller
 /// decides whether to go on.
 pub fn load(path: &Path) -> (Option<Config>, Diagnostics) {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let mut diags = Diagnostics::new(path, &text);
-            let config = parse(path, &text, &mut diags);
-            (config, diags)
-        }
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => {
+                let mut diags = Diagnostics::new(path, &text);
+                let config = parse(path, &text, &mut diags);
+                (config, diags)
+            }
+            Err(e) => (None, not_utf8(path, &e)),
+        },
         Err(e) => {
             let mut diags = Diagnostics::new(path, "");
             diags.error(None, format!("cannot read the config file: {e}"));
             (None, diags)
         }
+    }
+}
+
+/// A file that is not UTF-8, with the place of its first bad byte (TOML is
+/// UTF-8 only).
+fn not_utf8(path: &Path, e: &std::string::FromUtf8Error) -> Diagnostics {
+    let text = String::from_utf8_lossy(e.as_bytes());
+    let at = e.utf8_error().valid_up_to();
+    let mut diags = Diagnostics::new(path, &text);
+    diags.error(
+        at..at + 1,
+        format!(
+            "the config is not UTF-8 here (byte {:#04x}); TOML files are UTF-8 text",
+            e.as_bytes()[at]
+        ),
+    );
+    diags
+}
+
+/// Reports every string, and every key, with a NUL character in it: no
+/// path, argument or environment value can hold one (the kernel ends a C
+/// string there), so a service given one would fail to start forever.
+fn nul_strings(table: &DeTable<'_>, diags: &mut Diagnostics) {
+    fn value(v: &Spanned<DeValue<'_>>, diags: &mut Diagnostics) {
+        match v.get_ref() {
+            DeValue::String(s) if s.contains('\0') => diags.error(
+                v.span(),
+                "a NUL character (\\u0000) cannot be in a path, an argument or an environment value",
+            ),
+            DeValue::Array(items) => items.iter().for_each(|i| value(i, diags)),
+            DeValue::Table(t) => nul_strings(t, diags),
+            _ => {}
+        }
+    }
+    for (k, v) in table {
+        if k.get_ref().contains('\0') {
+            diags.error(k.span(), "a NUL character (\\u0000) cannot be in a key");
+        }
+        value(v, diags);
     }
 }
 
@@ -123,6 +165,7 @@ pub fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<Config>
         return None;
     }
     let root = root.into_inner();
+    nul_strings(&root, diags);
     let mut config = Config {
         path: path.to_path_buf(),
         text: text.to_string(),

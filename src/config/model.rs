@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::instances::{Instance, Instances};
-use super::values::{ByteSize, CpuSpec, GpuSpec, HumanDuration, Limit, SignalName, Umask};
+use super::values::{self, ByteSize, CpuSpec, GpuSpec, HumanDuration, Limit, SignalName, Umask};
 use crate::util::gpuid::{normalize_bus_id, normalize_uuid};
 
 /// `[host]`: settings for the whole machine.
@@ -20,10 +20,10 @@ pub struct HostConfig {
     #[serde(default)]
     pub smt: SmtPolicy,
     /// Where the lock, the state file and the control socket live.
-    #[serde(default = "default_state_dir")]
+    #[serde(default = "default_state_dir", deserialize_with = "values::path")]
     pub state_dir: PathBuf,
     /// Where each service's `<name>.log` goes.
-    #[serde(default = "default_log_dir")]
+    #[serde(default = "default_log_dir", deserialize_with = "values::path")]
     pub log_dir: PathBuf,
     /// CPUs kept for the OS and venussup itself; never given to a share.
     pub reserved_cpus: Option<Spanned<CpuSpec>>,
@@ -289,7 +289,10 @@ pub enum SmtPolicy {
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// Rotate `<name>.log` when it grows past this.
-    #[serde(default = "default_log_max_size")]
+    #[serde(
+        default = "default_log_max_size",
+        deserialize_with = "values::log_size"
+    )]
     pub max_size: ByteSize,
     /// How many rotated files (`<name>.log.1` ...) to keep.
     #[serde(default = "default_log_keep")]
@@ -395,6 +398,7 @@ pub struct ReadyConfig {
     /// A TCP address that accepts connections, e.g. "127.0.0.1:2345".
     pub tcp: Option<Spanned<String>>,
     /// A file that exists.
+    #[serde(default, deserialize_with = "values::optional_path")]
     pub file: Option<PathBuf>,
     /// A command that exits 0.
     pub command: Option<Spanned<Vec<String>>>,
@@ -471,6 +475,7 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub env: BTreeMap<Spanned<String>, String>,
     pub env_file: Option<Spanned<PathBuf>>,
+    #[serde(default, deserialize_with = "values::optional_path")]
     pub workdir: Option<PathBuf>,
     pub user: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
@@ -525,7 +530,7 @@ pub struct ServiceConfig {
     pub fatal_output: Option<Vec<String>>,
     /// Paths that must be mount points before it starts (a seal path on
     /// NVMe, a tmpfs); until they are, it waits in `blocked`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "values::paths")]
     pub requires_mounts: Vec<PathBuf>,
     /// For a oneshot: once it succeeded, never run it again on this host
     /// (recorded in the state folder).
@@ -608,6 +613,7 @@ pub struct TimerConfig {
     #[serde(default)]
     pub env: BTreeMap<Spanned<String>, String>,
     pub env_file: Option<Spanned<PathBuf>>,
+    #[serde(default, deserialize_with = "values::optional_path")]
     pub workdir: Option<PathBuf>,
     pub user: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
@@ -676,7 +682,7 @@ pub struct CapacityConfig {
     pub reserve: u64,
     /// Seal paths whose free space counts; default: the `--seal` paths of
     /// the services' `storage attach` commands.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "values::paths")]
     pub seal_paths: Vec<PathBuf>,
 }
 

@@ -15,6 +15,10 @@ use super::{
 use crate::capacity::{SectorProfile, SECTOR_SIZES};
 use crate::util::diag::Diagnostics;
 
+/// The shortest interval of a timer: every run is a process, a log line and
+/// a snapshot change.
+const MIN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn validate(config: &Config, diags: &mut Diagnostics) {
     names(config, diags);
     for s in &config.services {
@@ -28,8 +32,14 @@ pub fn validate(config: &Config, diags: &mut Diagnostics) {
             gate(g, diags);
         }
         env_keys(t.env.keys(), diags);
-        if t.every.get_ref().0.is_zero() {
-            diags.error(t.every.span(), "a timer's `every` must be longer than zero");
+        if t.every.get_ref().0 < MIN_EVERY {
+            diags.error(
+                t.every.span(),
+                format!(
+                    "a timer's `every` is at least 1s (not {}): each run is a process and a log line",
+                    t.every.get_ref()
+                ),
+            );
         }
         if let Some(j) = &t.jitter {
             if j.get_ref() >= t.every.get_ref() {
@@ -45,6 +55,27 @@ pub fn validate(config: &Config, diags: &mut Diagnostics) {
         }
     }
     env_keys(config.host.env.keys(), diags);
+    let env_files = config.host.env_file.iter();
+    let env_files = env_files.chain(config.services.iter().filter_map(|s| s.env_file.as_ref()));
+    for f in env_files.chain(config.timers.iter().filter_map(|t| t.env_file.as_ref())) {
+        if f.get_ref().as_os_str().is_empty() {
+            diags.error(
+                f.span(),
+                "`env_file` is an empty path; name the file, or leave the key out",
+            );
+        }
+    }
+    if let Some(listen) = config.host.metrics.as_ref().and_then(|m| m.listen.as_ref()) {
+        if let Err(e) = listen.get_ref().parse::<SocketAddr>() {
+            diags.error(
+                listen.span(),
+                format!(
+                    "`{}` is not an IP address and port ({e}), e.g. \"127.0.0.1:9101\"",
+                    listen.get_ref()
+                ),
+            );
+        }
+    }
     if let Some(p) = &config.host.prepare {
         prepare(p, diags);
     }
@@ -203,24 +234,12 @@ fn command(cmd: &Spanned<Vec<String>>, diags: &mut Diagnostics) {
         ),
         Some(_) => {}
     }
-    if cmd.get_ref().iter().any(|a| a.contains('\0')) {
-        diags.error(cmd.span(), "`command` contains a NUL character");
-    }
 }
 
 fn env_keys<'a>(keys: impl Iterator<Item = &'a Spanned<String>>, diags: &mut Diagnostics) {
     for key in keys {
-        let k = key.get_ref();
-        let valid = !k.is_empty()
-            && !k.starts_with(|c: char| c.is_ascii_digit())
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            diags.error(
-                key.span(),
-                format!(
-                    "`{k}` is not an environment variable name (letters, digits and `_`, not starting with a digit)"
-                ),
-            );
+        if let Some(problem) = crate::util::envfile::name_problem(key.get_ref()) {
+            diags.error(key.span(), problem);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! that says what would be valid; serde reports it at the value's place.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use nix::sys::signal::Signal;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -239,6 +240,44 @@ impl Serialize for Umask {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
+}
+
+/// A path that is not empty: `state_dir = ""` would put the lock and the
+/// socket in whatever folder venussup was started from.
+pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let p = PathBuf::deserialize(d)?;
+    if p.as_os_str().is_empty() {
+        return Err(de::Error::custom(
+            "an empty path names no file or folder; write the path, or leave the key out",
+        ));
+    }
+    Ok(p)
+}
+
+/// An optional [`path`].
+pub fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    path(d).map(Some)
+}
+
+/// A list of [`path`]s.
+pub fn paths<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    let list = Vec::<PathBuf>::deserialize(d)?;
+    if list.iter().any(|p| p.as_os_str().is_empty()) {
+        return Err(de::Error::custom("the list has an empty path"));
+    }
+    Ok(list)
+}
+
+/// The size a log is rotated at: at least 1MiB, or the rotation (a copy
+/// and a truncation) would run for every few lines written.
+pub fn log_size<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+    let size = ByteSize::deserialize(d)?;
+    if size < ByteSize::mib(1) {
+        return Err(de::Error::custom(format!(
+            "a log `max_size` of {size} would rotate every few lines; it is at least \"1MiB\""
+        )));
+    }
+    Ok(size)
 }
 
 /// Serializes any `Display` value as its string (CPU and GPU requests).

@@ -54,12 +54,7 @@ fn read_env_file(
         Ok(text) => envfile::parse(&text).unwrap_or_else(|bad| {
             diags.error(
                 file.span(),
-                format!(
-                    "{}:{}: `{}` is not a KEY=VALUE line",
-                    path.display(),
-                    bad.line,
-                    bad.text
-                ),
+                format!("{}:{}: {}", path.display(), bad.line, bad.why),
             );
             BTreeMap::new()
         }),

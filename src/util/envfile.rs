@@ -4,11 +4,27 @@
 
 use std::collections::BTreeMap;
 
-/// A line that is not `KEY=VALUE`, with its 1-based number.
+/// A line that is not `KEY=VALUE`, with its 1-based number and what is
+/// wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadLine {
     pub line: usize,
     pub text: String,
+    pub why: String,
+}
+
+/// What is wrong with `name` as an environment variable name, if anything:
+/// the one rule for `env` keys and `env_file` names (letters, digits and
+/// `_`, not starting with a digit, as a shell takes them).
+pub fn name_problem(name: &str) -> Option<String> {
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (!valid).then(|| {
+        format!(
+            "`{name}` is not an environment variable name (letters, digits and `_`, not starting with a digit)"
+        )
+    })
 }
 
 pub fn parse(text: &str) -> Result<BTreeMap<String, String>, BadLine> {
@@ -19,16 +35,24 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, BadLine> {
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line);
-        let bad = || BadLine {
+        let bad = |why: String| BadLine {
             line: i + 1,
             text: raw.to_string(),
+            why,
         };
-        let (key, value) = line.split_once('=').ok_or_else(bad)?;
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| bad(format!("`{raw}` is not a KEY=VALUE line")))?;
         let key = key.trim();
-        if key.is_empty() || key.contains(char::is_whitespace) {
-            return Err(bad());
+        if let Some(why) = name_problem(key) {
+            return Err(bad(why));
         }
         let value = value.trim();
+        if value.contains('\0') {
+            return Err(bad(format!(
+                "the value of `{key}` contains a NUL character, which no environment can hold"
+            )));
+        }
         let unquoted = ['"', '\'']
             .iter()
             .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
@@ -57,8 +81,25 @@ mod tests {
             parse("A=1\nnot a variable\n"),
             Err(BadLine {
                 line: 2,
-                text: "not a variable".into()
+                text: "not a variable".into(),
+                why: "`not a variable` is not a KEY=VALUE line".into(),
             })
         );
+    }
+
+    #[test]
+    fn names_follow_the_env_key_rule_and_values_hold_no_nul() {
+        for (text, why) in [
+            ("1BAD=x", "`1BAD` is not an environment variable name"),
+            ("A-B=x", "`A-B` is not an environment variable name"),
+            ("A B=x", "`A B` is not an environment variable name"),
+            ("=x", "`` is not an environment variable name"),
+            ("A=x\0y", "the value of `A` contains a NUL character"),
+        ] {
+            let e = parse(&format!("OK=1\n{text}\n")).unwrap_err();
+            assert_eq!(e.line, 2, "{text}");
+            assert!(e.why.starts_with(why), "{text}: {}", e.why);
+        }
+        assert_eq!(parse("_A1=x\n").unwrap()["_A1"], "x");
     }
 }

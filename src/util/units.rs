@@ -44,10 +44,37 @@ impl HumanDuration {
         Self(Duration::from_secs(s))
     }
 
+    /// The shortest duration other than zero: below it a timer or a probe
+    /// would spin.
+    pub const MIN: Duration = Duration::from_millis(1);
+    /// The longest: 100 years (of 365.25 days, as `humantime` counts them),
+    /// far below where a deadline `now + d` overflows.
+    pub const MAX: Duration = Duration::from_secs(100 * 31_557_600);
+
     fn parse(s: &str) -> Result<Self, String> {
-        humantime::parse_duration(s.trim()).map(Self).map_err(|e| {
-            format!("`{s}` is not a duration ({e}); write e.g. \"90s\", \"5min\" or \"1h 30m\"")
-        })
+        let d = humantime::parse_duration(s.trim()).map_err(|e| match e {
+            humantime::DurationError::NumberOverflow => {
+                format!("`{s}` is longer than 100 years, the longest duration venussup takes")
+            }
+            e => {
+                format!("`{s}` is not a duration ({e}); write e.g. \"90s\", \"5min\" or \"1h 30m\"")
+            }
+        })?;
+        Self::bounded(d)
+            .map(Self)
+            .map_err(|why| format!("`{s}` is {why}"))
+    }
+
+    /// `d` if it is zero or within [`Self::MIN`]..=[`Self::MAX`]; what is
+    /// wrong with it otherwise.
+    pub fn bounded(d: Duration) -> Result<Duration, &'static str> {
+        if d > Self::MAX {
+            Err("longer than 100 years, the longest duration venussup takes")
+        } else if !d.is_zero() && d < Self::MIN {
+            Err("shorter than 1ms, the shortest duration venussup takes (write \"0s\" for none)")
+        } else {
+            Ok(d)
+        }
     }
 }
 
@@ -225,6 +252,21 @@ mod tests {
         );
         assert!(HumanDuration::parse("5 minutes please").is_err());
         assert!(HumanDuration::parse("90").is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded_from_1ms_to_100_years() {
+        assert_eq!(HumanDuration::parse("100y").unwrap().0, HumanDuration::MAX);
+        assert_eq!(HumanDuration::parse("1ms").unwrap().0, HumanDuration::MIN);
+        assert_eq!(HumanDuration::parse("0s").unwrap().0, Duration::ZERO);
+        for (long, short) in [("100y 1s", "1ns"), ("584542046090y", "999us")] {
+            let e = HumanDuration::parse(long).unwrap_err();
+            assert!(e.contains("longer than 100 years"), "{long}: {e}");
+            let e = HumanDuration::parse(short).unwrap_err();
+            assert!(e.contains("shorter than 1ms"), "{short}: {e}");
+        }
+        let e = HumanDuration::parse("99999999999999999999999s").unwrap_err();
+        assert!(e.contains("longer than 100 years"), "{e}");
     }
 
     #[test]

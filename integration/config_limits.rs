@@ -1,0 +1,152 @@
+//! Issue #18, replayed: values `check` used to accept and the daemon could
+//! not live with. Each is now an error at its line and column, in `check`
+//! and in `reload` (which keeps the running config), and the largest
+//! duration allowed cannot panic the loop.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::daemon::{pid_of, Setup, WAIT};
+use common::{venussup, Outcome};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const SERVICE: &str = "[[service]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"1000\"]\n";
+
+/// Writes `text` (bytes: some cases are not UTF-8) as a config and runs
+/// `check` on it.
+fn check_bytes(text: &[u8]) -> (tempfile::TempDir, PathBuf, Outcome) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("venussup.toml");
+    fs::write(&path, text).unwrap();
+    let out = venussup(&["check", "--config", path.to_str().unwrap()]);
+    (dir, path, out)
+}
+
+/// Asserts an error at `line:col` that contains `needle`.
+fn assert_error_at(out: &Outcome, line: usize, col: usize, needle: &str) {
+    let at = format!(":{line}:{col}: error: ");
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains(&at) && l.contains(needle)),
+        "no error at {line}:{col} containing {needle:?} in:\n{}",
+        out.stderr
+    );
+}
+
+/// The exact values of the issue (and their neighbours): (config, line,
+/// column, part of the message).
+const BAD: &[(&str, usize, usize, &str)] = &[
+    ("[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nbackoff_max = \"584542046090y\"\n", 4, 15, "longer than 100 years"),
+    ("[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nstop_timeout = \"584542046090y\"\n", 4, 16, "longer than 100 years"),
+    ("[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nready = { file = \"/x\", timeout = \"584542046090y\" }\n", 4, 34, "longer than 100 years"),
+    ("[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nbackoff_max = \"100y 1s\"\n", 4, 15, "longer than 100 years"),
+    ("[[timer]]\nname = \"t\"\ncommand = [\"/bin/true\"]\nevery = \"584542046090y\"\n", 4, 9, "longer than 100 years"),
+    ("[[timer]]\nname = \"t\"\ncommand = [\"/bin/true\"]\nevery = \"1ns\"\n", 4, 9, "shorter than 1ms"),
+    ("[[timer]]\nname = \"t\"\ncommand = [\"/bin/true\"]\nevery = \"500ms\"\n", 4, 9, "at least 1s"),
+    ("[host]\nlog = { max_size = \"0\" }\n", 2, 20, "at least \"1MiB\""),
+    ("[host]\nlog = { max_size = 1000 }\n", 2, 20, "at least \"1MiB\""),
+    ("[host]\nstate_dir = \"\"\n", 2, 13, "empty path"),
+    ("[host]\nlog_dir = \"\"\n", 2, 11, "empty path"),
+    ("[host]\nenv_file = \"\"\n", 2, 12, "empty path"),
+    ("[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nworkdir = \"\"\n", 4, 11, "empty path"),
+    ("[host]\nmetrics = { listen = \"999.0.0.1:99999\" }\n", 2, 22, "not an IP address and port"),
+    ("[host]\nmetrics = { listen = \"localhost\" }\n", 2, 22, "not an IP address and port"),
+    ("[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nenv = { A = \"x\\u0000y\" }\n", 4, 13, "NUL character"),
+    ("[[service]]\nname = \"a\"\ncommand = [\"/bin/true\", \"a\\u0000b\"]\n", 3, 25, "NUL character"),
+    ("[host]\nstate_dir = \"/run/a\\u0000b\"\n", 2, 13, "NUL character"),
+];
+
+#[test]
+fn each_bad_value_of_the_issue_is_an_error_at_its_place() {
+    for (text, line, col, needle) in BAD {
+        let (_dir, _, out) = check_bytes(text.as_bytes());
+        out.expect_code(1);
+        assert_error_at(&out, *line, *col, needle);
+    }
+}
+
+#[test]
+fn invalid_utf8_is_an_error_at_its_line_and_column() {
+    let mut text = SERVICE.as_bytes().to_vec();
+    text.extend_from_slice(b"env = { A = \"caf\xe9\" }\n");
+    let (_dir, _, out) = check_bytes(&text);
+    out.expect_code(1);
+    assert_error_at(&out, 4, 17, "not UTF-8");
+}
+
+#[test]
+fn env_file_names_follow_the_env_rule_and_values_hold_no_nul() {
+    for (line, why) in [
+        ("1BAD=x", "`1BAD` is not an environment variable name"),
+        ("A-B=x", "`A-B` is not an environment variable name"),
+        ("A=x\0y", "the value of `A` contains a NUL character"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("secret.env"), format!("OK=1\n{line}\n")).unwrap();
+        let config = format!("{SERVICE}env_file = \"secret.env\"\n");
+        let path = dir.path().join("venussup.toml");
+        fs::write(&path, config).unwrap();
+        let out = venussup(&["check", "--config", path.to_str().unwrap()]);
+        out.expect_code(1);
+        assert_error_at(&out, 4, 12, &format!("secret.env:2: {why}"));
+    }
+}
+
+#[test]
+fn a_reload_with_a_huge_duration_is_refused_and_the_daemon_runs_on() {
+    let setup = Setup::new(SERVICE);
+    let d = setup.start();
+    let pid = pid_of(&d.running("a"));
+    let good = fs::read_to_string(setup.config()).unwrap();
+    fs::write(
+        setup.config(),
+        format!("{good}backoff_max = \"584542046090y\"\n"),
+    )
+    .unwrap();
+    let out = setup.cli(&["reload"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("venussup.toml:8:15") && out.stderr.contains("longer than 100 years"),
+        "{}",
+        out.stderr
+    );
+    // The same answer a second later: the daemon did not die after it.
+    let again = setup.cli(&["reload"]);
+    again.expect_code(1);
+    assert!(d.status()["services"][0]["state"] == "running");
+    assert_eq!(pid_of(&d.service("a")), pid, "the running service was kept");
+}
+
+#[test]
+fn the_longest_backoff_and_timeouts_allowed_do_not_panic_the_loop() {
+    let setup = Setup::new(
+        "[[service]]\nname = \"a\"\ncommand = [\"/bin/sh\", \"-c\", \"echo FATAL-X; exec sleep 1000\"]\n\
+         backoff_max = \"100y\"\nstop_timeout = \"100y\"\nstable_after = \"100y\"\n\
+         fatal_output = [\"FATAL-X\"]\n\
+         [[timer]]\nname = \"t\"\ncommand = [\"/bin/true\"]\nevery = \"100y\"\ntimeout = \"100y\"\n",
+    );
+    let mut d = setup.start();
+    let pid = pid_of(&d.running("a"));
+    // A young death after a fatal line: the backoff goes to its 100-year
+    // cap (the deadline saturates instead of overflowing).
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL).unwrap();
+    let st = d.wait_service("a", "in backoff", |s| s["state"] == "backoff");
+    assert!(
+        st["next_start_in_secs"].as_f64() > Some(3.0e9),
+        "held for 100 years: {st:#}"
+    );
+    assert!(d.status()["timers"][0]["name"] == "t");
+    // A clean stop: nothing runs, the daemon exits 0, no panic in its log.
+    d.signal(Signal::SIGTERM);
+    let status = d.wait_exit(WAIT + Duration::from_secs(5));
+    let log = d.log();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
