@@ -150,3 +150,38 @@ fn the_longest_backoff_and_timeouts_allowed_do_not_panic_the_loop() {
     assert!(status.success(), "{status:?}\n{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// The ids of a `/proc/PID/status` line (`Gid:` real, effective, saved,
+/// fs; `Groups:` the supplementary groups).
+fn ids(pid: i64, key: &str) -> Vec<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {status}"));
+    line.split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_group_without_a_user_is_applied_as_systemd_does() {
+    let gid = nix::unistd::Group::from_name("nogroup")
+        .unwrap()
+        .expect("the test needs group nogroup")
+        .gid
+        .as_raw();
+    let setup = Setup::new(&format!("{SERVICE}group = \"nogroup\"\n"));
+    let check = setup.cli(&["check"]);
+    check.expect_code(0);
+    assert!(
+        check.stdout.contains("user root · group nogroup"),
+        "{}",
+        check.stdout
+    );
+    let d = setup.start();
+    let pid = pid_of(&d.running("a"));
+    assert_eq!(ids(pid, "Uid:"), vec![0; 4], "still root");
+    assert_eq!(ids(pid, "Gid:"), vec![gid; 4], "runs as root:nogroup");
+    assert_eq!(ids(pid, "Groups:"), vec![gid], "root's groups are dropped");
+}

@@ -114,6 +114,22 @@ pub(super) fn argv(
     out
 }
 
+/// The account a service or timer runs as: its `user`, or root when it
+/// names only a `group` (as systemd's `Group=` without `User=`): the child
+/// then keeps uid 0 and takes that group as its gid, its supplementary
+/// groups as `initgroups("root", group)` sets them (`sys::spawn`), instead
+/// of running as root:root with the group silently ignored.
+pub(super) fn run_as(
+    user: Option<&Spanned<String>>,
+    group: Option<&Spanned<String>>,
+) -> Option<String> {
+    match (user, group) {
+        (Some(u), _) => Some(u.get_ref().clone()),
+        (None, Some(_)) => Some("root".to_string()),
+        (None, None) => None,
+    }
+}
+
 /// A `user` or `group` this host does not have is a warning (the config
 /// may be meant for another host).
 pub(super) fn owner_exists(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use super::env::{env_files_unread, own_env};
-use super::program::{argv, owner_exists};
+use super::program::{argv, owner_exists, run_as};
 use super::{
     gpus, sdr, CpuPlan, DrainPlan, GpuPlan, LimitsPlan, ReadyPlan, RestartPlan, ServicePlan,
     StopPlan, DEFAULT_STABLE_AFTER,
@@ -69,7 +69,7 @@ pub(super) fn service(
         argv,
         env,
         workdir: s.workdir.as_ref().map(|w| config.dir().join(w)),
-        user: s.user.as_ref().map(|u| u.get_ref().clone()),
+        user: run_as(s.user.as_ref(), s.group.as_ref()),
         group: s.group.as_ref().map(|g| g.get_ref().clone()),
         umask: s.umask,
         cpus,

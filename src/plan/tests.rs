@@ -499,3 +499,35 @@ fn the_plan_names_the_config_it_came_from() {
         Path::new("/var/log/venussup/w.log")
     );
 }
+
+#[test]
+fn a_group_without_a_user_runs_as_root_with_that_group() {
+    let text = r#"
+[[service]]
+name = "svc"
+command = ["/usr/local/bin/venus-worker"]
+group = "nogroup"
+gpus = "none"
+
+[[timer]]
+name = "pledge"
+command = ["/usr/local/bin/venus-worker"]
+every = "10min"
+group = "nogroup"
+"#;
+    let lookups = InMemory::new()
+        .program("/usr/local/bin/venus-worker")
+        .group("nogroup");
+    let (plan, diags) = resolve_text(text, &Host::in_memory(lookups));
+    assert!(of(&diags, Severity::Error).is_empty(), "{diags:#?}");
+    let svc = service(&plan, "svc");
+    assert_eq!(
+        (svc.user.as_deref(), svc.group.as_deref()),
+        (Some("root"), Some("nogroup"))
+    );
+    let pledge = &plan.timers[0];
+    assert_eq!(
+        (pledge.user.as_deref(), pledge.group.as_deref()),
+        (Some("root"), Some("nogroup"))
+    );
+}

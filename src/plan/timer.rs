@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::env::{env_files_unread, own_env};
-use super::program::{argv, owner_exists};
+use super::program::{argv, owner_exists, run_as};
 use super::{GatePlan, TimerPlan};
 use crate::config::{Config, TimerConfig};
 use crate::host::Host;
@@ -43,7 +43,7 @@ pub(super) fn timer(
         argv: run_argv,
         env,
         workdir: t.workdir.as_ref().map(|w| config.dir().join(w)),
-        user: t.user.as_ref().map(|u| u.get_ref().clone()),
+        user: run_as(t.user.as_ref(), t.group.as_ref()),
         group: t.group.as_ref().map(|g| g.get_ref().clone()),
         every: *t.every.get_ref(),
         jitter: t.jitter.as_ref().map(|j| *j.get_ref()),
