@@ -2,6 +2,7 @@
 //! venus-worker, caught before anything starts. Each message says what is
 //! wrong, where, and the fix.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 
@@ -74,13 +75,14 @@ fn port(listen: &str) -> (&str, &str) {
     listen.rsplit_once(':').unwrap_or(("0.0.0.0", listen))
 }
 
-/// Two listen addresses collide on the same port unless both name
-/// different specific addresses.
-fn listen_collides(a: &str, b: &str) -> bool {
-    let ((ha, pa), (hb, pb)) = (port(a), port(b));
-    let any = |h: &str| h.is_empty() || h == "0.0.0.0" || h == "[::]";
-    pa == pb && (ha == hb || any(ha) || any(hb))
+/// An address that listens on every interface: a port on it collides with
+/// the same port on any other address.
+fn any_address(host: &str) -> bool {
+    host.is_empty() || host == "0.0.0.0" || host == "[::]"
 }
+
+/// A service of the config with (one copy of) its plan.
+type Pair<'a> = (&'a ServiceConfig, &'a ServicePlan);
 
 /// Runs every Venus-aware check over the config and its plan.
 pub fn check(
@@ -117,37 +119,75 @@ pub fn check(
             }
         }
     }
-    for (i, (_, pa)) in workers.iter().enumerate() {
-        for (b, pb) in &workers[i + 1..] {
-            let (ra, rb) = (
-                repo(pa, "VENUS_WORKER_PATH", WORKER_DEFAULT_REPO),
-                repo(pb, "VENUS_WORKER_PATH", WORKER_DEFAULT_REPO),
-            );
-            let each = if pb.instance.is_some() {
-                " (with `instances`: `{i}` in it, e.g. VENUS_WORKER_PATH = \"/var/lib/venus/worker{i}\")"
-            } else {
-                ""
-            };
-            if ra == rb {
-                diags.error(b.name.span(), format!("`{}` and `{}` share the worker repo {ra}; each worker needs its own (set VENUS_WORKER_PATH in its `env`){each}", pa.name, pb.name));
-            }
-            let la = flag_value(&pa.argv, "listen").unwrap_or(WORKER_DEFAULT_LISTEN);
-            let lb = flag_value(&pb.argv, "listen").unwrap_or(WORKER_DEFAULT_LISTEN);
-            if listen_collides(la, lb) {
-                let each = if pb.instance.is_some() {
-                    " (with `instances`: `--listen=0.0.0.0:{port}` and a `port_base`)"
-                } else {
-                    ""
-                };
-                diags.error(b.command.span(), format!("`{}` listens on {lb} and `{}` on {la}: the second cannot bind; give each worker its own `--listen` port (venus-worker's default is {WORKER_DEFAULT_LISTEN}){each}", pb.name, pa.name));
-            }
-        }
-    }
+    shared_repos(&workers, diags);
+    shared_ports(&workers, diags);
     for (s, p) in sealers(config, plan) {
         if let Some((path, table)) = read_sealer_config(s, p, host, diags) {
             max_sealing_sectors(s, &path, &table, capacity, diags);
             storage_allows(s, &path, &table, diags);
         }
+    }
+}
+
+/// Each worker whose repo an earlier worker already has, reported at the
+/// later one against the first: one pass with a map, not every pair (100k
+/// services are checked in well under a second).
+fn shared_repos(workers: &[&Pair<'_>], diags: &mut Diagnostics) {
+    let mut first: HashMap<String, &ServicePlan> = HashMap::new();
+    for (b, pb) in workers {
+        let rb = repo(pb, "VENUS_WORKER_PATH", WORKER_DEFAULT_REPO);
+        let Some(pa) = first.get(&rb) else {
+            first.insert(rb, pb);
+            continue;
+        };
+        let each = if pb.instance.is_some() {
+            " (with `instances`: `{i}` in it, e.g. VENUS_WORKER_PATH = \"/var/lib/venus/worker{i}\")"
+        } else {
+            ""
+        };
+        diags.error(b.name.span(), format!("`{}` and `{}` share the worker repo {rb}; each worker needs its own (set VENUS_WORKER_PATH in its `env`){each}", pa.name, pb.name));
+    }
+}
+
+/// The earlier workers on one port: the first of all, the first on an
+/// any-address (`0.0.0.0`, `[::]`, none), the first on each address.
+#[derive(Default)]
+struct OnPort<'a> {
+    first: Option<(usize, &'a ServicePlan)>,
+    any: Option<(usize, &'a ServicePlan)>,
+    by_host: HashMap<&'a str, (usize, &'a ServicePlan)>,
+}
+
+/// Each worker whose `--listen` collides with an earlier one's (the same
+/// port on the same address, or either on any address), reported at the
+/// later one against the first it collides with: one pass, grouped by port.
+fn shared_ports(workers: &[&Pair<'_>], diags: &mut Diagnostics) {
+    let mut ports: HashMap<&str, OnPort<'_>> = HashMap::new();
+    for (i, (b, pb)) in workers.iter().enumerate() {
+        let lb = flag_value(&pb.argv, "listen").unwrap_or(WORKER_DEFAULT_LISTEN);
+        let (host, port_b) = port(lb);
+        let on = ports.entry(port_b).or_default();
+        let partner = if any_address(host) {
+            on.first
+        } else {
+            [on.any, on.by_host.get(host).copied()]
+                .into_iter()
+                .flatten()
+                .min_by_key(|(k, _)| *k)
+        };
+        on.first.get_or_insert((i, pb));
+        if any_address(host) {
+            on.any.get_or_insert((i, pb));
+        }
+        on.by_host.entry(host).or_insert((i, pb));
+        let Some((_, pa)) = partner else { continue };
+        let la = flag_value(&pa.argv, "listen").unwrap_or(WORKER_DEFAULT_LISTEN);
+        let each = if pb.instance.is_some() {
+            " (with `instances`: `--listen=0.0.0.0:{port}` and a `port_base`)"
+        } else {
+            ""
+        };
+        diags.error(b.command.span(), format!("`{}` listens on {lb} and `{}` on {la}: the second cannot bind; give each worker its own `--listen` port (venus-worker's default is {WORKER_DEFAULT_LISTEN}){each}", pb.name, pa.name));
     }
 }
 
@@ -349,20 +389,24 @@ fn storage_allows(
 
 /// Each planned service with the `[[service]]` it comes from (a service
 /// with `instances` comes with each of its copies), in the file's order.
-fn pairs<'a>(config: &'a Config, plan: &'a Plan) -> Vec<(&'a ServiceConfig, &'a ServicePlan)> {
+fn pairs<'a>(config: &'a Config, plan: &'a Plan) -> Vec<Pair<'a>> {
+    let mut copies: HashMap<&str, Vec<&ServicePlan>> = HashMap::new();
+    for p in &plan.services {
+        let of = p
+            .instance
+            .as_ref()
+            .map_or(p.name.as_str(), |i| i.of.as_str());
+        copies.entry(of).or_default().push(p);
+    }
     config
         .services
         .iter()
         .flat_map(|s| {
-            plan.services
-                .iter()
-                .filter(move |p| {
-                    p.instance
-                        .as_ref()
-                        .map_or(p.name.as_str(), |i| i.of.as_str())
-                        == s.name.get_ref()
-                })
-                .map(move |p| (s, p))
+            copies
+                .get(s.name.get_ref().as_str())
+                .into_iter()
+                .flatten()
+                .map(move |p| (s, *p))
         })
         .collect()
 }
@@ -481,10 +525,49 @@ mod tests {
     }
 
     #[test]
-    fn listen_addresses_collide_on_the_same_port_unless_distinct_hosts() {
-        assert!(listen_collides("0.0.0.0:3456", "0.0.0.0:3456"));
-        assert!(listen_collides("0.0.0.0:3456", "127.0.0.1:3456"));
-        assert!(!listen_collides("127.0.0.1:3456", "127.0.0.2:3456"));
-        assert!(!listen_collides("0.0.0.0:3456", "0.0.0.0:3457"));
+    fn each_later_worker_on_a_taken_repo_or_port_is_reported_once() {
+        use crate::host::lookups::InMemory;
+        use std::path::Path;
+
+        // (listen, repo) of w0..w5.
+        let workers = [
+            ("0.0.0.0:3456", "/r/a"),
+            ("127.0.0.1:3456", "/r/b"), // on w0's any-address port
+            ("127.0.0.2:3457", "/r/a"), // w0's repo
+            ("127.0.0.3:3457", "/r/c"), // another address: no collision
+            ("127.0.0.2:3457", "/r/a"), // w2's address, w0's repo
+            ("[::]:3457", "/r/d"),      // any address: collides with w2
+        ];
+        let mut text = String::new();
+        for (i, (listen, repo)) in workers.iter().enumerate() {
+            text.push_str(&format!(
+                "[[service]]\nname = \"w{i}\"\nrole = \"worker\"\ncommand = [\"/bin/w\", \"run\", \"--listen={listen}\"]\nenv = {{ VENUS_WORKER_PATH = \"{repo}\" }}\n"
+            ));
+        }
+        let path = Path::new("v.toml");
+        let host = Host::in_memory(InMemory::new().program("/bin/w"));
+        let mut diags = Diagnostics::new(path, &text);
+        let config = crate::config::parse(path, &text, &mut diags).unwrap();
+        let plan = crate::plan::resolve(&config, &host, &mut diags);
+        let mut found = Diagnostics::new(path, &text);
+        check(&config, &plan, &host, None, &mut found);
+        let mut said: Vec<String> = found
+            .into_sorted()
+            .into_iter()
+            .map(|d| d.message)
+            .filter(|m| m.contains("share the worker repo") || m.contains("cannot bind"))
+            .map(|m| m.split(';').next().unwrap_or_default().to_string())
+            .collect();
+        said.sort();
+        assert_eq!(
+            said,
+            [
+                "`w0` and `w2` share the worker repo /r/a",
+                "`w0` and `w4` share the worker repo /r/a",
+                "`w1` listens on 127.0.0.1:3456 and `w0` on 0.0.0.0:3456: the second cannot bind",
+                "`w4` listens on 127.0.0.2:3457 and `w2` on 127.0.0.2:3457: the second cannot bind",
+                "`w5` listens on [::]:3457 and `w2` on 127.0.0.2:3457: the second cannot bind",
+            ]
+        );
     }
 }

@@ -343,15 +343,12 @@ fn service_rules(s: &ServiceConfig, diags: &mut Diagnostics) {
 /// The service a reference names: `worker` itself, or `worker` for
 /// `worker@2` when `worker` has `instances` (which of them exist is known
 /// only on the host).
-fn referred<'a>(config: &'a Config, name: &'a str) -> &'a str {
+fn referred<'a>(with_instances: &BTreeSet<&str>, name: &'a str) -> &'a str {
     match name.split_once('@') {
         Some((base, k))
             if !k.is_empty()
                 && k.bytes().all(|b| b.is_ascii_digit())
-                && config
-                    .services
-                    .iter()
-                    .any(|s| s.name.get_ref() == base && s.instances.is_some()) =>
+                && with_instances.contains(base) =>
         {
             base
         }
@@ -359,9 +356,21 @@ fn referred<'a>(config: &'a Config, name: &'a str) -> &'a str {
     }
 }
 
+/// The services that have `instances`, looked up once (not once per
+/// reference: a file of 100k services is checked in linear time).
+fn with_instances(config: &Config) -> BTreeSet<&str> {
+    config
+        .services
+        .iter()
+        .filter(|s| s.instances.is_some())
+        .map(|s| s.name.get_ref().as_str())
+        .collect()
+}
+
 /// `after` and `share_cpus_with` must name services of this file (or one
 /// instance of one, `worker@0`), not itself.
 fn references(config: &Config, diags: &mut Diagnostics) {
+    let multi = with_instances(config);
     let services: BTreeSet<&str> = config
         .services
         .iter()
@@ -383,12 +392,12 @@ fn references(config: &Config, diags: &mut Diagnostics) {
         for other in &s.share_cpus_with {
             if !is_list {
                 diags.error(other.span(), format!("`share_cpus_with` lets a CPU list overlap others; `{owner}` has no CPU list (shares and `rest` never overlap)"));
-            } else if referred(config, other.get_ref()) == owner {
+            } else if referred(&multi, other.get_ref()) == owner {
                 diags.error(
                     other.span(),
                     format!("`{owner}` cannot share CPUs with itself"),
                 );
-            } else if !services.contains(referred(config, other.get_ref())) {
+            } else if !services.contains(referred(&multi, other.get_ref())) {
                 diags.error(
                     other.span(),
                     format!(
@@ -407,9 +416,9 @@ fn references(config: &Config, diags: &mut Diagnostics) {
         .chain(config.timers.iter().map(|t| (t.name.get_ref(), &t.after)));
     for (owner, after) in afters {
         for dep in after {
-            if referred(config, dep.get_ref()) == owner {
+            if referred(&multi, dep.get_ref()) == owner {
                 diags.error(dep.span(), format!("`{owner}` cannot start after itself"));
-            } else if !services.contains(referred(config, dep.get_ref())) {
+            } else if !services.contains(referred(&multi, dep.get_ref())) {
                 diags.error(
                     dep.span(),
                     format!(
@@ -425,55 +434,67 @@ fn references(config: &Config, diags: &mut Diagnostics) {
 
 /// Reports each ordering cycle once, at the `after` entry that closes it.
 fn cycles(config: &Config, diags: &mut Diagnostics) {
+    let multi = with_instances(config);
     let index = config.service_index();
     // 0 = unvisited, 1 = on the current path, 2 = done.
     let mut mark = vec![0u8; config.services.len()];
-    let mut path = Vec::new();
     for start in 0..config.services.len() {
-        visit(config, &index, start, &mut mark, &mut path, diags);
+        visit(config, &index, &multi, start, &mut mark, diags);
     }
 }
 
+/// A depth-first walk from `start` along `after`, on a stack of its own (a
+/// chain of 100k services must not overflow the thread's stack): the path
+/// holds each service on it with the next of its `after` entries to follow.
 fn visit(
     config: &Config,
     index: &BTreeMap<&str, usize>,
-    node: usize,
+    multi: &BTreeSet<&str>,
+    start: usize,
     mark: &mut [u8],
-    path: &mut Vec<usize>,
     diags: &mut Diagnostics,
 ) {
-    if mark[node] != 0 {
+    if mark[start] != 0 {
         return;
     }
-    mark[node] = 1;
-    path.push(node);
-    for dep in &config.services[node].after {
-        let Some(&next) = index.get(referred(config, dep.get_ref())) else {
+    mark[start] = 1;
+    let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+    while let Some(&mut (node, ref mut k)) = path.last_mut() {
+        let Some(dep) = config.services[node].after.get(*k) else {
+            mark[node] = 2;
+            path.pop();
+            continue;
+        };
+        *k += 1;
+        let Some(&next) = index.get(referred(multi, dep.get_ref())) else {
             continue;
         };
         if next == node {
             continue; // reported as "after itself"
         }
-        if mark[next] == 1 {
-            let from = path.iter().position(|&n| n == next).unwrap_or(0);
-            let mut names: Vec<&str> = path[from..]
-                .iter()
-                .map(|&n| config.services[n].name.get_ref().as_str())
-                .collect();
-            names.push(config.services[next].name.get_ref());
-            diags.error(
-                dep.span(),
-                format!(
-                    "ordering cycle: {} (each waits for the next to be ready; remove one `after`)",
-                    names.join(" → ")
-                ),
-            );
-        } else {
-            visit(config, index, next, mark, path, diags);
+        match mark[next] {
+            0 => {
+                mark[next] = 1;
+                path.push((next, 0));
+            }
+            1 => {
+                let from = path.iter().position(|&(n, _)| n == next).unwrap_or(0);
+                let mut names: Vec<&str> = path[from..]
+                    .iter()
+                    .map(|&(n, _)| config.services[n].name.get_ref().as_str())
+                    .collect();
+                names.push(config.services[next].name.get_ref());
+                diags.error(
+                    dep.span(),
+                    format!(
+                        "ordering cycle: {} (each waits for the next to be ready; remove one `after`)",
+                        names.join(" → ")
+                    ),
+                );
+            }
+            _ => {}
         }
     }
-    path.pop();
-    mark[node] = 2;
 }
 
 /// Shares cannot add up past the host, and at most one service takes the rest.
