@@ -11,7 +11,7 @@
 //! but the first never shares: with a single GPU it gets it alone and the
 //! others get none (WindowPoSt must never wait for a GPU).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -390,20 +390,38 @@ fn grant(devices: Vec<u32>, reason: Reason) -> Grant {
     Grant { devices, reason }
 }
 
-/// For each grant, the other services that hold one of its GPUs.
+/// For each grant, the other services that hold one of its GPUs (in the
+/// order of `grants`). Found through each GPU's holders, not by comparing
+/// every pair of services.
 pub fn sharing(names: &[String], grants: &[Grant]) -> Vec<Vec<String>> {
+    let holders = holders(grants);
     grants
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            grants
+            let others: std::collections::BTreeSet<usize> = g
+                .devices
                 .iter()
-                .enumerate()
-                .filter(|&(j, other)| j != i && other.devices.iter().any(|d| g.devices.contains(d)))
-                .map(|(j, _)| names[j].clone())
-                .collect()
+                .flat_map(|d| holders.get(d).into_iter().flatten().copied())
+                .filter(|&j| j != i)
+                .collect();
+            others.into_iter().map(|j| names[j].clone()).collect()
         })
         .collect()
+}
+
+/// The grants that hold each GPU, by index, in order.
+fn holders(grants: &[Grant]) -> HashMap<u32, Vec<usize>> {
+    let mut by_gpu: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, g) in grants.iter().enumerate() {
+        for &d in &g.devices {
+            let list = by_gpu.entry(d).or_default();
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
+        }
+    }
+    by_gpu
 }
 
 /// The `TMPDIR` of each service that has a GPU: its lock domain. Services
@@ -425,25 +443,24 @@ pub fn lock_tmpdirs(grants: &[Grant], state_dir: &Path) -> Vec<Option<PathBuf>> 
         }
         i
     }
-    for i in 0..n {
-        for j in i + 1..n {
-            if grants[i]
-                .devices
-                .iter()
-                .any(|d| grants[j].devices.contains(d))
-            {
-                let (a, b) = (root(&mut group, i), root(&mut group, j));
-                group[a.max(b)] = a.min(b);
-            }
+    // Every holder of a GPU joins its first holder's group.
+    for list in holders(grants).values() {
+        for &j in &list[1..] {
+            let (a, b) = (root(&mut group, list[0]), root(&mut group, j));
+            group[a.max(b)] = a.min(b);
+        }
+    }
+    let mut lowest: HashMap<usize, u32> = HashMap::new();
+    for (i, g) in grants.iter().enumerate() {
+        let r = root(&mut group, i);
+        if let Some(&d) = g.devices.iter().min() {
+            let low = lowest.entry(r).or_insert(d);
+            *low = (*low).min(d);
         }
     }
     (0..n)
         .map(|i| {
-            let r = root(&mut group, i);
-            let lowest = (0..n)
-                .filter(|&j| root(&mut group, j) == r)
-                .flat_map(|j| grants[j].devices.clone())
-                .min()?;
+            let lowest = lowest.get(&root(&mut group, i))?;
             Some(state_dir.join(format!("gpu{lowest}-tmp")))
         })
         .collect()
