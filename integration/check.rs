@@ -141,7 +141,7 @@ fn host_b_example_prints_the_plan_of_the_deployment_plans_host_b() {
     for expected in [
         "start order: worker01 → worker02 → worker01-attach → worker02-attach",
         "[1] worker01 (daemon · role worker · tasks PreCommit1, PreCommit2)",
-        "--miner-token=<redacted>",
+        "VENUS_WORKER_CONFIG=/var/lib/venus/worker01/config.toml",
         "--listen=0.0.0.0:3457",
         "VENUS_WORKER_PATH=/var/lib/venus/worker02",
         "request 75%",

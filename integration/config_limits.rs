@@ -185,3 +185,35 @@ fn a_group_without_a_user_is_applied_as_systemd_does() {
     assert_eq!(ids(pid, "Gid:"), vec![gid; 4], "runs as root:nogroup");
     assert_eq!(ids(pid, "Groups:"), vec![gid], "root's groups are dropped");
 }
+
+#[test]
+fn a_token_put_into_argv_is_warned_with_the_service_argument_and_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("miner.env"),
+        "MINER_TOKEN=t0k\nADDR=/ip4/1.2.3.4\n",
+    )
+    .unwrap();
+    let path = dir.path().join("venussup.toml");
+    fs::write(
+        &path,
+        "[host]\nenv_file = \"miner.env\"\n\
+         [[service]]\nname = \"worker\"\ncommand = [\"/bin/sleep\", \"--miner-token=${MINER_TOKEN}\", \"--miner-addr=${ADDR}\"]\n",
+    )
+    .unwrap();
+    let out = venussup(&["check", "--config", path.to_str().unwrap()]);
+    out.expect_code(0);
+    for needle in [
+        "the argument `--miner-token=${MINER_TOKEN}` of `worker` puts `${MINER_TOKEN}` (a secret by its name) on its command line",
+        "the argument `--miner-addr=${ADDR}` of `worker` puts `${ADDR}` (from an env_file)",
+    ] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains(":5:11: warning: ") && l.contains(needle) && l.contains("/proc/PID/cmdline")),
+            "{needle}:\n{}",
+            out.stderr
+        );
+    }
+    assert!(!out.stderr.contains("t0k"), "the value is never shown");
+}

@@ -12,30 +12,59 @@ pub enum ExpandError {
     Unclosed,
 }
 
-pub fn expand(arg: &str, env: &BTreeMap<String, String>) -> Result<String, ExpandError> {
-    let mut out = String::with_capacity(arg.len());
+/// A piece of an argument: text as it stands, or a `${NAME}`.
+enum Piece<'a> {
+    Text(&'a str),
+    Var(&'a str),
+}
+
+/// Splits `arg` into its text and its `${NAME}`s (`$$` is the text `$`).
+fn pieces(arg: &str) -> Result<Vec<Piece<'_>>, ExpandError> {
+    let mut out = Vec::new();
     let mut rest = arg;
     while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
+        out.push(Piece::Text(&rest[..i]));
         let after = &rest[i + 1..];
         if let Some(r) = after.strip_prefix('$') {
-            out.push('$');
+            out.push(Piece::Text("$"));
             rest = r;
         } else if let Some(r) = after.strip_prefix('{') {
             let end = r.find('}').ok_or(ExpandError::Unclosed)?;
-            let name = &r[..end];
-            let value = env
-                .get(name)
-                .ok_or_else(|| ExpandError::Unset(name.to_string()))?;
-            out.push_str(value);
+            out.push(Piece::Var(&r[..end]));
             rest = &r[end + 1..];
         } else {
-            out.push('$');
+            out.push(Piece::Text("$"));
             rest = after;
         }
     }
-    out.push_str(rest);
+    out.push(Piece::Text(rest));
     Ok(out)
+}
+
+pub fn expand(arg: &str, env: &BTreeMap<String, String>) -> Result<String, ExpandError> {
+    let mut out = String::with_capacity(arg.len());
+    for piece in pieces(arg)? {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Var(name) => out.push_str(
+                env.get(name)
+                    .ok_or_else(|| ExpandError::Unset(name.to_string()))?,
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// The variables `arg` takes with `${NAME}` (none when it is malformed).
+pub fn variables(arg: &str) -> Vec<&str> {
+    pieces(arg)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Var(name) => Some(name),
+            Piece::Text(_) => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -63,5 +92,11 @@ mod tests {
             Err(ExpandError::Unset("NOPE".into()))
         );
         assert_eq!(expand("${TOKEN", &env()), Err(ExpandError::Unclosed));
+    }
+
+    #[test]
+    fn lists_the_variables_an_argument_takes() {
+        assert_eq!(variables("--a=${A}:${B}$${C}"), vec!["A", "B"]);
+        assert!(variables("${A").is_empty());
     }
 }

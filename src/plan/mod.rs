@@ -14,7 +14,7 @@
 pub mod confine;
 pub mod cpus;
 mod env;
-mod expand;
+pub mod expand;
 pub mod gpus;
 pub mod instances;
 mod order;

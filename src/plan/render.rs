@@ -12,11 +12,22 @@ use crate::util::cpulist::CpuSet;
 /// What stands in for a secret.
 pub const REDACTED: &str = "<redacted>";
 
-/// Words that make a variable or flag name secret.
-const SECRET_WORDS: [&str; 4] = ["TOKEN", "SECRET", "PASSWORD", "KEY"];
+/// Words that make a variable or flag name secret (`MINER_API_INFO` is
+/// `TOKEN:multiaddr`).
+const SECRET_WORDS: [&str; 7] = [
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "KEY",
+    "CREDENTIAL",
+    "API_INFO",
+];
 
-fn is_secret_name(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
+/// Whether a variable or flag name (`MINER_TOKEN`, `miner-token`) marks a
+/// secret.
+pub fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase().replace('-', "_");
     SECRET_WORDS.iter().any(|w| upper.contains(w))
 }
 
