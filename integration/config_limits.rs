@@ -217,3 +217,61 @@ fn a_token_put_into_argv_is_warned_with_the_service_argument_and_variable() {
     }
     assert!(!out.stderr.contains("t0k"), "the value is never shown");
 }
+
+/// A config of one sealer and `n` workers, each with its own repo, listen
+/// address and `after = ["sealer"]`: every Venus pair rule has work to do.
+fn many_workers(dir: &std::path::Path, n: u32) -> PathBuf {
+    let d = dir.display();
+    let mut text = format!(
+        "[host]\nstate_dir = \"{d}/state\"\nlog_dir = \"{d}/logs\"\n\
+         [[service]]\nname = \"sealer\"\nrole = \"sealer\"\ncommand = [\"/bin/sleep\", \"1000\"]\n\
+         env = {{ VENUS_SEALER_PATH = \"{d}/sealer\" }}\n"
+    );
+    for i in 0..n {
+        let (a, b, c) = ((i >> 16) & 255, (i >> 8) & 255, i & 255);
+        text.push_str(&format!(
+            "[[service]]\nname = \"w{i}\"\nrole = \"worker\"\n\
+             command = [\"/bin/sleep\", \"--listen=127.{a}.{b}.{c}:3456\"]\nafter = [\"sealer\"]\n\
+             env = {{ VENUS_WORKER_PATH = \"{d}/w{i}\" }}\n"
+        ));
+    }
+    let path = dir.join(format!("{n}.toml"));
+    fs::write(&path, text).unwrap();
+    path
+}
+
+/// The CPU time (user + system) of the children waited for so far.
+fn children_cpu() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap();
+    let t = |tv: nix::sys::time::TimeVal| {
+        Duration::new(
+            u64::try_from(tv.tv_sec()).unwrap(),
+            u32::try_from(tv.tv_usec() * 1000).unwrap(),
+        )
+    };
+    t(u.user_time()) + t(u.system_time())
+}
+
+/// `check` of 16k and 100k services: no rule compares every service with
+/// every other (16k took 33 s before). A measurement, so ignored by
+/// default; run it with the release binary:
+///
+///     cargo test --release --test config_limits -- --ignored --nocapture
+///
+/// It asserts the CPU time (the wall time on a shared VM follows the load).
+#[test]
+#[ignore = "a measurement; run with --release --ignored"]
+fn check_of_100k_services_takes_under_5_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in [16_000, 100_000] {
+        let path = many_workers(dir.path(), n);
+        let before = children_cpu();
+        let start = std::time::Instant::now();
+        let out = venussup(&["check", "--config", path.to_str().unwrap()]);
+        let (wall, cpu) = (start.elapsed(), children_cpu() - before);
+        out.expect_code(0);
+        eprintln!("check of {n} services: {cpu:.2?} CPU, {wall:.2?} wall");
+        assert!(cpu < Duration::from_secs(5), "{n}: {cpu:?}");
+    }
+}
