@@ -52,6 +52,7 @@ const BAD: &[(&str, usize, usize, &str)] = &[
     ("[[timer]]\nname = \"t\"\ncommand = [\"/bin/true\"]\nevery = \"500ms\"\n", 4, 9, "at least 1s"),
     ("[host]\nlog = { max_size = \"0\" }\n", 2, 20, "at least \"1MiB\""),
     ("[host]\nlog = { max_size = 1000 }\n", 2, 20, "at least \"1MiB\""),
+    ("[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nlimits = { memory_max = \"4KiB\" }\n", 4, 25, "at least \"1MiB\""),
     ("[host]\nstate_dir = \"\"\n", 2, 13, "empty path"),
     ("[host]\nlog_dir = \"\"\n", 2, 11, "empty path"),
     ("[host]\nenv_file = \"\"\n", 2, 12, "empty path"),

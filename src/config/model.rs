@@ -431,6 +431,7 @@ pub struct LimitsConfig {
     #[serde(default = "default_memlock")]
     pub memlock: Limit,
     /// cgroup memory limit; none by default.
+    #[serde(default, deserialize_with = "values::memory_limit")]
     pub memory_max: Option<ByteSize>,
 }
 

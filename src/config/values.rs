@@ -280,6 +280,18 @@ pub fn log_size<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
     Ok(size)
 }
 
+/// A cgroup memory limit: at least 1MiB (below that the kernel's OOM
+/// killer takes the service at its first page).
+pub fn memory_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
+    let size = ByteSize::deserialize(d)?;
+    if size < ByteSize::mib(1) {
+        return Err(de::Error::custom(format!(
+            "a `memory_max` of {size} leaves the service no memory to start in; it is at least \"1MiB\""
+        )));
+    }
+    Ok(Some(size))
+}
+
 /// Serializes any `Display` value as its string (CPU and GPU requests).
 pub fn serialize_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
