@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::path::PathBuf;
 
-use common::{project_file, venussup, Outcome};
+use common::{assert_error_at, project_file, venussup, Outcome};
 
 /// Writes `text` as a config in a fresh folder and runs `check` on it.
 fn check_text(text: &str) -> (tempfile::TempDir, PathBuf, Outcome) {
@@ -21,19 +21,6 @@ fn check_text(text: &str) -> (tempfile::TempDir, PathBuf, Outcome) {
 
 /// A valid service, to which each case adds one mistake.
 const OK_SERVICE: &str = "[[service]]\nname = \"sealer\"\ncommand = [\"/bin/sleep\", \"1000\"]\n";
-
-/// Asserts that stderr has an error at `line:col` whose message contains
-/// `needle`.
-fn assert_error_at(out: &Outcome, line: usize, col: usize, needle: &str) {
-    let at = format!(":{line}:{col}: error: ");
-    assert!(
-        out.stderr
-            .lines()
-            .any(|l| l.contains(&at) && l.contains(needle)),
-        "no error at {line}:{col} containing {needle:?} in:\n{}",
-        out.stderr
-    );
-}
 
 /// One broken config per kind of mistake: (what, config, line, column,
 /// part of the message).

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::daemon::{pid_of, Setup, WAIT};
-use common::{venussup, Outcome};
+use common::{assert_error_at, venussup, Outcome};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -26,18 +26,6 @@ fn check_bytes(text: &[u8]) -> (tempfile::TempDir, PathBuf, Outcome) {
     fs::write(&path, text).unwrap();
     let out = venussup(&["check", "--config", path.to_str().unwrap()]);
     (dir, path, out)
-}
-
-/// Asserts an error at `line:col` that contains `needle`.
-fn assert_error_at(out: &Outcome, line: usize, col: usize, needle: &str) {
-    let at = format!(":{line}:{col}: error: ");
-    assert!(
-        out.stderr
-            .lines()
-            .any(|l| l.contains(&at) && l.contains(needle)),
-        "no error at {line}:{col} containing {needle:?} in:\n{}",
-        out.stderr
-    );
 }
 
 /// The exact values of the issue (and their neighbours): (config, line,

@@ -156,3 +156,16 @@ pub fn planned_service(doc: &serde_json::Value, name: &str) -> serde_json::Value
         .unwrap_or_else(|| panic!("no service {name} in {doc}"))
         .clone()
 }
+
+/// Asserts that `out`'s stderr has an error at `line:col` whose message
+/// contains `needle` (config diagnostics are `file:line:col: error: ...`).
+pub fn assert_error_at(out: &Outcome, line: usize, col: usize, needle: &str) {
+    let at = format!(":{line}:{col}: error: ");
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains(&at) && l.contains(needle)),
+        "no error at {line}:{col} containing {needle:?} in:\n{}",
+        out.stderr
+    );
+}
