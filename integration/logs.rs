@@ -76,7 +76,7 @@ impl Drop for Follower {
 #[test]
 fn logs_follows_across_a_rotation_in_place_and_a_rotation_by_rename() {
     let setup = Setup::new(ECHO);
-    setup.host_line("log = { max_size = \"64B\", keep = 2 }");
+    setup.host_line("log = { max_size = \"1MiB\", keep = 2 }"); // the least allowed
     let fifo = setup.path("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let d = setup.start();
@@ -112,14 +112,14 @@ fn logs_follows_across_a_rotation_in_place_and_a_rotation_by_rename() {
     say("three");
     f.expect("three");
 
-    // In place: past 64 bytes the daemon copies the file to talk.log.1 and
+    // In place: past 1MiB the daemon copies the file to talk.log.1 and
     // truncates it; the follower reads on from the start.
-    say(&"x".repeat(80));
+    say(&"x".repeat(1 << 20));
     wait_file(&setup.path("logs/talk.log.1"));
     say("after the truncation");
     f.expect("after the truncation");
 
-    // By rename: stopped, with a log past 64 bytes (the service's last
+    // By rename: stopped, with a log past 1MiB (the service's last
     // words), the next start moves talk.log to talk.log.1.
     setup.cli(&["stop", "talk"]).expect_code(0);
     d.wait_service("talk", "stopped", |s| s["state"] == "stopped");
@@ -128,7 +128,7 @@ fn logs_follows_across_a_rotation_in_place_and_a_rotation_by_rename() {
         .append(true)
         .open(&log)
         .unwrap()
-        .write_all(format!("{last_words}\n").as_bytes())
+        .write_all(format!("{}\n{last_words}\n", "y".repeat(1 << 20)).as_bytes())
         .unwrap();
     f.expect(last_words);
     let old_inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&log).unwrap());

@@ -384,17 +384,17 @@ fn orphans_test(prefix: &[&str]) {
 
 #[test]
 fn a_growing_log_is_rotated_while_the_service_runs_keeping_n() {
-    let setup = Setup::new(&standin("chatty", ", \"--spew\", \"20000\""));
+    let setup = Setup::new(&standin("chatty", ", \"--spew\", \"3000000\""));
     // Rotation settings go in [host.log]; Setup wrote [host] first.
-    setup.host_line("log = { max_size = \"4KiB\", keep = 2 }");
+    setup.host_line("log = { max_size = \"1MiB\", keep = 2 }"); // the least allowed
     let d = setup.start();
     let pid = pid_of(&d.wait_service("chatty", "running", |s| s["state"] == "running"));
     wait_file(&setup.path("logs/chatty.log.1"));
-    assert!(fs::metadata(setup.path("logs/chatty.log.1")).unwrap().len() >= 4096);
+    assert!(fs::metadata(setup.path("logs/chatty.log.1")).unwrap().len() >= 1 << 20);
     assert!(!setup.path("logs/chatty.log.3").exists(), "keep = 2");
     assert!(alive(pid), "rotation does not disturb the service");
     // The service still writes to the (truncated) live file.
-    assert!(fs::metadata(setup.path("logs/chatty.log")).unwrap().len() < 20000);
+    assert!(fs::metadata(setup.path("logs/chatty.log")).unwrap().len() < 3_000_000);
 }
 
 #[test]
