@@ -86,6 +86,13 @@ fn env_file_names_follow_the_env_rule_and_values_hold_no_nul() {
         out.expect_code(1);
         assert_error_at(&out, 4, 12, &format!("secret.env:2: {why}"));
     }
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("secret.env"), b"A=caf\xe9\n").unwrap();
+    let path = dir.path().join("venussup.toml");
+    fs::write(&path, format!("{SERVICE}env_file = \"secret.env\"\n")).unwrap();
+    let out = venussup(&["check", "--config", path.to_str().unwrap()]);
+    out.expect_code(1);
+    assert_error_at(&out, 4, 12, "is not UTF-8 text");
 }
 
 #[test]

@@ -58,6 +58,13 @@ fn read_env_file(
             );
             BTreeMap::new()
         }),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            diags.error(
+                file.span(),
+                format!("env_file {} is not UTF-8 text ({e})", path.display()),
+            );
+            BTreeMap::new()
+        }
         Err(e) => {
             diags.warning(
                 file.span(),
