@@ -83,7 +83,23 @@ impl Supervisor {
         } else if !blocked {
             self.mounts = None;
         }
-        let ready = self.poll_set(Instant::now()).wait(timeout);
+        // Requests already read wait for no descriptor: do not sleep.
+        let pending = self
+            .control
+            .as_ref()
+            .map(Server::pending)
+            .unwrap_or_default();
+        let timeout = if pending.is_empty() {
+            timeout
+        } else {
+            PollTimeout::ZERO
+        };
+        let mut ready = self.poll_set(Instant::now()).wait(timeout);
+        for token in pending {
+            if !ready.contains(&Source::Control(token)) {
+                ready.push(Source::Control(token));
+            }
+        }
         self.handle_ready(&ready);
     }
 
@@ -118,7 +134,10 @@ impl Supervisor {
 
     /// Handles the ready sources, in an order that matters: the mounts,
     /// the sockets, the logs, then the timers' output, and the signals last
-    /// (a run's exit is reaped after its output was read).
+    /// (a run's exit is reaped after its output was read). Each socket
+    /// gets a bounded share of the turn (`control::REQUESTS_PER_TURN`,
+    /// `READ_PER_TURN`), so however busy they are, the signals are
+    /// handled, children reaped and restarts due (`step`) at every turn.
     fn handle_ready(&mut self, ready: &[Source]) {
         if ready.contains(&Source::Mounts) {
             self.mounts_changed();
