@@ -38,6 +38,11 @@ pub const SOCKET_NAME: &str = "control.sock";
 pub const MAX_REQUEST: usize = 64 * 1024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The requests each of `clients` ready clients gets in a turn (pure).
+pub fn share(clients: usize) -> usize {
+    (TURN_REQUESTS / clients.max(1)).clamp(1, REQUESTS_PER_TURN)
+}
+
 /// A connection's idle time left, as handed over to a new image.
 fn idle_left_ms(deadline: Instant, now: Instant) -> u64 {
     u64::try_from(deadline.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
@@ -54,6 +59,10 @@ pub const READ_PER_TURN: usize = 64 * 1024;
 /// Requests of one client answered in one loop turn; the rest wait for
 /// the next turn, after the other clients, the signals and the timers.
 pub const REQUESTS_PER_TURN: usize = 16;
+/// Requests answered in one loop turn, all clients together: with many
+/// clients busy each gets less (one at least), so a turn stays short and
+/// a new client is answered in the next one.
+pub const TURN_REQUESTS: usize = 64;
 /// Connections accepted in one loop turn.
 pub const ACCEPTS_PER_TURN: usize = 64;
 
@@ -186,6 +195,15 @@ mod tests {
             line,
             r#"{"version":1,"command":"timer-run","name":"pledge"}"#
         );
+    }
+
+    #[test]
+    fn a_turn_is_shared_and_everyone_gets_one() {
+        assert_eq!(share(1), REQUESTS_PER_TURN);
+        assert_eq!(share(0), REQUESTS_PER_TURN);
+        assert_eq!(share(8), TURN_REQUESTS / 8);
+        assert_eq!(share(25), 2);
+        assert_eq!(share(500), 1);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Request, Response, ACCEPTS_PER_TURN, IDLE_TIMEOUT, MAX_CLIENTS, MAX_PENDING_OUTPUT,
-    MAX_REQUEST, READ_PER_TURN, REQUESTS_PER_TURN, ROOT_SLOTS,
+    MAX_REQUEST, READ_PER_TURN, ROOT_SLOTS,
 };
 use crate::sys::reexec::HandedFd;
 
@@ -332,14 +332,20 @@ impl Server {
         self.clients.retain(|_, c| c.deadline > now);
     }
 
-    /// Handles readiness of `token`; returns the complete requests read.
-    pub fn ready(&mut self, token: Token, now: Instant) -> Vec<(u64, Result<Request, String>)> {
+    /// Handles readiness of `token`; returns the complete requests read,
+    /// at most `share` of them ([`super::share`]).
+    pub fn ready(
+        &mut self,
+        token: Token,
+        now: Instant,
+        share: usize,
+    ) -> Vec<(u64, Result<Request, String>)> {
         match token {
             Token::Listener => {
                 self.accept(now);
                 Vec::new()
             }
-            Token::Client(id) => self.service(id, now),
+            Token::Client(id) => self.service(id, now, share),
         }
     }
 
@@ -389,31 +395,34 @@ impl Server {
         }
     }
 
-    /// One turn of client `id`: the requests it sent (at most
-    /// [`REQUESTS_PER_TURN`]), reading first only when the lines already
-    /// read do not fill the turn.
-    fn service(&mut self, id: u64, now: Instant) -> Vec<(u64, Result<Request, String>)> {
+    /// One turn of client `id`: the requests it sent (at most `share`),
+    /// reading only when the lines already read do not fill its share.
+    fn service(
+        &mut self,
+        id: u64,
+        now: Instant,
+        share: usize,
+    ) -> Vec<(u64, Result<Request, String>)> {
         let Some(c) = self.clients.get_mut(&id) else {
             return Vec::new();
         };
         let mut requests = Vec::new();
         if !c.closing {
-            let (lines, mut used) = complete_lines(&c.input, REQUESTS_PER_TURN);
+            let (lines, mut used) = complete_lines(&c.input, share);
             requests.extend(lines.into_iter().map(|l| (id, Request::parse(l))));
             // Read only when the turn has room and the unread rest is less
             // than a request: the input stays under two requests' size.
-            if requests.len() < REQUESTS_PER_TURN && !c.eof && c.input.len() - used <= MAX_REQUEST {
+            if requests.len() < share && !c.eof && c.input.len() - used <= MAX_REQUEST {
                 let before = c.input.len();
                 c.eof = c.read_turn();
                 if c.input.len() > before {
                     c.deadline = now + IDLE_TIMEOUT;
                 }
-                let (lines, more) =
-                    complete_lines(&c.input[used..], REQUESTS_PER_TURN - requests.len());
+                let (lines, more) = complete_lines(&c.input[used..], share - requests.len());
                 requests.extend(lines.into_iter().map(|l| (id, Request::parse(l))));
                 used += more;
             }
-            c.more = requests.len() == REQUESTS_PER_TURN;
+            c.more = requests.len() == share;
             if !requests.is_empty() {
                 c.deadline = now + IDLE_TIMEOUT;
             }
@@ -482,7 +491,7 @@ impl Drop for Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::Command;
+    use crate::control::{Command, REQUESTS_PER_TURN};
 
     #[test]
     fn lines_are_split_up_to_the_turns_share() {
@@ -505,7 +514,7 @@ mod tests {
     fn connect(dir: &Path, server: &mut Server) -> (UnixStream, u64) {
         let s = UnixStream::connect(dir.join("c.sock")).unwrap();
         let before = server.next_id();
-        server.ready(Token::Listener, Instant::now());
+        server.ready(Token::Listener, Instant::now(), 16);
         assert_eq!(server.next_id(), before + 1, "accepted");
         (s, before)
     }
@@ -519,7 +528,7 @@ mod tests {
         let mut turns = 0;
         let mut served = 0;
         loop {
-            let got = server.ready(Token::Client(id), Instant::now());
+            let got = server.ready(Token::Client(id), Instant::now(), REQUESTS_PER_TURN);
             assert!(got.len() <= REQUESTS_PER_TURN, "{}", got.len());
             for (client, r) in &got {
                 assert_eq!(r.as_ref().unwrap().command, Command::Status { name: None });
@@ -543,7 +552,7 @@ mod tests {
         let (mut s, id) = connect(dir.path(), &mut server);
         s.write_all(b"{\"version\":1,\"command\":\"status\"}\n")
             .unwrap();
-        let got = server.ready(Token::Client(id), Instant::now());
+        let got = server.ready(Token::Client(id), Instant::now(), REQUESTS_PER_TURN);
         assert_eq!(got.len(), 1);
         let big = Response::ok(serde_json::json!("x".repeat(64 * 1024)));
         let mut answers = 0;
@@ -564,7 +573,9 @@ mod tests {
         s.set_nonblocking(true).unwrap();
         let _ = s.write(&vec![b'x'; MAX_REQUEST + 100]);
         for _ in 0..4 {
-            assert!(server.ready(Token::Client(id), Instant::now()).is_empty());
+            assert!(server
+                .ready(Token::Client(id), Instant::now(), 16)
+                .is_empty());
         }
         assert_eq!(server.clients(), 0);
         s.set_nonblocking(false).unwrap();

@@ -55,9 +55,11 @@ impl Supervisor {
     /// Reads, answers and forgets what the ready control descriptors bring.
     pub(super) fn serve_control(&mut self, tokens: &[Token]) {
         let now = Instant::now();
+        let clients = tokens.iter().filter(|t| matches!(t, Token::Client(_)));
+        let share = crate::control::share(clients.count());
         for token in tokens {
             let requests = match self.control.as_mut() {
-                Some(server) => server.ready(*token, now),
+                Some(server) => server.ready(*token, now, share),
                 None => return,
             };
             for (client, request) in requests {
