@@ -142,14 +142,20 @@ impl Supervisor {
         if ready.contains(&Source::Mounts) {
             self.mounts_changed();
         }
-        for source in ready {
-            let Source::Http(token) = *source else {
-                continue;
-            };
+        // The metrics text once per turn, however many ask for it; at most
+        // `ACCEPTS_PER_TURN` connections served (the others stay ready
+        // for the next turn).
+        let mut text: Option<String> = None;
+        let http = ready.iter().filter_map(|s| match s {
+            Source::Http(token) => Some(*token),
+            _ => None,
+        });
+        for token in http.take(crate::control::ACCEPTS_PER_TURN) {
             // Out of `self` for the call, so the body can read the snapshot.
             if let Some(mut h) = self.http.take() {
                 h.ready(token, Instant::now(), || {
-                    crate::status::metrics::render(&self.snapshot())
+                    text.get_or_insert_with(|| crate::status::metrics::render(&self.snapshot()))
+                        .clone()
                 });
                 self.http = Some(h);
             }
