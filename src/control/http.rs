@@ -134,7 +134,9 @@ impl MetricsServer {
         };
         for (r, stream) in conns {
             stream.set_nonblocking(true)?;
-            let peer = peer::key_of(&stream)?;
+            let Ok(peer) = peer::key_of(&stream) else {
+                continue; // the peer is gone: nothing to answer
+            };
             server.conns.insert(
                 server.next,
                 Conn {
