@@ -410,8 +410,9 @@ impl Server {
         if !c.closing {
             let (lines, mut used) = complete_lines(&c.input, share);
             requests.extend(lines.into_iter().map(|l| (id, Request::parse(l))));
-            // Read only when the turn has room and the unread rest is less
-            // than a request: the input stays under two requests' size.
+            // Read only when the share has room and the unparsed rest is at
+            // most one request: the input stays under a request plus one
+            // turn's read, and a partial line past the limit is caught.
             if requests.len() < share && !c.eof && c.input.len() - used <= MAX_REQUEST {
                 let before = c.input.len();
                 c.eof = c.read_turn();
