@@ -150,6 +150,17 @@ impl Client {
     }
 }
 
+/// Whether a client of `uid` finds no slot among `clients`, `others` of
+/// them not root's (pure): [`MAX_CLIENTS`] for all but root, and
+/// [`ROOT_SLOTS`] more that only root may take.
+fn full(uid: u32, clients: usize, others: usize) -> bool {
+    if uid == 0 {
+        clients >= MAX_CLIENTS + ROOT_SLOTS
+    } else {
+        others >= MAX_CLIENTS
+    }
+}
+
 /// The complete lines at the front of `buf`, at most `max` of them not
 /// empty, trimmed (pure): the lines, and the bytes they took.
 fn complete_lines(buf: &[u8], max: usize) -> (Vec<&[u8]>, usize) {
@@ -385,14 +396,10 @@ impl Server {
         }
     }
 
-    /// Whether a client of `uid` finds no slot: [`MAX_CLIENTS`] for all
-    /// but root, [`ROOT_SLOTS`] more for root.
+    /// Whether a client of `uid` finds no slot.
     fn full_for(&self, uid: u32) -> bool {
-        if uid == 0 {
-            self.clients.len() >= MAX_CLIENTS + ROOT_SLOTS
-        } else {
-            self.clients.values().filter(|c| !c.is_root()).count() >= MAX_CLIENTS
-        }
+        let others = self.clients.values().filter(|c| !c.is_root()).count();
+        full(uid, self.clients.len(), others)
     }
 
     /// One turn of client `id`: the requests it sent (at most `share`),
@@ -503,6 +510,17 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(used, 9);
         assert_eq!(complete_lines(b"no newline", 5), (vec![], 0));
+    }
+
+    #[test]
+    fn root_gets_in_when_the_others_hold_every_slot() {
+        assert!(!full(1000, MAX_CLIENTS - 1, MAX_CLIENTS - 1));
+        assert!(full(1000, MAX_CLIENTS, MAX_CLIENTS));
+        assert!(!full(0, MAX_CLIENTS, MAX_CLIENTS));
+        assert!(!full(0, MAX_CLIENTS + ROOT_SLOTS - 1, MAX_CLIENTS));
+        assert!(full(0, MAX_CLIENTS + ROOT_SLOTS, MAX_CLIENTS));
+        // Root's own clients do not take the others' slots.
+        assert!(!full(1000, MAX_CLIENTS + 2, MAX_CLIENTS - 1));
     }
 
     fn server() -> (tempfile::TempDir, Server) {
