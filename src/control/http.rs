@@ -317,6 +317,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_peer_gets_32_connections_and_the_next_a_503() {
+        let mut server = MetricsServer::bind("127.0.0.1:0").unwrap();
+        let addr = server.listener.local_addr().unwrap();
+        let streams: Vec<TcpStream> = (0..MAX_PER_PEER + 1)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        server.ready(HttpToken::Listener, Instant::now(), String::new);
+        assert_eq!(server.conns.len(), MAX_PER_PEER);
+        let mut last = streams.last().unwrap();
+        last.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = String::new();
+        last.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    }
+
+    #[test]
     fn head_gets_the_head_with_the_body_length() {
         let get = response("200 OK", METRICS_TYPE, "up 1\n");
         let head = head_only(b"HEAD /metrics HTTP/1.1\r\n\r\n", get.clone());
