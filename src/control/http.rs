@@ -1,7 +1,11 @@
 //! The optional Prometheus listener: `GET /metrics` over plain HTTP/1.1,
-//! one response per connection. Non-blocking and bounded like the control
-//! socket: a request head is at most [`MAX_HEAD`] bytes and must arrive
-//! within [`IDLE_TIMEOUT`]; anything but `GET /metrics` gets 404 or 405.
+//! one response per connection (`HEAD /metrics`: its head). Non-blocking
+//! and bounded like the control socket: a request head is at most
+//! [`MAX_HEAD`] bytes and must arrive within [`IDLE_TIMEOUT`]; anything but
+//! `GET`/`HEAD /metrics` gets 404 or 405. At most [`MAX_CLIENTS`]
+//! connections, [`MAX_PER_PEER`] of them per local uid or remote address
+//! ([`super::peer`]): 600 connections of one local user leave room for
+//! Prometheus. Past the limits a connection is answered 503 and closed.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -12,15 +16,19 @@ use std::time::{Duration, Instant};
 use nix::poll::PollFlags;
 use serde::{Deserialize, Serialize};
 
-use super::{IDLE_TIMEOUT, MAX_CLIENTS};
+use super::peer::{self, PeerKey};
+use super::{ACCEPTS_PER_TURN, IDLE_TIMEOUT, MAX_CLIENTS};
 use crate::sys::reexec::HandedFd;
 use crate::util::clock::after;
 
 pub const MAX_HEAD: usize = 8 * 1024;
+/// Connections at once from one local uid, or one remote address.
+pub const MAX_PER_PEER: usize = 32;
 
 #[derive(Debug)]
 struct Conn {
     stream: TcpStream,
+    peer: PeerKey,
     input: Vec<u8>,
     output: Vec<u8>,
     deadline: Instant,
@@ -72,7 +80,7 @@ pub fn route(head: &[u8]) -> Route {
         (Some(method), Some(path), Some(v)) if v.starts_with("HTTP/") => {
             let path = path.split('?').next().unwrap_or(path);
             match (method, path) {
-                ("GET", "/metrics") => Route::Metrics,
+                ("GET" | "HEAD", "/metrics") => Route::Metrics,
                 ("GET" | "HEAD", _) => Route::NotFound,
                 _ => Route::MethodNotAllowed,
             }
@@ -88,6 +96,18 @@ fn response(status: &str, content_type: &str, body: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// The answer to a `HEAD` request is the head of the `GET` one (pure).
+fn head_only(request: &[u8], mut answer: Vec<u8>) -> Vec<u8> {
+    if request.starts_with(b"HEAD ") {
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            answer.truncate(end + 4);
+        }
+    }
+    answer
+}
+
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 impl MetricsServer {
     pub fn bind(addr: &str) -> io::Result<Self> {
@@ -115,10 +135,14 @@ impl MetricsServer {
         };
         for (r, stream) in conns {
             stream.set_nonblocking(true)?;
+            let Ok(peer) = peer::key_of(&stream) else {
+                continue; // the peer is gone: nothing to answer
+            };
             server.conns.insert(
                 server.next,
                 Conn {
                     stream,
+                    peer,
                     input: r.input,
                     output: r.output,
                     deadline: after(now, Duration::from_millis(r.idle_left_ms)),
@@ -178,29 +202,7 @@ impl MetricsServer {
     /// Handles readiness; `metrics` renders the body when it is asked for.
     pub fn ready(&mut self, token: HttpToken, now: Instant, metrics: impl FnOnce() -> String) {
         match token {
-            HttpToken::Listener => loop {
-                match self.listener.accept() {
-                    Ok((stream, _)) => {
-                        if self.conns.len() >= MAX_CLIENTS {
-                            continue; // dropped: closes at once
-                        }
-                        let _ = stream.set_nonblocking(true);
-                        self.conns.insert(
-                            self.next,
-                            Conn {
-                                stream,
-                                input: Vec::new(),
-                                output: Vec::new(),
-                                deadline: after(now, IDLE_TIMEOUT),
-                                answered: false,
-                            },
-                        );
-                        self.next += 1;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
-                }
-            },
+            HttpToken::Listener => self.accept(now),
             HttpToken::Conn(id) => {
                 let Some(c) = self.conns.get_mut(&id) else {
                     return;
@@ -230,12 +232,8 @@ impl MetricsServer {
                             "request too large\n",
                         );
                     } else if complete {
-                        c.output = match route(&c.input) {
-                            Route::Metrics => response(
-                                "200 OK",
-                                "text/plain; version=0.0.4; charset=utf-8",
-                                &metrics(),
-                            ),
+                        let answer = match route(&c.input) {
+                            Route::Metrics => response("200 OK", METRICS_TYPE, &metrics()),
                             Route::NotFound => response(
                                 "404 Not Found",
                                 "text/plain",
@@ -244,12 +242,13 @@ impl MetricsServer {
                             Route::MethodNotAllowed => response(
                                 "405 Method Not Allowed",
                                 "text/plain",
-                                "only GET /metrics\n",
+                                "only GET and HEAD /metrics\n",
                             ),
                             Route::BadRequest => {
                                 response("400 Bad Request", "text/plain", "not an HTTP request\n")
                             }
                         };
+                        c.output = head_only(&c.input, answer);
                     } else {
                         return;
                     }
@@ -273,11 +272,79 @@ impl MetricsServer {
             }
         }
     }
+
+    /// Accepts up to [`ACCEPTS_PER_TURN`] connections; one past the
+    /// limits is answered 503 and closed.
+    fn accept(&mut self, now: Instant) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            let _ = stream.set_nonblocking(true);
+            let Ok(peer) = peer::key_of(&stream) else {
+                continue; // gone already
+            };
+            let same = self.conns.values().filter(|c| c.peer == peer).count();
+            if self.conns.len() >= MAX_CLIENTS || same >= MAX_PER_PEER {
+                tracing::debug!("metrics connection from {peer} refused: {same} open");
+                // One short answer into an empty socket buffer, then closed.
+                let _ = (&stream).write(&response(
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "too many connections\n",
+                ));
+                continue;
+            }
+            self.conns.insert(
+                self.next,
+                Conn {
+                    stream,
+                    peer,
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    deadline: after(now, IDLE_TIMEOUT),
+                    answered: false,
+                },
+            );
+            self.next += 1;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_peer_gets_32_connections_and_the_next_a_503() {
+        let mut server = MetricsServer::bind("127.0.0.1:0").unwrap();
+        let addr = server.listener.local_addr().unwrap();
+        let streams: Vec<TcpStream> = (0..MAX_PER_PEER + 1)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        server.ready(HttpToken::Listener, Instant::now(), String::new);
+        assert_eq!(server.conns.len(), MAX_PER_PEER);
+        let mut last = streams.last().unwrap();
+        last.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = String::new();
+        last.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    }
+
+    #[test]
+    fn head_gets_the_head_with_the_body_length() {
+        let get = response("200 OK", METRICS_TYPE, "up 1\n");
+        let head = head_only(b"HEAD /metrics HTTP/1.1\r\n\r\n", get.clone());
+        let text = String::from_utf8(head).unwrap();
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
+        assert!(text.contains("Content-Length: 5\r\n"), "{text}");
+        assert_eq!(
+            head_only(b"GET /metrics HTTP/1.1\r\n\r\n", get.clone()),
+            get
+        );
+    }
 
     #[test]
     fn only_get_metrics_is_served() {
@@ -287,6 +354,8 @@ mod tests {
         );
         assert_eq!(route(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Route::Metrics);
         assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
+        assert_eq!(route(b"HEAD /metrics HTTP/1.1\r\n\r\n"), Route::Metrics);
+        assert_eq!(route(b"HEAD /x HTTP/1.1\r\n\r\n"), Route::NotFound);
         assert_eq!(
             route(b"POST /metrics HTTP/1.1\r\n\r\n"),
             Route::MethodNotAllowed

@@ -14,12 +14,18 @@
 //!
 //! Bounds: a request line is at most [`MAX_REQUEST`] bytes; a client that
 //! sends nothing for [`IDLE_TIMEOUT`] is dropped; at most [`MAX_CLIENTS`]
-//! at once (more are told "busy"). Only root (and, when the config names
-//! one, a group) may connect: the socket's mode and the peer's credentials
-//! (SO_PEERCRED) both say so.
+//! at once besides root (more are told "busy"), and root gets
+//! [`ROOT_SLOTS`] more, so it always gets in. Per loop turn a client gets
+//! at most [`READ_PER_TURN`] bytes read and [`REQUESTS_PER_TURN`] requests
+//! answered, then the others and the children come first; a client that
+//! lets more than [`MAX_PENDING_OUTPUT`] of answers pile up unread is
+//! dropped. Only root (and, when the config names one, a group) may
+//! connect: the socket's mode and the peer's credentials (SO_PEERCRED)
+//! both say so.
 
 pub mod client;
 pub mod http;
+pub mod peer;
 pub mod server;
 
 use std::time::{Duration, Instant};
@@ -32,13 +38,33 @@ pub const SOCKET_NAME: &str = "control.sock";
 pub const MAX_REQUEST: usize = 64 * 1024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The requests each of `clients` ready clients gets in a turn (pure).
+pub fn share(clients: usize) -> usize {
+    (TURN_REQUESTS / clients.max(1)).clamp(1, REQUESTS_PER_TURN)
+}
+
 /// A connection's idle time left, as handed over to a new image.
 fn idle_left_ms(deadline: Instant, now: Instant) -> u64 {
     u64::try_from(deadline.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
 }
+/// Clients at once, root's aside (and connections on the metrics listener).
 pub const MAX_CLIENTS: usize = 512;
+/// Connections kept for root beyond [`MAX_CLIENTS`]: slow clients of the
+/// control group cannot lock root out.
+pub const ROOT_SLOTS: usize = 4;
 /// A client that does not read its responses is dropped past this.
-pub const MAX_PENDING_OUTPUT: usize = 64 << 20;
+pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
+/// Bytes read from one client in one loop turn.
+pub const READ_PER_TURN: usize = 64 * 1024;
+/// Requests of one client answered in one loop turn; the rest wait for
+/// the next turn, after the other clients, the signals and the timers.
+pub const REQUESTS_PER_TURN: usize = 16;
+/// Requests answered in one loop turn, all clients together: with many
+/// clients busy each gets less (one at least), so a turn stays short and
+/// a new client is answered in the next one.
+pub const TURN_REQUESTS: usize = 64;
+/// Connections accepted in one loop turn.
+pub const ACCEPTS_PER_TURN: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
@@ -169,6 +195,15 @@ mod tests {
             line,
             r#"{"version":1,"command":"timer-run","name":"pledge"}"#
         );
+    }
+
+    #[test]
+    fn a_turn_is_shared_and_everyone_gets_one() {
+        assert_eq!(share(1), REQUESTS_PER_TURN);
+        assert_eq!(share(0), REQUESTS_PER_TURN);
+        assert_eq!(share(8), TURN_REQUESTS / 8);
+        assert_eq!(share(25), 2);
+        assert_eq!(share(500), 1);
     }
 
     #[test]

@@ -16,7 +16,10 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use nix::unistd::{Gid, Uid, User};
 use serde::{Deserialize, Serialize};
 
-use super::{Request, Response, IDLE_TIMEOUT, MAX_CLIENTS, MAX_PENDING_OUTPUT, MAX_REQUEST};
+use super::{
+    Request, Response, ACCEPTS_PER_TURN, IDLE_TIMEOUT, MAX_CLIENTS, MAX_PENDING_OUTPUT,
+    MAX_REQUEST, READ_PER_TURN, ROOT_SLOTS,
+};
 use crate::sys::reexec::HandedFd;
 use crate::util::clock::after;
 
@@ -52,11 +55,129 @@ impl Access {
 #[derive(Debug)]
 struct Client {
     stream: UnixStream,
+    /// Who is on the other end (SO_PEERCRED): uid and pid.
+    peer: (u32, i32),
+    /// Received bytes not parsed yet: at most a part of a line, or the
+    /// lines left when a turn's requests ran out.
     input: Vec<u8>,
+    /// Answers to send; `output[sent..]` is what the client has not got.
     output: Vec<u8>,
+    sent: usize,
     deadline: Instant,
-    /// Close once the output is flushed.
+    /// Close once the output is flushed (a refusal, a too long line).
     closing: bool,
+    /// The client sent all it will send (EOF): close once the lines it
+    /// sent are answered.
+    eof: bool,
+    /// The turn's requests ran out before the input did: serve it again
+    /// next turn even if its socket says nothing new.
+    more: bool,
+    /// Requests handed to the supervisor and not answered yet.
+    owed: usize,
+}
+
+impl Client {
+    fn new(stream: UnixStream, peer: (u32, i32), deadline: Instant) -> Self {
+        Self {
+            stream,
+            peer,
+            input: Vec::new(),
+            output: Vec::new(),
+            sent: 0,
+            deadline,
+            closing: false,
+            eof: false,
+            more: false,
+            owed: 0,
+        }
+    }
+
+    fn unsent(&self) -> &[u8] {
+        &self.output[self.sent..]
+    }
+
+    fn is_root(&self) -> bool {
+        self.peer.0 == 0
+    }
+
+    /// Nothing more to read, to answer or to send.
+    fn finished(&self) -> bool {
+        self.unsent().is_empty() && self.owed == 0 && (self.closing || (self.eof && !self.more))
+    }
+
+    /// Reads what the socket has, up to [`READ_PER_TURN`] bytes; `true`
+    /// when the peer is gone (EOF or an error).
+    fn read_turn(&mut self) -> bool {
+        let mut buf = [0u8; 16 * 1024];
+        let mut got = 0;
+        while got < READ_PER_TURN {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    got += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+
+    /// Sends what the socket takes.
+    fn flush(&mut self) -> io::Result<()> {
+        let result = loop {
+            if self.unsent().is_empty() {
+                break Ok(());
+            }
+            match self.stream.write(&self.output[self.sent..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        // One move of the rest once half is sent: linear in what is sent.
+        if self.sent == self.output.len() {
+            self.output.clear();
+            self.sent = 0;
+        } else if self.sent >= self.output.len() / 2 {
+            self.output.drain(..self.sent);
+            self.sent = 0;
+        }
+        result
+    }
+}
+
+/// Whether a client of `uid` finds no slot among `clients`, `others` of
+/// them not root's (pure): [`MAX_CLIENTS`] for all but root, and
+/// [`ROOT_SLOTS`] more that only root may take.
+fn full(uid: u32, clients: usize, others: usize) -> bool {
+    if uid == 0 {
+        clients >= MAX_CLIENTS + ROOT_SLOTS
+    } else {
+        others >= MAX_CLIENTS
+    }
+}
+
+/// The complete lines at the front of `buf`, at most `max` of them not
+/// empty, trimmed (pure): the lines, and the bytes they took.
+fn complete_lines(buf: &[u8], max: usize) -> (Vec<&[u8]>, usize) {
+    let mut lines = Vec::new();
+    let mut used = 0;
+    while lines.len() < max {
+        let Some(pos) = buf[used..].iter().position(|b| *b == b'\n') else {
+            break;
+        };
+        let line = buf[used..used + pos].trim_ascii();
+        used += pos + 1;
+        if !line.is_empty() {
+            lines.push(line);
+        }
+    }
+    (lines, used)
 }
 
 /// A connected client as the daemon hands it to the next image of itself
@@ -139,16 +260,18 @@ impl Server {
         for (r, stream) in clients {
             stream.set_nonblocking(true)?;
             server.next_id = server.next_id.max(r.id + 1);
-            server.clients.insert(
-                r.id,
-                Client {
-                    stream,
-                    input: r.input,
-                    output: r.output,
-                    deadline: after(now, Duration::from_millis(r.idle_left_ms)),
-                    closing: r.closing,
-                },
+            let peer = peer_of(&stream).map_or((u32::MAX, 0), |(uid, _, pid)| (uid, pid));
+            let mut client = Client::new(
+                stream,
+                peer,
+                after(now, Duration::from_millis(r.idle_left_ms)),
             );
+            client.input = r.input;
+            client.output = r.output;
+            client.closing = r.closing;
+            // Lines the previous image read and had not parsed yet.
+            client.more = client.input.contains(&b'\n');
+            server.clients.insert(r.id, client);
         }
         Ok(server)
     }
@@ -168,7 +291,7 @@ impl Server {
                     id: *id,
                     fd: HandedFd::of(c.stream.as_fd()).ok()?,
                     input: c.input.clone(),
-                    output: c.output.clone(),
+                    output: c.unsent().to_vec(),
                     closing: c.closing,
                     idle_left_ms: super::idle_left_ms(c.deadline, now),
                 })
@@ -193,15 +316,26 @@ impl Server {
         let mut v = vec![(Token::Listener, self.listener.as_fd(), PollFlags::POLLIN)];
         for (id, c) in &self.clients {
             let mut flags = PollFlags::empty();
-            if !c.closing {
+            if !c.closing && !c.eof {
                 flags |= PollFlags::POLLIN;
             }
-            if !c.output.is_empty() {
+            if !c.unsent().is_empty() {
                 flags |= PollFlags::POLLOUT;
             }
             v.push((Token::Client(*id), c.stream.as_fd(), flags));
         }
         v
+    }
+
+    /// Clients with requests already read and not served yet (the last
+    /// turn's share ran out): the loop serves them next turn without
+    /// waiting.
+    pub fn pending(&self) -> Vec<Token> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| c.more && !c.closing)
+            .map(|(id, _)| Token::Client(*id))
+            .collect()
     }
 
     /// The earliest idle deadline of a client.
@@ -214,19 +348,27 @@ impl Server {
         self.clients.retain(|_, c| c.deadline > now);
     }
 
-    /// Handles readiness of `token`; returns the complete requests read.
-    pub fn ready(&mut self, token: Token, now: Instant) -> Vec<(u64, Result<Request, String>)> {
+    /// Handles readiness of `token`; returns the complete requests read,
+    /// at most `share` of them ([`super::share`]).
+    pub fn ready(
+        &mut self,
+        token: Token,
+        now: Instant,
+        share: usize,
+    ) -> Vec<(u64, Result<Request, String>)> {
         match token {
             Token::Listener => {
                 self.accept(now);
                 Vec::new()
             }
-            Token::Client(id) => self.service(id, now),
+            Token::Client(id) => self.service(id, now, share),
         }
     }
 
+    /// Accepts up to [`ACCEPTS_PER_TURN`] connections; the rest wait in
+    /// the backlog for the next turn.
     fn accept(&mut self, now: Instant) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -237,100 +379,108 @@ impl Server {
                 }
             };
             let _ = stream.set_nonblocking(true);
+            let (peer, refusal) = match peer_of(&stream) {
+                Ok((uid, gid, pid)) if self.access.allows(uid, gid) => {
+                    ((uid, pid), self.full_for(uid).then(|| "busy: too many clients; try again".to_string()))
+                }
+                Ok((uid, _, pid)) => ((uid, pid), Some(format!(
+                    "permission denied: uid {uid} may not control venussup (root only, or the group named by [host] control_group)"
+                ))),
+                Err(e) => ((u32::MAX, 0), Some(format!("cannot check the peer's credentials: {e}"))),
+            };
+            let mut client = Client::new(stream, peer, after(now, IDLE_TIMEOUT));
+            if let Some(why) = refusal {
+                // One short line into an empty socket buffer; then closed.
+                client.output = Response::err(why).to_line();
+                let _ = client.flush();
+                continue;
+            }
             let id = self.next_id;
             self.next_id += 1;
-            let mut client = Client {
-                stream,
-                input: Vec::new(),
-                output: Vec::new(),
-                deadline: after(now, IDLE_TIMEOUT),
-                closing: false,
-            };
-            let refuse = match getsockopt(&client.stream, PeerCredentials) {
-                Ok(cred) if self.access.allows(cred.uid(), cred.gid()) => None,
-                Ok(cred) => Some(format!(
-                    "permission denied: uid {} may not control venussup (root only, or the group named by [host] control_group)",
-                    cred.uid()
-                )),
-                Err(e) => Some(format!("cannot check the peer's credentials: {e}")),
-            };
-            if let Some(why) = refuse.or_else(|| {
-                (self.clients.len() >= MAX_CLIENTS)
-                    .then(|| "busy: too many clients; try again".to_string())
-            }) {
-                client.output = Response::err(why).to_line();
-                client.closing = true;
-                let _ = flush(&mut client);
-                if client.output.is_empty() {
-                    continue;
-                }
-            }
             self.clients.insert(id, client);
         }
     }
 
-    fn service(&mut self, id: u64, now: Instant) -> Vec<(u64, Result<Request, String>)> {
+    /// Whether a client of `uid` finds no slot.
+    fn full_for(&self, uid: u32) -> bool {
+        let others = self.clients.values().filter(|c| !c.is_root()).count();
+        full(uid, self.clients.len(), others)
+    }
+
+    /// One turn of client `id`: the requests it sent (at most `share`),
+    /// reading only when the lines already read do not fill its share.
+    fn service(
+        &mut self,
+        id: u64,
+        now: Instant,
+        share: usize,
+    ) -> Vec<(u64, Result<Request, String>)> {
         let Some(c) = self.clients.get_mut(&id) else {
             return Vec::new();
         };
         let mut requests = Vec::new();
-        let mut eof = false;
         if !c.closing {
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                match c.stream.read(&mut buf) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        c.input.extend_from_slice(&buf[..n]);
-                        c.deadline = after(now, IDLE_TIMEOUT);
-                        if c.input.len() > MAX_REQUEST && !c.input[..MAX_REQUEST].contains(&b'\n') {
-                            c.output.extend(Response::err(format!("request too large (over {MAX_REQUEST} bytes without a newline)")).to_line());
-                            c.closing = true;
-                            c.input.clear();
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        eof = true;
-                        break;
-                    }
+            let (lines, mut used) = complete_lines(&c.input, share);
+            requests.extend(lines.into_iter().map(|l| (id, Request::parse(l))));
+            // Read only when the share has room and the unparsed rest is at
+            // most one request: the input stays under a request plus one
+            // turn's read, and a partial line past the limit is caught.
+            if requests.len() < share && !c.eof && c.input.len() - used <= MAX_REQUEST {
+                let before = c.input.len();
+                c.eof = c.read_turn();
+                if c.input.len() > before {
+                    c.deadline = after(now, IDLE_TIMEOUT);
                 }
+                let (lines, more) = complete_lines(&c.input[used..], share - requests.len());
+                requests.extend(lines.into_iter().map(|l| (id, Request::parse(l))));
+                used += more;
             }
-            while let Some(pos) = c.input.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = c.input.drain(..=pos).collect();
-                let line = line.trim_ascii();
-                if !line.is_empty() {
-                    requests.push((id, Request::parse(line)));
-                }
+            c.more = requests.len() == share;
+            if !requests.is_empty() {
+                c.deadline = after(now, IDLE_TIMEOUT);
             }
+            // One move of what is left, once per turn.
+            c.input.drain(..used);
+            if !c.more && c.input.len() > MAX_REQUEST {
+                c.output.extend(
+                    Response::err(format!(
+                        "request too large (over {MAX_REQUEST} bytes without a newline)"
+                    ))
+                    .to_line(),
+                );
+                c.closing = true;
+                c.input = Vec::new();
+            }
+            c.owed += requests.len();
         }
-        if flush(c).is_err()
-            || (eof && requests.is_empty() && c.output.is_empty())
-            || (c.closing && c.output.is_empty())
-        {
+        if c.flush().is_err() || (requests.is_empty() && c.finished()) {
             self.clients.remove(&id);
-        } else if eof {
-            // Answer what was asked, then close.
-            c.closing = true;
         }
         requests
     }
 
     /// Queues `response` for client `id` and sends what the socket takes.
+    /// A client that lets more than [`MAX_PENDING_OUTPUT`] pile up unread
+    /// is dropped, and the log says who.
     pub fn respond(&mut self, id: u64, response: &Response) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
-        c.output.extend(response.to_line());
-        if c.output.len() > MAX_PENDING_OUTPUT
-            || flush(c).is_err()
-            || (c.closing && c.output.is_empty())
-        {
+        c.owed = c.owed.saturating_sub(1);
+        let line = response.to_line();
+        // The first answer always fits: one large status is not abuse.
+        if !c.unsent().is_empty() && c.unsent().len() + line.len() > MAX_PENDING_OUTPUT {
+            tracing::warn!(
+                "control client (uid {}, pid {}) dropped: it does not read its answers ({} bytes unread, limit {MAX_PENDING_OUTPUT})",
+                c.peer.0,
+                c.peer.1,
+                c.unsent().len()
+            );
+            self.clients.remove(&id);
+            return;
+        }
+        c.output.extend(line);
+        if c.flush().is_err() || c.finished() {
             self.clients.remove(&id);
         }
     }
@@ -340,23 +490,121 @@ impl Server {
     }
 }
 
-fn flush(c: &mut Client) -> io::Result<()> {
-    while !c.output.is_empty() {
-        match c.stream.write(&c.output) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                c.output.drain(..n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// The peer's uid, gid and pid (SO_PEERCRED).
+fn peer_of(stream: &UnixStream) -> nix::Result<(u32, u32, i32)> {
+    getsockopt(stream, PeerCredentials).map(|c| (c.uid(), c.gid(), c.pid()))
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{Command, REQUESTS_PER_TURN};
+
+    #[test]
+    fn lines_are_split_up_to_the_turns_share() {
+        let (lines, used) = complete_lines(b"a\n\n b \nc\npart", 2);
+        assert_eq!(lines, vec![&b"a"[..], b"b"]);
+        assert_eq!(used, 7);
+        let (lines, used) = complete_lines(b"a\n\n b \nc\npart", 10);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(used, 9);
+        assert_eq!(complete_lines(b"no newline", 5), (vec![], 0));
+    }
+
+    #[test]
+    fn root_gets_in_when_the_others_hold_every_slot() {
+        assert!(!full(1000, MAX_CLIENTS - 1, MAX_CLIENTS - 1));
+        assert!(full(1000, MAX_CLIENTS, MAX_CLIENTS));
+        assert!(!full(0, MAX_CLIENTS, MAX_CLIENTS));
+        assert!(!full(0, MAX_CLIENTS + ROOT_SLOTS - 1, MAX_CLIENTS));
+        assert!(full(0, MAX_CLIENTS + ROOT_SLOTS, MAX_CLIENTS));
+        // Root's own clients do not take the others' slots.
+        assert!(!full(1000, MAX_CLIENTS + 2, MAX_CLIENTS - 1));
+    }
+
+    fn server() -> (tempfile::TempDir, Server) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::bind(&dir.path().join("c.sock"), Access::default()).unwrap();
+        (dir, server)
+    }
+
+    /// Connects a client and lets the server accept it; its id.
+    fn connect(dir: &Path, server: &mut Server) -> (UnixStream, u64) {
+        let s = UnixStream::connect(dir.join("c.sock")).unwrap();
+        let before = server.next_id();
+        server.ready(Token::Listener, Instant::now(), 16);
+        assert_eq!(server.next_id(), before + 1, "accepted");
+        (s, before)
+    }
+
+    #[test]
+    fn a_burst_is_served_a_share_per_turn_and_all_of_it() {
+        let (dir, mut server) = server();
+        let (mut s, id) = connect(dir.path(), &mut server);
+        let line = b"{\"version\":1,\"command\":\"status\"}\n";
+        s.write_all(&line.repeat(100)).unwrap();
+        let mut turns = 0;
+        let mut served = 0;
+        loop {
+            let got = server.ready(Token::Client(id), Instant::now(), REQUESTS_PER_TURN);
+            assert!(got.len() <= REQUESTS_PER_TURN, "{}", got.len());
+            for (client, r) in &got {
+                assert_eq!(r.as_ref().unwrap().command, Command::Status { name: None });
+                server.respond(*client, &Response::ok(serde_json::json!(1)));
+            }
+            served += got.len();
+            turns += 1;
+            if served == 100 {
+                break;
+            }
+            assert_eq!(server.pending(), vec![Token::Client(id)], "turn {turns}");
+            assert!(turns < 100);
+        }
+        assert_eq!(turns, 100usize.div_ceil(REQUESTS_PER_TURN));
+        assert!(server.pending().is_empty());
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped_at_the_output_cap() {
+        let (dir, mut server) = server();
+        let (mut s, id) = connect(dir.path(), &mut server);
+        s.write_all(b"{\"version\":1,\"command\":\"status\"}\n")
+            .unwrap();
+        let got = server.ready(Token::Client(id), Instant::now(), REQUESTS_PER_TURN);
+        assert_eq!(got.len(), 1);
+        let big = Response::ok(serde_json::json!("x".repeat(64 * 1024)));
+        let mut answers = 0;
+        while server.clients() == 1 {
+            server.respond(id, &big);
+            answers += 1;
+            assert!(answers < 1000, "never dropped");
+        }
+        // The socket's buffer plus at most the cap.
+        assert!(answers * 64 * 1024 > MAX_PENDING_OUTPUT, "{answers}");
+        drop(s);
+    }
+
+    #[test]
+    fn a_line_past_the_limit_is_refused_and_the_client_closed() {
+        let (dir, mut server) = server();
+        let (mut s, id) = connect(dir.path(), &mut server);
+        s.set_nonblocking(true).unwrap();
+        let _ = s.write(&vec![b'x'; MAX_REQUEST + 100]);
+        for _ in 0..4 {
+            assert!(server
+                .ready(Token::Client(id), Instant::now(), 16)
+                .is_empty());
+        }
+        assert_eq!(server.clients(), 0);
+        s.set_nonblocking(false).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains("request too large"), "{answer}");
     }
 }

@@ -83,7 +83,23 @@ impl Supervisor {
         } else if !blocked {
             self.mounts = None;
         }
-        let ready = self.poll_set(Instant::now()).wait(timeout);
+        // Requests already read wait for no descriptor: do not sleep.
+        let pending = self
+            .control
+            .as_ref()
+            .map(Server::pending)
+            .unwrap_or_default();
+        let timeout = if pending.is_empty() {
+            timeout
+        } else {
+            PollTimeout::ZERO
+        };
+        let mut ready = self.poll_set(Instant::now()).wait(timeout);
+        for token in pending {
+            if !ready.contains(&Source::Control(token)) {
+                ready.push(Source::Control(token));
+            }
+        }
         self.handle_ready(&ready);
     }
 
@@ -118,19 +134,28 @@ impl Supervisor {
 
     /// Handles the ready sources, in an order that matters: the mounts,
     /// the sockets, the logs, then the timers' output, and the signals last
-    /// (a run's exit is reaped after its output was read).
+    /// (a run's exit is reaped after its output was read). Each socket
+    /// gets a bounded share of the turn (`control::REQUESTS_PER_TURN`,
+    /// `READ_PER_TURN`), so however busy they are, the signals are
+    /// handled, children reaped and restarts due (`step`) at every turn.
     fn handle_ready(&mut self, ready: &[Source]) {
         if ready.contains(&Source::Mounts) {
             self.mounts_changed();
         }
-        for source in ready {
-            let Source::Http(token) = *source else {
-                continue;
-            };
+        // The metrics text once per turn, however many ask for it; at most
+        // `ACCEPTS_PER_TURN` connections served (the others stay ready
+        // for the next turn).
+        let mut text: Option<String> = None;
+        let http = ready.iter().filter_map(|s| match s {
+            Source::Http(token) => Some(*token),
+            _ => None,
+        });
+        for token in http.take(crate::control::ACCEPTS_PER_TURN) {
             // Out of `self` for the call, so the body can read the snapshot.
             if let Some(mut h) = self.http.take() {
                 h.ready(token, Instant::now(), || {
-                    crate::status::metrics::render(&self.snapshot())
+                    text.get_or_insert_with(|| crate::status::metrics::render(&self.snapshot()))
+                        .clone()
                 });
                 self.http = Some(h);
             }

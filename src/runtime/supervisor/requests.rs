@@ -55,9 +55,11 @@ impl Supervisor {
     /// Reads, answers and forgets what the ready control descriptors bring.
     pub(super) fn serve_control(&mut self, tokens: &[Token]) {
         let now = Instant::now();
+        let clients = tokens.iter().filter(|t| matches!(t, Token::Client(_)));
+        let share = crate::control::share(clients.count());
         for token in tokens {
             let requests = match self.control.as_mut() {
-                Some(server) => server.ready(*token, now),
+                Some(server) => server.ready(*token, now, share),
                 None => return,
             };
             for (client, request) in requests {
@@ -185,26 +187,21 @@ impl Supervisor {
     }
 
     /// `status NAME`: the snapshot entry plus the command, recent exits and
-    /// the log's last lines.
+    /// the log's last lines; built from that one service or timer, not the
+    /// whole snapshot.
     fn detail(&self, name: &str) -> Result<Value, String> {
-        let snapshot = self.snapshot();
-        if let Some(t) = snapshot.timers.iter().find(|t| t.name == name) {
-            let plan = self
-                .timers
-                .iter()
-                .find(|x| x.plan.name == name)
-                .map(|x| &x.plan);
+        let now = Instant::now();
+        if let Some(i) = self.timers.iter().position(|t| t.plan.name == name) {
+            let t = self.timer_status(i, now);
             let mut v = serde_json::to_value(t).map_err(|e| e.to_string())?;
             v["kind"] = json!("timer");
-            if let Some(p) = plan {
-                v["log_tail"] = json!(logs::tail(&p.log_file, LOG_TAIL_LINES));
-            }
+            v["log_tail"] = json!(logs::tail(&self.timers[i].plan.log_file, LOG_TAIL_LINES));
             return Ok(v);
         }
         let i = self.service_index(name)?;
         let s = &self.services[i];
         let shown = render::redacted_service(&s.plan);
-        let entry = snapshot.services.into_iter().find(|x| x.name == name);
+        let entry = self.service_status(i, now, crate::util::clock::unix_now());
         let mut v = serde_json::to_value(entry).map_err(|e| e.to_string())?;
         v["argv"] = json!(shown.argv);
         v["env"] = json!(shown.env);

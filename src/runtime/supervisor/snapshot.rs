@@ -21,7 +21,6 @@ impl Supervisor {
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
         let unix = unix_now();
-        let ago = |t: Instant| unix.saturating_sub(now.duration_since(t).as_secs());
         Snapshot {
             version: 1,
             pid: std::process::id(),
@@ -30,56 +29,11 @@ impl Supervisor {
             stopping: self.stopping,
             smt: self.smt.clone(),
             orphans_reaped: self.orphans_reaped,
-            services: self
-                .services
-                .iter()
-                .map(|s| (&s.plan, &s.life))
-                .map(|(plan, s)| ServiceStatus {
-                    name: plan.name.clone(),
-                    kind: plan.kind,
-                    state: s.state.name().to_string(),
-                    ready: s.ready,
-                    pid: s.state.pid().map(Pid::as_raw),
-                    since: s.state.pid().and(s.run_started).map(ago),
-                    restarts: s.restarts,
-                    last_exit: s.last_exit.clone(),
-                    oom_kills: s.oom_kills,
-                    draining_secs: match s.state {
-                        State::Draining { since, .. } => {
-                            Some(now.duration_since(since).as_secs_f64())
-                        }
-                        _ => None,
-                    },
-                    next_start_in_secs: match s.state {
-                        State::Backoff { until } => {
-                            Some(until.saturating_duration_since(now).as_secs_f64())
-                        }
-                        _ => None,
-                    },
-                    reason: match &s.state {
-                        State::Failed { reason } | State::Blocked { reason } => {
-                            Some(reason.clone())
-                        }
-                        _ => s.reason.clone(),
-                    },
-                    cpus: plan.cpus.as_ref().and_then(|c| c.cpus.clone()),
-                    log_file: plan.log_file.clone(),
-                })
+            services: (0..self.services.len())
+                .map(|i| self.service_status(i, now, unix))
                 .collect(),
-            timers: self
-                .timers
-                .iter()
-                .map(|t| TimerStatus {
-                    name: t.plan.name.clone(),
-                    running: t.state.run.is_some(),
-                    gate: t.state.gate.clone(),
-                    next_in_secs: t
-                        .state
-                        .due
-                        .map(|d| d.saturating_duration_since(now).as_secs_f64()),
-                    runs: t.state.counts.clone(),
-                    last: t.state.last.iter().cloned().collect(),
-                })
+            timers: (0..self.timers.len())
+                .map(|i| self.timer_status(i, now))
                 .collect(),
             prepare: self.prepare.clone(),
             hooks: self
@@ -99,6 +53,55 @@ impl Supervisor {
                 .collect(),
             venussup: env!("CARGO_PKG_VERSION").to_string(),
             handover: self.handover.clone(),
+        }
+    }
+
+    /// Service `i`'s entry in the snapshot; `status NAME` builds only this.
+    pub(super) fn service_status(&self, i: usize, now: Instant, unix: u64) -> ServiceStatus {
+        let ago = |t: Instant| unix.saturating_sub(now.duration_since(t).as_secs());
+        let (plan, s) = (&self.services[i].plan, &self.services[i].life);
+        ServiceStatus {
+            name: plan.name.clone(),
+            kind: plan.kind,
+            state: s.state.name().to_string(),
+            ready: s.ready,
+            pid: s.state.pid().map(Pid::as_raw),
+            since: s.state.pid().and(s.run_started).map(ago),
+            restarts: s.restarts,
+            last_exit: s.last_exit.clone(),
+            oom_kills: s.oom_kills,
+            draining_secs: match s.state {
+                State::Draining { since, .. } => Some(now.duration_since(since).as_secs_f64()),
+                _ => None,
+            },
+            next_start_in_secs: match s.state {
+                State::Backoff { until } => {
+                    Some(until.saturating_duration_since(now).as_secs_f64())
+                }
+                _ => None,
+            },
+            reason: match &s.state {
+                State::Failed { reason } | State::Blocked { reason } => Some(reason.clone()),
+                _ => s.reason.clone(),
+            },
+            cpus: plan.cpus.as_ref().and_then(|c| c.cpus.clone()),
+            log_file: plan.log_file.clone(),
+        }
+    }
+
+    /// Timer `i`'s entry in the snapshot.
+    pub(super) fn timer_status(&self, i: usize, now: Instant) -> TimerStatus {
+        let t = &self.timers[i];
+        TimerStatus {
+            name: t.plan.name.clone(),
+            running: t.state.run.is_some(),
+            gate: t.state.gate.clone(),
+            next_in_secs: t
+                .state
+                .due
+                .map(|d| d.saturating_duration_since(now).as_secs_f64()),
+            runs: t.state.counts.clone(),
+            last: t.state.last.iter().cloned().collect(),
         }
     }
 }
