@@ -13,7 +13,7 @@ use super::Supervisor;
 use crate::config::ServiceKind;
 use crate::plan::HookTarget;
 use crate::runtime::service::State;
-use crate::runtime::state::{self, PidRecord, RecordedPid};
+use crate::runtime::state::{self, PidRecord};
 use crate::status::{HookStatus, ServiceStatus, Snapshot, TimerStatus};
 use crate::util::clock::unix_now;
 
@@ -152,12 +152,12 @@ impl Supervisor {
             .filter_map(|s| {
                 let pid = s.life.state.pid()?;
                 let start_time = s.start_time?;
+                // Program and cgroup as they are now, so that a later
+                // daemon signals this process and nothing else.
+                let proc_dir = std::path::Path::new("/proc");
                 Some((
                     s.plan.name.clone(),
-                    RecordedPid {
-                        pid: pid.as_raw(),
-                        start_time,
-                    },
+                    state::record(proc_dir, pid.as_raw(), start_time),
                 ))
             })
             .collect();
