@@ -138,19 +138,27 @@ pub fn tail(path: &Path, lines: usize) -> Vec<String> {
 }
 
 /// How long a log may go unchecked: the time it needs to grow from
-/// `size` to `max` at the rate seen (`grown` bytes in `elapsed`), within
-/// [`CHECK_MIN`, `CHECK_EVERY`].
-pub fn pause(size: u64, max: u64, grown: u64, elapsed: Duration) -> Duration {
-    let room = max.saturating_sub(size);
-    if grown == 0 {
+/// `size` to `max` at `rate` bytes a second, within [`CHECK_MIN`,
+/// `CHECK_EVERY`].
+pub fn pause(size: u64, max: u64, rate: f64) -> Duration {
+    #[allow(clippy::cast_precision_loss)] // a pause, not an account
+    let room = max.saturating_sub(size) as f64;
+    if rate <= 0.0 {
         return CHECK_EVERY;
     }
-    // room / (grown / elapsed), in f64: a pause, not an account.
-    #[allow(clippy::cast_precision_loss)]
-    let secs = elapsed.as_secs_f64() * room as f64 / grown as f64;
-    Duration::try_from_secs_f64(secs)
+    Duration::try_from_secs_f64(room / rate)
         .unwrap_or(CHECK_EVERY)
         .clamp(CHECK_MIN, CHECK_EVERY)
+}
+
+/// The rate to expect next: what was seen since the last check (`grown`
+/// bytes in `elapsed`), or half the previous estimate when that is more:
+/// a writer that paused for a moment is still expected to come back fast,
+/// for a few checks.
+pub fn next_rate(previous: f64, grown: u64, elapsed: Duration) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let seen = grown as f64 / elapsed.as_secs_f64().max(1e-3);
+    seen.max(previous / 2.0)
 }
 
 /// A watched log as last seen: its size after the check, and when.
@@ -159,6 +167,8 @@ struct Seen {
     path: PathBuf,
     size: u64,
     at: Instant,
+    /// Bytes a second it is expected to grow ([`next_rate`]).
+    rate: f64,
 }
 
 /// inotify over the log files of running services.
@@ -201,6 +211,12 @@ impl LogWatch {
                         path: path.to_path_buf(),
                         size: size_of(path),
                         at: Instant::now(),
+                        // Until it shows its pace, a new writer is taken
+                        // to fill the file in a tenth of a second: the
+                        // first sample (a program starting, half a burst)
+                        // says little, and the estimate halves per quiet
+                        // check, so a slow writer costs a few checks.
+                        rate: f64::from(u32::try_from(max).unwrap_or(u32::MAX)) * 10.0,
                     };
                     self.files.insert(wd, seen);
                 }
@@ -252,12 +268,8 @@ impl LogWatch {
             }
             let after = size_of(&seen.path);
             let grown = before.saturating_sub(seen.size);
-            wait = wait.min(pause(
-                after,
-                max,
-                grown,
-                now.saturating_duration_since(seen.at),
-            ));
+            seen.rate = next_rate(seen.rate, grown, now.saturating_duration_since(seen.at));
+            wait = wait.min(pause(after, max, seen.rate));
             seen.size = after;
             seen.at = now;
         }
@@ -281,24 +293,17 @@ mod tests {
     fn the_pause_is_the_time_to_fill_the_room_left() {
         let mib = 1 << 20;
         // 50 MiB/s, 4 MiB of room: 80 ms.
-        let p = pause(0, 4 * mib, 5 * mib, Duration::from_millis(100));
-        assert_eq!(p.as_millis(), 80);
-        assert_eq!(
-            pause(0, 4 * mib, 0, Duration::from_secs(3)),
-            CHECK_EVERY,
-            "quiet"
-        );
-        assert_eq!(
-            pause(0, 4 * mib, 1024, Duration::from_secs(1)),
-            CHECK_EVERY,
-            "slow"
-        );
-        assert_eq!(
-            pause(4 * mib, 4 * mib, mib, Duration::from_secs(1)),
-            CHECK_MIN,
-            "full"
-        );
-        assert_eq!(pause(0, 1, u64::MAX, Duration::ZERO), CHECK_MIN);
+        let rate = next_rate(0.0, 5 * mib, Duration::from_millis(100));
+        assert_eq!(pause(0, 4 * mib, rate).as_millis(), 80);
+        assert_eq!(pause(0, 4 * mib, 0.0), CHECK_EVERY, "quiet");
+        assert_eq!(pause(0, 4 * mib, 1024.0), CHECK_EVERY, "slow");
+        assert_eq!(pause(4 * mib, 4 * mib, 1e6), CHECK_MIN, "full");
+        assert_eq!(pause(0, 1, f64::MAX), CHECK_MIN);
+        assert_eq!(pause(0, 1, f64::NAN), CHECK_EVERY);
+        // A writer that stops for a moment is still expected back fast.
+        let after_stall = next_rate(rate, 0, Duration::from_millis(300));
+        assert!((after_stall - rate / 2.0).abs() < 1.0);
+        assert!(next_rate(after_stall, 0, Duration::from_secs(1)) < after_stall);
     }
 
     fn files(dir: &Path) -> Vec<(String, u64)> {
