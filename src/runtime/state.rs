@@ -219,6 +219,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     safefs::write_atomic(path, bytes, 0o600).map_err(io_err("replace", path))
 }
 
+/// [`write_atomic`] without the syncs, for what is rewritten at every
+/// change and made again at every start (`status.json`, the metrics
+/// textfile): a sync per change would hold the loop behind the disk.
+pub fn write_snapshot(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    safefs::replace(path, bytes, 0o600).map_err(io_err("replace", path))
+}
+
 /// A running service as the next daemon must recognise it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedPid {

@@ -207,15 +207,31 @@ impl Dir {
     /// Replaces `name` with `bytes` (mode `mode`): a new temporary file,
     /// synced, renamed over `name`, then the folder synced.
     pub fn write_atomic(&self, name: impl AsRef<OsStr>, bytes: &[u8], mode: u32) -> io::Result<()> {
-        let name = checked(name.as_ref())?;
+        self.replace_with(name.as_ref(), bytes, mode, true)
+    }
+
+    /// [`Dir::write_atomic`] without the syncs: for a file rewritten at
+    /// every change and made again at every start (a snapshot), where a
+    /// sync per change would stall the caller behind the disk.
+    pub fn replace(&self, name: impl AsRef<OsStr>, bytes: &[u8], mode: u32) -> io::Result<()> {
+        self.replace_with(name.as_ref(), bytes, mode, false)
+    }
+
+    fn replace_with(&self, name: &OsStr, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
+        let name = checked(name)?;
         let mut tmp = name.to_os_string();
         tmp.push(".tmp");
         let mut file = self.create_new(&tmp, mode)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         drop(file);
         self.rename(&tmp, name)?;
-        self.sync()
+        if durable {
+            self.sync()?;
+        }
+        Ok(())
     }
 }
 
@@ -223,6 +239,12 @@ impl Dir {
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let (dir, name) = split(path)?;
     Dir::open(dir)?.write_atomic(name, bytes, mode)
+}
+
+/// [`Dir::replace`] for the file at `path`, in its folder.
+pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let (dir, name) = split(path)?;
+    Dir::open(dir)?.replace(name, bytes, mode)
 }
 
 /// A file's folder and name.
@@ -317,6 +339,9 @@ mod tests {
         assert_eq!(mode(&top.path().join("b")), 0o640);
         d.remove("b").unwrap();
         d.remove("b").unwrap();
+        symlink("/nonexistent", top.path().join("snap.tmp")).unwrap();
+        replace(&top.path().join("snap"), b"2", 0o600).unwrap();
+        assert_eq!(fs::read(top.path().join("snap")).unwrap(), b"2");
         let sub = d.subdir("once", 0o700).unwrap();
         sub.create_new("x.done", 0o600).unwrap();
         assert!(top.path().join("once/x.done").exists());

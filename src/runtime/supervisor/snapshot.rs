@@ -109,7 +109,7 @@ impl Supervisor {
         self.dirty = false;
         match serde_json::to_vec_pretty(&self.snapshot()) {
             Ok(json) => {
-                if let Err(e) = state::write_atomic(&self.state_dir.join("status.json"), &json) {
+                if let Err(e) = state::write_snapshot(&self.state_dir.join("status.json"), &json) {
                     warn!("{e}");
                 }
             }
@@ -183,7 +183,7 @@ impl Supervisor {
     pub(super) fn write_textfile(&self) {
         let Some(path) = &self.textfile else { return };
         let text = crate::status::metrics::render(&self.snapshot());
-        if let Err(e) = state::write_atomic(path, text.as_bytes()) {
+        if let Err(e) = state::write_snapshot(path, text.as_bytes()) {
             warn!("metrics textfile: {e}");
         }
     }
