@@ -15,12 +15,13 @@
 //! folder must not send its copy, truncate or rename elsewhere.
 //!
 //! How often a growing log is looked at follows how fast it grows: after
-//! a check the inotify descriptor is left unpolled for the time the
+//! a check the inotify descriptor is left unpolled for half the time the
 //! fastest writer needs to fill what is left below `max_size` at the rate
-//! seen since the last check ([`pause`]), between [`CHECK_MIN`] and
-//! [`CHECK_EVERY`]. So a log stays within `max_size` plus about one pause
-//! of writing, at most a second of it, and the folder within
-//! `(keep + 1) × max_size` plus that. An idle host is never woken for it.
+//! it is expected to keep ([`pause`], [`next_rate`]), between
+//! [`CHECK_MIN`] and [`CHECK_EVERY`]. So a log stays within `max_size`
+//! plus about `CHECK_MIN` of writing (a second at the very most), and the
+//! folder within `(keep + 1) × max_size` plus that. An idle host is never
+//! woken for it.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -137,16 +138,18 @@ pub fn tail(path: &Path, lines: usize) -> Vec<String> {
         .collect()
 }
 
-/// How long a log may go unchecked: the time it needs to grow from
+/// How long a log may go unchecked: half the time it needs to grow from
 /// `size` to `max` at `rate` bytes a second, within [`CHECK_MIN`,
-/// `CHECK_EVERY`].
+/// `CHECK_EVERY`]. Half, so that the checks close in on the moment it
+/// fills (each finds half the room left, until they are `CHECK_MIN`
+/// apart) and a writer that speeds up is caught early.
 pub fn pause(size: u64, max: u64, rate: f64) -> Duration {
     #[allow(clippy::cast_precision_loss)] // a pause, not an account
     let room = max.saturating_sub(size) as f64;
     if rate <= 0.0 {
         return CHECK_EVERY;
     }
-    Duration::try_from_secs_f64(room / rate)
+    Duration::try_from_secs_f64(room / rate / 2.0)
         .unwrap_or(CHECK_EVERY)
         .clamp(CHECK_MIN, CHECK_EVERY)
 }
@@ -292,9 +295,13 @@ mod tests {
     #[test]
     fn the_pause_is_the_time_to_fill_the_room_left() {
         let mib = 1 << 20;
-        // 50 MiB/s, 4 MiB of room: 80 ms.
+        // 50 MiB/s, 4 MiB of room: filled in 80 ms, looked at in 40.
         let rate = next_rate(0.0, 5 * mib, Duration::from_millis(100));
-        assert_eq!(pause(0, 4 * mib, rate).as_millis(), 80);
+        assert_eq!(pause(0, 4 * mib, rate).as_millis(), 40);
+        assert_eq!(
+            pause(3 * mib, 4 * mib, rate).as_millis(),
+            CHECK_MIN.as_millis()
+        );
         assert_eq!(pause(0, 4 * mib, 0.0), CHECK_EVERY, "quiet");
         assert_eq!(pause(0, 4 * mib, 1024.0), CHECK_EVERY, "slow");
         assert_eq!(pause(4 * mib, 4 * mib, 1e6), CHECK_MIN, "full");
