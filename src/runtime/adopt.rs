@@ -3,10 +3,10 @@
 //! copies of a sealer. Services are recognised by pid, kernel start time,
 //! program and cgroup (`state::verify`), so neither a reused pid nor a
 //! record that names someone else's process is ever signalled; a record
-//! without program and cgroup (an older venussup's) is said, not acted on. A new image of the same
-//! process (an in-place upgrade whose state could not be read) keeps the
-//! recorded services that are its own children: they are adopted, not
-//! stopped (`supervisor/handover.rs`).
+//! without program and cgroup (an older venussup's) is said, not acted
+//! on. A new image of the same process (an in-place upgrade whose state
+//! could not be read) keeps the recorded services that are its own
+//! children: they are adopted, not stopped (`supervisor/handover.rs`).
 
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, OwnedFd};
