@@ -122,7 +122,7 @@ fn the_demo_runs_without_root_shows_the_split_and_the_gpus_and_says_what_next() 
     let setup = demo_copy();
     // As nobody, from a copy of the binary nobody may run, in a folder
     // nobody may write.
-    fs::set_permissions(setup.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(setup.dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
     let own = setup.bin_for_others();
     for sub in ["state", "logs"] {
         fs::create_dir(setup.path(sub)).unwrap();

@@ -249,8 +249,9 @@ fn run_creates_each_gpu_lock_folder_owned_by_its_services_user() {
         "[[service]]\nname = \"w\"\ninstances = \"per-gpu\"\nuser = \"nobody\"\n\
          command = [\"{bin}\", \"standin\", \"--name\", \"w{i}\", \"--report\", \"{dir}/w{i}.json\"]\n",
     );
-    // The reports are written by `nobody`: its folder must let it.
-    fs::set_permissions(setup.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    // The reports are written by `nobody`: its folder must let it (sticky:
+    // an open folder above the state folder is refused).
+    fs::set_permissions(setup.dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
     setup.bin_for_others();
     let d = setup.start_args(&["--fs-root", root.path().to_str().unwrap()]);
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();

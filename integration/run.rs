@@ -439,9 +439,10 @@ fn a_service_runs_as_its_user_with_its_umask_and_groups() {
         "{}user = \"nobody\"\numask = \"0027\"\n",
         standin("worker", "")
     ));
-    // The report is written by `nobody`: its folder must let it.
+    // The report is written by `nobody`: its folder must let it (sticky,
+    // like /tmp: an open folder above the state folder is refused).
     let dir = setup.dir.path();
-    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     setup.bin_for_others();
     let d = setup.start();
     d.wait_service("worker", "running", |s| s["state"] == "running");

@@ -43,6 +43,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
         venus::check(&c, &plan, &host, capacity.as_ref().map(|a| &a.capacity), &mut diags);
         secrets::check(&c, &host, &mut diags);
         control_access(&c, config_path, fs_root, &mut diags);
+        folders(&c, fs_root, &mut diags);
         plan
     });
     let valid = !diags.has_errors();
@@ -98,6 +99,21 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
         exit::OK
     } else {
         exit::FAILURE
+    }
+}
+
+/// The folders venussup writes as root must be nobody else's (see
+/// `sys::folder`): `run` refuses to start otherwise, so `check` says it
+/// first. Missing ones are checked as far as they exist.
+fn folders(c: &config::Config, fs_root: &FsRoot, diags: &mut Diagnostics) {
+    for f in crate::runtime::state::folders(&c.host) {
+        if let Err(e) = crate::sys::folder::check(f.what, &fs_root.path(&f.path)) {
+            if f.own {
+                diags.error(None, format!("{e} `venussup run` refuses to start."));
+            } else {
+                diags.warning(None, e.to_string());
+            }
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! A daemon started again while its predecessor's services still run (it
 //! was killed, or crashed) stops them before starting anything: never two
-//! copies of a sealer. Services are recognised by pid and kernel start
-//! time, so a reused pid is never signalled. A new image of the same
-//! process (an in-place upgrade whose state could not be read) keeps the
-//! recorded services that are its own children: they are adopted, not
-//! stopped (`supervisor/handover.rs`).
+//! copies of a sealer. Services are recognised by pid, kernel start time,
+//! program and cgroup (`state::verify`), so neither a reused pid nor a
+//! record that names someone else's process is ever signalled; a record
+//! without program and cgroup (an older venussup's) is said, not acted
+//! on. A new image of the same process (an in-place upgrade whose state
+//! could not be read) keeps the recorded services that are its own
+//! children: they are adopted, not stopped (`supervisor/handover.rs`).
 
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -16,7 +18,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing::{info, warn};
 
-use super::state::{self, PidRecord};
+use super::state::{self, PidRecord, Verdict};
 use crate::util::clock::after;
 
 /// An fd that becomes readable when `pid` exits (works for processes that
@@ -47,12 +49,24 @@ pub fn stop_leftovers(
     let mut kept = PidRecord::new();
     let mut waiting = Vec::new();
     for (name, r) in &record {
-        if state::start_time(proc_dir, r.pid) != Some(r.start_time) {
+        let verdict = state::verify(r, state::observe(proc_dir, r.pid).as_ref());
+        if verdict == Verdict::Gone {
             continue; // gone, or the pid now belongs to someone else
         }
         if ours(r.pid) {
-            kept.insert(name.clone(), *r);
+            kept.insert(name.clone(), r.clone());
             continue;
+        }
+        match verdict {
+            Verdict::Unverified => {
+                warn!(service = %name, pid = r.pid, "recorded without its program and cgroup (an older venussup?): not signalled; if it is an earlier copy of the service, stop it by hand");
+                continue;
+            }
+            Verdict::Other(why) => {
+                warn!(service = %name, pid = r.pid, "recorded, but not the process venussup started: {why}; not signalled");
+                continue;
+            }
+            Verdict::Same | Verdict::Gone => {}
         }
         let (sig, timeout) = stop.get(name).copied().unwrap_or(default);
         warn!(service = %name, pid = r.pid, "still running from an earlier venussup; sending {}", sig.as_str());

@@ -5,37 +5,61 @@
 //! dying), so venussup rotates around it:
 //! - before each start, by renaming (nobody writes the file then);
 //! - while it runs, when inotify says the file was written, by copying it
-//!   to `.1` and truncating it (the service appends with O_APPEND, so it
-//!   goes on at the new end). Lines written between the copy and the
-//!   truncate are lost; the window is one copy of `max_size` bytes.
+//!   to `.1` (`copy_file_range`, in the kernel) and truncating it (the
+//!   service appends with O_APPEND, so it goes on at the new end). Lines
+//!   written between the copy and the truncate are lost; the window is one
+//!   copy of `max_size` bytes.
 //!
-//! While the files grow, the check runs at most once per `CHECK_EVERY`:
-//! after each check the inotify descriptor is left unpolled until then.
-//! An idle host is never woken for it.
+//! Every file is reached through the log folder's descriptor and never
+//! through a link (`sys::safefs`): root rotates, and a link planted in the
+//! folder must not send its copy, truncate or rename elsewhere.
+//!
+//! How often a growing log is looked at follows how fast it grows: after
+//! a check the inotify descriptor is left unpolled for half the time the
+//! fastest writer needs to fill what is left below `max_size` at the rate
+//! it is expected to keep ([`pause`], [`next_rate`]), between
+//! [`CHECK_MIN`] and [`CHECK_EVERY`]. So a log stays within `max_size`
+//! plus about `CHECK_MIN` of writing (a second at the very most), and the
+//! folder within `(keep + 1) × max_size` plus that. An idle host is never
+//! woken for it.
 
 use std::collections::HashMap;
-use std::fs;
-use std::io;
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::util::clock::after;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-/// The most often a growing log is looked at.
-pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+use crate::sys::safefs::{self, Dir};
+use crate::util::clock;
 
-fn numbered(path: &Path, n: u32) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
+/// The longest a growing log goes unchecked.
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The shortest pause between two checks, however fast a log grows.
+pub const CHECK_MIN: Duration = Duration::from_millis(20);
+
+fn numbered(name: &OsStr, n: u32) -> OsString {
+    let mut s = name.to_owned();
     s.push(format!(".{n}"));
-    PathBuf::from(s)
+    s
+}
+
+/// The log's folder, opened, and its name; None when the folder is gone.
+fn folder(path: &Path) -> io::Result<Option<(Dir, &OsStr)>> {
+    let (dir, name) = safefs::split(path)?;
+    match Dir::open(dir) {
+        Ok(d) => Ok(Some((d, name))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Shifts `.1 … .keep-1` up by one, dropping `.keep`.
-fn shift(path: &Path, keep: u32) -> io::Result<()> {
+fn shift(dir: &Dir, name: &OsStr, keep: u32) -> io::Result<()> {
     for n in (1..keep).rev() {
-        match fs::rename(numbered(path, n), numbered(path, n + 1)) {
+        match dir.rename(numbered(name, n), numbered(name, n + 1)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
@@ -43,43 +67,64 @@ fn shift(path: &Path, keep: u32) -> io::Result<()> {
     Ok(())
 }
 
-fn too_big(path: &Path, max: u64) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() >= max)
+/// The size of `name` when it is a regular file of `max` bytes or more.
+fn too_big(dir: &Dir, name: &OsStr, max: u64) -> io::Result<Option<u64>> {
+    Ok(dir
+        .entry(name)?
+        .filter(|e| e.regular && e.size >= max)
+        .map(|e| e.size))
 }
 
 /// Before a start: `name.log` → `name.log.1` when it reached `max` bytes.
 /// `keep = 0` just starts the file afresh.
 pub fn rotate_idle(path: &Path, max: u64, keep: u32) -> io::Result<bool> {
-    if !too_big(path, max) {
+    let Some((dir, name)) = folder(path)? else {
+        return Ok(false);
+    };
+    if too_big(&dir, name, max)?.is_none() {
         return Ok(false);
     }
     if keep == 0 {
-        fs::remove_file(path)?;
+        dir.remove(name)?;
     } else {
-        shift(path, keep)?;
-        fs::rename(path, numbered(path, 1))?;
+        shift(&dir, name, keep)?;
+        dir.rename(name, numbered(name, 1))?;
     }
     Ok(true)
 }
 
 /// While a service writes it: copy to `.1`, then truncate in place.
 pub fn rotate_live(path: &Path, max: u64, keep: u32) -> io::Result<bool> {
-    if !too_big(path, max) {
+    let Some((dir, name)) = folder(path)? else {
+        return Ok(false);
+    };
+    if too_big(&dir, name, max)?.is_none() {
         return Ok(false);
     }
+    // A plain file (no link, one name), or nothing is written.
+    let log = dir.open_write(name)?;
     if keep > 0 {
-        shift(path, keep)?;
-        fs::copy(path, numbered(path, 1))?;
+        shift(&dir, name, keep)?;
+        let source = dir.open_read(name)?;
+        let len = source.metadata()?.len();
+        let mut copy = dir.create_new(numbered(name, 1), 0o640)?;
+        // What is there now; the writer's next lines go to the new file.
+        io::copy(&mut (&source).take(len), &mut copy)?;
     }
-    fs::OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    log.set_len(0)?;
     Ok(true)
 }
 
-/// The last `lines` lines of a file, read from its last 16 KiB.
+/// The last `lines` lines of a file, read from its last 16 KiB (never
+/// through a link: they are shown to whoever may ask the status).
 pub fn tail(path: &Path, lines: usize) -> Vec<String> {
-    use std::io::{Read, Seek, SeekFrom};
+    use std::io::{Seek, SeekFrom};
     const TAIL_BYTES: u64 = 16 * 1024;
-    let Ok(mut f) = fs::File::open(path) else {
+    let opened = folder(path)
+        .ok()
+        .flatten()
+        .map(|(d, name)| d.open_read(name));
+    let Some(Ok(mut f)) = opened else {
         return Vec::new();
     };
     let len = f.metadata().map_or(0, |m| m.len());
@@ -94,13 +139,53 @@ pub fn tail(path: &Path, lines: usize) -> Vec<String> {
         .collect()
 }
 
+/// How long a log may go unchecked: half the time it needs to grow from
+/// `size` to `max` at `rate` bytes a second, within [`CHECK_MIN`,
+/// `CHECK_EVERY`]. Half, so that the checks close in on the moment it
+/// fills (each finds half the room left, until they are `CHECK_MIN`
+/// apart) and a writer that speeds up is caught early.
+pub fn pause(size: u64, max: u64, rate: f64) -> Duration {
+    #[allow(clippy::cast_precision_loss)] // a pause, not an account
+    let room = max.saturating_sub(size) as f64;
+    if rate <= 0.0 {
+        return CHECK_EVERY;
+    }
+    Duration::try_from_secs_f64(room / rate / 2.0)
+        .unwrap_or(CHECK_EVERY)
+        .clamp(CHECK_MIN, CHECK_EVERY)
+}
+
+/// The rate to expect next: what was seen since the last check (`grown`
+/// bytes in `elapsed`), or half the previous estimate when that is more:
+/// a writer that paused for a moment is still expected to come back fast,
+/// for a few checks.
+pub fn next_rate(previous: f64, grown: u64, elapsed: Duration) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let seen = grown as f64 / elapsed.as_secs_f64().max(1e-3);
+    seen.max(previous / 2.0)
+}
+
+/// A watched log as last seen: its size after the check, and when.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: PathBuf,
+    size: u64,
+    at: Instant,
+    /// Bytes a second it is expected to grow ([`next_rate`]).
+    rate: f64,
+}
+
 /// inotify over the log files of running services.
 #[derive(Debug)]
 pub struct LogWatch {
     inotify: Option<Inotify>,
-    files: HashMap<WatchDescriptor, PathBuf>,
+    files: HashMap<WatchDescriptor, Seen>,
     /// Not polled before this, after a check.
     resume_at: Option<Instant>,
+}
+
+fn size_of(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path).map_or(0, |m| m.len())
 }
 
 impl LogWatch {
@@ -119,16 +204,28 @@ impl LogWatch {
     /// then checks it once: what was written before the watch existed
     /// raised no event.
     pub fn watch(&mut self, path: &Path, max: u64, keep: u32) {
+        if let Err(e) = rotate_live(path, max, keep) {
+            tracing::warn!("failed to rotate {}: {e}", path.display());
+        }
         if let Some(ino) = &self.inotify {
-            match ino.add_watch(path, AddWatchFlags::IN_MODIFY) {
+            let flags = AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_DONT_FOLLOW;
+            match ino.add_watch(path, flags) {
                 Ok(wd) => {
-                    self.files.insert(wd, path.to_path_buf());
+                    let seen = Seen {
+                        path: path.to_path_buf(),
+                        size: size_of(path),
+                        at: Instant::now(),
+                        // Until it shows its pace, a new writer is taken
+                        // to fill the file in a tenth of a second: the
+                        // first sample (a program starting, half a burst)
+                        // says little, and the estimate halves per quiet
+                        // check, so a slow writer costs a few checks.
+                        rate: f64::from(u32::try_from(max).unwrap_or(u32::MAX)) * 10.0,
+                    };
+                    self.files.insert(wd, seen);
                 }
                 Err(e) => tracing::warn!("cannot watch {} for rotation: {e}", path.display()),
             }
-        }
-        if let Err(e) = rotate_live(path, max, keep) {
-            tracing::warn!("failed to rotate {}: {e}", path.display());
         }
     }
 
@@ -145,10 +242,11 @@ impl LogWatch {
         self.resume_at
     }
 
-    /// Reads what was written and rotates what grew too big; then pauses.
+    /// Reads what was written and rotates what grew too big; then pauses
+    /// for as long as the fastest writer leaves room ([`pause`]).
     pub fn check(&mut self, now: Instant, max: u64, keep: u32) {
         let Some(ino) = &self.inotify else { return };
-        let mut written: Vec<PathBuf> = Vec::new();
+        let mut written: Vec<WatchDescriptor> = Vec::new();
         while let Ok(events) = ino.read_events() {
             if events.is_empty() {
                 break;
@@ -156,21 +254,30 @@ impl LogWatch {
             for ev in events {
                 if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
                     self.files.remove(&ev.wd);
-                } else if let Some(p) = self.files.get(&ev.wd) {
-                    if !written.contains(p) {
-                        written.push(p.clone());
-                    }
+                } else if self.files.contains_key(&ev.wd) && !written.contains(&ev.wd) {
+                    written.push(ev.wd);
                 }
             }
         }
-        for path in written {
-            match rotate_live(&path, max, keep) {
-                Ok(true) => tracing::info!("rotated {}", path.display()),
+        let mut wait = CHECK_EVERY;
+        for wd in written {
+            let Some(seen) = self.files.get_mut(&wd) else {
+                continue;
+            };
+            let before = size_of(&seen.path);
+            match rotate_live(&seen.path, max, keep) {
+                Ok(true) => tracing::debug!("rotated {}", seen.path.display()),
                 Ok(false) => {}
-                Err(e) => tracing::warn!("failed to rotate {}: {e}", path.display()),
+                Err(e) => tracing::warn!("failed to rotate {}: {e}", seen.path.display()),
             }
+            let after = size_of(&seen.path);
+            let grown = before.saturating_sub(seen.size);
+            seen.rate = next_rate(seen.rate, grown, now.saturating_duration_since(seen.at));
+            wait = wait.min(pause(after, max, seen.rate));
+            seen.size = after;
+            seen.at = now;
         }
-        self.resume_at = Some(after(now, CHECK_EVERY));
+        self.resume_at = Some(clock::after(now, wait));
     }
 
     /// Ends a pause whose time has come.
@@ -184,6 +291,28 @@ impl LogWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
+    #[test]
+    fn the_pause_is_the_time_to_fill_the_room_left() {
+        let mib = 1 << 20;
+        // 50 MiB/s, 4 MiB of room: filled in 80 ms, looked at in 40.
+        let rate = next_rate(0.0, 5 * mib, Duration::from_millis(100));
+        assert_eq!(pause(0, 4 * mib, rate).as_millis(), 40);
+        assert_eq!(
+            pause(3 * mib, 4 * mib, rate).as_millis(),
+            CHECK_MIN.as_millis()
+        );
+        assert_eq!(pause(0, 4 * mib, 0.0), CHECK_EVERY, "quiet");
+        assert_eq!(pause(0, 4 * mib, 1024.0), CHECK_EVERY, "slow");
+        assert_eq!(pause(4 * mib, 4 * mib, 1e6), CHECK_MIN, "full");
+        assert_eq!(pause(0, 1, f64::MAX), CHECK_MIN);
+        assert_eq!(pause(0, 1, f64::NAN), CHECK_EVERY);
+        // A writer that stops for a moment is still expected back fast.
+        let after_stall = next_rate(rate, 0, Duration::from_millis(300));
+        assert!((after_stall - rate / 2.0).abs() < 1.0);
+        assert!(next_rate(after_stall, 0, Duration::from_secs(1)) < after_stall);
+    }
 
     fn files(dir: &Path) -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = fs::read_dir(dir)
@@ -233,7 +362,7 @@ mod tests {
         assert!(rotate_live(&log, 50, 3).unwrap());
         writer.write_all(b"after").unwrap();
         assert_eq!(fs::read(&log).unwrap(), b"after");
-        assert_eq!(fs::read(numbered(&log, 1)).unwrap().len(), 100);
+        assert_eq!(fs::read(dir.path().join("s.log.1")).unwrap().len(), 100);
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod notify;
 mod panic;
 mod service;
 mod signals;
-mod state;
+pub mod state;
 mod supervisor;
 mod textfile;
 mod timer;
@@ -244,6 +244,28 @@ fn what_next(config: &Path, log_dir: &Path) -> String {
     )
 }
 
+/// Checks the folders venussup writes as root, making venussup's own
+/// when missing; false when one of its own is refused (said).
+fn trusted_folders(config: &crate::config::Config, resuming: bool) -> bool {
+    let mut ok = true;
+    for f in state::folders(&config.host) {
+        let checked = if f.own {
+            crate::sys::folder::ensure(f.what, &f.path, f.mode)
+        } else {
+            crate::sys::folder::check(f.what, &f.path).map(drop)
+        };
+        match checked {
+            Err(e) if f.own && !resuming => {
+                error!("{e} Nothing was started or stopped.");
+                ok = false;
+            }
+            Err(e) => warn!("{e}"),
+            Ok(()) => {}
+        }
+    }
+    ok
+}
+
 pub fn run(args: &RunArgs, handed: Handed) -> u8 {
     let fs_root = &args.fs_root;
     let config_path = args.config.as_path();
@@ -271,6 +293,12 @@ pub fn run(args: &RunArgs, handed: Handed) -> u8 {
     };
     if !resuming {
         eprint!("{}", what_next(config_path, &config.host.log_dir));
+    }
+    // Before anything is started or stopped: the folders root writes in
+    // are nobody else's (sys::folder). A new image only says it: its
+    // services run, and what it writes there is link-safe all the same.
+    if !trusted_folders(&config, resuming) {
+        return exit::FAILURE;
     }
     let state_dir = config.host.state_dir.clone();
     // The folder's group and mode follow control_group (state.rs).

@@ -18,11 +18,13 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
+
+use crate::sys::folder;
+use crate::sys::safefs::{self, Dir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -30,6 +32,8 @@ pub enum StateError {
         "another venussup is already running for this host (pid {pid}, lock {path}); stop it first"
     )]
     Locked { path: PathBuf, pid: String },
+    #[error(transparent)]
+    Folder(#[from] folder::FolderError),
     #[error("failed to {what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -49,20 +53,13 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
 
 /// Creates the state folder and gives it its owner and mode: `0700`, or
 /// `0710` with `group` as its group (see the module's comment). Missing
-/// parents are created with the usual mode (0755 under umask 022), so that
-/// the group can reach the folder. An existing folder is set again, and
-/// what an earlier venussup left readable in it is made root-only.
+/// parents are created 0755, so that the group can reach the folder. An
+/// existing folder must be trusted (`sys::folder`: root's, and neither it
+/// nor a parent writable by others); it is set again, and what an earlier
+/// venussup left readable in it is made root-only.
 pub fn ensure_dir(dir: &Path, group: Option<nix::unistd::Gid>) -> Result<(), StateError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(io_err("create the state folder", dir))?;
-    }
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-            return Err(io_err("create the state folder", dir)(e))
-        }
-        _ => {}
-    }
+    use std::os::unix::fs::PermissionsExt;
+    folder::ensure("state folder", dir, 0o700)?;
     // A folder that cannot be given to the group stays root-only: the
     // daemon runs, only the group is kept out (and told why).
     let given = group.filter(|g| {
@@ -106,6 +103,52 @@ pub fn ensure_dir(dir: &Path, group: Option<nix::unistd::Gid>) -> Result<(), Sta
     Ok(())
 }
 
+/// A folder venussup writes as root and how it holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folder {
+    /// What it is, for messages: "state folder ([host] state_dir)".
+    pub what: &'static str,
+    pub path: PathBuf,
+    /// Made with this mode when missing.
+    pub mode: u32,
+    /// Refused when untrusted (venussup's own); otherwise said (the
+    /// textfile collector's folder belongs to node_exporter's set-up, and
+    /// the file is written there link-safely all the same).
+    pub own: bool,
+}
+
+/// The folders venussup writes as root: its state folder (0700), the log
+/// folder (0750), and the metrics textfile's folder.
+pub fn folders(host: &crate::config::HostConfig) -> Vec<Folder> {
+    let textfile = host
+        .metrics
+        .as_ref()
+        .and_then(|m| m.textfile.as_ref())
+        .and_then(|t| t.get_ref().parent().map(Path::to_path_buf))
+        .filter(|p| !p.as_os_str().is_empty());
+    let mut v = vec![
+        Folder {
+            what: "state folder ([host] state_dir)",
+            path: host.state_dir.clone(),
+            mode: 0o700,
+            own: true,
+        },
+        Folder {
+            what: "log folder ([host] log_dir)",
+            path: host.log_dir.clone(),
+            mode: 0o750,
+            own: true,
+        },
+    ];
+    v.extend(textfile.map(|path| Folder {
+        what: "metrics textfile folder ([host.metrics] textfile)",
+        path,
+        mode: 0o755,
+        own: false,
+    }));
+    v
+}
+
 /// `gpuN-tmp`: a GPU lock domain's `TMPDIR` (`plan::gpus::lock_tmpdirs`).
 fn is_gpu_lock_dir(name: &str) -> bool {
     name.strip_prefix("gpu")
@@ -142,13 +185,8 @@ impl Lock {
 /// Takes the one-daemon-per-host lock, or says who has it.
 pub fn lock(dir: &Path) -> Result<Lock, StateError> {
     let path = dir.join("venussup.lock");
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
+    let file = Dir::open(dir)
+        .and_then(|d| d.open_rw("venussup.lock", 0o600))
         .map_err(io_err("open the lock file", &path))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(mut locked) => {
@@ -174,38 +212,131 @@ pub fn lock(dir: &Path) -> Result<Lock, StateError> {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename; the
+/// Writes `bytes` to `path` through a temporary file, synced, and a
+/// rename in the same folder (`sys::safefs`: never through a link); the
 /// file is root-only (0600) whatever the umask or an older file said.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err("write", &tmp))?;
-    file.set_permissions(fs::Permissions::from_mode(0o600))
-        .and_then(|()| file.write_all(bytes))
-        .map_err(io_err("write", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_err("replace", path))
+    safefs::write_atomic(path, bytes, 0o600).map_err(io_err("replace", path))
+}
+
+/// [`write_atomic`] without the syncs, for what is rewritten at every
+/// change and made again at every start (`status.json`, the metrics
+/// textfile): a sync per change would hold the loop behind the disk.
+pub fn write_snapshot(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    safefs::replace(path, bytes, 0o600).map_err(io_err("replace", path))
 }
 
 /// A running service as the next daemon must recognise it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedPid {
     pub pid: i32,
     /// Field 22 of /proc/PID/stat: tells a reused pid from the same process.
     pub start_time: u64,
+    /// /proc/PID/exe when recorded (without " (deleted)"); absent in the
+    /// records of older venussups, which are then never signalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<PathBuf>,
+    /// /proc/PID/cgroup when recorded, as the kernel wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+}
+
+/// What `/proc` says of a process now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub start_time: u64,
+    /// Its process group (field 5 of stat).
+    pub pgrp: i32,
+    pub exe: Option<PathBuf>,
+    pub cgroup: Option<String>,
+}
+
+/// Whether a recorded pid is the process venussup started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Start time, program and cgroup all match, and it leads its group.
+    Same,
+    /// Not running, or its pid was reused (another start time).
+    Gone,
+    /// Something differs (said); it is not signalled.
+    Other(String),
+    /// The record lacks the program or the cgroup (an older venussup's).
+    Unverified,
+}
+
+/// The rule: a recorded process is signalled (its whole process group)
+/// only when everything recorded matches what runs now.
+pub fn verify(r: &RecordedPid, seen: Option<&Seen>) -> Verdict {
+    let Some(seen) = seen.filter(|s| s.start_time == r.start_time) else {
+        return Verdict::Gone;
+    };
+    let (Some(exe), Some(cgroup)) = (&r.exe, &r.cgroup) else {
+        return Verdict::Unverified;
+    };
+    if seen.pgrp != r.pid {
+        return Verdict::Other(format!(
+            "it does not lead its process group (group {})",
+            seen.pgrp
+        ));
+    }
+    if seen.exe.as_ref() != Some(exe) {
+        return Verdict::Other(format!(
+            "it runs {} where {} was recorded",
+            seen.exe
+                .as_ref()
+                .map_or("an unknown program".into(), |p| p.display().to_string()),
+            exe.display()
+        ));
+    }
+    if seen.cgroup.as_ref() != Some(cgroup) {
+        return Verdict::Other(format!(
+            "its cgroup is {} where {} was recorded",
+            seen.cgroup.as_deref().unwrap_or("unknown").trim(),
+            cgroup.trim()
+        ));
+    }
+    Verdict::Same
+}
+
+/// Reads what [`Seen`] holds of `pid` under `proc_dir`.
+pub fn observe(proc_dir: &Path, pid: i32) -> Option<Seen> {
+    let dir = proc_dir.join(pid.to_string());
+    let stat = fs::read_to_string(dir.join("stat")).ok()?;
+    let exe = fs::read_link(dir.join("exe")).ok().map(|p| {
+        let s = p.as_os_str().to_string_lossy();
+        s.strip_suffix(" (deleted)")
+            .map_or(p.clone(), PathBuf::from)
+    });
+    Some(Seen {
+        start_time: parse_start_time(&stat)?,
+        pgrp: parse_stat_field(&stat, 2)?,
+        exe,
+        cgroup: fs::read_to_string(dir.join("cgroup")).ok(),
+    })
+}
+
+/// A record of `pid` as it runs now (for `services.json`).
+pub fn record(proc_dir: &Path, pid: i32, start_time: u64) -> RecordedPid {
+    let seen = observe(proc_dir, pid).filter(|s| s.start_time == start_time);
+    RecordedPid {
+        pid,
+        start_time,
+        exe: seen.as_ref().and_then(|s| s.exe.clone()),
+        cgroup: seen.and_then(|s| s.cgroup),
+    }
 }
 
 pub type PidRecord = BTreeMap<String, RecordedPid>;
 
+/// The recorded services; read only from the state folder, which `run`
+/// trusts only after `sys::folder` checked it, and never through a link.
 pub fn read_pids(dir: &Path) -> PidRecord {
-    fs::read_to_string(dir.join("services.json"))
+    let mut text = String::new();
+    Dir::open(dir)
+        .and_then(|d| d.open_read("services.json"))
+        .and_then(|mut f| io::Read::read_to_string(&mut f, &mut text))
         .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
+        .and_then(|_| serde_json::from_str(&text).ok())
         .unwrap_or_default()
 }
 
@@ -223,8 +354,13 @@ pub fn start_time(proc_dir: &Path, pid: i32) -> Option<u64> {
 /// Field 22 of a `/proc/PID/stat` line; the command name (field 2) may hold
 /// spaces and parentheses, so fields are counted after its last `)`.
 pub fn parse_start_time(stat: &str) -> Option<u64> {
+    parse_stat_field(stat, 19)
+}
+
+/// Field `n + 3` of a stat line (`n` counted from the state, field 3).
+fn parse_stat_field<T: std::str::FromStr>(stat: &str, n: usize) -> Option<T> {
     let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    after.split_whitespace().nth(n)?.parse().ok()
 }
 
 /// Where a oneshot with `once = true` records its success.
@@ -234,20 +370,9 @@ pub fn once_marker(dir: &Path, name: &str) -> PathBuf {
 
 /// Records that oneshot `name` succeeded: `once/` 0700, the marker 0600.
 pub fn mark_once(dir: &Path, name: &str) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    let marker = once_marker(dir, name);
-    if let Some(folder) = marker.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(folder)?;
-    }
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&marker)
+    Dir::open(dir)?
+        .subdir("once", 0o700)?
+        .create_new(format!("{name}.done"), 0o600)
         .map(drop)
 }
 
@@ -318,9 +443,84 @@ mod tests {
             RecordedPid {
                 pid: 7,
                 start_time: 9,
+                exe: Some("/usr/bin/venus-sealer".into()),
+                cgroup: Some("0::/venussup/sealer\n".into()),
             },
         );
         write_pids(dir.path(), &r).unwrap();
         assert_eq!(read_pids(dir.path()), r);
+        // An older venussup's record reads, without program and cgroup.
+        fs::write(
+            dir.path().join("services.json"),
+            r#"{"w":{"pid":5,"start_time":6}}"#,
+        )
+        .unwrap();
+        assert_eq!(read_pids(dir.path())["w"].exe, None);
+    }
+
+    #[test]
+    fn only_a_process_that_matches_everything_recorded_is_signalled() {
+        let rec = RecordedPid {
+            pid: 40,
+            start_time: 100,
+            exe: Some("/usr/bin/venus-worker".into()),
+            cgroup: Some("0::/venussup/w\n".into()),
+        };
+        let seen = Seen {
+            start_time: 100,
+            pgrp: 40,
+            exe: rec.exe.clone(),
+            cgroup: rec.cgroup.clone(),
+        };
+        assert_eq!(verify(&rec, Some(&seen)), Verdict::Same);
+        assert_eq!(verify(&rec, None), Verdict::Gone);
+        let reused = Seen {
+            start_time: 101,
+            ..seen.clone()
+        };
+        assert_eq!(verify(&rec, Some(&reused)), Verdict::Gone);
+        for other in [
+            Seen {
+                exe: Some("/usr/bin/sleep".into()),
+                ..seen.clone()
+            },
+            Seen {
+                exe: None,
+                ..seen.clone()
+            },
+            Seen {
+                cgroup: Some("0::/user.slice\n".into()),
+                ..seen.clone()
+            },
+            Seen {
+                pgrp: 1,
+                ..seen.clone()
+            },
+        ] {
+            assert!(
+                matches!(verify(&rec, Some(&other)), Verdict::Other(_)),
+                "{other:?}"
+            );
+        }
+        let old = RecordedPid {
+            exe: None,
+            cgroup: None,
+            ..rec
+        };
+        assert_eq!(verify(&old, Some(&seen)), Verdict::Unverified);
+    }
+
+    #[test]
+    fn this_process_is_seen_as_it_runs() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        let seen = observe(Path::new("/proc"), me).unwrap();
+        assert_eq!(seen.exe, std::env::current_exe().ok());
+        assert!(seen.cgroup.is_some_and(|c| !c.is_empty()));
+        let r = record(Path::new("/proc"), me, seen.start_time);
+        assert_eq!(r.exe, std::env::current_exe().ok());
+        assert_eq!(
+            record(Path::new("/proc"), me, seen.start_time + 1).exe,
+            None
+        );
     }
 }

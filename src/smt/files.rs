@@ -4,7 +4,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -36,13 +35,6 @@ pub enum SmtError {
         #[source]
         source: io::Error,
     },
-    #[error("failed to rename {} to {}: {source}", from.display(), to.display())]
-    Rename {
-        from: PathBuf,
-        to: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("failed to confirm {}: it reads `{found}` after writing `{wrote}`", path.display())]
     NotApplied {
         path: PathBuf,
@@ -64,10 +56,10 @@ impl SmtError {
     }
 }
 
-/// Writes `value` to `path`. With `create` false the file must exist
-/// already (a sysfs attribute: in a simulated tree, a missing one must fail
-/// as it would on a real host, not appear).
-fn write(path: &Path, value: &str, create: bool) -> Result<(), SmtError> {
+/// Writes `value` to the sysfs attribute `path`, which must exist already
+/// (in a simulated tree, a missing one must fail as it would on a real
+/// host, not appear).
+fn write(path: &Path, value: &str) -> Result<(), SmtError> {
     let failed = |source| SmtError::Write {
         path: path.to_path_buf(),
         value: value.trim_end().to_string(),
@@ -76,20 +68,9 @@ fn write(path: &Path, value: &str, create: bool) -> Result<(), SmtError> {
     let mut file: File = OpenOptions::new()
         .write(true)
         .truncate(true)
-        .create(create)
-        // A created file is the state folder's record: root-only.
-        .mode(0o600)
         .open(path)
         .map_err(failed)?;
-    if create {
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(failed)?;
-    }
-    file.write_all(value.as_bytes()).map_err(failed)?;
-    if create {
-        file.sync_all().map_err(failed)?;
-    }
-    Ok(())
+    file.write_all(value.as_bytes()).map_err(failed)
 }
 
 fn read_trimmed(path: &Path) -> Result<String, SmtError> {
@@ -126,7 +107,7 @@ impl Hotplug for SysfsHotplug {
     fn set_online(&mut self, cpu: u32, online: bool) -> Result<(), SmtError> {
         let path = self.cpu_dir.join(format!("cpu{cpu}/online"));
         let value = if online { "1" } else { "0" };
-        write(&path, value, false)?;
+        write(&path, value)?;
         let found = read_trimmed(&path)?;
         if found == value {
             Ok(())
@@ -188,8 +169,9 @@ impl Record {
         Ok(record.offlined.into_iter().collect())
     }
 
-    /// Replaces the record atomically (a temporary file, then a rename), so
-    /// a crash leaves the old record or the new one, never half of one.
+    /// Replaces the record atomically (a temporary file, synced, then a
+    /// rename in the folder, never through a link: `sys::safefs`), so a
+    /// crash leaves the old record or the new one, never half of one.
     pub fn save(&self, cpus: &CpuSet) -> Result<(), SmtError> {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir).map_err(|source| SmtError::CreateDir {
@@ -197,13 +179,13 @@ impl Record {
                 source,
             })?;
         }
-        let text = serde_json::json!({ "offlined": cpus });
-        let temporary = self.path.with_extension("json.tmp");
-        write(&temporary, &format!("{text}\n"), true)?;
-        fs::rename(&temporary, &self.path).map_err(|source| SmtError::Rename {
-            from: temporary,
-            to: self.path.clone(),
-            source,
+        let text = format!("{}\n", serde_json::json!({ "offlined": cpus }));
+        crate::sys::safefs::write_atomic(&self.path, text.as_bytes(), 0o600).map_err(|source| {
+            SmtError::Write {
+                path: self.path.clone(),
+                value: text.trim_end().to_string(),
+                source,
+            }
         })
     }
 }

@@ -4,5 +4,7 @@
 
 pub mod cgroup;
 mod clone3;
+pub mod folder;
 pub mod reexec;
+pub mod safefs;
 pub mod spawn;

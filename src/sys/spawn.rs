@@ -232,23 +232,22 @@ fn rlimit_value(l: Limit) -> u64 {
 /// The folder is only made when the open says it is missing: a restart
 /// opens an existing log with one syscall.
 pub fn open_log(path: &Path) -> Result<File, SpawnError> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::DirBuilderExt;
     let err = |source| SpawnError::Log {
         path: path.to_path_buf(),
         source,
     };
-    let open = || {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .open(path)
-    };
+    // Through the folder's descriptor, never through a link, and never a
+    // file with another name (super::safefs): root opens it.
+    let (dir, name) = super::safefs::split(path).map_err(err)?;
+    let open = || super::safefs::Dir::open(dir).and_then(|d| d.open_append(name, 0o640));
     match open() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(err)?;
-            }
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(err)?;
             open().map_err(err)
         }
         opened => opened.map_err(err),

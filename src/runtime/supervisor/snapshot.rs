@@ -13,7 +13,7 @@ use super::Supervisor;
 use crate::config::ServiceKind;
 use crate::plan::HookTarget;
 use crate::runtime::service::State;
-use crate::runtime::state::{self, PidRecord, RecordedPid};
+use crate::runtime::state::{self, PidRecord};
 use crate::status::{HookStatus, ServiceStatus, Snapshot, TimerStatus};
 use crate::util::clock::unix_now;
 
@@ -112,7 +112,7 @@ impl Supervisor {
         self.dirty = false;
         match serde_json::to_vec_pretty(&self.snapshot()) {
             Ok(json) => {
-                if let Err(e) = state::write_atomic(&self.state_dir.join("status.json"), &json) {
+                if let Err(e) = state::write_snapshot(&self.state_dir.join("status.json"), &json) {
                     warn!("{e}");
                 }
             }
@@ -155,12 +155,12 @@ impl Supervisor {
             .filter_map(|s| {
                 let pid = s.life.state.pid()?;
                 let start_time = s.start_time?;
+                // Program and cgroup as they are now, so that a later
+                // daemon signals this process and nothing else.
+                let proc_dir = std::path::Path::new("/proc");
                 Some((
                     s.plan.name.clone(),
-                    RecordedPid {
-                        pid: pid.as_raw(),
-                        start_time,
-                    },
+                    state::record(proc_dir, pid.as_raw(), start_time),
                 ))
             })
             .collect();
@@ -186,7 +186,7 @@ impl Supervisor {
     pub(super) fn write_textfile(&self) {
         let Some(path) = &self.textfile else { return };
         let text = crate::status::metrics::render(&self.snapshot());
-        if let Err(e) = state::write_atomic(path, text.as_bytes()) {
+        if let Err(e) = state::write_snapshot(path, text.as_bytes()) {
             warn!("metrics textfile: {e}");
         }
     }
