@@ -362,6 +362,7 @@ pub fn run(args: &RunArgs, handed: Handed) -> u8 {
     let state_readable = incoming.as_ref().is_some_and(|(i, _)| i.state.is_ok());
     if !state_readable {
         adopt::stop_leftovers(&state_dir, Path::new("/proc"), &stops, default_stop, &ours);
+        adopt::stop_leftover_runs(&state_dir, Path::new("/proc"), &ours);
     }
     let (mut incoming, read_at) = match incoming {
         Some((i, at)) => (Some(i), at),
