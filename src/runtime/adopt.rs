@@ -229,3 +229,59 @@ pub fn stop_leftover_runs(
     }
     stopped
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt as _;
+
+    #[test]
+    fn a_recorded_run_that_still_runs_is_stopped_and_a_stale_one_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        // A run as venussup starts one: its own process group.
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let proc_dir = Path::new("/proc");
+        let start_time = state::start_time(proc_dir, pid).unwrap();
+        let mut runs = RunRecord::new();
+        runs.insert(
+            "pledge".into(),
+            RecordedRun {
+                pid,
+                start_time,
+                cgroup: None,
+            },
+        );
+        // The same pid with another start time is someone else now.
+        runs.insert(
+            "other".into(),
+            RecordedRun {
+                pid,
+                start_time: start_time + 1,
+                cgroup: None,
+            },
+        );
+        write_runs(dir.path(), &runs).unwrap();
+        assert_eq!(read_runs(dir.path()), runs);
+        // An in-place upgrade keeps its own runs.
+        assert!(stop_leftover_runs(dir.path(), proc_dir, &|p| p == pid).is_empty());
+        assert_eq!(
+            read_runs(dir.path()).len(),
+            1,
+            "kept: {:?}",
+            read_runs(dir.path())
+        );
+        let stopped = stop_leftover_runs(dir.path(), proc_dir, &|_| false);
+        assert_eq!(stopped, ["pledge"]);
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGTERM)
+        );
+        assert!(read_runs(dir.path()).is_empty());
+    }
+}

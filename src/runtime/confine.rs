@@ -1,8 +1,11 @@
 //! Holding a service to its CPUs and memory limit, re-applied at every
-//! start and restart.
+//! start and restart, and tracking everything it starts: every service
+//! and every timer run gets a cgroup of its own, confined or not (see
+//! [`Hierarchy::tracking`]), emptied whenever its main process is gone.
 //!
 //! Where: on cgroup v1, `<hierarchy root>/<cgroup_parent>/<service>` in the
-//! cpuset and memory hierarchies. On cgroup v2, inside venussup's own
+//! cpuset and memory hierarchies, and (every service) in the cgroup2 tree
+//! of a hybrid host, where the child is born. On cgroup v2, inside venussup's own
 //! cgroup (under systemd the unit's, `Delegate=yes`): venussup moves itself
 //! into `<own>/supervisor` (a cgroup that passes controllers down may hold
 //! no process), enables cpuset and memory in `<own>/cgroup.subtree_control`
@@ -33,8 +36,10 @@
 //!    has one thread, so moving it moves the whole process. v2 has no such
 //!    file for domain cgroups: there the child is born in its cgroup and
 //!    nothing migrates at all.
-//! 3. [`kill_all`] whenever its main process is gone, [`release`] once it
-//!    is down for good; [`cleanup_stale`] at daemon start.
+//! 3. [`empty`] whenever its main process is gone (killed, and waited
+//!    for, before any restart), [`release`] once it is down for good;
+//!    [`cleanup_stale`] at daemon start. A timer's runs: [`prepare_run`],
+//!    then [`empty`] of [`timer_cgroup`] after each run.
 //!
 //! The hierarchy is what the plan's host said ([`Hierarchy::detect`]): cgroup
 //! v2 when venussup's own cgroup offers the cpuset controller, else the v1
