@@ -169,14 +169,18 @@ fn a_timer_run_left_by_a_killed_venussup_is_stopped_before_the_next_one_runs() {
             .is_some_and(|c| c.ends_with("/timer:pledge")),
         "the run is recorded with its cgroup: {runs}"
     );
+    let killed = d.status()["pid"].clone();
     d.crash();
     assert!(
         alive(run) && alive(child),
         "both outlive the killed venussup"
     );
     let d = setup.start();
-    // Its first snapshot comes after the leftovers were dealt with.
-    d.wait_for("the first snapshot", |st| !st.is_null());
+    // Its first snapshot comes after the leftovers were dealt with (the
+    // killed one's is still there).
+    d.wait_for("the new daemon's first snapshot", |st| {
+        st["pid"].is_number() && st["pid"] != killed
+    });
     assert!(
         wait_gone(run, Duration::ZERO),
         "the earlier run is stopped before the new daemon runs anything"
