@@ -117,6 +117,27 @@ fn cgroups(
         Some(h) => h.clone(),
         None => Hierarchy::detect(fs_root),
     };
+    // A hybrid host's cgroup2 tree that is not ours to write leaves the
+    // v1 controllers usable: services are confined, only not tracked.
+    let hierarchy = match hierarchy {
+        Hierarchy::V1 {
+            cpuset,
+            memory,
+            tracking: Some(t),
+        } if !writable(&t) => {
+            warn!(
+                "cgroups: {} is not writable here; {}",
+                t.display(),
+                crate::host::cgroups::UNTRACKED
+            );
+            Hierarchy::V1 {
+                cpuset,
+                memory,
+                tracking: None,
+            }
+        }
+        h => h,
+    };
     // Without root (the demo), or in a container that mounts it read-only,
     // the hierarchy is there but not ours to write: the services are held
     // by their affinity masks alone.
