@@ -238,3 +238,39 @@ pub const SUPERVISOR_LEAF: &str = "supervisor";
 
 /// Where the process's cgroups are listed (under the fs root).
 pub const OWN_CGROUP: &str = "/proc/self/cgroup";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_without_a_tracking_tree_says_what_that_means() {
+        let pure_v1 = Hierarchy::V1 {
+            cpuset: Some("/sys/fs/cgroup/cpuset".into()),
+            memory: None,
+            tracking: None,
+        };
+        assert_eq!(pure_v1.tracking(), None);
+        assert!(pure_v1.to_string().contains(UNTRACKED), "{pure_v1}");
+        let none = Hierarchy::None { why: "test".into() };
+        assert!(none.to_string().contains(UNTRACKED), "{none}");
+        let hybrid = Hierarchy::V1 {
+            cpuset: None,
+            memory: None,
+            tracking: Some("/sys/fs/cgroup/unified".into()),
+        };
+        assert!(!hybrid.to_string().contains(UNTRACKED), "{hybrid}");
+        assert_eq!(hybrid.roots(), [PathBuf::from("/sys/fs/cgroup/unified")]);
+        let v2 = Hierarchy::V2 {
+            mount: "/sys/fs/cgroup".into(),
+            own: "/system.slice/venussup.service".into(),
+            memory: true,
+        };
+        assert_eq!(
+            v2.tracking(),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/system.slice/venussup.service"
+            ))
+        );
+    }
+}
