@@ -81,6 +81,7 @@ const CHECKS: &[&str] = &[
     "restart-latency",
     "restart-latency-join",
     "status-smt-after-restart",
+    "escape-setsid-child",
     "kill9-one-copy",
     "kill9-unsupervised",
     "kill9-stop-clean",

@@ -32,8 +32,17 @@ impl Setup {
     pub fn new(services: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
+        // A cgroup parent of its own: every service and timer run gets a
+        // cgroup, and a daemon's start-up cleans up its parent, which
+        // must not be another test's.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let parent = format!(
+            "venussup-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let text = format!(
-            "[host]\nstate_dir = \"{d}/state\"\nlog_dir = \"{d}/logs\"\n\n{}",
+            "[host]\nstate_dir = \"{d}/state\"\nlog_dir = \"{d}/logs\"\ncgroup_parent = \"{parent}\"\n\n{}",
             services
                 .replace("{bin}", bin().to_str().unwrap())
                 .replace("{dir}", &d)
@@ -70,9 +79,17 @@ impl Setup {
         copy
     }
 
-    /// Adds `line` (e.g. `smt = "off"`) to the config's `[host]` table.
+    /// Adds `line` (e.g. `smt = "off"`) to the config's `[host]` table
+    /// (a `cgroup_parent` replaces the one [`Setup::new`] gave it).
     pub fn host_line(&self, line: &str) {
-        let text = fs::read_to_string(self.config()).unwrap();
+        let mut text = fs::read_to_string(self.config()).unwrap();
+        if line.starts_with("cgroup_parent") {
+            text = text
+                .lines()
+                .filter(|l| !l.starts_with("cgroup_parent"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+        }
         fs::write(
             self.config(),
             text.replacen("[host]\n", &format!("[host]\n{line}\n"), 1),
@@ -206,6 +223,7 @@ impl Setup {
             namespaced: !prefix.is_empty(),
             state_dir: self.state_dir(),
             log: self.dir.path().join("daemon.log"),
+            config: self.config(),
         }
     }
 }
@@ -217,6 +235,7 @@ pub struct Daemon {
     namespaced: bool,
     pub state_dir: PathBuf,
     log: PathBuf,
+    config: PathBuf,
 }
 
 /// An fd readable once `pid` has exited.
@@ -451,6 +470,7 @@ impl Drop for Daemon {
             if !self.namespaced {
                 self.kill_services();
             }
+            self.remove_cgroups();
             return;
         };
         // venussup itself: under unshare, the namespace's PID 1, whose
@@ -471,6 +491,7 @@ impl Drop for Daemon {
         if !self.namespaced {
             self.kill_services();
         }
+        self.remove_cgroups();
     }
 }
 
@@ -480,6 +501,62 @@ impl Daemon {
     fn kill_services(&self) {
         for pid in Self::service_pids(&self.state_dir) {
             let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The `cgroup_parent` of a config [`Setup::new`] wrote.
+fn cgroup_parent(config: &Path) -> Option<String> {
+    fs::read_to_string(config)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("cgroup_parent = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .map(str::to_string)
+        .filter(|p| p.starts_with("venussup-test-"))
+}
+
+/// `dir` and the cgroups below it, deepest first.
+fn cgroup_tree(dir: &Path) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            all.extend(cgroup_tree(&e.path()));
+        }
+    }
+    all.push(dir.to_path_buf());
+    all
+}
+
+impl Daemon {
+    /// Nothing a test made may outlive it: the test's cgroup parent in
+    /// every hierarchy (left by a daemon killed with SIGKILL), with every
+    /// process still in it killed first (bounded).
+    fn remove_cgroups(&self) {
+        let Some(parent) = cgroup_parent(&self.config) else {
+            return;
+        };
+        let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mounts = table.lines().filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let fstype = post.split(' ').next()?;
+            let point = pre.split(' ').nth(4)?;
+            matches!(fstype, "cgroup" | "cgroup2").then(|| PathBuf::from(point))
+        });
+        for top in mounts.map(|m| m.join(&parent)).filter(|d| d.is_dir()) {
+            for dir in cgroup_tree(&top) {
+                let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.split_whitespace().filter_map(|p| p.parse().ok()) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    wait_gone(pid, Duration::from_secs(5));
+                }
+                let deadline = Instant::now() + Duration::from_secs(5);
+                // A killed process leaves a v2 cgroup once reaped, by
+                // whoever adopted it: no event says when.
+                while fs::remove_dir(&dir).is_err() && dir.exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
         }
     }
 }

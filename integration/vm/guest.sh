@@ -362,6 +362,46 @@ if [ "$phase" = 1 ]; then
   verdict status-smt-after-restart $? "offline now $(minus "$ALL" "$(online)") (want $SIBLINGS reported);" \
     "status --json .smt = $smt; status says \"$line\""
 
+  # -------- h. nothing escapes (issue 18): a second venussup in a unit of
+  # its own (KillMode=process, so systemd kills nothing for it) runs an
+  # unconfined service whose child calls setsid; that child must be gone
+  # after the service's restart, after its stop and after venussup's exit.
+  esc=/run/venussup-escape
+  mkdir -p "$esc"
+  printf '%s\n' '[host]' "state_dir = \"$esc/state\"" "log_dir = \"$esc/logs\"" \
+    'cgroup_parent = "escape"' '' '[[service]]' 'name = "esc"' \
+    'command = ["/bin/sh", "-c", "setsid sleep 100001 & exec sleep 100002"]' >"$esc.toml"
+  esc_child() { pgrep -f '^sleep 100001$' | paste -sd' '; }
+  esc_gone() { ! kill -0 "$1" 2>/dev/null; }
+  esc_new() { c=$(esc_child); [ -n "$c" ] && [ "$(count $c)" = 1 ] && [ "$c" != "$1" ]; }
+  systemd-run --quiet --unit=venussup-escape -p Delegate=yes -p KillMode=process \
+    /usr/local/bin/venussup run --config "$esc.toml"
+  c1="" c2="" c3=""
+  wait_until 60 esc_new none && c1=$(esc_child)
+  seen="first child ${c1:-none} in $(cgroup_of "${c1:-0}")"
+  timeout 30 venussup restart esc --config "$esc.toml" >/dev/null 2>&1
+  wait_until 30 esc_new "${c1:-0}" && c2=$(esc_child)
+  restart_ok=1; esc_gone "${c1:-0}" && [ -n "$c2" ] && restart_ok=0
+  seen="$seen; after restart ${c2:-none} in $(cgroup_of "${c2:-0}"), old one $(esc_gone "${c1:-0}" && echo gone || echo ALIVE)"
+  timeout 30 venussup stop esc --config "$esc.toml" >/dev/null 2>&1
+  wait_until 10 esc_gone "${c2:-0}"
+  stop_ok=$?
+  seen="$seen; after stop $(esc_gone "${c2:-0}" && echo gone || echo ALIVE)"
+  timeout 30 venussup start esc --config "$esc.toml" >/dev/null 2>&1
+  wait_until 30 esc_new "${c2:-0}" && c3=$(esc_child)
+  emain=$(systemctl show -p MainPID --value venussup-escape)
+  kill -TERM "${emain:-0}"
+  wait_until 30 esc_gone "${emain:-0}"
+  wait_until 10 esc_gone "${c3:-0}"
+  exit_ok=$?
+  [ -n "$c3" ] || exit_ok=1
+  seen="$seen; started again ${c3:-none}, after venussup's exit $(esc_gone "${c3:-0}" && echo gone || echo ALIVE)"
+  { echo "$seen"; journalctl --no-pager -o short-monotonic -u venussup-escape; } | raw escape
+  systemctl stop venussup-escape 2>/dev/null
+  systemctl reset-failed venussup-escape 2>/dev/null
+  for p in $(pgrep -f '^sleep 10000[12]$'); do kill -9 "$p"; done
+  verdict escape-setsid-child $(( restart_ok + stop_ok + exit_ok )) "$seen"
+
   # ---------------- d. kill -9 of venussup: systemd restarts it, one copy
   snapshot kill9
   main=$(main_pid)

@@ -28,10 +28,16 @@ pub enum Hierarchy {
         own: PathBuf,
         memory: bool,
     },
-    /// cgroup v1: each controller has its own tree.
+    /// cgroup v1: each controller has its own tree. `tracking` is
+    /// venussup's own cgroup in the controller-less cgroup2 tree of a
+    /// hybrid host (`/sys/fs/cgroup/unified`), where every service and
+    /// timer run also gets a cgroup of its own, confined or not, so that
+    /// venussup finds everything it started; `None` on a pure v1 host.
     V1 {
         cpuset: Option<PathBuf>,
         memory: Option<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tracking: Option<PathBuf>,
     },
     /// Nothing usable, and why.
     None { why: String },
@@ -59,9 +65,11 @@ impl Hierarchy {
         };
         let own = own_cgroup(fs_root);
         let mut undelegated = None;
+        let mut tracking = None;
         for m in mounts.iter().filter(|m| m.unified) {
             let mount = fs_root.path(&m.point);
-            let offered = controllers(&mount.join(relative(&own)));
+            let own_dir = mount.join(relative(&own));
+            let offered = controllers(&own_dir);
             if offered.iter().any(|c| c == "cpuset") {
                 return Hierarchy::V2 {
                     mount,
@@ -76,6 +84,9 @@ impl Hierarchy {
                     own.display()
                 ));
             }
+            if tracking.is_none() && own_dir.is_dir() {
+                tracking = Some(own_dir);
+            }
         }
         let v1 = |controller: &str| {
             mounts
@@ -87,7 +98,11 @@ impl Hierarchy {
             (None, None) => Hierarchy::None {
                 why: undelegated.unwrap_or_else(|| "no cgroup v2 mount offers the cpuset controller, and there is no cgroup v1 cpuset or memory hierarchy".to_string()),
             },
-            (cpuset, memory) => Hierarchy::V1 { cpuset, memory },
+            (cpuset, memory) => Hierarchy::V1 {
+                cpuset,
+                memory,
+                tracking,
+            },
         }
     }
 
@@ -114,12 +129,34 @@ impl Hierarchy {
     }
 
     /// Where venussup makes its cgroups in each tree in use: on v2 its own
-    /// cgroup, on v1 each hierarchy's root.
+    /// cgroup, on v1 each hierarchy's root and its own cgroup in the
+    /// tracking tree.
     pub fn roots(&self) -> Vec<PathBuf> {
         match self {
             Hierarchy::V2 { mount, own, .. } => vec![mount.join(relative(own))],
-            Hierarchy::V1 { cpuset, memory } => cpuset.iter().chain(memory).cloned().collect(),
+            Hierarchy::V1 {
+                cpuset,
+                memory,
+                tracking,
+            } => cpuset
+                .iter()
+                .chain(memory)
+                .chain(tracking)
+                .cloned()
+                .collect(),
             Hierarchy::None { .. } => Vec::new(),
+        }
+    }
+
+    /// Where every service and timer run gets a cgroup of its own (the
+    /// one tree of v2, the cgroup2 tree of a hybrid v1 host); `None` when
+    /// nothing is left behind by a service is found but through its
+    /// process group.
+    pub fn tracking(&self) -> Option<PathBuf> {
+        match self {
+            Hierarchy::V2 { mount, own, .. } => Some(mount.join(relative(own))),
+            Hierarchy::V1 { tracking, .. } => tracking.clone(),
+            Hierarchy::None { .. } => None,
         }
     }
 }
@@ -140,22 +177,36 @@ impl fmt::Display for Hierarchy {
                 },
                 if *memory { ", memory" } else { "" }
             ),
-            Hierarchy::V1 { cpuset, memory } => {
+            Hierarchy::V1 {
+                cpuset,
+                memory,
+                tracking,
+            } => {
                 let at = |what: &str, p: &Option<PathBuf>| match p {
                     Some(p) => format!("{what} at {}", p.display()),
                     None => format!("no {what}"),
                 };
                 write!(
                     f,
-                    "cgroup v1 ({}, {})",
+                    "cgroup v1 ({}, {}, {})",
                     at("cpuset", cpuset),
-                    at("memory", memory)
+                    at("memory", memory),
+                    match tracking {
+                        Some(p) => format!(
+                            "each service and timer run tracked in cgroup2 at {}",
+                            p.display()
+                        ),
+                        None => format!("no cgroup2 to track services in: {UNTRACKED}"),
+                    }
                 )
             }
-            Hierarchy::None { why } => write!(f, "no cgroups ({why})"),
+            Hierarchy::None { why } => write!(f, "no cgroups ({why}; {UNTRACKED})"),
         }
     }
 }
+
+/// What a host without a tracking cgroup does about a service's leftovers.
+pub const UNTRACKED: &str = "what a service leaves behind is found through its process group only, so a child that calls setsid can outlive its service";
 
 /// venussup's own cgroup v2, from the `0::PATH` line of
 /// `/proc/self/cgroup` (under the fs root); `/` when there is none.
@@ -187,3 +238,39 @@ pub const SUPERVISOR_LEAF: &str = "supervisor";
 
 /// Where the process's cgroups are listed (under the fs root).
 pub const OWN_CGROUP: &str = "/proc/self/cgroup";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_without_a_tracking_tree_says_what_that_means() {
+        let pure_v1 = Hierarchy::V1 {
+            cpuset: Some("/sys/fs/cgroup/cpuset".into()),
+            memory: None,
+            tracking: None,
+        };
+        assert_eq!(pure_v1.tracking(), None);
+        assert!(pure_v1.to_string().contains(UNTRACKED), "{pure_v1}");
+        let none = Hierarchy::None { why: "test".into() };
+        assert!(none.to_string().contains(UNTRACKED), "{none}");
+        let hybrid = Hierarchy::V1 {
+            cpuset: None,
+            memory: None,
+            tracking: Some("/sys/fs/cgroup/unified".into()),
+        };
+        assert!(!hybrid.to_string().contains(UNTRACKED), "{hybrid}");
+        assert_eq!(hybrid.roots(), [PathBuf::from("/sys/fs/cgroup/unified")]);
+        let v2 = Hierarchy::V2 {
+            mount: "/sys/fs/cgroup".into(),
+            own: "/system.slice/venussup.service".into(),
+            memory: true,
+        };
+        assert_eq!(
+            v2.tracking(),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/system.slice/venussup.service"
+            ))
+        );
+    }
+}

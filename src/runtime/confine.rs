@@ -1,8 +1,11 @@
 //! Holding a service to its CPUs and memory limit, re-applied at every
-//! start and restart.
+//! start and restart, and tracking everything it starts: every service
+//! and every timer run gets a cgroup of its own, confined or not (see
+//! [`Hierarchy::tracking`]), emptied whenever its main process is gone.
 //!
 //! Where: on cgroup v1, `<hierarchy root>/<cgroup_parent>/<service>` in the
-//! cpuset and memory hierarchies. On cgroup v2, inside venussup's own
+//! cpuset and memory hierarchies, and (every service) in the cgroup2 tree
+//! of a hybrid host, where the child is born. On cgroup v2, inside venussup's own
 //! cgroup (under systemd the unit's, `Delegate=yes`): venussup moves itself
 //! into `<own>/supervisor` (a cgroup that passes controllers down may hold
 //! no process), enables cpuset and memory in `<own>/cgroup.subtree_control`
@@ -33,8 +36,10 @@
 //!    has one thread, so moving it moves the whole process. v2 has no such
 //!    file for domain cgroups: there the child is born in its cgroup and
 //!    nothing migrates at all.
-//! 3. [`kill_all`] whenever its main process is gone, [`release`] once it
-//!    is down for good; [`cleanup_stale`] at daemon start.
+//! 3. [`empty`] whenever its main process is gone (killed, and waited
+//!    for, before any restart), [`release`] once it is down for good;
+//!    [`cleanup_stale`] at daemon start. A timer's runs: [`prepare_run`],
+//!    then [`empty`] of [`timer_cgroup`] after each run.
 //!
 //! The hierarchy is what the plan's host said ([`Hierarchy::detect`]): cgroup
 //! v2 when venussup's own cgroup offers the cpuset controller, else the v1
@@ -50,6 +55,7 @@ use std::io;
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::sched::{sched_setaffinity, CpuSet as AffinityMask};
 use nix::unistd::Pid;
@@ -94,7 +100,8 @@ fn list(pids: &[i32]) -> String {
 /// A cgroup name venussup makes: a service's name, an instance's
 /// (`worker@0`) or the parent's ([`crate::util::names`]).
 fn check_name(name: &str) -> Result<(), ConfineError> {
-    match crate::util::names::instance_problem(name) {
+    let base = name.strip_prefix(TIMER_PREFIX).unwrap_or(name);
+    match crate::util::names::instance_problem(base) {
         Some(why) => Err(ConfineError::BadName {
             name: name.to_string(),
             why,
@@ -344,7 +351,9 @@ fn prepare_once(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, 
         Ok(())
     };
     match &setup.hierarchy {
-        Hierarchy::V2 { memory, .. } if d.cpuset.is_some() || d.memory_max.is_some() => {
+        // Every service has its cgroup, confined or not: an unconfined one
+        // takes all of its parent's CPUs and memory nodes (empty values).
+        Hierarchy::V2 { memory, .. } => {
             let root = setup.hierarchy.roots().remove(0);
             let dir = setup.ready_parent(&root, false)?.join(name);
             fs.create(&dir)?;
@@ -358,7 +367,11 @@ fn prepare_once(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, 
             }
             join(&mut c, dir, false)?;
         }
-        Hierarchy::V1 { cpuset, memory } => {
+        Hierarchy::V1 {
+            cpuset,
+            memory,
+            tracking,
+        } => {
             if let (Some(root), Some(cpus)) = (cpuset, &d.cpuset) {
                 let parent = setup.ready_parent(root, true)?;
                 let dir = parent.join(name);
@@ -377,10 +390,47 @@ fn prepare_once(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, 
                 fs.set(&dir, "memory.limit_in_bytes", &max.to_string())?;
                 join(&mut c, dir, true)?;
             }
+            if let Some(root) = tracking {
+                let dir = setup.ready_parent(root, false)?.join(name);
+                fs.create(&dir)?;
+                join(&mut c, dir, false)?;
+            }
         }
-        Hierarchy::V2 { .. } | Hierarchy::None { .. } => {}
+        Hierarchy::None { .. } => {}
     }
     Ok(c)
+}
+
+/// The cgroup of timer `name`'s runs: beside the services' under the
+/// venussup parent, named so that no service's name can be it (a name has
+/// no `:`).
+pub fn timer_cgroup(name: &str) -> String {
+    format!("{TIMER_PREFIX}{name}")
+}
+
+const TIMER_PREFIX: &str = "timer:";
+
+/// Parent side, before a timer run: its tracking cgroup, created if
+/// missing, for the run to be born in (nothing confines a run). Nothing
+/// to join where the host has no tracking tree.
+pub fn prepare_run(setup: &CgroupSetup, timer: &str) -> Result<Confinement, ConfineError> {
+    let name = timer_cgroup(timer);
+    check_name(&name)?;
+    let run = |setup: &CgroupSetup| -> Result<Confinement, ConfineError> {
+        let mut c = Confinement::none();
+        let Some(root) = setup.hierarchy.tracking() else {
+            return Ok(c);
+        };
+        let dir = setup.ready_parent(&root, false)?.join(&name);
+        setup.fs.create(&dir)?;
+        c.v2 = Some((setup.fs.open_dir(&dir)?, setup.fs.open_procs(&dir)?));
+        c.cgroups.push(dir);
+        Ok(c)
+    };
+    match run(setup) {
+        Err(_) if setup.forget_ready() => run(setup),
+        done => done,
+    }
 }
 
 /// Kills every process in the service's cgroup(s), so nothing it started
@@ -413,6 +463,40 @@ pub fn kill_all(setup: &CgroupSetup, name: &str) -> Result<(), ConfineError> {
         }
     }
     Ok(())
+}
+
+/// Empties the cgroup(s) `name` (a service's, or [`timer_cgroup`]): every
+/// process in them is killed ([`kill_all`]) and waited for, through a
+/// pidfd each (an event, also for processes that are not venussup's
+/// children), until the cgroups list none or `within` has passed. `reap`
+/// is called with each pid killed once it is gone: an orphan re-parented
+/// to venussup (the subreaper) is venussup's to reap, and until it is,
+/// a v2 cgroup counts it as populated. Returns the processes still there.
+pub fn empty(
+    setup: &CgroupSetup,
+    name: &str,
+    within: Duration,
+    reap: &mut dyn FnMut(i32),
+) -> Result<Vec<i32>, ConfineError> {
+    let start = Instant::now();
+    let deadline = start.checked_add(within).unwrap_or(start);
+    loop {
+        let left = pids(setup, name)?;
+        if left.is_empty() || Instant::now() >= deadline {
+            return Ok(left);
+        }
+        // Opened before the kill, so each names the process listed, not
+        // a later one given its pid.
+        let fds: Vec<(i32, OwnedFd)> = left
+            .iter()
+            .filter_map(|p| crate::runtime::adopt::pidfd_open(*p).map(|fd| (*p, fd)))
+            .collect();
+        kill_all(setup, name)?;
+        crate::runtime::adopt::wait_gone(&fds, deadline);
+        for (pid, _) in &fds {
+            reap(*pid);
+        }
+    }
 }
 
 /// Passes of [`kill_all`] over a cgroup: enough for what a dying process

@@ -117,6 +117,27 @@ fn cgroups(
         Some(h) => h.clone(),
         None => Hierarchy::detect(fs_root),
     };
+    // A hybrid host's cgroup2 tree that is not ours to write leaves the
+    // v1 controllers usable: services are confined, only not tracked.
+    let hierarchy = match hierarchy {
+        Hierarchy::V1 {
+            cpuset,
+            memory,
+            tracking: Some(t),
+        } if !writable(&t) => {
+            warn!(
+                "cgroups: {} is not writable here; {}",
+                t.display(),
+                crate::host::cgroups::UNTRACKED
+            );
+            Hierarchy::V1 {
+                cpuset,
+                memory,
+                tracking: None,
+            }
+        }
+        h => h,
+    };
     // Without root (the demo), or in a container that mounts it read-only,
     // the hierarchy is there but not ours to write: the services are held
     // by their affinity masks alone.
@@ -390,6 +411,7 @@ pub fn run(args: &RunArgs, handed: Handed) -> u8 {
     let state_readable = incoming.as_ref().is_some_and(|(i, _)| i.state.is_ok());
     if !state_readable {
         adopt::stop_leftovers(&state_dir, Path::new("/proc"), &stops, default_stop, &ours);
+        adopt::stop_leftover_runs(&state_dir, Path::new("/proc"), &ours);
     }
     let (mut incoming, read_at) = match incoming {
         Some((i, at)) => (Some(i), at),

@@ -1,6 +1,7 @@
 //! The one place venussup starts processes. Everything a child gets is
 //! decided before the clone; between clone and exec the child only makes
-//! syscalls, in this order: signal handlers back to default, stdin, stdout
+//! syscalls, in this order: every signal disposition back to its default
+//! (handled and ignored ones alike), stdin, stdout
 //! and stderr, working folder, its own session (so signals meant for
 //! venussup never reach it and its whole process group can be stopped),
 //! rlimits, `oom_score_adj`, umask, CPU confinement, then groups, gid and
@@ -422,34 +423,43 @@ struct ChildPlan<'a> {
     identity: Option<&'a Identity>,
 }
 
+/// The highest signal number of the kernel (`_NSIG - 1`).
+const KERNEL_SIGMAX: libc::c_int = 64;
+
 /// Runs in the child, in venussup's memory (CLONE_VM) while venussup waits
 /// (CLONE_VFORK): no allocation, no lock, nothing but syscalls on data
 /// made before the clone. Returns only on failure, with the errno.
 fn child_exec(p: &ChildPlan<'_>) -> i32 {
     let errno = |e: nix::Error| e as i32;
-    // Signal handlers are venussup's and must not run here (they would run
-    // on venussup's memory): every handled signal goes back to its default,
-    // and SIGPIPE, which the Rust runtime ignores, too. Every signal is
-    // blocked until just before exec.
-    for sig in 1..=libc::SIGRTMAX() {
+    // Every disposition goes back to its default: venussup's handlers must
+    // not run here (they would run on venussup's memory), and a signal
+    // ignored by whoever started venussup (`nohup`'s SIGHUP, a shell's
+    // SIGQUIT, the Rust runtime's SIGPIPE) must not stay ignored in the
+    // service. Every signal is blocked until just before exec.
+    //
+    // Through the raw system call, not libc's `sigaction`: glibc refuses
+    // its two reserved signals (32 and 33), which an ignoring parent can
+    // leave ignored all the same. All zeros is the default disposition
+    // with no flags and an empty mask, whatever the kernel struct's
+    // field order; 32 bytes hold it on every 64-bit architecture.
+    let dfl = [0u64; 4];
+    for sig in 1..=KERNEL_SIGMAX {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: sigaction with a null new action only reads the current
-        // disposition into `old`, a zeroed plain C struct.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; glibc's reserved signals just fail (EINVAL).
-        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
-            continue;
-        }
-        let handled = old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
-        if handled || (sig == libc::SIGPIPE && old.sa_sigaction == libc::SIG_IGN) {
-            // SAFETY: a zeroed sigaction with SIG_DFL (0) is the default
-            // disposition; it changes only this (child) process.
-            let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
-            // SAFETY: as above.
-            unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
-        }
+        // SAFETY: rt_sigaction reads the zeroed buffer above (the size of
+        // the kernel's signal set is 8 bytes) and changes the disposition
+        // of one signal in this (child) process only: without
+        // CLONE_SIGHAND the child has its own table.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                8usize,
+            )
+        };
     }
     for (target, &fd) in p.stdio.iter().enumerate() {
         // Sources are 3 or above (`above_stdio`): dup2 never overwrites one,
@@ -884,6 +894,29 @@ mod tests {
         // 0, 1, 2 and the one `ls` opens to list them.
         assert_eq!(lines[1].trim(), "4", "{out}");
         assert_eq!(lines[2].trim(), lines[3].trim(), "its own session: {out}");
+    }
+
+    #[test]
+    fn signals_ignored_by_whoever_started_venussup_are_not_ignored_in_the_child() {
+        use nix::sys::signal::{signal, SigHandler, Signal};
+        // As under `nohup` and a shell's `trap '' QUIT`; nothing sends
+        // these to the test process, and they are put back below.
+        // SAFETY: SIG_IGN installs no handler code.
+        let old = unsafe {
+            [Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGUSR2]
+                .map(|s| (s, signal(s, SigHandler::SigIgn).unwrap()))
+        };
+        let (out, status) = run(
+            &["/bin/grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"],
+            &env("/usr/bin:/bin"),
+        );
+        for (s, h) in old {
+            // SAFETY: puts back the disposition read above.
+            unsafe { signal(s, h) }.unwrap();
+        }
+        assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+        assert!(out.contains("SigIgn:\t0000000000000000"), "{out}");
+        assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
     }
 
     /// What `cat /proc/self/oom_score_adj` prints when spawned with `value`.

@@ -59,7 +59,8 @@ fn v1_writes_the_parent_the_cpuset_and_the_memory_limit_and_is_idempotent() {
         setup.hierarchy(),
         Hierarchy::V1 {
             cpuset: Some(_),
-            memory: Some(_)
+            memory: Some(_),
+            tracking: Some(_),
         }
     ));
     let plan = plan_of(
@@ -68,7 +69,13 @@ fn v1_writes_the_parent_the_cpuset_and_the_memory_limit_and_is_idempotent() {
     );
     for _ in 0..2 {
         let c = prepare(&setup, &plan).unwrap();
-        assert_eq!(c.cgroups().len(), 2);
+        // cpuset, memory, and its tracking cgroup in the hybrid cgroup2.
+        assert_eq!(c.cgroups().len(), 3);
+        assert_eq!(
+            c.cgroups()[2],
+            root.path("/sys/fs/cgroup/unified/venussup/w")
+        );
+        assert!(c.target().is_some(), "born in its tracking cgroup");
         assert!(c.warnings().is_empty());
     }
     let cs = "/sys/fs/cgroup/cpuset/venussup";
@@ -111,6 +118,33 @@ fn v2_passes_controllers_down_and_resets_what_is_not_asked() {
     assert_eq!(read(&root, "/sys/fs/cgroup/venussup/w/cpuset.cpus"), "4-7");
     assert_eq!(read(&root, "/sys/fs/cgroup/venussup/w/cpuset.mems"), "1");
     assert_eq!(read(&root, "/sys/fs/cgroup/venussup/w/memory.max"), "max");
+}
+
+#[test]
+fn v2_gives_an_unconfined_service_and_a_timers_runs_a_tracking_cgroup_each() {
+    let (_dir, root) = host_dir();
+    SimCgroups::v2(&root, "cpuset cpu io memory pids", "0-7", "0-1").unwrap();
+    let setup = setup(&root);
+    let c = prepare(&setup, &plan_of(&root, "")).unwrap();
+    assert_eq!(c.cgroups(), [root.path("/sys/fs/cgroup/venussup/w")]);
+    assert!(c.target().is_some(), "born in its cgroup");
+    assert_eq!(read(&root, "/sys/fs/cgroup/venussup/w/cpuset.cpus"), "");
+    let run = prepare_run(&setup, "pledge").unwrap();
+    assert_eq!(
+        run.cgroups(),
+        [root.path("/sys/fs/cgroup/venussup/timer:pledge")]
+    );
+    assert!(run.target().is_some());
+    assert!(matches!(
+        prepare_run(&setup, "../x"),
+        Err(ConfineError::BadName { .. })
+    ));
+    let stale = cleanup_stale(&setup, &["w"]).unwrap();
+    assert!(stale.is_empty(), "{stale:?}");
+    assert!(
+        !root.path("/sys/fs/cgroup/venussup/timer:pledge").exists(),
+        "an empty run cgroup is removed at start"
+    );
 }
 
 /// The unit's cgroup as systemd delegates it (`Delegate=yes`).
@@ -367,7 +401,7 @@ fn the_parent_is_made_ready_once_and_again_when_it_was_removed_behind_our_back()
     // parent, makes the parent again and succeeds.
     fs::remove_dir_all(&parent).unwrap();
     let c = prepare(&setup, &plan).unwrap();
-    assert_eq!(c.cgroups().len(), 1);
+    assert_eq!(c.cgroups().len(), 2, "cpuset and tracking");
     let cs = "/sys/fs/cgroup/cpuset/venussup";
     assert_eq!(read(&root, &format!("{cs}/cpuset.cpus")), "0-7");
     assert_eq!(read(&root, &format!("{cs}/cpuset.mems")), "0-1");

@@ -19,7 +19,7 @@ impl Supervisor {
     pub(super) fn ask_gate(&mut self, i: usize, now: Instant) {
         let t = &mut self.timers[i];
         let Some(g) = &t.plan.gate else { return };
-        match spawn_piped(&t.plan, &g.argv) {
+        match spawn_piped(&t.plan, &g.argv, None) {
             Ok(child) => {
                 self.owners.insert(child.pid, Owner::Gate(i));
                 t.state.asking = Some(Running::new(child.pid, now, t.plan.timeout.map(|d| d.0)));

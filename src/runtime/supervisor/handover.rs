@@ -517,9 +517,14 @@ impl Supervisor {
     }
 
     fn adopt_timer(&mut self, i: usize, rec: TimerRecord, a: &Anchor, lost: &mut Vec<String>) {
+        let mut recorded = crate::runtime::adopt::read_runs(&self.state_dir);
         let t = &mut self.timers[i];
         t.state = rec.timer_state(a);
         let name = t.plan.name.clone();
+        // The run stays recorded for a daemon started after this one.
+        t.recorded = recorded
+            .remove(&name)
+            .filter(|r| t.state.run.is_some_and(|run| run.pid.as_raw() == r.pid));
         for gate in [false, true] {
             let (running, out) = if gate {
                 (t.state.asking, &rec.gate_output)
@@ -556,6 +561,10 @@ impl Supervisor {
                 Owner::Timer(i)
             };
             self.owners.insert(r.pid, owner);
+        }
+        let t = &mut self.timers[i];
+        if t.state.run.is_none() {
+            t.recorded = None;
         }
     }
 

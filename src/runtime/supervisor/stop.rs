@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tracing::{info, warn};
 
@@ -11,7 +12,9 @@ use super::Supervisor;
 use crate::runtime::confine;
 use crate::runtime::service::State;
 use crate::runtime::{stop, timer};
-use crate::util::clock::after;
+
+/// How long emptying a cgroup may wait for the killed to be gone.
+const EMPTY_WITHIN: Duration = Duration::from_secs(2);
 
 impl Supervisor {
     /// SIGTERM or SIGINT: no timer runs any more, nothing starts any more;
@@ -56,32 +59,58 @@ impl Supervisor {
     }
 
     /// A service's main process is gone: whatever is left in its cgroup
-    /// is killed (nothing escapes by double-forking, nothing holds a GPU
-    /// into the next run).
-    pub(super) fn empty_cgroup(&self, i: usize) {
-        let Some(setup) = &self.cgroups else { return };
-        let name = &self.services[i].plan.name;
-        if let Err(e) = confine::kill_all(setup, name) {
-            warn!(service = %name, "failed to kill what is left of it: {e}");
+    /// is killed and waited for (bounded), at every stop and every exit
+    /// before a restart, so the next run starts in an empty cgroup:
+    /// nothing escapes by double-forking, nothing holds a GPU into the
+    /// next run.
+    pub(super) fn empty_cgroup(&mut self, i: usize) {
+        let name = self.services[i].plan.name.clone();
+        self.empty_named(&name);
+    }
+
+    /// Empties the cgroup `name` (a service's, or a timer's runs').
+    pub(super) fn empty_named(&mut self, name: &str) {
+        let Some(setup) = self.cgroups.clone() else {
+            return;
+        };
+        let owners = &self.owners;
+        let orphans = &mut self.orphans_reaped;
+        let mut reap = |pid: i32| {
+            let pid = Pid::from_raw(pid);
+            // A process of its own (a probe) is reaped by the loop.
+            if !owners.contains_key(&pid)
+                && waitpid(pid, Some(WaitPidFlag::WNOHANG))
+                    .is_ok_and(|s| s != WaitStatus::StillAlive)
+            {
+                *orphans += 1;
+            }
+        };
+        match confine::empty(&setup, name, EMPTY_WITHIN, &mut reap) {
+            Ok(left) if left.is_empty() => {}
+            Ok(left) => warn!(
+                cgroup = %name,
+                "processes {left:?} are still in its cgroup {} after SIGKILL",
+                humantime::format_duration(EMPTY_WITHIN)
+            ),
+            Err(e) => warn!(cgroup = %name, "failed to kill what is left of it: {e}"),
         }
+        self.dirty = true;
     }
 
     /// A service is down for good (stopped, exited, failed, done): its
     /// cgroup is emptied and removed.
-    pub(super) fn release(&self, i: usize) {
+    pub(super) fn release(&mut self, i: usize) {
         self.empty_cgroup(i);
         let Some(setup) = &self.cgroups else { return };
         let name = &self.services[i].plan.name;
-        // Killed processes may not be gone yet; a cgroup left now is
-        // removed at the next start of the service or of venussup.
         if let Err(e) = confine::release(setup, name) {
             tracing::debug!(service = %name, "cgroup not removed yet: {e}");
         }
     }
 
-    /// At exit: every service's cgroup emptied and removed, then venussup's
-    /// parent. A SIGKILLed process leaves its cgroup only once the kernel
-    /// has finished it, so each removal is retried for a bounded moment.
+    /// At exit: every service's and timer's cgroup emptied (each waiting,
+    /// bounded, for the killed to be gone) and removed, then venussup's
+    /// parent: nothing venussup started outlives it.
     pub(super) fn release_all_at_exit(&mut self) {
         let Some(setup) = self.cgroups.clone() else {
             return;
@@ -89,24 +118,22 @@ impl Supervisor {
         for i in 0..self.services.len() {
             self.release(i);
         }
-        let deadline = after(Instant::now(), Duration::from_secs(2));
-        loop {
-            // A killed grandchild is ours to reap (subreaper); until it is,
-            // its cgroup cannot go.
-            self.reap();
-            let left = self
-                .services
-                .iter()
-                .any(|s| confine::pids(&setup, &s.plan.name).is_ok_and(|p| !p.is_empty()));
-            if !left || Instant::now() >= deadline {
-                break;
-            }
-            // No event says "the cgroup is empty" on v1: a short, bounded wait.
-            std::thread::sleep(Duration::from_millis(10));
+        // What timer runs left (a run killed at shutdown, its setsid
+        // children) goes too.
+        let timers: Vec<String> = self
+            .timers
+            .iter()
+            .map(|t| confine::timer_cgroup(&t.plan.name))
+            .collect();
+        for name in &timers {
+            self.empty_named(name);
         }
+        // A process venussup owns (a run killed at shutdown) is reaped
+        // here; until it is, a v2 cgroup cannot go.
         self.reap();
-        for s in &self.services {
-            let _ = confine::release(&setup, &s.plan.name);
+        let names = self.services.iter().map(|s| s.plan.name.as_str());
+        for name in names.chain(timers.iter().map(String::as_str)) {
+            let _ = confine::release(&setup, name);
         }
         if let Err(e) = confine::remove_parent(&setup) {
             warn!("cgroups: {e}");

@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read};
+use std::path::Path;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
@@ -12,10 +13,13 @@ use tracing::{info, warn};
 
 use super::{kill_group, Owner, Supervisor};
 use crate::plan::TimerPlan;
+use crate::runtime::adopt::{self, RecordedRun, RunRecord};
+use crate::runtime::confine::{self, Confinement};
 use crate::runtime::logs;
+use crate::runtime::state;
 use crate::runtime::timer::{self, Running, TimerState};
 use crate::status::ExitKind;
-use crate::sys::spawn::{self, Output, SpawnSpec};
+use crate::sys::spawn::{self, CgroupTarget, Output, SpawnSpec};
 use crate::util::clock::unix_now;
 
 /// The output of a run (or gate command) while it runs.
@@ -38,6 +42,8 @@ pub(super) struct Timer {
     /// The output of `state.run`, and of `state.asking` (the gate).
     pub run_output: RunOutput,
     pub gate_output: RunOutput,
+    /// The run as `timer-runs.json` records it, while it runs.
+    pub recorded: Option<RecordedRun>,
 }
 
 impl Timer {
@@ -48,6 +54,7 @@ impl Timer {
             state: TimerState::default(),
             run_output: RunOutput::default(),
             gate_output: RunOutput::default(),
+            recorded: None,
         }
     }
 
@@ -85,10 +92,19 @@ impl Supervisor {
         self.apply(super::Subject::Timer(i), fx, now);
     }
 
-    /// Starts a run of timer `i`.
+    /// Starts a run of timer `i`, in the cgroup of the timer's runs where
+    /// the host has one, and records it (`timer-runs.json`) so that a
+    /// daemon started after this one was killed stops it before running
+    /// another.
     pub(super) fn run_timer(&mut self, i: usize, now: Instant) {
         let t = &mut self.timers[i];
-        match spawn_piped(&t.plan, &t.plan.argv) {
+        let tracked = self.cgroups.as_ref().and_then(|setup| {
+            confine::prepare_run(setup, &t.plan.name)
+                .map_err(|e| warn!(timer = %t.plan.name, "{e}; this run is found by its process group only"))
+                .ok()
+        });
+        let target = tracked.as_ref().and_then(Confinement::target);
+        match spawn_piped(&t.plan, &t.plan.argv, target) {
             Ok(child) => {
                 info!(timer = %t.plan.name, pid = child.pid.as_raw(), "run started");
                 if let Err(e) = logs::rotate_idle(&t.plan.log_file, self.log_max, self.log_keep) {
@@ -104,6 +120,15 @@ impl Supervisor {
                     log,
                     kept: Vec::new(),
                 };
+                t.recorded =
+                    state::start_time(Path::new("/proc"), child.pid.as_raw()).map(|start_time| {
+                        RecordedRun {
+                            pid: child.pid.as_raw(),
+                            start_time,
+                            cgroup: tracked.and_then(|c| c.cgroups().first().cloned()),
+                        }
+                    });
+                self.record_runs();
             }
             Err(e) => {
                 let e = e.to_string();
@@ -112,6 +137,18 @@ impl Supervisor {
                     timer::start_failed(t, plan, &e, unix_now())
                 });
             }
+        }
+    }
+
+    /// Writes `timer-runs.json`: the runs going now.
+    fn record_runs(&self) {
+        let runs: RunRecord = self
+            .timers
+            .iter()
+            .filter_map(|t| Some((t.plan.name.clone(), t.recorded.clone()?)))
+            .collect();
+        if let Err(e) = adopt::write_runs(&self.state_dir, &runs) {
+            warn!("{e}");
         }
     }
 
@@ -152,8 +189,13 @@ impl Supervisor {
             return;
         };
         let output = std::mem::take(&mut t.run_output);
-        // Whatever the run left in its group goes with it.
+        // Whatever the run left in its group and its cgroup goes with it.
         kill_group(run.pid, Signal::SIGKILL);
+        let name = confine::timer_cgroup(&t.plan.name);
+        self.empty_named(&name);
+        if self.timers[i].recorded.take().is_some() {
+            self.record_runs();
+        }
         let text = String::from_utf8_lossy(&output.kept);
         let now = Instant::now();
         self.timer_transition(i, now, |t, plan| {
@@ -168,6 +210,7 @@ impl Supervisor {
 pub(super) fn spawn_piped(
     plan: &TimerPlan,
     argv: &[String],
+    cgroup: Option<CgroupTarget<'_>>,
 ) -> Result<spawn::Spawned, spawn::SpawnError> {
     let identity = match &plan.user {
         Some(u) => Some(spawn::identity(u, plan.group.as_deref())?),
@@ -183,7 +226,7 @@ pub(super) fn spawn_piped(
         memlock: None,
         output: Output::Pipe,
         hook: None,
-        cgroup: None,
+        cgroup,
         stdin: None,
         oom_score_adj: Some(0),
     })?;

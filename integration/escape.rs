@@ -1,0 +1,226 @@
+//! Nothing escapes (issue 18, item 5 and the signals of 9), replayed with
+//! real processes on this machine's cgroups (v1 with an empty cgroup2 at
+//! /sys/fs/cgroup/unified, where every service and timer run gets a
+//! tracking cgroup of its own): a child that calls `setsid` and outlives
+//! its service is gone after the service's restart, its stop and
+//! venussup's exit; a timer run left by a venussup killed with SIGKILL is
+//! stopped by the next one before it runs another; signals ignored by
+//! whoever started venussup are not ignored in its services. Needs root
+//! (skipped, saying so, elsewhere).
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::daemon::{alive, pid_of, wait_file, wait_gone, Setup, WAIT};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A service (or timer command) that leaves a child in a session of its
+/// own, its pid written (atomically) to `{dir}/<file>`, then becomes a
+/// long sleep.
+fn escaper(file: &str) -> String {
+    format!(
+        "[\"/bin/sh\", \"-c\", \"setsid /bin/sh -c 'echo $$$$ >{{dir}}/{file}.tmp; mv {{dir}}/{file}.tmp {{dir}}/{file}; exec sleep 1000' & exec sleep 1000\"]"
+    )
+}
+
+/// The pid in `file` once it is there.
+fn pid_in(path: &Path) -> i32 {
+    wait_file(path);
+    fs::read_to_string(path).unwrap().trim().parse().unwrap()
+}
+
+/// The cgroup2 tree venussup tracks services in here, when it can write it.
+fn tracking_root() -> Option<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup/unified");
+    let usable = nix::unistd::geteuid().is_root() && root.join("cgroup.procs").exists();
+    if !usable {
+        eprintln!(
+            "SKIPPED: needs root and a cgroup2 tree at {}",
+            root.display()
+        );
+    }
+    usable.then(|| root.to_path_buf())
+}
+
+/// The test's cgroup parent, from its config.
+fn parent_of(setup: &Setup) -> String {
+    fs::read_to_string(setup.config())
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("cgroup_parent = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string()
+}
+
+fn procs(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_confined_services_setsid_child_is_gone_after_its_restart() {
+    let Some(root) = tracking_root() else { return };
+    let setup = Setup::new(&format!(
+        "[[service]]\nname = \"c\"\ncpus = \"0\"\nstable_after = \"100ms\"\ncommand = {}\n",
+        escaper("gc")
+    ));
+    let d = setup.start();
+    let first = pid_of(&d.running("c"));
+    let old_child = pid_in(&setup.path("gc"));
+    let cgroup = root.join(parent_of(&setup)).join("c");
+    let before = procs(&cgroup);
+    assert!(
+        before.contains(&old_child) && before.contains(&i32::try_from(first).unwrap()),
+        "the service and its setsid child are in its tracking cgroup: {before:?}"
+    );
+    fs::remove_file(setup.path("gc")).unwrap();
+    setup.cli(&["restart", "c"]).expect_code(0);
+    let second = pid_of(&d.wait_service("c", "running again", |s| {
+        s["state"] == "running" && s["pid"].as_i64().is_some_and(|p| p != first)
+    }));
+    assert!(
+        !alive(old_child),
+        "the old run's setsid child is gone before the new run starts"
+    );
+    let new_child = pid_in(&setup.path("gc"));
+    let after = procs(&cgroup);
+    let mut want = vec![i32::try_from(second).unwrap(), new_child];
+    want.sort_unstable();
+    let mut got = after.clone();
+    got.sort_unstable();
+    assert_eq!(got, want, "only the new process tree is in the cgroup");
+    // A crash (SIGKILL of the main process) empties it too.
+    fs::remove_file(setup.path("gc")).unwrap();
+    kill(
+        Pid::from_raw(i32::try_from(second).unwrap()),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    d.wait_service("c", "restarted after a crash", |s| {
+        s["state"] == "running" && s["pid"].as_i64().is_some_and(|p| p != second)
+    });
+    assert!(!alive(new_child), "the crashed run's setsid child is gone");
+    pid_in(&setup.path("gc"));
+    assert_eq!(procs(&cgroup).len(), 2, "{:?}", procs(&cgroup));
+}
+
+#[test]
+fn an_unconfined_services_setsid_child_is_gone_after_its_stop_and_after_venussups_exit() {
+    let Some(root) = tracking_root() else { return };
+    let setup = Setup::new(&format!(
+        "[[service]]\nname = \"u\"\ncommand = {}\n",
+        escaper("gc")
+    ));
+    let mut d = setup.start();
+    let main = pid_of(&d.running("u"));
+    let child = pid_in(&setup.path("gc"));
+    let parent = root.join(parent_of(&setup));
+    assert!(
+        procs(&parent.join("u")).contains(&child),
+        "an unconfined service has a tracking cgroup too"
+    );
+    fs::remove_file(setup.path("gc")).unwrap();
+    setup.cli(&["stop", "u"]).expect_code(0);
+    d.wait_service("u", "stopped", |s| s["state"] == "stopped");
+    assert!(!alive(i32::try_from(main).unwrap()));
+    assert!(!alive(child), "its setsid child is gone at its stop");
+    setup.cli(&["start", "u"]).expect_code(0);
+    d.running("u");
+    let child = pid_in(&setup.path("gc"));
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).code(), Some(0), "{}", d.log());
+    assert!(!alive(child), "its setsid child is gone at venussup's exit");
+    assert!(!parent.exists(), "venussup's cgroups are removed at exit");
+}
+
+#[test]
+fn a_timer_run_left_by_a_killed_venussup_is_stopped_before_the_next_one_runs() {
+    if tracking_root().is_none() {
+        return;
+    }
+    let setup = Setup::new(&format!(
+        "[[timer]]\nname = \"pledge\"\nevery = \"1h\"\ncommand = {}\n",
+        escaper("run")
+    ));
+    let mut d = setup.start();
+    d.wait_for("the timer scheduled", |st| {
+        st["timers"][0]["next_in_secs"].is_number()
+    });
+    setup.cli(&["timer", "run", "pledge"]).expect_code(0);
+    let child = pid_in(&setup.path("run"));
+    let runs: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(setup.state_dir().join("timer-runs.json")).unwrap(),
+    )
+    .unwrap();
+    let run = i32::try_from(runs["pledge"]["pid"].as_i64().unwrap()).unwrap();
+    assert!(
+        runs["pledge"]["cgroup"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("/timer:pledge")),
+        "the run is recorded with its cgroup: {runs}"
+    );
+    let killed = d.status()["pid"].clone();
+    d.crash();
+    assert!(
+        alive(run) && alive(child),
+        "both outlive the killed venussup"
+    );
+    let d = setup.start();
+    // Its first snapshot comes after the leftovers were dealt with (the
+    // killed one's is still there).
+    d.wait_for("the new daemon's first snapshot", |st| {
+        st["pid"].is_number() && st["pid"] != killed
+    });
+    assert!(
+        wait_gone(run, Duration::ZERO),
+        "the earlier run is stopped before the new daemon runs anything"
+    );
+    assert!(
+        wait_gone(child, Duration::from_secs(5)),
+        "and what it left in its cgroup is killed"
+    );
+    fs::remove_file(setup.path("run")).unwrap();
+    d.wait_for("the timer scheduled", |st| {
+        st["timers"][0]["next_in_secs"].is_number()
+    });
+    setup.cli(&["timer", "run", "pledge"]).expect_code(0);
+    let again = pid_in(&setup.path("run"));
+    assert!(alive(again) && again != child);
+}
+
+/// A service's `SigIgn` from /proc.
+fn ignored(pid: i64) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn signals_ignored_by_whoever_started_venussup_are_not_ignored_in_its_services() {
+    let setup = Setup::new("[[service]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\n");
+    // As `nohup` and a shell's `trap '' QUIT` would leave it.
+    let d = setup.start_exec_with(&["/bin/sh", "-c", "trap '' QUIT HUP; exec \"$@\"", "sh"]);
+    let s = d.running("s");
+    let own = u64::from_str_radix(&ignored(i64::from(d.pid())), 16).unwrap();
+    let quit = 1 << (libc::SIGQUIT - 1);
+    assert_eq!(
+        own & quit,
+        quit,
+        "venussup was started with SIGQUIT ignored"
+    );
+    assert_eq!(ignored(pid_of(&s)), "0000000000000000");
+}
