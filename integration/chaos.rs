@@ -1,0 +1,938 @@
+//! The chaos soak (issue #18): for a bounded time, random faults against a
+//! running venussup and its stand-in services — `kill -9` of services, of
+//! timer runs and of venussup itself (then started again: it must take
+//! over), SIGTERM of services, SIGHUP and `reload` with valid and broken
+//! configs, abuse of the control socket — with `status` asked throughout.
+//! Invariants are checked on every round and at the end: every desired
+//! service runs exactly once (never two sealers), at most one pledge at a
+//! time, no zombie, no process that outlives its service or its
+//! supervisor, no descriptor or memory growth in venussup, and a clean
+//! stop (exit 0, nothing left, no cgroup left).
+//!
+//! `VENUSSUP_CHAOS_SECS` sets the soak's length (default 150 s; the PID-1
+//! soak runs a fifth of it, at least 20 s); `VENUSSUP_CHAOS_SEED` replays
+//! a run (the seed is printed at the start and in the summary).
+//!
+//! The main soak runs venussup inside a PID namespace whose PID 1 is a
+//! small reaper (`common::pidns`), so venussup can be killed and started
+//! again while its services stay; a second soak runs venussup as the real
+//! PID 1 of its namespace and ends with its SIGTERM stop.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::bin;
+use common::daemon::{wait_gone, Setup};
+use common::pidns::{fd_count, procs_of_ns, read_proc, rss_kib, PidNs, Proc};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// Stand-ins: a sealer, an instance group of two workers and a confined
+/// worker (the workers each leave a grandchild in a session of its own, as
+/// daemons do), and a gated pledge whose runs last long enough to be
+/// killed and to outlive a killed supervisor.
+const SERVICES: &str = r#"
+[[service]]
+name = "sealer"
+command = ["{bin}", "standin", "--name", "sealer"]
+stable_after = "500ms"
+backoff_max = "2s"
+stop_timeout = "5s"
+
+[[service]]
+name = "w"
+instances = 2
+command = ["{bin}", "standin", "--name", "w{i}", "--hold-grandchild", "{dir}/hold-w{i}"]
+after = ["sealer"]
+stable_after = "500ms"
+backoff_max = "2s"
+stop_timeout = "5s"
+
+[[service]]
+name = "c"
+cpus = "50%"
+command = ["{bin}", "standin", "--name", "c", "--hold-grandchild", "{dir}/hold-c"]
+stable_after = "500ms"
+backoff_max = "2s"
+stop_timeout = "5s"
+
+[[timer]]
+name = "pledge"
+command = ["{bin}", "standin", "--name", "pledge", "--exit-after", "5s"]
+every = "3s"
+timeout = "30s"
+after = ["sealer"]
+
+[timer.gate]
+command = ["/bin/echo", "0"]
+target = 4
+"#;
+
+/// (name in status, the stand-in's `--name`, its grandchild's pid file).
+const DESIRED: [(&str, &str, Option<&str>); 4] = [
+    ("sealer", "sealer", None),
+    ("w@0", "w0", Some("hold-w0")),
+    ("w@1", "w1", Some("hold-w1")),
+    ("c", "c", Some("hold-c")),
+];
+
+/// A process that breaks a rule for this long (while venussup has run at
+/// least this long) is a failure: what a supervisor does within it (reap,
+/// stop a leftover, restart) is not.
+const GRACE: Duration = Duration::from_secs(3);
+/// The longest a `status` may take before the daemon counts as wedged.
+const STATUS_BOUND: Duration = Duration::from_secs(5);
+/// The longest the final settle may take: every desired service running.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// The broken configs a reload must refuse, each from the valid text.
+const BROKEN: [(&str, &str, &str); 6] = [
+    ("a TOML syntax error", "[[timer]]\n", "[[timer]\n"),
+    (
+        "an unknown field",
+        "stop_timeout = \"5s\"\n",
+        "stop_timeout = \"5s\"\nrestart_dealy = \"1s\"\n",
+    ),
+    (
+        "an unknown service in `after` ",
+        "after = [\"sealer\"]\nstable",
+        "after = [\"nosuch\"]\nstable",
+    ),
+    (
+        "an overflowing duration (issue #18 item 4: durations bounded at parse time)",
+        "backoff_max = \"2s\"",
+        "backoff_max = \"584542046090y\"",
+    ),
+    (
+        "`every = \"1ns\"` (issue #18 item 8)",
+        "every = \"3s\"",
+        "every = \"1ns\"",
+    ),
+    (
+        "a NUL in an env value (issue #18 item 8)",
+        "name = \"sealer\"\n",
+        "name = \"sealer\"\nenv = { CHAOS = \"a\\u0000b\" }\n",
+    ),
+];
+
+/// A small deterministic generator (xorshift64*): the seed replays a run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % u64::try_from(n).unwrap()).unwrap()
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn seed() -> u64 {
+    env_u64("VENUSSUP_CHAOS_SEED").unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        u64::try_from(t.as_nanos() % u128::from(u64::MAX)).unwrap() | 1
+    })
+}
+
+/// One request on the control socket, its answer, and how long it took.
+fn ask(sock: &Path, request: &str) -> Result<(Value, Duration), String> {
+    let t = Instant::now();
+    let mut s = UnixStream::connect(sock).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(STATUS_BOUND * 2)).unwrap();
+    s.write_all(format!("{request}\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(&s)
+        .read_line(&mut line)
+        .map_err(|e| format!("read: {e}"))?;
+    let v = serde_json::from_str(&line).map_err(|e| format!("answer {line:?}: {e}"))?;
+    Ok((v, t.elapsed()))
+}
+
+/// How venussup runs: under the reaper (killable), or as PID 1.
+enum Mode {
+    Reaped(PidNs),
+    Pid1,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Action {
+    KillService,
+    TermService,
+    KillTimerRun,
+    KillVenussup,
+    StopStartVenussup,
+    Reload,
+    ReloadBroken,
+    Hup,
+    HupBroken,
+    Garbage,
+    Oversized,
+    NonReader,
+    Idle,
+    ManyClients,
+}
+
+/// Weights: faults of the services most often, venussup's own death now
+/// and then.
+const ACTIONS: [(Action, usize); 14] = [
+    (Action::KillService, 6),
+    (Action::TermService, 3),
+    (Action::KillTimerRun, 3),
+    (Action::KillVenussup, 2),
+    (Action::StopStartVenussup, 1),
+    (Action::Reload, 2),
+    (Action::ReloadBroken, 3),
+    (Action::Hup, 1),
+    (Action::HupBroken, 2),
+    (Action::Garbage, 2),
+    (Action::Oversized, 2),
+    (Action::NonReader, 2),
+    (Action::Idle, 2),
+    (Action::ManyClients, 1),
+];
+
+struct Soak {
+    setup: Setup,
+    mode: Mode,
+    parent: String,
+    valid: String,
+    /// `nsenter` (reaped) or `unshare` (PID 1): its child is venussup.
+    child: Option<Child>,
+    /// venussup, outside pid; when this incarnation started.
+    vpid: i32,
+    since: Instant,
+    incarnations: u32,
+    rng: Rng,
+    seed: u64,
+    counts: BTreeMap<String, u32>,
+    failures: BTreeMap<String, String>,
+    suspects: HashMap<(i32, u64), (Instant, String, String)>,
+    max_latency: Duration,
+    statuses: u32,
+    /// (incarnation, descriptors, RSS KiB) of venussup per round.
+    series: Vec<(u32, usize, u64)>,
+    held: Vec<(Instant, UnixStream)>,
+}
+
+impl Soak {
+    fn new(mode: Mode, tag: &str) -> Self {
+        let parent = format!("venussup-chaos-{tag}-{}", std::process::id());
+        let setup = Setup::new(SERVICES);
+        setup.host_line(&format!("cgroup_parent = \"{parent}\""));
+        let valid = fs::read_to_string(setup.config()).unwrap();
+        let seed = seed();
+        eprintln!("chaos {tag}: seed {seed} (replay with VENUSSUP_CHAOS_SEED={seed})");
+        let mut s = Self {
+            setup,
+            mode,
+            parent,
+            valid,
+            child: None,
+            vpid: 0,
+            since: Instant::now(),
+            incarnations: 0,
+            rng: Rng(seed),
+            seed,
+            counts: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            suspects: HashMap::new(),
+            max_latency: Duration::ZERO,
+            statuses: 0,
+            series: Vec::new(),
+            held: Vec::new(),
+        };
+        s.start();
+        s
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.setup.state_dir().join("control.sock")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.setup.path("daemon.log")).unwrap_or_default()
+    }
+
+    fn count(&mut self, what: &str) {
+        *self.counts.entry(what.to_string()).or_default() += 1;
+    }
+
+    /// Records a broken invariant (the first detail of each kind).
+    fn fail(&mut self, kind: &str, detail: String) {
+        eprintln!("chaos: FAILED {kind}: {detail}");
+        self.failures.entry(kind.to_string()).or_insert(detail);
+    }
+
+    /// Starts venussup and waits (bounded) until it answers `status`.
+    fn start(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.setup.path("daemon.log"))
+            .unwrap();
+        let mut cmd = match &self.mode {
+            Mode::Reaped(ns) => ns.enter(),
+            Mode::Pid1 => {
+                let mut c = Command::new("unshare");
+                c.args(["--pid", "--fork", "--mount-proc", "--"]);
+                c
+            }
+        };
+        cmd.arg(bin())
+            .args(["run", "--log-level", "info", "--config"])
+            .arg(self.setup.config())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd.spawn().unwrap();
+        let outer = i32::try_from(child.id()).unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Bounded waits on /proc and on the socket: neither has an event
+        // to wait on from here.
+        self.vpid = loop {
+            let kid = fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+                .ok()
+                .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()));
+            if let Some(p) = kid.and_then(read_proc) {
+                if p.argv.get(1).map(String::as_str) == Some("run") {
+                    break p.pid;
+                }
+            }
+            assert!(Instant::now() < deadline, "venussup did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        while ask(&self.sock(), r#"{"version":1,"command":"status"}"#).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "venussup did not answer status within 30 s\nlog:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.since = Instant::now();
+        self.incarnations += 1;
+    }
+
+    /// Waits (bounded) for venussup to exit; its exit code (None: a signal).
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        let outer = i32::try_from(child.id()).unwrap();
+        if !wait_gone(outer, timeout) {
+            self.fail(
+                "venussup stops within its bound",
+                format!("still running {timeout:?} after the signal"),
+            );
+            let _ = kill(Pid::from_raw(self.vpid), Signal::SIGKILL);
+        }
+        child.wait().unwrap().code()
+    }
+
+    fn status(&mut self) -> Option<Value> {
+        match ask(&self.sock(), r#"{"version":1,"command":"status"}"#) {
+            Ok((v, took)) => {
+                self.statuses += 1;
+                self.max_latency = self.max_latency.max(took);
+                if took > STATUS_BOUND {
+                    self.fail(
+                        "status answers within 5 s (issue #18 item 3: a bounded socket)",
+                        format!("took {took:?}"),
+                    );
+                }
+                Some(v["result"].clone())
+            }
+            Err(e) => {
+                let alive = read_proc(self.vpid).is_some_and(|p| !p.zombie());
+                let kind = if alive {
+                    "status answers"
+                } else {
+                    "venussup stays alive"
+                };
+                self.fail(kind, e);
+                None
+            }
+        }
+    }
+
+    /// Every process of the namespace but the reaper.
+    fn procs(&self) -> Vec<Proc> {
+        match &self.mode {
+            Mode::Reaped(ns) => ns.procs(),
+            Mode::Pid1 => procs_of_ns(self.vpid),
+        }
+    }
+
+    /// The pid (inside) of each desired service's grandchild, from its file.
+    fn holders(&self) -> BTreeMap<&'static str, i32> {
+        DESIRED
+            .iter()
+            .filter_map(|(_, standin, hold)| {
+                let t = fs::read_to_string(self.setup.path(hold.as_ref()?)).ok()?;
+                Some((*standin, t.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Main pids (inside) of the desired services as `status` shows them.
+    fn main_pids(status: &Value) -> BTreeMap<String, i64> {
+        status["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["pid"].as_i64()?)))
+            .collect()
+    }
+
+    /// One round of checks; returns whether every desired service runs
+    /// exactly once right now (the settle's condition).
+    fn check(&mut self) -> bool {
+        let status = self.status();
+        let mains = status.as_ref().map(Self::main_pids).unwrap_or_default();
+        let holders = self.holders();
+        let procs = self.procs();
+        let now = Instant::now();
+        let by_pid: HashMap<i32, &Proc> = procs.iter().map(|p| (p.pid, p)).collect();
+        let under_venussup = |p: &Proc| {
+            let mut at = p.ppid;
+            for _ in 0..64 {
+                if at == self.vpid {
+                    return true;
+                }
+                match by_pid.get(&at) {
+                    Some(q) => at = q.ppid,
+                    None => return false,
+                }
+            }
+            false
+        };
+        let mut seen: Vec<((i32, u64), &str, String)> = Vec::new();
+        let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut pledges = Vec::new();
+        for p in procs.iter().filter(|p| p.pid != self.vpid) {
+            let key = (p.pid, p.start);
+            if p.zombie() {
+                seen.push((key, "no zombie in the namespace", format!("{p:?}")));
+                continue;
+            }
+            let name = p.standin_name().unwrap_or_default();
+            if name == "pledge" {
+                pledges.push(p.ns_pid);
+                if !under_venussup(p) {
+                    seen.push((
+                        key,
+                        "no timer run outlives the venussup that started it (issue #18 item 5: timer runs recorded)",
+                        format!("{p:?}"),
+                    ));
+                }
+                continue;
+            }
+            if let Some((status_name, standin, _)) = DESIRED.iter().find(|d| d.1 == name) {
+                let main = mains.get(*status_name) == Some(&i64::from(p.ns_pid));
+                if main {
+                    *copies.entry(standin).or_default() += 1;
+                } else if holders.get(standin) != Some(&p.ns_pid) {
+                    let kind = if *standin == "sealer" {
+                        "never two sealers"
+                    } else {
+                        "no process outlives its service's run (issue #18 item 5: a setsid child escapes; tracking cgroups)"
+                    };
+                    seen.push((key, kind, format!("{p:?}")));
+                }
+                continue;
+            }
+            if !under_venussup(p) {
+                seen.push((
+                    key,
+                    "no process but venussup, its services and timer runs",
+                    format!("{p:?}"),
+                ));
+            }
+        }
+        if pledges.len() > 1 {
+            self.fail(
+                "at most one pledge run at a time (issue #18 item 5: a leftover run is stopped first)",
+                format!("pledge runs {pledges:?}"),
+            );
+        }
+        let up = now.duration_since(self.since);
+        self.suspects.retain(|k, _| seen.iter().any(|s| s.0 == *k));
+        let mut confirmed = Vec::new();
+        for (key, kind, detail) in seen {
+            let (first, ..) =
+                *self
+                    .suspects
+                    .entry(key)
+                    .or_insert((now, kind.to_string(), detail.clone()));
+            if now.duration_since(first) >= GRACE && up >= GRACE {
+                confirmed.push((key, kind, detail));
+            }
+        }
+        for (key, kind, detail) in confirmed {
+            self.fail(kind, format!("for {GRACE:?}: {detail}"));
+            // Once named, it goes, so that it does not hide later faults.
+            self.suspects.remove(&key);
+            let _ = kill(Pid::from_raw(key.0), Signal::SIGKILL);
+        }
+        if let (Some(fds), Some(rss)) = (fd_count(self.vpid), rss_kib(self.vpid)) {
+            self.series.push((self.incarnations, fds, rss));
+        }
+        let running = status.as_ref().is_some_and(|st| {
+            DESIRED.iter().all(|(n, ..)| {
+                st["services"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|s| s["name"] == *n && s["state"] == "running"))
+            })
+        });
+        running && DESIRED.iter().all(|d| copies.get(d.1) == Some(&1)) && self.suspects.is_empty()
+    }
+
+    /// A desired service's main process (outside pid), if it runs.
+    fn service_proc(&mut self) -> Option<(String, i32)> {
+        let (status_name, standin, _) = DESIRED[self.rng.below(DESIRED.len())];
+        let main = Self::main_pids(&self.status()?).get(status_name).copied()?;
+        let p = self
+            .procs()
+            .into_iter()
+            .find(|p| i64::from(p.ns_pid) == main && p.standin_name() == Some(standin))?;
+        Some((status_name.to_string(), p.pid))
+    }
+
+    fn act(&mut self, action: Action) {
+        self.count(&format!("{action:?}"));
+        match action {
+            Action::KillService | Action::TermService => {
+                let sig = if action == Action::KillService {
+                    Signal::SIGKILL
+                } else {
+                    Signal::SIGTERM
+                };
+                match self.service_proc() {
+                    Some((_, pid)) => {
+                        let _ = kill(Pid::from_raw(pid), sig);
+                    }
+                    None => self.count("  (service not running)"),
+                }
+            }
+            Action::KillTimerRun => {
+                let run = self
+                    .procs()
+                    .into_iter()
+                    .find(|p| p.standin_name() == Some("pledge") && !p.zombie());
+                match run {
+                    Some(p) => {
+                        let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+                    }
+                    None => self.count("  (no timer run)"),
+                }
+            }
+            Action::KillVenussup => {
+                let _ = kill(Pid::from_raw(self.vpid), Signal::SIGKILL);
+                self.wait_exit(Duration::from_secs(10));
+                self.start();
+            }
+            Action::StopStartVenussup => self.stop_start(),
+            Action::Reload | Action::Hup => {
+                // A valid change: the pledge's timeout, 30 s or 31 s.
+                let swap = if self.valid.contains("timeout = \"30s\"") {
+                    ("timeout = \"30s\"", "timeout = \"31s\"")
+                } else {
+                    ("timeout = \"31s\"", "timeout = \"30s\"")
+                };
+                self.valid = self.valid.replace(swap.0, swap.1);
+                let text = self.valid.clone();
+                match self.reload(&text, action == Action::Hup) {
+                    Some(true) => {}
+                    other => self.fail("a valid config reloads", format!("{other:?}")),
+                }
+            }
+            Action::ReloadBroken | Action::HupBroken => {
+                let (what, from, to) = BROKEN[self.rng.below(BROKEN.len())];
+                assert!(self.valid.contains(from), "{from:?} in the config");
+                let text = self.valid.replacen(from, to, 1);
+                let before = self.status().map(|s| Self::main_pids(&s));
+                let answer = self.reload(&text, action == Action::HupBroken);
+                if answer != Some(false) {
+                    self.fail(
+                        &format!("a broken reload is refused: {what}"),
+                        format!("answer {answer:?}"),
+                    );
+                    let valid = self.valid.clone();
+                    self.reload(&valid, false);
+                    return;
+                }
+                let after = self.status().map(|s| Self::main_pids(&s));
+                if let (Some(b), Some(a)) = (before, after) {
+                    let changed: Vec<_> = b.iter().filter(|(n, p)| a.get(*n) != Some(p)).collect();
+                    if !changed.is_empty() {
+                        self.fail(
+                            "a refused reload changes nothing",
+                            format!("{what}: {changed:?} now {a:?}"),
+                        );
+                    }
+                }
+            }
+            Action::Garbage => self.abuse(|r| {
+                let mut g: Vec<u8> = (0..200).map(|_| (r.next() & 0xff) as u8).collect();
+                g.retain(|b| *b != b'\n');
+                g.push(b'\n');
+                g
+            }),
+            Action::Oversized => self.abuse(|_| {
+                let mut g = vec![b'{'; 256 * 1024];
+                g.push(b'\n');
+                g
+            }),
+            Action::NonReader => {
+                if let Ok(s) = UnixStream::connect(self.sock()) {
+                    s.set_nonblocking(true).unwrap();
+                    let req = r#"{"version":1,"command":"status"}"#.to_string() + "\n";
+                    let burst = req.repeat(4096);
+                    let mut sent = 0;
+                    while sent < (8 << 20) {
+                        match (&s).write(burst.as_bytes()) {
+                            Ok(n) => sent += n,
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(_) => break,
+                        }
+                    }
+                    self.held.push((Instant::now(), s));
+                }
+            }
+            Action::Idle => {
+                if let Ok(s) = UnixStream::connect(self.sock()) {
+                    self.held.push((Instant::now(), s));
+                }
+            }
+            Action::ManyClients => self.many(),
+        }
+    }
+
+    /// One connection sends `make`'s bytes; an error answer or a close is
+    /// expected within the bound, and venussup lives on.
+    fn abuse(&mut self, make: impl Fn(&mut Rng) -> Vec<u8>) {
+        let bytes = make(&mut self.rng);
+        let Ok(mut s) = UnixStream::connect(self.sock()) else {
+            return;
+        };
+        s.set_read_timeout(Some(STATUS_BOUND * 2)).unwrap();
+        s.set_write_timeout(Some(STATUS_BOUND * 2)).unwrap();
+        let _ = s.write_all(&bytes);
+        let mut line = String::new();
+        match BufReader::new(&s).read_line(&mut line) {
+            Ok(_) if line.is_empty() || line.contains("\"ok\":false") => {}
+            Ok(_) => self.fail("garbage is answered with an error", line),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Err(e) => self.fail("garbage is answered within the bound", e.to_string()),
+        }
+    }
+
+    /// 64 clients at once, each asking `status`; each gets an answer.
+    fn many(&mut self) {
+        let req = "{\"version\":1,\"command\":\"status\"}\n";
+        let conns: Vec<UnixStream> = (0..64)
+            .filter_map(|_| UnixStream::connect(self.sock()).ok())
+            .collect();
+        for mut c in &conns {
+            let _ = c.write_all(req.as_bytes());
+        }
+        for c in &conns {
+            c.set_read_timeout(Some(STATUS_BOUND * 2)).unwrap();
+            let mut line = String::new();
+            if BufReader::new(c).read_line(&mut line).is_err() || line.is_empty() {
+                self.fail("64 clients at once are each answered", line);
+                return;
+            }
+        }
+    }
+
+    /// Writes `text` as the config and reloads (by SIGHUP, or on the
+    /// socket); restores the valid config. Whether it was applied.
+    fn reload(&mut self, text: &str, by_hup: bool) -> Option<bool> {
+        fs::write(self.setup.config(), text).unwrap();
+        let applied = if by_hup {
+            let done = |log: &str| {
+                log.matches("reloaded: ").count() + log.matches("reload refused").count()
+            };
+            let before = done(&self.log());
+            let applied_before = self.log().matches("reloaded: ").count();
+            let _ = kill(Pid::from_raw(self.vpid), Signal::SIGHUP);
+            // The log says when the SIGHUP was handled: a bounded wait on it.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while done(&self.log()) == before && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let log = self.log();
+            (done(&log) > before).then(|| log.matches("reloaded: ").count() > applied_before)
+        } else {
+            ask(&self.sock(), r#"{"version":1,"command":"reload"}"#)
+                .ok()
+                .and_then(|(v, _)| v["ok"].as_bool())
+        };
+        fs::write(self.setup.config(), &self.valid).unwrap();
+        applied
+    }
+
+    /// SIGTERM to venussup: exit 0, nothing of its left; then start again.
+    fn stop_start(&mut self) {
+        let _ = kill(Pid::from_raw(self.vpid), Signal::SIGTERM);
+        let code = self.wait_exit(Duration::from_secs(30));
+        if code != Some(0) {
+            self.fail("a SIGTERM stop exits 0", format!("exit {code:?}"));
+        }
+        self.left_after_stop();
+        self.start();
+    }
+
+    /// After a clean stop: nothing venussup started remains (bounded wait
+    /// for the reaper to reap), and no cgroup of its.
+    fn left_after_stop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut left = self.procs();
+        while !left.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            left = self.procs();
+        }
+        if !left.is_empty() {
+            self.fail(
+                "nothing is left after venussup's stop (issue #18 item 5)",
+                format!("{left:?}"),
+            );
+            for p in left {
+                let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+            }
+        }
+        let cgroups = self.cgroups();
+        if !cgroups.is_empty() {
+            self.fail(
+                "no cgroup is left after venussup's stop",
+                format!("{cgroups:?}"),
+            );
+        }
+    }
+
+    /// Service cgroups under this soak's parent, in every hierarchy.
+    fn cgroups(&self) -> Vec<PathBuf> {
+        fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .filter_map(|h| fs::read_dir(h.ok()?.path().join(&self.parent)).ok())
+            .flatten()
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.is_dir())
+            .collect()
+    }
+
+    /// The random rounds, then the settle.
+    fn run(&mut self, secs: u64, can_kill_venussup: bool) {
+        let start = Instant::now();
+        let end = start + Duration::from_secs(secs);
+        // The last 40 % keep one venussup: its descriptors and memory.
+        let steady = start + Duration::from_secs(secs * 6 / 10);
+        let total: usize = ACTIONS.iter().map(|a| a.1).sum();
+        while Instant::now() < end {
+            let mut pick = self.rng.below(total);
+            let (action, _) = *ACTIONS
+                .iter()
+                .find(|(_, w)| {
+                    let hit = pick < *w;
+                    pick = pick.saturating_sub(*w);
+                    hit
+                })
+                .unwrap();
+            let venussup = matches!(action, Action::KillVenussup | Action::StopStartVenussup);
+            if venussup && (!can_kill_venussup || Instant::now() >= steady) {
+                continue;
+            }
+            self.held
+                .retain(|(t, _)| t.elapsed() < Duration::from_secs(10));
+            self.act(action);
+            self.check();
+            // Pacing of the faults (not a synchronisation): 100-600 ms.
+            let pause = 100 + self.rng.below(500);
+            std::thread::sleep(Duration::from_millis(u64::try_from(pause).unwrap()));
+        }
+        self.held.clear();
+        let deadline = Instant::now() + SETTLE;
+        // Bounded: until every desired service runs exactly once.
+        while !self.check() {
+            if Instant::now() >= deadline {
+                let st = self.status().unwrap_or_default();
+                self.fail(
+                    "every desired service runs exactly once after the settle",
+                    format!("{st:#}"),
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.growth();
+    }
+
+    /// Descriptors and RSS of the last venussup, after its warm-up: the
+    /// least of the last third may not exceed the least of the first.
+    fn growth(&mut self) {
+        let last: Vec<(usize, u64)> = self
+            .series
+            .iter()
+            .filter(|s| s.0 == self.incarnations)
+            .skip(5)
+            .map(|s| (s.1, s.2))
+            .collect();
+        if last.len() < 9 {
+            return;
+        }
+        let third = last.len() / 3;
+        let (first, end) = (&last[..third], &last[last.len() - third..]);
+        let min_fd = |w: &[(usize, u64)]| w.iter().map(|s| s.0).min().unwrap();
+        let min_rss = |w: &[(usize, u64)]| w.iter().map(|s| s.1).min().unwrap();
+        if min_fd(end) > min_fd(first) + 4 {
+            self.fail(
+                "no descriptor leaks in venussup",
+                format!("from {} to {}", min_fd(first), min_fd(end)),
+            );
+        }
+        if min_rss(end) > min_rss(first) + 16 * 1024 {
+            self.fail(
+                "venussup's RSS does not grow (issue #18 item 3: output cap per client)",
+                format!("from {} KiB to {} KiB", min_rss(first), min_rss(end)),
+            );
+        }
+    }
+
+    /// SIGTERM to venussup at the end: exit 0, nothing left.
+    fn finish(&mut self) {
+        let restarts: i64 = self
+            .status()
+            .and_then(|s| {
+                s["services"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s["restarts"].as_i64()).sum())
+            })
+            .unwrap_or(0);
+        let pid1 = matches!(self.mode, Mode::Pid1);
+        let _ = kill(Pid::from_raw(self.vpid), Signal::SIGTERM);
+        let code = self.wait_exit(Duration::from_secs(30));
+        if code != Some(0) {
+            self.fail("the final SIGTERM stop exits 0", format!("exit {code:?}"));
+        }
+        if !pid1 {
+            self.left_after_stop();
+        } else if !self.cgroups().is_empty() {
+            let c = self.cgroups();
+            self.fail("no cgroup is left after the stop", format!("{c:?}"));
+        }
+        self.summary(restarts);
+    }
+
+    fn summary(&self, restarts: i64) {
+        let series = |f: &dyn Fn(&(u32, usize, u64)) -> String| {
+            let step = (self.series.len() / 24).max(1);
+            self.series
+                .iter()
+                .step_by(step)
+                .map(f)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        eprintln!(
+            "chaos summary: seed {}, venussup incarnations {}, service restarts (last) {restarts}\n  \
+             actions: {:?}\n  status: {} asked, max latency {:?}\n  \
+             fds [incarnation:count]: {}\n  rss MiB: {}\n  failures: {:#?}",
+            self.seed,
+            self.incarnations,
+            self.counts,
+            self.statuses,
+            self.max_latency,
+            series(&|s| format!("{}:{}", s.0, s.1)),
+            series(&|s| format!("{:.1}", s.2 as f64 / 1024.0)),
+            self.failures,
+        );
+    }
+}
+
+impl Drop for Soak {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = kill(Pid::from_raw(self.vpid), Signal::SIGKILL);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // The reaper's death (PidNs's drop) takes the rest; then the
+        // cgroups, deepest first.
+        if let Mode::Reaped(ns) = std::mem::replace(&mut self.mode, Mode::Pid1) {
+            drop(ns);
+        }
+        let mut dirs: Vec<PathBuf> = self.cgroups();
+        for h in fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            dirs.push(h.path().join(&self.parent));
+        }
+        for d in dirs {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+fn soak_secs() -> u64 {
+    env_u64("VENUSSUP_CHAOS_SECS").unwrap_or(150)
+}
+
+fn verdict(soak: &Soak) {
+    assert!(
+        soak.failures.is_empty(),
+        "chaos soak (seed {}) broke {} invariant(s):\n{:#?}\nlog tail:\n{}",
+        soak.seed,
+        soak.failures.len(),
+        soak.failures,
+        soak.log()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn chaos_soak_with_venussup_killed_and_restarted_under_a_reaper() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut soak = Soak::new(Mode::Reaped(PidNs::new(dir.path())), "reaped");
+    soak.run(soak_secs(), true);
+    soak.finish();
+    verdict(&soak);
+}
+
+#[test]
+fn chaos_soak_with_venussup_as_pid_1_ends_with_a_clean_sigterm_stop() {
+    let mut soak = Soak::new(Mode::Pid1, "pid1");
+    soak.run((soak_secs() / 5).max(20), false);
+    soak.finish();
+    verdict(&soak);
+}
