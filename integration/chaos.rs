@@ -21,196 +21,42 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 mod common;
+#[path = "chaos/faults.rs"]
+mod faults;
+#[path = "chaos/invariants.rs"]
+mod invariants;
+#[path = "chaos/socket.rs"]
+mod socket;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::bin;
 use common::daemon::{wait_gone, Setup};
 use common::pidns::{fd_count, procs_of_ns, read_proc, rss_kib, PidNs, Proc};
+use faults::{env_u64, seed, Action, Rng, ACTIONS, BROKEN, SERVICES};
+use invariants::{classify, growth, Round, DESIRED, PLEDGE, TWO_PLEDGES};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-
-/// Stand-ins: a sealer, an instance group of two workers and a confined
-/// worker (the workers each leave a grandchild in a session of its own, as
-/// daemons do), and a gated pledge whose runs last long enough to be
-/// killed and to outlive a killed supervisor.
-const SERVICES: &str = r#"
-[[service]]
-name = "sealer"
-command = ["{bin}", "standin", "--name", "sealer"]
-stable_after = "500ms"
-backoff_max = "2s"
-stop_timeout = "5s"
-
-[[service]]
-name = "w"
-instances = 2
-command = ["{bin}", "standin", "--name", "w{i}", "--hold-grandchild", "{dir}/hold-w{i}"]
-after = ["sealer"]
-stable_after = "500ms"
-backoff_max = "2s"
-stop_timeout = "5s"
-
-[[service]]
-name = "c"
-cpus = "50%"
-command = ["{bin}", "standin", "--name", "c", "--hold-grandchild", "{dir}/hold-c"]
-stable_after = "500ms"
-backoff_max = "2s"
-stop_timeout = "5s"
-
-[[timer]]
-name = "pledge"
-command = ["{bin}", "standin", "--name", "pledge", "--exit-after", "5s"]
-every = "3s"
-timeout = "30s"
-after = ["sealer"]
-
-[timer.gate]
-command = ["/bin/echo", "0"]
-target = 4
-"#;
-
-/// (name in status, the stand-in's `--name`, its grandchild's pid file).
-const DESIRED: [(&str, &str, Option<&str>); 4] = [
-    ("sealer", "sealer", None),
-    ("w@0", "w0", Some("hold-w0")),
-    ("w@1", "w1", Some("hold-w1")),
-    ("c", "c", Some("hold-c")),
-];
+use socket::{ask, STATUS, STATUS_BOUND};
 
 /// A process that breaks a rule for this long (while venussup has run at
 /// least this long) is a failure: what a supervisor does within it (reap,
 /// stop a leftover, restart) is not.
 const GRACE: Duration = Duration::from_secs(3);
-/// The longest a `status` may take before the daemon counts as wedged.
-const STATUS_BOUND: Duration = Duration::from_secs(5);
 /// The longest the final settle may take: every desired service running.
 const SETTLE: Duration = Duration::from_secs(60);
-
-/// The broken configs a reload must refuse, each from the valid text.
-const BROKEN: [(&str, &str, &str); 6] = [
-    ("a TOML syntax error", "[[timer]]\n", "[[timer]\n"),
-    (
-        "an unknown field",
-        "stop_timeout = \"5s\"\n",
-        "stop_timeout = \"5s\"\nrestart_dealy = \"1s\"\n",
-    ),
-    (
-        "an unknown service in `after` ",
-        "after = [\"sealer\"]\nstable",
-        "after = [\"nosuch\"]\nstable",
-    ),
-    (
-        "an overflowing duration (issue #18 item 4: durations bounded at parse time)",
-        "backoff_max = \"2s\"",
-        "backoff_max = \"584542046090y\"",
-    ),
-    (
-        "`every = \"1ns\"` (issue #18 item 8)",
-        "every = \"3s\"",
-        "every = \"1ns\"",
-    ),
-    (
-        "a NUL in an env value (issue #18 item 8)",
-        "name = \"sealer\"\n",
-        "name = \"sealer\"\nenv = { CHAOS = \"a\\u0000b\" }\n",
-    ),
-];
-
-/// A small deterministic generator (xorshift64*): the seed replays a run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % u64::try_from(n).unwrap()).unwrap()
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
-fn seed() -> u64 {
-    env_u64("VENUSSUP_CHAOS_SEED").unwrap_or_else(|| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        u64::try_from(t.as_nanos() % u128::from(u64::MAX)).unwrap() | 1
-    })
-}
-
-/// One request on the control socket, its answer, and how long it took.
-fn ask(sock: &Path, request: &str) -> Result<(Value, Duration), String> {
-    let t = Instant::now();
-    let mut s = UnixStream::connect(sock).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(STATUS_BOUND * 2)).unwrap();
-    s.write_all(format!("{request}\n").as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    let mut line = String::new();
-    BufReader::new(&s)
-        .read_line(&mut line)
-        .map_err(|e| format!("read: {e}"))?;
-    let v = serde_json::from_str(&line).map_err(|e| format!("answer {line:?}: {e}"))?;
-    Ok((v, t.elapsed()))
-}
 
 /// How venussup runs: under the reaper (killable), or as PID 1.
 enum Mode {
     Reaped(PidNs),
     Pid1,
 }
-
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Action {
-    KillService,
-    TermService,
-    KillTimerRun,
-    KillVenussup,
-    StopStartVenussup,
-    Reload,
-    ReloadBroken,
-    Hup,
-    HupBroken,
-    Garbage,
-    Oversized,
-    NonReader,
-    Idle,
-    ManyClients,
-}
-
-/// Weights: faults of the services most often, venussup's own death now
-/// and then.
-const ACTIONS: [(Action, usize); 14] = [
-    (Action::KillService, 6),
-    (Action::TermService, 3),
-    (Action::KillTimerRun, 3),
-    (Action::KillVenussup, 2),
-    (Action::StopStartVenussup, 1),
-    (Action::Reload, 2),
-    (Action::ReloadBroken, 3),
-    (Action::Hup, 1),
-    (Action::HupBroken, 2),
-    (Action::Garbage, 2),
-    (Action::Oversized, 2),
-    (Action::NonReader, 2),
-    (Action::Idle, 2),
-    (Action::ManyClients, 1),
-];
 
 struct Soak {
     setup: Setup,
@@ -227,7 +73,8 @@ struct Soak {
     seed: u64,
     counts: BTreeMap<String, u32>,
     failures: BTreeMap<String, String>,
-    suspects: HashMap<(i32, u64), (Instant, String, String)>,
+    /// Since when each rule-breaking process has been seen.
+    suspects: HashMap<(i32, u64), Instant>,
     max_latency: Duration,
     statuses: u32,
     /// (incarnation, descriptors, RSS KiB) of venussup per round.
@@ -323,7 +170,7 @@ impl Soak {
             assert!(Instant::now() < deadline, "venussup did not start");
             std::thread::sleep(Duration::from_millis(10));
         };
-        while ask(&self.sock(), r#"{"version":1,"command":"status"}"#).is_err() {
+        while ask(&self.sock(), STATUS).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "venussup did not answer status within 30 s\nlog:\n{}",
@@ -350,7 +197,7 @@ impl Soak {
     }
 
     fn status(&mut self) -> Option<Value> {
-        match ask(&self.sock(), r#"{"version":1,"command":"status"}"#) {
+        match ask(&self.sock(), STATUS) {
             Ok((v, took)) => {
                 self.statuses += 1;
                 self.max_latency = self.max_latency.max(took);
@@ -412,80 +259,23 @@ impl Soak {
         let holders = self.holders();
         let procs = self.procs();
         let now = Instant::now();
-        let by_pid: HashMap<i32, &Proc> = procs.iter().map(|p| (p.pid, p)).collect();
-        let under_venussup = |p: &Proc| {
-            let mut at = p.ppid;
-            for _ in 0..64 {
-                if at == self.vpid {
-                    return true;
-                }
-                match by_pid.get(&at) {
-                    Some(q) => at = q.ppid,
-                    None => return false,
-                }
-            }
-            false
-        };
-        let mut seen: Vec<((i32, u64), &str, String)> = Vec::new();
-        let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut pledges = Vec::new();
-        for p in procs.iter().filter(|p| p.pid != self.vpid) {
-            let key = (p.pid, p.start);
-            if p.zombie() {
-                seen.push((key, "no zombie in the namespace", format!("{p:?}")));
-                continue;
-            }
-            let name = p.standin_name().unwrap_or_default();
-            if name == "pledge" {
-                pledges.push(p.ns_pid);
-                if !under_venussup(p) {
-                    seen.push((
-                        key,
-                        "no timer run outlives the venussup that started it (issue #18 item 5: timer runs recorded)",
-                        format!("{p:?}"),
-                    ));
-                }
-                continue;
-            }
-            if let Some((status_name, standin, _)) = DESIRED.iter().find(|d| d.1 == name) {
-                let main = mains.get(*status_name) == Some(&i64::from(p.ns_pid));
-                if main {
-                    *copies.entry(standin).or_default() += 1;
-                } else if holders.get(standin) != Some(&p.ns_pid) {
-                    let kind = if *standin == "sealer" {
-                        "never two sealers"
-                    } else {
-                        "no process outlives its service's run (issue #18 item 5: a setsid child escapes; tracking cgroups)"
-                    };
-                    seen.push((key, kind, format!("{p:?}")));
-                }
-                continue;
-            }
-            if !under_venussup(p) {
-                seen.push((
-                    key,
-                    "no process but venussup, its services and timer runs",
-                    format!("{p:?}"),
-                ));
-            }
-        }
-        if pledges.len() > 1 {
-            self.fail(
-                "at most one pledge run at a time (issue #18 item 5: a leftover run is stopped first)",
-                format!("pledge runs {pledges:?}"),
-            );
+        let found = classify(&Round {
+            procs: &procs,
+            vpid: self.vpid,
+            mains: &mains,
+            holders: &holders,
+        });
+        if found.pledges.len() > 1 {
+            self.fail(TWO_PLEDGES, format!("pledge runs {:?}", found.pledges));
         }
         let up = now.duration_since(self.since);
+        let seen = &found.suspects;
         self.suspects.retain(|k, _| seen.iter().any(|s| s.0 == *k));
         let mut confirmed = Vec::new();
         for (key, kind, detail) in seen {
-            let (first, ..) =
-                *self
-                    .suspects
-                    .entry(key)
-                    .or_insert((now, kind.to_string(), detail.clone()));
-            if now.duration_since(first) >= GRACE && up >= GRACE {
-                confirmed.push((key, kind, detail));
+            let first = self.suspects.entry(*key).or_insert(now);
+            if now.duration_since(*first) >= GRACE && up >= GRACE {
+                confirmed.push((*key, *kind, detail.clone()));
             }
         }
         for (key, kind, detail) in confirmed {
@@ -504,7 +294,7 @@ impl Soak {
                     .is_some_and(|a| a.iter().any(|s| s["name"] == *n && s["state"] == "running"))
             })
         });
-        running && DESIRED.iter().all(|d| copies.get(d.1) == Some(&1)) && self.suspects.is_empty()
+        running && found.exactly_once()
     }
 
     /// A desired service's main process (outside pid), if it runs.
@@ -538,7 +328,7 @@ impl Soak {
                 let run = self
                     .procs()
                     .into_iter()
-                    .find(|p| p.standin_name() == Some("pledge") && !p.zombie());
+                    .find(|p| p.standin_name() == Some(PLEDGE) && !p.zombie());
                 match run {
                     Some(p) => {
                         let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
@@ -592,77 +382,33 @@ impl Soak {
                     }
                 }
             }
-            Action::Garbage => self.abuse(|r| {
-                let mut g: Vec<u8> = (0..200).map(|_| (r.next() & 0xff) as u8).collect();
+            Action::Garbage => {
+                let mut g: Vec<u8> = (0..200).map(|_| self.rng.next().to_le_bytes()[0]).collect();
                 g.retain(|b| *b != b'\n');
                 g.push(b'\n');
-                g
-            }),
-            Action::Oversized => self.abuse(|_| {
+                self.abuse(socket::abuse(&self.sock(), &g));
+            }
+            Action::Oversized => {
                 let mut g = vec![b'{'; 256 * 1024];
                 g.push(b'\n');
-                g
-            }),
-            Action::NonReader => {
-                if let Ok(s) = UnixStream::connect(self.sock()) {
-                    s.set_nonblocking(true).unwrap();
-                    let req = r#"{"version":1,"command":"status"}"#.to_string() + "\n";
-                    let burst = req.repeat(4096);
-                    let mut sent = 0;
-                    while sent < (8 << 20) {
-                        match (&s).write(burst.as_bytes()) {
-                            Ok(n) => sent += n,
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                            Err(_) => break,
-                        }
-                    }
-                    self.held.push((Instant::now(), s));
-                }
+                self.abuse(socket::abuse(&self.sock(), &g));
             }
-            Action::Idle => {
-                if let Ok(s) = UnixStream::connect(self.sock()) {
-                    self.held.push((Instant::now(), s));
-                }
-            }
-            Action::ManyClients => self.many(),
+            Action::NonReader => self.hold(socket::non_reader(&self.sock())),
+            Action::Idle => self.hold(socket::idle(&self.sock())),
+            Action::ManyClients => self.abuse(socket::many(&self.sock(), 64)),
         }
     }
 
-    /// One connection sends `make`'s bytes; an error answer or a close is
-    /// expected within the bound, and venussup lives on.
-    fn abuse(&mut self, make: impl Fn(&mut Rng) -> Vec<u8>) {
-        let bytes = make(&mut self.rng);
-        let Ok(mut s) = UnixStream::connect(self.sock()) else {
-            return;
-        };
-        s.set_read_timeout(Some(STATUS_BOUND * 2)).unwrap();
-        s.set_write_timeout(Some(STATUS_BOUND * 2)).unwrap();
-        let _ = s.write_all(&bytes);
-        let mut line = String::new();
-        match BufReader::new(&s).read_line(&mut line) {
-            Ok(_) if line.is_empty() || line.contains("\"ok\":false") => {}
-            Ok(_) => self.fail("garbage is answered with an error", line),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            Err(e) => self.fail("garbage is answered within the bound", e.to_string()),
+    fn abuse(&mut self, outcome: Result<(), (&'static str, String)>) {
+        if let Err((kind, detail)) = outcome {
+            self.fail(kind, detail);
         }
     }
 
-    /// 64 clients at once, each asking `status`; each gets an answer.
-    fn many(&mut self) {
-        let req = "{\"version\":1,\"command\":\"status\"}\n";
-        let conns: Vec<UnixStream> = (0..64)
-            .filter_map(|_| UnixStream::connect(self.sock()).ok())
-            .collect();
-        for mut c in &conns {
-            let _ = c.write_all(req.as_bytes());
-        }
-        for c in &conns {
-            c.set_read_timeout(Some(STATUS_BOUND * 2)).unwrap();
-            let mut line = String::new();
-            if BufReader::new(c).read_line(&mut line).is_err() || line.is_empty() {
-                self.fail("64 clients at once are each answered", line);
-                return;
-            }
+    /// Keeps a client open (for up to 10 s: see `run`).
+    fn hold(&mut self, client: Option<UnixStream>) {
+        if let Some(c) = client {
+            self.held.push((Instant::now(), c));
         }
     }
 
@@ -789,34 +535,17 @@ impl Soak {
         self.growth();
     }
 
-    /// Descriptors and RSS of the last venussup, after its warm-up: the
-    /// least of the last third may not exceed the least of the first.
+    /// Descriptors and RSS of the last venussup (which ran the last 40 %
+    /// of the soak), after five rounds of warm-up.
     fn growth(&mut self) {
         let last: Vec<(usize, u64)> = self
             .series
             .iter()
             .filter(|s| s.0 == self.incarnations)
-            .skip(5)
             .map(|s| (s.1, s.2))
             .collect();
-        if last.len() < 9 {
-            return;
-        }
-        let third = last.len() / 3;
-        let (first, end) = (&last[..third], &last[last.len() - third..]);
-        let min_fd = |w: &[(usize, u64)]| w.iter().map(|s| s.0).min().unwrap();
-        let min_rss = |w: &[(usize, u64)]| w.iter().map(|s| s.1).min().unwrap();
-        if min_fd(end) > min_fd(first) + 4 {
-            self.fail(
-                "no descriptor leaks in venussup",
-                format!("from {} to {}", min_fd(first), min_fd(end)),
-            );
-        }
-        if min_rss(end) > min_rss(first) + 16 * 1024 {
-            self.fail(
-                "venussup's RSS does not grow (issue #18 item 3: output cap per client)",
-                format!("from {} KiB to {} KiB", min_rss(first), min_rss(end)),
-            );
+        for (kind, detail) in growth(&last, 5) {
+            self.fail(kind, detail);
         }
     }
 
