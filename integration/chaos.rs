@@ -11,7 +11,12 @@
 //!
 //! `VENUSSUP_CHAOS_SECS` sets the soak's length (default 150 s; the PID-1
 //! soak runs a fifth of it, at least 20 s); `VENUSSUP_CHAOS_SEED` replays
-//! a run (the seed is printed at the start and in the summary).
+//! a run (the seed is printed at the start and in the summary). The
+//! summary (actions per kind, restarts, the slowest `status`, venussup's
+//! descriptors and RSS over the run) is printed with `--nocapture` and
+//! written to `target/tmp/chaos-TAG-summary.txt`; a failing soak keeps
+//! the daemon's log in `target/tmp/chaos-TAG-SEED.log`. Each broken rule
+//! is named, with the item of issue #18 whose fix it waits for if any.
 //!
 //! The main soak runs venussup inside a PID namespace whose PID 1 is a
 //! small reaper (`common::pidns`), so venussup can be killed and started
@@ -59,6 +64,8 @@ enum Mode {
 }
 
 struct Soak {
+    tag: &'static str,
+    started: Instant,
     setup: Setup,
     mode: Mode,
     parent: String,
@@ -83,7 +90,7 @@ struct Soak {
 }
 
 impl Soak {
-    fn new(mode: Mode, tag: &str) -> Self {
+    fn new(mode: Mode, tag: &'static str) -> Self {
         let parent = format!("venussup-chaos-{tag}-{}", std::process::id());
         let setup = Setup::new(SERVICES);
         setup.host_line(&format!("cgroup_parent = \"{parent}\""));
@@ -91,6 +98,8 @@ impl Soak {
         let seed = seed();
         eprintln!("chaos {tag}: seed {seed} (replay with VENUSSUP_CHAOS_SEED={seed})");
         let mut s = Self {
+            tag,
+            started: Instant::now(),
             setup,
             mode,
             parent,
@@ -308,6 +317,13 @@ impl Soak {
         Some((status_name.to_string(), p.pid))
     }
 
+    /// A timer run going now.
+    fn pledge_run(&self) -> Option<Proc> {
+        self.procs()
+            .into_iter()
+            .find(|p| p.standin_name() == Some(PLEDGE) && !p.zombie())
+    }
+
     fn act(&mut self, action: Action) {
         self.count(&format!("{action:?}"));
         match action {
@@ -324,17 +340,19 @@ impl Soak {
                     None => self.count("  (service not running)"),
                 }
             }
-            Action::KillTimerRun => {
-                let run = self
-                    .procs()
-                    .into_iter()
-                    .find(|p| p.standin_name() == Some(PLEDGE) && !p.zombie());
-                match run {
-                    Some(p) => {
-                        let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
-                    }
-                    None => self.count("  (no timer run)"),
+            Action::KillTimerRun => match self.pledge_run() {
+                Some(p) => {
+                    let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
                 }
+                None => self.count("  (no timer run)"),
+            },
+            Action::KillVenussupMidRun => {
+                // A bounded wait on /proc for a run (none: a plain kill).
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while Instant::now() < deadline && self.pledge_run().is_none() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                self.act(Action::KillVenussup);
             }
             Action::KillVenussup => {
                 let _ = kill(Pid::from_raw(self.vpid), Signal::SIGKILL);
@@ -506,7 +524,10 @@ impl Soak {
                     hit
                 })
                 .unwrap();
-            let venussup = matches!(action, Action::KillVenussup | Action::StopStartVenussup);
+            let venussup = matches!(
+                action,
+                Action::KillVenussup | Action::KillVenussupMidRun | Action::StopStartVenussup
+            );
             if venussup && (!can_kill_venussup || Instant::now() >= steady) {
                 continue;
             }
@@ -584,11 +605,13 @@ impl Soak {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        eprintln!(
-            "chaos summary: seed {}, venussup incarnations {}, service restarts (last) {restarts}\n  \
+        let text = format!(
+            "chaos summary ({}): seed {}, {:?}, venussup incarnations {}, service restarts (last) {restarts}\n  \
              actions: {:?}\n  status: {} asked, max latency {:?}\n  \
              fds [incarnation:count]: {}\n  rss MiB: {}\n  failures: {:#?}",
+            self.tag,
             self.seed,
+            self.started.elapsed(),
             self.incarnations,
             self.counts,
             self.statuses,
@@ -597,6 +620,11 @@ impl Soak {
             series(&|s| format!("{:.1}", s.2 as f64 / 1024.0)),
             self.failures,
         );
+        // Shown with `--nocapture`, and kept (test output is captured).
+        eprintln!("{text}");
+        let keep = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("chaos-{}-summary.txt", self.tag));
+        let _ = fs::write(keep, text);
     }
 }
 
@@ -631,6 +659,13 @@ fn soak_secs() -> u64 {
 }
 
 fn verdict(soak: &Soak) {
+    if !soak.failures.is_empty() {
+        // The daemon's log outlives the soak's folder, for a look after.
+        let keep = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("chaos-{}-{}.log", soak.tag, soak.seed));
+        let _ = fs::write(&keep, soak.log());
+        eprintln!("chaos: the daemon's log is kept in {}", keep.display());
+    }
     assert!(
         soak.failures.is_empty(),
         "chaos soak (seed {}) broke {} invariant(s):\n{:#?}\nlog tail:\n{}",

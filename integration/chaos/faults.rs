@@ -5,7 +5,8 @@
 /// Stand-ins: a sealer, an instance group of two workers and a confined
 /// worker (the workers each leave a grandchild in a session of its own, as
 /// daemons do), and a gated pledge whose runs last long enough to be
-/// killed and to outlive a killed supervisor.
+/// killed and to outlive a killed supervisor (8 s runs every 3 s: a run
+/// is going most of the time).
 pub const SERVICES: &str = r#"
 [[service]]
 name = "sealer"
@@ -33,7 +34,7 @@ stop_timeout = "5s"
 
 [[timer]]
 name = "pledge"
-command = ["{bin}", "standin", "--name", "pledge", "--exit-after", "5s"]
+command = ["{bin}", "standin", "--name", "pledge", "--exit-after", "8s"]
 every = "3s"
 timeout = "30s"
 after = ["sealer"]
@@ -108,6 +109,8 @@ pub enum Action {
     TermService,
     KillTimerRun,
     KillVenussup,
+    /// `kill -9` of venussup while a timer run is going (waiting for one).
+    KillVenussupMidRun,
     StopStartVenussup,
     Reload,
     ReloadBroken,
@@ -122,11 +125,12 @@ pub enum Action {
 
 /// Weights: faults of the services most often, venussup's own death now
 /// and then.
-pub const ACTIONS: [(Action, usize); 14] = [
+pub const ACTIONS: [(Action, usize); 15] = [
     (Action::KillService, 6),
     (Action::TermService, 3),
     (Action::KillTimerRun, 3),
     (Action::KillVenussup, 2),
+    (Action::KillVenussupMidRun, 1),
     (Action::StopStartVenussup, 1),
     (Action::Reload, 2),
     (Action::ReloadBroken, 3),
