@@ -649,9 +649,30 @@ impl Drop for Soak {
             dirs.push(h.path().join(&self.parent));
         }
         for d in dirs {
-            let _ = fs::remove_dir(d);
+            remove_cgroup(&d);
         }
     }
+}
+
+/// Kills what is left in a cgroup, waits (bounded, on /proc: no event
+/// says a killed task has left) until it is empty, and removes it.
+fn remove_cgroup(dir: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        for pid in &left {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        if left.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 fn soak_secs() -> u64 {
