@@ -221,7 +221,7 @@ impl Soak {
             Err(e) => {
                 let alive = read_proc(self.vpid).is_some_and(|p| !p.zombie());
                 let kind = if alive {
-                    "status answers"
+                    "status answers (issue #18 item 3: a flood of other clients delays no one)"
                 } else {
                     "venussup stays alive"
                 };
@@ -263,6 +263,22 @@ impl Soak {
     /// One round of checks; returns whether every desired service runs
     /// exactly once right now (the settle's condition).
     fn check(&mut self) -> bool {
+        if read_proc(self.vpid).is_none_or(|p| p.zombie()) {
+            // Died of itself: named, and started again so the soak goes on.
+            let tail = self
+                .log()
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" | ");
+            self.fail(
+                "venussup stays alive",
+                format!("it died; log (last lines first): {tail}"),
+            );
+            self.wait_exit(Duration::from_secs(10));
+            self.start();
+        }
         let status = self.status();
         let mains = status.as_ref().map(Self::main_pids).unwrap_or_default();
         let holders = self.holders();
@@ -385,8 +401,7 @@ impl Soak {
                         &format!("a broken reload is refused: {what}"),
                         format!("answer {answer:?}"),
                     );
-                    let valid = self.valid.clone();
-                    self.reload(&valid, false);
+                    self.restore();
                     return;
                 }
                 let after = self.status().map(|s| Self::main_pids(&s));
@@ -455,6 +470,18 @@ impl Soak {
         };
         fs::write(self.setup.config(), &self.valid).unwrap();
         applied
+    }
+
+    /// After a broken config was applied: the valid one again (a few
+    /// tries: a flooded daemon may drop a request, issue #18 item 3).
+    fn restore(&mut self) {
+        let valid = self.valid.clone();
+        for _ in 0..5 {
+            if self.reload(&valid, false) == Some(true) {
+                return;
+            }
+        }
+        self.fail("the valid config reloads after a broken one", String::new());
     }
 
     /// SIGTERM to venussup: exit 0, nothing of its left; then start again.
