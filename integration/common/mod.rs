@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod debian;
+pub mod pidns;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
