@@ -109,7 +109,9 @@ fn a_reload_with_a_huge_duration_is_refused_and_the_daemon_runs_on() {
     let out = setup.cli(&["reload"]);
     out.expect_code(1);
     assert!(
-        out.stderr.contains("venussup.toml:8:15") && out.stderr.contains("longer than 100 years"),
+        out.stderr
+            .contains(&format!("venussup.toml:{}:15", good.lines().count() + 1))
+            && out.stderr.contains("longer than 100 years"),
         "{}",
         out.stderr
     );
