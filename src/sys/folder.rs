@@ -8,6 +8,13 @@
 //! never the folder itself. A link on the way must be root's, and the
 //! folders it leads to are checked the same way.
 //!
+//! One allowance, for Ubuntu's `/var/log` (root:syslog, 0775) above the
+//! default log folder: an ancestor of root's that only a *system* group
+//! (gid below [`FIRST_USER_GID`], Debian policy's and `login.defs`'
+//! `SYS_GID_MAX` + 1) may write is accepted; such groups hold daemons
+//! (syslog), not people. Open to others, or to a group of people, it is
+//! refused as before; the folder itself is never group-writable.
+//!
 //! [`judge`] is the rule, pure; [`check`] walks a path with `lstat`;
 //! [`ensure`] creates what is missing (parents 0755, the folder with its
 //! own mode, all root's) and checks again.
@@ -38,10 +45,13 @@ impl Problem {
     }
 }
 
+/// The first gid of a group of people; below it, system groups.
+pub const FIRST_USER_GID: u32 = 1000;
+
 /// The rule for one folder on the way (`last`: the folder itself), owned
-/// by `uid` with `mode` (`st_mode`, type bits included); `me` is
+/// by `uid`:`gid` with `mode` (`st_mode`, type bits included); `me` is
 /// venussup's effective uid.
-pub fn judge(uid: u32, mode: u32, me: u32, last: bool) -> Option<Problem> {
+pub fn judge(uid: u32, gid: u32, mode: u32, me: u32, last: bool) -> Option<Problem> {
     let kind = mode & libc::S_IFMT;
     let sticky = mode & libc::S_ISVTX != 0;
     if kind != libc::S_IFDIR {
@@ -49,6 +59,10 @@ pub fn judge(uid: u32, mode: u32, me: u32, last: bool) -> Option<Problem> {
     }
     if uid != 0 && uid != me {
         return Some(Problem::NotOurs);
+    }
+    let system_group_only = mode & 0o022 == 0o020 && gid < FIRST_USER_GID && uid == 0;
+    if !last && system_group_only {
+        return None;
     }
     if mode & 0o022 != 0 {
         return Some(match (sticky, last) {
@@ -144,7 +158,7 @@ impl Walk<'_> {
 
     fn judge_folder(&self, path: &Path, last: bool) -> Result<(), FolderError> {
         let meta = std::fs::metadata(path).map_err(self.io("read", path))?;
-        match judge(meta.uid(), meta.mode(), self.me, last) {
+        match judge(meta.uid(), meta.gid(), meta.mode(), self.me, last) {
             Some(p) => Err(self.refuse(p, path, &meta, last)),
             None => Ok(()),
         }
@@ -245,21 +259,32 @@ mod tests {
 
     #[test]
     fn the_rule_is_openssh_strict_modes() {
-        assert_eq!(judge(0, DIR | 0o700, 0, true), None);
-        assert_eq!(judge(0, DIR | 0o755, 0, false), None);
-        assert_eq!(judge(0, DIR | 0o750, 0, true), None);
-        assert_eq!(judge(1000, DIR | 0o700, 0, true), Some(Problem::NotOurs));
+        assert_eq!(judge(0, 0, DIR | 0o700, 0, true), None);
+        assert_eq!(judge(0, 0, DIR | 0o755, 0, false), None);
+        assert_eq!(judge(0, 0, DIR | 0o750, 0, true), None);
+        assert_eq!(judge(1000, 0, DIR | 0o700, 0, true), Some(Problem::NotOurs));
         assert_eq!(
-            judge(1000, DIR | 0o700, 1000, true),
+            judge(1000, 0, DIR | 0o700, 1000, true),
             None,
             "venussup's own user"
         );
-        assert_eq!(judge(0, DIR | 0o770, 0, true), Some(Problem::Writable));
-        assert_eq!(judge(0, DIR | 0o757, 0, false), Some(Problem::Writable));
-        assert_eq!(judge(0, DIR | 0o1777, 0, false), None, "/tmp above");
-        assert_eq!(judge(0, DIR | 0o1777, 0, true), Some(Problem::StickyShared));
+        assert_eq!(judge(0, 0, DIR | 0o770, 0, true), Some(Problem::Writable));
+        // Ubuntu's /var/log, root:syslog 0775, above the log folder.
+        assert_eq!(judge(0, 4, DIR | 0o775, 0, false), None);
+        assert_eq!(judge(0, 4, DIR | 0o775, 0, true), Some(Problem::Writable));
         assert_eq!(
-            judge(0, libc::S_IFREG | 0o600, 0, true),
+            judge(0, 1001, DIR | 0o775, 0, false),
+            Some(Problem::Writable),
+            "a group of people"
+        );
+        assert_eq!(judge(0, 0, DIR | 0o757, 0, false), Some(Problem::Writable));
+        assert_eq!(judge(0, 0, DIR | 0o1777, 0, false), None, "/tmp above");
+        assert_eq!(
+            judge(0, 0, DIR | 0o1777, 0, true),
+            Some(Problem::StickyShared)
+        );
+        assert_eq!(
+            judge(0, 0, libc::S_IFREG | 0o600, 0, true),
             Some(Problem::NotAFolder)
         );
     }
@@ -286,6 +311,7 @@ mod tests {
         );
         fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
         fs::set_permissions(top.path().join("a"), fs::Permissions::from_mode(0o775)).unwrap();
+        std::os::unix::fs::chown(top.path().join("a"), None, Some(65534)).unwrap();
         let err = check("log folder", &state).unwrap_err().to_string();
         assert!(
             err.contains("its ancestor") && err.contains("is writable"),
