@@ -213,7 +213,6 @@ fn the_container_example_runs_as_pid_1_on_a_read_only_sys_and_stops_cleanly() {
             pair("/var/lib/venussup", "{dir}/state"),
             pair("/var/log/venussup", "{dir}/logs"),
             pair("/var/lib/venus/", "{dir}/venus/"),
-            pair("/run/secrets/miner.env", "{dir}/miner.env"),
             pair("0.0.0.0:3456", format!("127.0.0.1:{p1}")),
             pair("127.0.0.1:3456", format!("127.0.0.1:{p1}")),
             pair("0.0.0.0:3457", format!("127.0.0.1:{p2}")),
@@ -221,11 +220,6 @@ fn the_container_example_runs_as_pid_1_on_a_read_only_sys_and_stops_cleanly() {
         ],
     );
     let dir = setup.dir.path().to_str().unwrap().to_string();
-    fs::write(
-        setup.path("miner.env"),
-        "MINER_TOKEN=token-from-the-secret\n",
-    )
-    .unwrap();
     let script = setup.path("venus-worker");
     fs::write(
         &script,
@@ -272,8 +266,13 @@ fn the_container_example_runs_as_pid_1_on_a_read_only_sys_and_stops_cleanly() {
             .map(|a| a.as_str().unwrap())
             .collect();
         assert!(
-            argv.contains(&"--miner-token=token-from-the-secret"),
-            "{name}: the token comes from the mounted secret: {argv:?}"
+            !argv.iter().any(|a| a.contains("token")),
+            "{name}: no token on the command line (/proc/PID/cmdline): {argv:?}"
+        );
+        assert_eq!(
+            report["env"]["VENUS_WORKER_CONFIG"],
+            format!("{dir}/venus/{name}/config.toml"),
+            "{name}: the token comes from the worker's own config.toml: {report:#}"
         );
     }
     // Nothing tried to write the read-only /sys (no SMT step, no cgroup).
