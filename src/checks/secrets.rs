@@ -19,10 +19,11 @@ use crate::util::diag::Diagnostics;
 use crate::util::envfile;
 
 /// How to keep a secret out of argv, said with every warning. venus-worker
-/// (filecoin-project/venus-sealer, app/venus-worker/main.go at 15f9f41d)
+/// (filecoin-project/venus-sealer v1.6.0, app/venus-worker/main.go)
 /// has no environment variable for `--miner-token`: without the flag it
-/// takes `[Sealer] Token` from its own config.toml (`VENUS_WORKER_CONFIG`).
-const ADVICE: &str = "pass it through the environment if the program reads it there, or from a file of mode 0600 (venus-worker: `[Sealer] Token` in its config.toml, set VENUS_WORKER_CONFIG, and drop `--miner-token`); otherwise mount /proc with hidepid=invisible";
+/// takes `[Sealer] Token` from its repo's config.toml
+/// (`<VENUS_WORKER_PATH>/config.toml`; `VENUS_WORKER_CONFIG` before v1.2.7).
+const ADVICE: &str = "pass it through the environment if the program reads it there, or from a file of mode 0600 (venus-worker: `[Sealer] Token` in its repo's config.toml, mode 0600, and drop `--miner-token`); otherwise mount /proc with hidepid=invisible";
 
 /// One command to look at: whose it is, where, its own env file and `env`.
 struct Command<'a> {
