@@ -41,6 +41,8 @@ const BAD: &[(&str, usize, usize, &str)] = &[
     ("[host]\nlog = { max_size = \"0\" }\n", 2, 20, "at least \"1MiB\""),
     ("[host]\nlog = { max_size = 1000 }\n", 2, 20, "at least \"1MiB\""),
     ("[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nlimits = { memory_max = \"4KiB\" }\n", 4, 25, "at least \"1MiB\""),
+    ("[host]\nlog = { keep = 4294967295 }\n", 2, 16, "between 0 and 1000"),
+    ("[[host.hook]]\ncommand = [\"/bin/true\"]\ntries = 0\n", 3, 9, "between 1 and 100"),
     ("[host]\nstate_dir = \"\"\n", 2, 13, "empty path"),
     ("[host]\nlog_dir = \"\"\n", 2, 11, "empty path"),
     ("[host]\nenv_file = \"\"\n", 2, 12, "empty path"),

@@ -178,7 +178,10 @@ pub struct HookConfig {
     #[serde(default = "default_hook_timeout")]
     pub timeout: HumanDuration,
     /// Tries of a POST that fails (1 = no retry).
-    #[serde(default = "default_hook_tries")]
+    #[serde(
+        default = "default_hook_tries",
+        deserialize_with = "values::hook_tries"
+    )]
     pub tries: u32,
 }
 
@@ -295,7 +298,7 @@ pub struct LogConfig {
     )]
     pub max_size: ByteSize,
     /// How many rotated files (`<name>.log.1` ...) to keep.
-    #[serde(default = "default_log_keep")]
+    #[serde(default = "default_log_keep", deserialize_with = "values::log_keep")]
     pub keep: u32,
 }
 

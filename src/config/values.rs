@@ -280,6 +280,34 @@ pub fn log_size<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
     Ok(size)
 }
 
+/// A count bounded at both ends (`what` names the key in the error):
+/// `log.keep` (each rotation renames every kept file) and a hook's
+/// `tries` (each one bounded by the hook's timeout) must stay small.
+fn bounded<'de, D: Deserializer<'de>>(
+    d: D,
+    what: &str,
+    min: u32,
+    max: u32,
+) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if !(min..=max).contains(&n) {
+        return Err(de::Error::custom(format!(
+            "`{what} = {n}`: it is between {min} and {max}"
+        )));
+    }
+    Ok(n)
+}
+
+/// `[host.log] keep`: 0 to 1000 rotated files.
+pub fn log_keep<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded(d, "keep", 0, 1000)
+}
+
+/// A hook's `tries`: 1 to 100.
+pub fn hook_tries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded(d, "tries", 1, 100)
+}
+
 /// A cgroup memory limit: at least 1MiB (below that the kernel's OOM
 /// killer takes the service at its first page).
 pub fn memory_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
