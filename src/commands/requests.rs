@@ -13,7 +13,7 @@ use super::{exit, print_stdout};
 use crate::config;
 use crate::control::client::{self, ClientError};
 use crate::control::Command;
-use crate::status::{ServiceStatus, Snapshot};
+use crate::status::{FatalSeen, ServiceStatus, Snapshot};
 use crate::util::clock::unix_now;
 
 /// The daemon's state folder, from the config at `path`: only its `[host]
@@ -188,6 +188,35 @@ fn last_exit(s: &ServiceStatus, now: u64) -> String {
     })
 }
 
+/// `0,1` as in `CUDA_VISIBLE_DEVICES`; `-` for none.
+fn gpus(s: &ServiceStatus) -> String {
+    if s.gpus.is_empty() {
+        return "-".to_string();
+    }
+    let ids: Vec<String> = s.gpus.iter().map(ToString::to_string).collect();
+    ids.join(",")
+}
+
+/// The FATAL column: how many deaths showed a fatal start line.
+fn fatal_mark(s: &ServiceStatus) -> String {
+    match s.fatal.count {
+        0 => "-".to_string(),
+        n => format!("{n}!"),
+    }
+}
+
+/// `3 fatal lines, the last 2min 5s ago: ERROR: repo is already locked`.
+fn fatal_line(f: &FatalSeen, now: u64) -> Option<String> {
+    let last = f.last.as_ref()?;
+    let lines = if f.count == 1 { "line" } else { "lines" };
+    Some(format!(
+        "{} fatal {lines}, the last {} ago: {}",
+        f.count,
+        ago(now.saturating_sub(last.at)),
+        last.line
+    ))
+}
+
 /// Whether everything is as desired: nothing failed or backing off.
 fn healthy(snap: &Snapshot) -> bool {
     !snap
@@ -259,7 +288,7 @@ fn table(snap: &Snapshot) -> String {
         );
     }
     out.push('\n');
-    let rows: Vec<[String; 8]> = snap
+    let rows: Vec<[String; 10]> = snap
         .services
         .iter()
         .map(|s| {
@@ -273,8 +302,10 @@ fn table(snap: &Snapshot) -> String {
                 s.pid.map_or("-".into(), |p| p.to_string()),
                 s.since.map_or("-".into(), |t| ago(now.saturating_sub(t))),
                 s.restarts.to_string(),
+                fatal_mark(s),
                 last_exit(s, now),
                 s.cpus.as_ref().map_or("all".into(), ToString::to_string),
+                gpus(s),
             ]
         })
         .collect();
@@ -285,8 +316,10 @@ fn table(snap: &Snapshot) -> String {
         "PID",
         "UPTIME",
         "RESTARTS",
+        "FATAL",
         "LAST EXIT",
         "CPUS",
+        "GPUS",
     ];
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
@@ -309,13 +342,11 @@ fn table(snap: &Snapshot) -> String {
     for r in &rows {
         let _ = writeln!(out, "{}", line(r));
     }
-    for s in snap.services.iter().filter(|s| s.reason.is_some()) {
-        let _ = writeln!(
-            out,
-            "  {}: {}",
-            s.name,
-            s.reason.as_deref().unwrap_or_default()
-        );
+    for s in &snap.services {
+        let notes = s.reason.iter().cloned().chain(fatal_line(&s.fatal, now));
+        for note in notes {
+            let _ = writeln!(out, "  {}: {note}", s.name);
+        }
     }
     if !snap.timers.is_empty() {
         let _ = writeln!(
@@ -357,6 +388,7 @@ fn detail(v: &Value) -> String {
         "restarts",
         "reason",
         "cpus",
+        "gpus",
         "log_file",
         "after",
         "runs",
@@ -365,6 +397,10 @@ fn detail(v: &Value) -> String {
         if !v[key].is_null() {
             let _ = writeln!(out, "  {key:<9} {}", v[key]);
         }
+    }
+    let fatal = serde_json::from_value::<FatalSeen>(v["fatal"].clone()).unwrap_or_default();
+    if let Some(line) = fatal_line(&fatal, unix_now()) {
+        let _ = writeln!(out, "  FATAL     {line}");
     }
     if let Some(argv) = v["argv"].as_array() {
         let args: Vec<&str> = argv.iter().filter_map(Value::as_str).collect();
@@ -423,5 +459,70 @@ pub fn status(config: &Path, name: Option<String>, json: bool) -> u8 {
         exit::FAILURE
     } else {
         code
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::sample;
+
+    fn two_services() -> Snapshot {
+        let mut sealer = sample::service("sealer");
+        sealer.gpus = vec![0, 1];
+        let mut worker = sample::service("worker01");
+        worker.state = "backoff".into();
+        worker.pid = None;
+        // Two days ago: "2d 0h" whatever second the table is drawn in.
+        let at = unix_now() - 2 * 86400;
+        worker.fatal.saw("ERROR: repo is already locked", at);
+        worker.fatal.saw("ERROR: repo is already locked", at);
+        sample::snapshot(vec![sealer, worker])
+    }
+
+    fn row<'a>(table: &'a str, name: &str) -> &'a str {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{table}"))
+    }
+
+    #[test]
+    fn the_table_shows_gpus_and_marks_fatal_lines_under_the_row() {
+        let t = table(&two_services());
+        let header = t.lines().find(|l| l.starts_with("SERVICE")).unwrap();
+        let cols: Vec<&str> = header.split_whitespace().collect();
+        assert_eq!(cols.last(), Some(&"GPUS"), "{header}");
+        assert!(cols.contains(&"FATAL"), "{header}");
+        let sealer = row(&t, "sealer");
+        assert!(sealer.ends_with("all   0,1"), "{sealer}");
+        let worker: Vec<&str> = row(&t, "worker01").split_whitespace().collect();
+        assert_eq!(worker.last(), Some(&"-"), "no GPU: {worker:?}");
+        assert!(worker.contains(&"2!"), "{worker:?}");
+        assert!(
+            t.contains(
+                "\n  worker01: 2 fatal lines, the last 2d 0h ago: ERROR: repo is already locked\n"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("sealer: "), "nothing under a clean row: {t}");
+    }
+
+    #[test]
+    fn status_name_shows_gpus_and_the_last_fatal_line() {
+        let mut v = serde_json::to_value(&two_services().services[1]).unwrap();
+        let text = detail(&v);
+        assert!(
+            text.contains(
+                "  FATAL     2 fatal lines, the last 2d 0h ago: ERROR: repo is already locked\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  gpus      []\n"), "{text}");
+        v["fatal"] = serde_json::json!({"count": 0});
+        v["gpus"] = serde_json::json!([1]);
+        let text = detail(&v);
+        assert!(!text.contains("FATAL"), "{text}");
+        assert!(text.contains("  gpus      [1]\n"), "{text}");
     }
 }

@@ -86,6 +86,9 @@ pub fn decide_exit(
         at: unix,
         ran_secs: ran.as_secs_f64(),
     };
+    if let Some(line) = &fatal {
+        life.fatal.saw(line, unix);
+    }
     life.recent_exits.push_front(record.clone());
     life.recent_exits.truncate(RECENT_EXITS);
     life.last_exit = Some(record);
@@ -438,7 +441,27 @@ mod tests {
             life.reason.as_deref(),
             Some("fatal start error: ERROR: soft file descriptor limit 1024 is too low")
         );
-        assert_eq!(life.last_exit.unwrap().reason.as_deref(), Some(line));
+        assert_eq!(
+            life.last_exit.as_ref().unwrap().reason.as_deref(),
+            Some(line)
+        );
+        assert_eq!(life.fatal.count, 1, "status marks it");
+        let last = life.fatal.last.as_ref().unwrap();
+        assert_eq!(
+            (last.line.as_str(), last.at),
+            (line, died(ExitKind::Code(1)).unix)
+        );
+        // The next young death with the same line counts again.
+        let exit = Exit {
+            fatal_line: Some(line.to_string()),
+            ..died(ExitKind::Code(1))
+        };
+        let again = Lifecycle {
+            fatal: life.fatal.clone(),
+            ..running(PID, now)
+        };
+        let (again, _) = decide_exit(again, &r, exit, false, now + S / 2);
+        assert_eq!(again.fatal.count, 2);
         assert!(check::logs(&fx)
             .iter()
             .any(|l| l.contains("raise limits.nofile") && l.contains("next try in 1m")));
@@ -461,6 +484,7 @@ mod tests {
         );
         assert_eq!(life.state, State::Backoff { until: t0 + 60 * S });
         assert_eq!(life.reason, None);
+        assert_eq!(life.fatal, crate::status::FatalSeen::default());
         let (life, fx) = decide_exit(
             running(PID, t0),
             &r,
@@ -473,6 +497,7 @@ mod tests {
             t0 + S,
         );
         assert_eq!(life.oom_kills, 1);
+        assert_eq!(life.fatal.count, 0, "an OOM kill is not a fatal line");
         assert_eq!(
             life.last_exit.unwrap().reason.as_deref(),
             Some("oom-killed")

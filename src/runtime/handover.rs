@@ -45,7 +45,7 @@ use super::service::{Lifecycle, State as ServiceState};
 use super::timer::{Running, TimerState};
 use crate::control::http::ConnRecord;
 use crate::control::server::ClientRecord;
-use crate::status::{GateStatus, HookCounts, LastExit, RunCounts, RunRecord};
+use crate::status::{FatalSeen, GateStatus, HookCounts, LastExit, RunCounts, RunRecord};
 use crate::sys::reexec::HandedFd;
 use crate::util::clock::after;
 
@@ -275,6 +275,9 @@ pub struct LifeRecord {
     pub last_exit: Option<LastExit>,
     pub recent_exits: Vec<LastExit>,
     pub oom_kills: u64,
+    /// Absent in the record of an older image: none seen (the count
+    /// restarts at 0 after such an upgrade).
+    pub fatal: FatalSeen,
     pub drain: DrainRecord,
 }
 
@@ -446,6 +449,7 @@ impl LifeRecord {
             last_exit: l.last_exit.clone(),
             recent_exits: l.recent_exits.iter().cloned().collect(),
             oom_kills: l.oom_kills,
+            fatal: l.fatal.clone(),
             drain: DrainRecord {
                 phase: match l.drain.phase {
                     Phase::Off => PhaseRecord::Off,
@@ -474,6 +478,7 @@ impl LifeRecord {
             last_exit: self.last_exit.clone(),
             recent_exits: self.recent_exits.iter().cloned().collect::<VecDeque<_>>(),
             oom_kills: self.oom_kills,
+            fatal: self.fatal.clone(),
             drain: Drain {
                 phase: match self.drain.phase {
                     PhaseRecord::Off => Phase::Off,

@@ -17,7 +17,7 @@ use super::effect::Effect;
 use super::{start, stop};
 use crate::config::{RestartPolicy, ServiceKind};
 use crate::plan::DrainPlan;
-use crate::status::{Coarse, LastExit};
+use crate::status::{Coarse, FatalSeen, LastExit};
 
 /// What the supervisor waits for, per service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -156,19 +156,21 @@ pub struct Lifecycle {
     pub recent_exits: VecDeque<LastExit>,
     /// OOM kills of its cgroup since venussup started.
     pub oom_kills: u64,
+    /// Fatal start lines its log showed at young deaths.
+    pub fatal: FatalSeen,
     /// Where a planned stop's drain is.
     pub drain: Drain,
 }
 
 impl Lifecycle {
     /// What the snapshot shows of it: a change there is worth a write.
-    pub fn shown(&self) -> (State, bool, Option<String>, u32, u64, usize) {
+    pub fn shown(&self) -> (State, bool, Option<String>, u32, [u64; 2], usize) {
         (
             self.state.clone(),
             self.ready,
             self.reason.clone(),
             self.restarts,
-            self.oom_kills,
+            [self.oom_kills, self.fatal.count],
             self.recent_exits.len(),
         )
     }

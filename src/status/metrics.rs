@@ -164,6 +164,18 @@ pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>, now: u64) -
         );
     }
     o.family(
+        "venussup_service_fatal_lines_total",
+        "counter",
+        "Deaths whose log showed a fatal start line (fatal_output) since venussup started.",
+    );
+    for s in &snap.services {
+        o.sample(
+            "venussup_service_fatal_lines_total",
+            &[("service", &s.name)],
+            s.fatal.count,
+        );
+    }
+    o.family(
         "venussup_service_uptime_seconds",
         "gauge",
         "Seconds since the current run started.",
@@ -353,6 +365,19 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn each_service_has_its_fatal_line_count() {
+        use crate::status::sample;
+        let mut bad = sample::service("worker");
+        bad.fatal.saw("repo is already locked", 5);
+        bad.fatal.saw("repo is already locked", 6);
+        let snap = sample::snapshot(vec![sample::service("sealer"), bad]);
+        let text = render_with(&snap, &BTreeMap::new(), 10);
+        assert!(text.contains("# TYPE venussup_service_fatal_lines_total counter\n"));
+        assert!(text.contains("venussup_service_fatal_lines_total{service=\"sealer\"} 0\n"));
+        assert!(text.contains("venussup_service_fatal_lines_total{service=\"worker\"} 2\n"));
     }
 
     #[test]

@@ -143,6 +143,58 @@ pub struct ServiceStatus {
     /// While backing off: when the next start comes.
     #[serde(default)]
     pub next_start_in_secs: Option<f64>,
+    /// CUDA indices of the GPUs the plan handed it (PCI bus order, as in
+    /// its `CUDA_VISIBLE_DEVICES`); empty: none.
+    #[serde(default)]
+    pub gpus: Vec<u32>,
+    /// Fatal start lines its log showed when it died young.
+    #[serde(default)]
+    pub fatal: FatalSeen,
+}
+
+/// The fatal start lines (`fatal_output`) a service's log showed at its
+/// young deaths since venussup started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FatalSeen {
+    /// Deaths whose log ended with a fatal line.
+    pub count: u64,
+    /// The newest of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<FatalLine>,
+}
+
+/// One fatal start line, as the log showed it (at most
+/// [`FatalLine::MAX_CHARS`] characters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FatalLine {
+    pub line: String,
+    /// Unix time of the death that showed it.
+    pub at: u64,
+}
+
+impl FatalLine {
+    /// Longer lines are cut here and end with `…`: a log line can be
+    /// megabytes, the snapshot is written after every change.
+    pub const MAX_CHARS: usize = 200;
+
+    /// `line` trimmed and cut to [`Self::MAX_CHARS`] characters.
+    pub fn new(line: &str, at: u64) -> Self {
+        let line = line.trim();
+        let line = match line.char_indices().nth(Self::MAX_CHARS) {
+            Some((cut, _)) => format!("{}…", &line[..cut]),
+            None => line.to_string(),
+        };
+        Self { line, at }
+    }
+}
+
+impl FatalSeen {
+    /// One more death showed `line` at `at`.
+    pub fn saw(&mut self, line: &str, at: u64) {
+        self.count += 1;
+        self.last = Some(FatalLine::new(line, at));
+    }
 }
 
 impl ServiceStatus {
@@ -281,5 +333,98 @@ impl GateStatus {
             ),
             (None, None) => "gate: no answer yet".to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod sample {
+    use super::*;
+
+    /// A running daemon service `name`, nothing else set.
+    pub fn service(name: &str) -> ServiceStatus {
+        ServiceStatus {
+            name: name.to_string(),
+            kind: ServiceKind::Daemon,
+            state: Coarse::Running.as_str().to_string(),
+            ready: true,
+            pid: Some(4242),
+            since: Some(1_700_000_000),
+            restarts: 0,
+            last_exit: None,
+            reason: None,
+            cpus: None,
+            log_file: PathBuf::from(format!("/var/log/venussup/{name}.log")),
+            oom_kills: 0,
+            draining_secs: None,
+            next_start_in_secs: None,
+            gpus: Vec::new(),
+            fatal: FatalSeen::default(),
+        }
+    }
+
+    /// A snapshot of `services`, nothing else set.
+    pub fn snapshot(services: Vec<ServiceStatus>) -> Snapshot {
+        Snapshot {
+            version: 1,
+            pid: 1,
+            started_at: 1_700_000_000,
+            config: PathBuf::from("/etc/venussup.toml"),
+            stopping: false,
+            smt: None,
+            orphans_reaped: 0,
+            services,
+            timers: Vec::new(),
+            prepare: None,
+            hooks: Vec::new(),
+            venussup: String::new(),
+            handover: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fatal_line_is_trimmed_and_cut_at_200_characters() {
+        assert_eq!(
+            FatalLine::new("  opening path /x \n", 7).line,
+            "opening path /x"
+        );
+        let long = "é".repeat(500);
+        let cut = FatalLine::new(&long, 7).line;
+        assert_eq!(cut.chars().count(), FatalLine::MAX_CHARS + 1);
+        assert!(cut.ends_with("é…"), "{cut}");
+        let exact = "x".repeat(FatalLine::MAX_CHARS);
+        assert_eq!(FatalLine::new(&exact, 7).line, exact, "not cut");
+    }
+
+    #[test]
+    fn a_snapshot_from_an_older_daemon_has_no_gpus_and_no_fatal_lines() {
+        let mut v = serde_json::to_value(sample::service("sealer")).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("gpus");
+        o.remove("fatal");
+        let s: ServiceStatus = serde_json::from_value(v).unwrap();
+        assert!(s.gpus.is_empty());
+        assert_eq!(s.fatal, FatalSeen::default());
+    }
+
+    #[test]
+    fn fatal_seen_counts_and_keeps_the_newest() {
+        let mut f = FatalSeen::default();
+        f.saw("repo is already locked", 10);
+        f.saw("address already in use", 20);
+        assert_eq!(f.count, 2);
+        assert_eq!(
+            f.last,
+            Some(FatalLine {
+                line: "address already in use".into(),
+                at: 20
+            })
+        );
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["last"]["line"], "address already in use");
     }
 }

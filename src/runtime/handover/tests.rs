@@ -47,6 +47,10 @@ fn busy_life(t0: Instant) -> Lifecycle {
             .into_iter()
             .collect(),
         oom_kills: 3,
+        fatal: FatalSeen {
+            count: 2,
+            last: Some(crate::status::FatalLine::new("x", 1_700_000_000)),
+        },
         drain: Drain {
             phase: Phase::Quiet,
             helper: Some(Pid::from_raw(4301)),
@@ -261,6 +265,8 @@ fn within_a_format_unknown_fields_are_ignored_and_missing_ones_default() {
     assert_eq!(s.started_at, 5);
     assert_eq!(s.services[0].life.state, StateRecord::Running { pid: 12 });
     assert_eq!(s.services[0].life.restarts, 0);
+    // An older image's record has no fatal lines: the count starts over.
+    assert_eq!(s.services[0].life.fatal, FatalSeen::default());
     assert!(s.timers.is_empty());
 }
 

@@ -86,6 +86,8 @@ impl Supervisor {
             },
             cpus: plan.cpus.as_ref().and_then(|c| c.cpus.clone()),
             log_file: plan.log_file.clone(),
+            gpus: plan.gpus.devices.clone(),
+            fatal: s.fatal.clone(),
         }
     }
 
