@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 
 use common::bin;
-use common::daemon::{pid_of, Daemon, Setup, WAIT};
+use common::daemon::{pid_of, wait_file, Daemon, Setup, WAIT};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -91,6 +91,94 @@ fn status_exits_1_while_something_backs_off_and_3_when_the_daemon_is_down() {
         "{}",
         down.stderr
     );
+}
+
+/// A service whose log ends with a fatal start line is marked in every
+/// view of the status; a service's GPUs (two stated, one handed out) are
+/// shown where its process really got them.
+#[test]
+fn status_marks_fatal_lines_and_shows_gpus_in_the_table_json_detail_and_metrics() {
+    let setup = Setup::new(&format!(
+        "{}{}\
+         [[service]]\nname = \"flappy\"\ncommand = [\"/bin/sh\", \"-c\", \"echo starting; echo 'ERROR: FATAL-X repo is already locked'; exit 1\"]\nfatal_output = [\"FATAL-X\"]\nbackoff_max = \"10min\"\n",
+        standin("sealer", ", \"--report\", \"{dir}/sealer.json\"") + "gpus = [1]\n",
+        standin("worker", ""),
+    ));
+    setup.host_line("gpus = 2");
+    let d = setup.start();
+    d.running("sealer");
+    d.running("worker");
+    let flappy = d.wait_service("flappy", "a fatal line", |s| {
+        s["state"] == "backoff" && s["fatal"]["count"] == 1
+    });
+    let line = "ERROR: FATAL-X repo is already locked";
+    assert_eq!(flappy["fatal"]["last"]["line"], line);
+    let at = flappy["fatal"]["last"]["at"].as_u64().unwrap();
+    assert!(at.abs_diff(flappy["last_exit"]["at"].as_u64().unwrap()) <= 1);
+
+    // What the process got is what status shows.
+    wait_file(&setup.path("sealer.json"));
+    let report: Value =
+        serde_json::from_str(&fs::read_to_string(setup.path("sealer.json")).unwrap()).unwrap();
+    assert_eq!(report["env"]["CUDA_VISIBLE_DEVICES"], "1");
+
+    // backoff: exit 1, as `status` says whenever something backs off.
+    let json = setup.cli(&["status", "--json"]).expect_code(1).json();
+    let svc = |name: &str| {
+        json["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(svc("sealer")["gpus"], serde_json::json!([1]));
+    assert_eq!(svc("worker")["gpus"], serde_json::json!([]));
+    assert_eq!(svc("sealer")["fatal"]["count"], 0);
+    assert_eq!(svc("flappy")["fatal"]["count"], 1);
+    assert_eq!(svc("flappy")["fatal"]["last"]["line"], line);
+
+    let table = setup.cli(&["status"]).expect_code(1).stdout.clone();
+    let header = table.lines().find(|l| l.starts_with("SERVICE")).unwrap();
+    let row = |name: &str| -> Vec<String> {
+        let l = table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} row:\n{table}"));
+        l.split_whitespace().map(String::from).collect()
+    };
+    assert!(header.ends_with("CPUS  GPUS"), "{table}");
+    assert_eq!(row("sealer").last().unwrap(), "1", "{table}");
+    assert_eq!(row("worker").last().unwrap(), "-", "{table}");
+    assert!(row("flappy").contains(&"1!".to_string()), "{table}");
+    assert!(!row("sealer").contains(&"1!".to_string()), "{table}");
+    assert!(
+        table.contains("\n  flappy: 1 fatal line, the last ")
+            && table.contains(&format!(" ago: {line}\n")),
+        "{table}"
+    );
+
+    let one = setup
+        .cli(&["status", "flappy"])
+        .expect_code(1)
+        .stdout
+        .clone();
+    assert!(one.contains("  FATAL     1 fatal line, the last "), "{one}");
+    assert!(one.contains(line), "{one}");
+    let one = setup
+        .cli(&["status", "sealer"])
+        .expect_code(0)
+        .stdout
+        .clone();
+    assert!(one.contains("  gpus      [1]\n"), "{one}");
+    assert!(!one.contains("FATAL"), "{one}");
+
+    let metrics = setup.cli(&["metrics"]).expect_code(0).stdout.clone();
+    for (name, n) in [("flappy", 1), ("sealer", 0), ("worker", 0)] {
+        let sample = format!("venussup_service_fatal_lines_total{{service=\"{name}\"}} {n}\n");
+        assert!(metrics.contains(&sample), "{sample}in\n{metrics}");
+    }
 }
 
 #[test]

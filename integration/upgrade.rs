@@ -143,7 +143,9 @@ fn every_child_keeps_its_pid_and_state_across_an_upgrade_to_another_build() {
         d.running(name);
     }
     d.wait_service("slow", "starting", |s| s["state"] == "starting");
-    d.wait_service("flappy", "backing off", |s| s["state"] == "backoff");
+    d.wait_service("flappy", "backing off", |s| {
+        s["state"] == "backoff" && s["fatal"]["count"] == 1
+    });
     setup.cli(&["stop", "worker"]).expect_code(0);
     d.wait_service("worker", "draining", |s| s["state"] == "draining");
     setup.cli(&["timer", "run", "pledge"]).expect_code(0);
@@ -196,7 +198,7 @@ fn every_child_keeps_its_pid_and_state_across_an_upgrade_to_another_build() {
     assert_eq!(pids(&after), pids(&before), "every service keeps its pid");
     for name in ["sealer", "slow", "flappy", "worker", "tuned"] {
         let (b, a) = (service(&before, name), service(&after, name));
-        for field in ["state", "ready", "restarts", "reason", "last_exit"] {
+        for field in ["state", "ready", "restarts", "reason", "last_exit", "fatal"] {
             assert_eq!(a[field], b[field], "{name}: {field}");
         }
         // Uptimes are kept (Unix seconds derived from the monotonic clock).
