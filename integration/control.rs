@@ -174,6 +174,8 @@ fn status_marks_fatal_lines_and_shows_gpus_in_the_table_json_detail_and_metrics(
     assert!(one.contains("  gpus      [1]\n"), "{one}");
     assert!(!one.contains("FATAL"), "{one}");
 
+    let zabbix = setup.cli(&["zabbix", "fatal-lines", "flappy"]);
+    assert_eq!(zabbix.expect_code(0).stdout.trim(), "1");
     let metrics = setup.cli(&["metrics"]).expect_code(0).stdout.clone();
     for (name, n) in [("flappy", 1), ("sealer", 0), ("worker", 0)] {
         let sample = format!("venussup_service_fatal_lines_total{{service=\"{name}\"}} {n}\n");

@@ -255,6 +255,7 @@ fn the_real_zabbix_agent_as_zabbix_answers_ping_1_then_0_and_never_an_error_text
     assert_eq!(test("venussup.service.up[sealer]"), "1");
     assert_eq!(test("venussup.service.restarts[sealer]"), "0");
     assert_eq!(test("venussup.service.last_exit_code[sealer]"), "0");
+    assert_eq!(test("venussup.service.fatal_lines[sealer]"), "0");
     assert_eq!(test("venussup.timer.failures[pledge]"), "0");
     // A key about what is not there: no text either.
     assert_eq!(test("venussup.service.up[nosuch]"), "");
@@ -279,6 +280,7 @@ fn the_real_zabbix_agent_as_zabbix_answers_ping_1_then_0_and_never_an_error_text
         "venussup.service.restarts[sealer]",
         "venussup.service.uptime[sealer]",
         "venussup.service.last_exit_code[sealer]",
+        "venussup.service.fatal_lines[sealer]",
         "venussup.timer.last[pledge]",
         "venussup.timer.failures[pledge]",
     ] {

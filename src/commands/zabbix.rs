@@ -25,7 +25,7 @@ use crate::status::{ExitKind, Snapshot};
 use crate::util::clock::unix_now;
 
 /// The keys, as the agent config names them after `venussup zabbix`.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "ping",
     "discovery",
     "timer-discovery",
@@ -34,6 +34,7 @@ pub const KEYS: [&str; 10] = [
     "restarts",
     "uptime",
     "last-exit-code",
+    "fatal-lines",
     "timer-last",
     "timer-failures",
 ];
@@ -83,6 +84,7 @@ pub fn value(snap: &Snapshot, key: &str, name: Option<&str>) -> Result<String, S
                 ExitKind::Signal(s) => 128 + s,
             })
             .to_string(),
+        "fatal-lines" => service(need()?)?.fatal.count.to_string(),
         "timer-last" => timer(need()?)?
             .last
             .first()
@@ -209,5 +211,6 @@ mod tests {
         }
         assert_eq!(value(&s, "restarts", Some("sealer")).unwrap(), "4");
         assert!(value(&s, "up", Some("nosuch")).is_err());
+        assert_eq!(value(&s, "fatal-lines", Some("sealer")).unwrap(), "0");
     }
 }
