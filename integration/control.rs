@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 
 use common::bin;
-use common::daemon::{pid_of, wait_file, Daemon, Setup, WAIT};
+use common::daemon::{pid_of, service_in, wait_file, Daemon, Setup, WAIT};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -124,15 +124,7 @@ fn status_marks_fatal_lines_and_shows_gpus_in_the_table_json_detail_and_metrics(
 
     // backoff: exit 1, as `status` says whenever something backs off.
     let json = setup.cli(&["status", "--json"]).expect_code(1).json();
-    let svc = |name: &str| {
-        json["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let svc = |name: &str| service_in(&json, name);
     assert_eq!(svc("sealer")["gpus"], serde_json::json!([1]));
     assert_eq!(svc("worker")["gpus"], serde_json::json!([]));
     assert_eq!(svc("sealer")["fatal"]["count"], 0);

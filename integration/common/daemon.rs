@@ -326,6 +326,14 @@ pub fn wait_snapshot(
     }
 }
 
+/// Service `name`'s entry in a snapshot (or `status --json`), or `Null`.
+pub fn service_in(st: &Value, name: &str) -> Value {
+    st["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
+        .unwrap_or(Value::Null)
+}
+
 /// The pid in a service's snapshot entry.
 pub fn pid_of(s: &Value) -> i64 {
     s["pid"].as_i64().unwrap()
@@ -370,10 +378,7 @@ impl Daemon {
 
     /// One service's entry in the snapshot.
     pub fn service(&self, name: &str) -> Value {
-        self.status()["services"]
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["name"] == name).cloned())
-            .unwrap_or(Value::Null)
+        service_in(&self.status(), name)
     }
 
     /// Waits until `pred` holds for the snapshot, woken by each rewrite of
@@ -395,13 +400,7 @@ impl Daemon {
                 .as_array()
                 .is_some_and(|a| a.iter().any(|s| s["name"] == name && pred(s)))
         });
-        status["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap()
-            .clone()
+        service_in(&status, name)
     }
 
     /// Sends `sig` to venussup itself.
