@@ -138,6 +138,14 @@ fn a_fatal_start_error_is_shown_and_the_backoff_goes_to_its_cap() {
         "{}",
         table.stdout
     );
+    // A Venus role's default fatal_output marks it in every view.
+    assert_eq!(s["fatal"]["count"], 1, "{s}");
+    let t = &table.stdout;
+    assert!(
+        t.contains("\n  worker: 1 fatal line, the last ")
+            && t.contains(" ago: ERROR: soft file descriptor limit is too low: 20000 < 100000\n"),
+        "{t}"
+    );
 }
 
 #[test]
