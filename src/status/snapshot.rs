@@ -174,8 +174,8 @@ pub struct FatalLine {
 }
 
 impl FatalLine {
-    /// Longer lines are cut here and end with `…`: a log line can be
-    /// megabytes, the snapshot is written after every change.
+    /// Longer lines are cut here and end with `…`: a line of the log's
+    /// tail may be 16 KiB, and status shows it on one line under the row.
     pub const MAX_CHARS: usize = 200;
 
     /// `line` trimmed and cut to [`Self::MAX_CHARS`] characters.
