@@ -20,8 +20,8 @@ seconds=${1:-45}
 
 CARGO_FUZZ_VERSION=0.13.2
 export RUSTC_BOOTSTRAP=1 CARGO_TERM_COLOR=never
-# venussup's build.rs asks git for the commit, and `git status` refreshes
-# the index it watches: every cargo call would build the crate again.
+# venussup's build.rs asks git for the commit (and its `git status` may
+# refresh the index it watches); a fixed one keeps the build apart from git.
 export VENUSSUP_COMMIT=fuzz
 flags=(--sanitizer none --debug-assertions)
 
@@ -34,6 +34,10 @@ fi
 cargo fetch --locked >/dev/null
 echo "== building the fuzz targets"
 timeout 1800 cargo fuzz build "${flags[@]}"
+# The targets are run as built, not through `cargo fuzz run`, which asks
+# cargo again for each (and venussup's build script, watching git files
+# that may not exist, makes cargo build the crate again every time).
+bin="target/$(rustc -vV | sed -n 's/^host: //p')/release"
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
@@ -49,10 +53,9 @@ for target in "${targets[@]}"; do
   status=0
   # The outer timeout only guards against a hung libFuzzer; it stops by
   # itself after max_total_time.
-  timeout $((seconds + 600)) cargo fuzz run "${flags[@]}" "$target" \
-    "corpus/$target" "seeds/$target" -- \
+  timeout $((seconds + 600)) "$bin/$target" -artifact_prefix="artifacts/$target/" \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 >"$log" 2>&1 || status=$?
+    -print_final_stats=1 "corpus/$target" "seeds/$target" >"$log" 2>&1 || status=$?
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
   echo "   ${runs:-?} executions, corpus $(ls -1 "corpus/$target" | wc -l) inputs, exit $status"
   if [ "$status" -ne 0 ]; then
@@ -61,7 +64,7 @@ for target in "${targets[@]}"; do
     new=$(comm -13 <(echo "$before") <(ls -1 "artifacts/$target" | sort) | grep -v '^last-run.log$' || true)
     for f in $new; do
       echo "fuzz: $target failed; reproducer: fuzz/artifacts/$target/$f"
-      echo "      replay: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ${flags[*]} $target artifacts/$target/$f)"
+      echo "      replay: fuzz/$bin/$target fuzz/artifacts/$target/$f"
     done
     [ -n "$new" ] || echo "fuzz: $target failed without a reproducer; see fuzz/$log"
   fi
