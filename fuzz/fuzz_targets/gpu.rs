@@ -16,11 +16,13 @@ use libfuzzer_sys::fuzz_target;
 use venussup::host::gpu::{self, Source, DEV_DIR, DRIVER_DIR, PCI_DIR};
 use venussup::util::fsroot::FsRoot;
 
-/// Up to 4 names, one a line, that can be file names.
+/// Up to 4 names, one a line, that can be file names (at most NAME_MAX,
+/// 255 bytes, long).
 fn names(part: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(part)
         .lines()
-        .filter(|n| !n.is_empty() && *n != "." && *n != ".." && !n.contains(['/', '\0']))
+        .filter(|n| !n.is_empty() && n.len() <= 255 && *n != "." && *n != "..")
+        .filter(|n| !n.contains(['/', '\0']))
         .take(4)
         .map(str::to_string)
         .collect()
