@@ -19,7 +19,14 @@ pub enum CpuListError {
     Backwards { item: String, lo: u32, hi: u32 },
     #[error("`{text}` is not a hex CPU mask (expected 32-bit hex words separated by commas)")]
     BadMask { text: String },
+    #[error("`{item}` names CPU {cpu}, beyond {MAX_CPU}, the highest CPU number read")]
+    TooLarge { item: String, cpu: u32 },
 }
+
+/// The highest CPU number a list or mask may hold. Kernels are built for
+/// at most 8192 CPUs (x86's and powerpc's MAXSMP), so a higher number is a
+/// mistake; refusing it keeps `0-4294967295` from filling memory.
+pub const MAX_CPU: u32 = 65_535;
 
 /// Characters sysfs files may carry around their value: whitespace, and NUL
 /// padding in some snapshots.
@@ -46,7 +53,14 @@ impl CpuSet {
             let bad = || CpuListError::BadItem {
                 item: item.to_string(),
             };
-            let number = |s: &str| s.trim().parse::<u32>().map_err(|_| bad());
+            let number = |s: &str| match s.trim().parse::<u32>() {
+                Ok(cpu) if cpu > MAX_CPU => Err(CpuListError::TooLarge {
+                    item: item.to_string(),
+                    cpu,
+                }),
+                Ok(cpu) => Ok(cpu),
+                Err(_) => Err(bad()),
+            };
             match item.split_once('-') {
                 None => {
                     set.insert(number(item)?);
@@ -86,10 +100,15 @@ impl CpuSet {
             }
             let bits = u32::from_str_radix(hex, 16).map_err(|_| bad())?;
             let base = u32::try_from(word_index * 32).map_err(|_| bad())?;
-            for bit in 0..32 {
-                if bits & (1 << bit) != 0 {
-                    set.insert(base + bit);
+            for bit in (0..32).filter(|bit| bits & (1 << bit) != 0) {
+                let cpu = base.checked_add(bit).ok_or_else(bad)?;
+                if cpu > MAX_CPU {
+                    return Err(CpuListError::TooLarge {
+                        item: word.to_string(),
+                        cpu,
+                    });
                 }
+                set.insert(cpu);
             }
         }
         Ok(Self(set))
@@ -249,6 +268,34 @@ mod tests {
             CpuSet::parse_list("7-3"),
             Err(CpuListError::Backwards { lo: 7, hi: 3, .. })
         ));
+    }
+
+    /// Found by fuzzing (`fuzz/`): `0-4294967295`, in a config's `cpus` or
+    /// a sysfs file, built a set of four billion CPUs until memory ran out.
+    #[test]
+    fn refuses_cpu_numbers_no_kernel_has() {
+        for text in ["0-4294967295", "4294967295", "65536", "1,70000-70001"] {
+            assert!(
+                matches!(
+                    CpuSet::parse_list(text),
+                    Err(CpuListError::TooLarge { cpu, .. }) if cpu > MAX_CPU
+                ),
+                "{text}"
+            );
+        }
+        assert_eq!(list("65534-65535"), vec![65534, 65535]);
+        let top = CpuSet::parse_list("65535").unwrap();
+        assert_eq!(CpuSet::parse_mask(&top.to_mask(1)), Ok(top));
+        let beyond = format!("1{}", ",00000000".repeat(2048));
+        assert!(matches!(
+            CpuSet::parse_mask(&beyond),
+            Err(CpuListError::TooLarge { cpu: 65536, .. })
+        ));
+        let err = CpuSet::parse_list("0-4294967295").unwrap_err().to_string();
+        assert!(
+            err.contains("`0-4294967295`") && err.contains("65535"),
+            "{err}"
+        );
     }
 
     #[test]

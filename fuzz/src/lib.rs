@@ -1,0 +1,93 @@
+//! What the fuzz targets share: splitting one input into several files,
+//! the in-memory host a config is planned against, and running a config
+//! through `venussup check`'s pure steps.
+
+use std::path::Path;
+
+use venussup::checks::venus;
+use venussup::config;
+use venussup::host::gpu::{Discovery, Gpu, Source};
+use venussup::host::lookups::InMemory;
+use venussup::host::topology::Topology;
+use venussup::host::Host;
+use venussup::plan::{self, render};
+use venussup::util::diag::Diagnostics;
+
+/// Where the fuzzed config "is": relative paths are taken from its folder.
+pub const CONFIG: &str = "/etc/venussup/venussup.toml";
+
+/// Byte that separates the files of one input (never in valid UTF-8, so a
+/// text file loses nothing it could hold).
+pub const SEPARATOR: u8 = 0xff;
+
+/// The first `n` parts of `data` split at [`SEPARATOR`]; missing parts are
+/// empty, the last part keeps any further separators.
+pub fn parts(data: &[u8], n: usize) -> Vec<&[u8]> {
+    let mut parts: Vec<&[u8]> = data.splitn(n, |&b| b == SEPARATOR).collect();
+    parts.resize(n, &[]);
+    parts
+}
+
+/// A sealing host as the plan tests use: the Venus programs installed, a
+/// miner env file, two NVIDIA GPUs, and `topology`'s CPUs.
+pub fn sealing_host(topology: Topology) -> Host {
+    let lookups = InMemory::new()
+        .program("/usr/local/bin/venus-worker")
+        .program("/usr/local/bin/venus-sealer")
+        .folder("/var/lib/venus")
+        .file("/etc/venussup/miner.env", "MINER_TOKEN=t0ken\n")
+        .user("venus")
+        .group("venus");
+    Host {
+        online_cpus: Some(topology.online()),
+        topology: Some(topology),
+        gpus: Discovery {
+            gpus: (0..2)
+                .map(|i| Gpu {
+                    bus_id: Some(format!("0000:{:02x}:00.0", i + 1)),
+                    model: Some("NVIDIA GeForce RTX 3060 Ti".into()),
+                    numa: Some(i),
+                    ..Gpu::numbered(i)
+                })
+                .collect(),
+            source: Source::Driver,
+            warnings: Vec::new(),
+        },
+        ..Host::in_memory(lookups)
+    }
+}
+
+/// What `venussup check` does with a config text, minus the host probe:
+/// parse, plan, the Venus checks, and every rendering of the result.
+/// Asserts that each diagnostic points inside the text.
+pub fn check(text: &str, host: &Host) {
+    let path = Path::new(CONFIG);
+    let mut diags = Diagnostics::new(path, text);
+    let Some(config) = config::parse(path, text, &mut diags) else {
+        assert!(
+            diags.has_errors(),
+            "a config that does not parse has an error"
+        );
+        render_diagnostics(text, diags);
+        return;
+    };
+    let plan = plan::resolve(&config, host, &mut diags);
+    venus::check(&config, &plan, host, None, &mut diags);
+    let shown = render::redacted(&plan);
+    std::hint::black_box(render::text(&shown));
+    std::hint::black_box(serde_json::to_string(&shown).expect("a plan serialises"));
+    render_diagnostics(text, diags);
+}
+
+fn render_diagnostics(text: &str, diags: Diagnostics) {
+    let lines = text.split('\n').count();
+    for d in diags.into_sorted() {
+        if let Some(p) = d.position {
+            assert!(
+                p.line >= 1 && p.line <= lines && p.column >= 1,
+                "{d} points outside the {lines}-line text"
+            );
+        }
+        std::hint::black_box(d.to_string());
+    }
+}
