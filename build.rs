@@ -41,7 +41,12 @@ fn main() {
         git(&["symbolic-ref", "-q", "HEAD"]),
     ) {
         println!("cargo:rerun-if-changed={common}/{branch}");
-        println!("cargo:rerun-if-changed={common}/packed-refs");
+        // Only a file that exists: cargo reruns the script (and rebuilds
+        // the crate) at every build while a watched file is missing.
+        let packed = format!("{common}/packed-refs");
+        if std::path::Path::new(&packed).exists() {
+            println!("cargo:rerun-if-changed={packed}");
+        }
     }
     println!("cargo:rustc-env=VENUSSUP_COMMIT={commit}");
 }
