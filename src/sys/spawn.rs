@@ -447,10 +447,9 @@ fn child_exec(p: &ChildPlan<'_>) -> i32 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: rt_sigaction reads the zeroed buffer above (the size of
-        // the kernel's signal set is 8 bytes) and changes the disposition
-        // of one signal in this (child) process only: without
-        // CLONE_SIGHAND the child has its own table.
+        // SAFETY: rt_sigaction reads the zeroed buffer above (a kernel
+        // signal set is 8 bytes) and changes one signal's disposition in
+        // this child only (no CLONE_SIGHAND: it has its own table).
         unsafe {
             libc::syscall(
                 libc::SYS_rt_sigaction,
