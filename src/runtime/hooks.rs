@@ -324,6 +324,11 @@ mod tests {
             (443, "/robot/send?access_token=t")
         );
         assert!(!HttpUrl::parse("http://h:81").unwrap().tls);
+        let bare = HttpUrl::parse("https://h:8443?token=t").unwrap();
+        assert_eq!(
+            (bare.host.as_str(), bare.port, bare.path.as_str()),
+            ("h", 8443, "/?token=t")
+        );
         assert!(HttpUrl::parse("ftp://h/x")
             .unwrap_err()
             .contains("https://"));
@@ -346,6 +351,23 @@ mod tests {
         let e = agent(Duration::from_secs(1), Some(&key_only)).unwrap_err();
         assert!(e.contains("holds no `BEGIN CERTIFICATE` block"), "{e}");
         assert!(agent(Duration::from_secs(1), None).is_ok());
+    }
+
+    #[test]
+    fn a_try_is_bounded_by_its_timeout() {
+        // The kernel completes the connection; nobody ever answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let raw = format!("http://{}/x", silent.local_addr().unwrap());
+        let url = HttpUrl::parse(&raw).unwrap();
+        let agent = agent(Duration::from_millis(300), None).unwrap();
+        let started = std::time::Instant::now();
+        let e = post(&agent, &url, &raw, b"{}", 1).unwrap_err();
+        let took = started.elapsed();
+        assert!(e.contains("timeout"), "{e}");
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
     }
 
     #[test]
