@@ -211,6 +211,8 @@ fn explain(url: &HttpUrl, e: &ureq::Error) -> String {
         "; its CA is not trusted: for a private CA set the hook's `ca` to its PEM file"
     } else if text.contains("not valid for name") {
         "; it was made for another name: use that name in the url"
+    } else if text.contains("CaUsedAsEndEntity") {
+        "; the server shows a CA certificate (a self-signed one?): give it a certificate signed by a CA and set that CA as the hook's `ca`"
     } else {
         ""
     };
