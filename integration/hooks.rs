@@ -1,5 +1,5 @@
 //! Operations around the services: event hooks (a command and a webhook
-//! POST to a local server), the pledge gate, and node_exporter's textfile.
+//! POST to a local server, over http and https), the pledge gate, and node_exporter's textfile.
 //! Every wait is on the status snapshot (inotify) or a bounded channel.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
@@ -9,6 +9,7 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -63,8 +64,8 @@ fn a_kill_9_runs_the_command_hook_with_the_event_as_json_and_environment() {
 }
 
 /// One request read off `stream`: (request line, body).
-fn read_request(stream: &mut std::net::TcpStream) -> (String, String) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+fn read_request(stream: impl Read) -> (String, String) {
+    let mut reader = BufReader::new(stream);
     let mut first = String::new();
     reader.read_line(&mut first).unwrap();
     let mut length = 0;
@@ -121,6 +122,293 @@ fn a_webhook_post_reaches_a_local_server_after_a_retry() {
     assert!(
         log.contains("try 1/3") && log.contains("answered 503"),
         "{log}"
+    );
+}
+
+/// A test CA and two server certificates it signed, made with `openssl`
+/// in `dir`: `good` for 127.0.0.1 and localhost, `wrong` for
+/// wrong.example only. `None` (and a SKIPPED line) without `openssl`.
+fn make_certs(dir: &Path) -> Option<()> {
+    let openssl = |args: &[&str]| {
+        let mut cmd = Command::new("openssl");
+        cmd.args(args).current_dir(dir);
+        common::try_run_bounded(&mut cmd, common::RUN_TIMEOUT)
+    };
+    if openssl(&["version"]).is_none_or(|o| o.code != Some(0)) {
+        eprintln!("SKIPPED: no `openssl` command (Debian package openssl)");
+        return None;
+    }
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ok = |o: Option<common::Outcome>| {
+        o.unwrap().expect_code(0);
+    };
+    ok(openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=venussup test CA",
+            ],
+        ]
+        .concat(),
+    ));
+    for (name, san) in [
+        ("good", "IP:127.0.0.1,DNS:localhost"),
+        ("wrong", "DNS:wrong.example"),
+    ] {
+        fs::write(
+            dir.join(format!("{name}.ext")),
+            format!(
+                "subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .unwrap();
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        ok(openssl(
+            &[
+                &["req", "-new"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            ]
+            .concat(),
+        ));
+        ok(openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &pem,
+            "-extfile",
+            &ext,
+        ]));
+    }
+    Some(())
+}
+
+/// What the TLS server saw of one connection.
+#[derive(Debug)]
+enum Seen {
+    /// A request: (request line, body); it answered 200.
+    Request(String, String),
+    /// The handshake failed with this error.
+    Refused(String),
+}
+
+/// An https server on 127.0.0.1 with `name`'s certificate from `dir`,
+/// for `connections` connections; returns its port.
+fn tls_server(dir: &Path, name: &str, connections: usize, tx: mpsc::Sender<Seen>) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for _ in 0..connections {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(WAIT)).unwrap();
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut seen = None;
+            while tls.conn.is_handshaking() {
+                if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
+                    seen = Some(Seen::Refused(e.to_string()));
+                    break;
+                }
+            }
+            let seen = seen.unwrap_or_else(|| {
+                let (line, body) = read_request(&mut tls);
+                write!(tls, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+                Seen::Request(line, body)
+            });
+            tx.send(seen).unwrap();
+        }
+    });
+    port
+}
+
+/// A setup whose one service exits 3 once, with an https hook to `port`
+/// (`ca` is the hook's extra line, if any).
+fn https_hook(port: u16, ca: &str, tries: u32) -> Setup {
+    Setup::new(&format!(
+        "[[host.hook]]\nurl = \"https://127.0.0.1:{port}/robot/send?access_token=s3cret\"\n{ca}tries = {tries}\ntimeout = \"20s\"\n\n\
+         [[service]]\nname = \"once\"\nrestart = \"never\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 3\"]\n"
+    ))
+}
+
+#[test]
+fn an_https_webhook_is_delivered_to_a_server_of_the_hooks_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    if make_certs(certs.path()).is_none() {
+        return;
+    }
+    let (tx, rx) = mpsc::channel();
+    let port = tls_server(certs.path(), "good", 1, tx);
+    let ca = certs.path().join("ca.pem");
+    let setup = https_hook(port, &format!("ca = \"{}\"\n", ca.display()), 3);
+    let check = setup.cli(&["check"]).expect_code(0).stdout.clone();
+    assert!(
+        check.contains(&format!(
+            "POST https://127.0.0.1:{port}/robot/send?<redacted> (3 tries, CA {})",
+            ca.display()
+        )),
+        "{check}"
+    );
+    assert!(!check.contains("s3cret"), "{check}");
+    let d = setup.start();
+    let seen = rx.recv_timeout(WAIT).expect("a POST over TLS");
+    let Seen::Request(line, body) = seen else {
+        panic!("the handshake failed: {seen:?}");
+    };
+    assert_eq!(line, "POST /robot/send?access_token=s3cret HTTP/1.1");
+    let event: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["event"], "death");
+    assert_eq!(event["service"], "once");
+    assert_eq!(event["exit"], "exit code 3");
+    let st = d.wait_for("the https webhook counted ok", |st| {
+        st["hooks"][0]["ok"] == 1
+    });
+    assert_eq!(st["hooks"][0]["failed"], 0, "{st:#}");
+    assert!(
+        st["hooks"][0]["target"]
+            .as_str()
+            .unwrap()
+            .ends_with("?<redacted>"),
+        "{st:#}"
+    );
+}
+
+/// The hook to a server `name` fails every one of its `tries`: the server
+/// sees each handshake refused, hooks.log says why, status counts one
+/// failure. Returns hooks.log.
+fn refused(name: &str, ca: bool, tries: u32) -> Option<String> {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path())?;
+    let (tx, rx) = mpsc::channel();
+    let port = tls_server(certs.path(), name, tries as usize, tx);
+    let line = if ca {
+        format!("ca = \"{}\"\n", certs.path().join("ca.pem").display())
+    } else {
+        String::new()
+    };
+    let setup = https_hook(port, &line, tries);
+    let d = setup.start();
+    for n in 1..=tries {
+        match rx.recv_timeout(WAIT).expect("a try") {
+            Seen::Refused(e) => eprintln!("try {n}: the server saw {e}"),
+            seen => panic!("try {n} got through: {seen:?}"),
+        }
+    }
+    let st = d.wait_for("the webhook counted failed", |st| {
+        st["hooks"][0]["failed"] == 1
+    });
+    assert_eq!(st["hooks"][0]["ok"], 0, "{st:#}");
+    let log = fs::read_to_string(setup.path("logs/hooks.log")).unwrap();
+    assert!(
+        log.contains(&format!("gave up after {tries} tries")),
+        "{log}"
+    );
+    assert!(
+        d.log().contains("(see hooks.log)"),
+        "the daemon reports the failed hook: {}",
+        d.log()
+    );
+    Some(log)
+}
+
+#[test]
+fn an_https_webhook_to_a_certificate_of_an_unknown_ca_is_refused() {
+    let Some(log) = refused("good", false, 2) else {
+        return;
+    };
+    assert!(
+        log.contains("TLS: the certificate of 127.0.0.1 was refused")
+            && log.contains("UnknownIssuer")
+            && log.contains("its CA is not trusted: for a private CA set the hook's `ca`"),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_https_webhook_to_a_certificate_for_another_name_is_refused() {
+    let Some(log) = refused("wrong", true, 1) else {
+        return;
+    };
+    assert!(
+        log.contains("TLS: the certificate of 127.0.0.1 was refused")
+            && log.contains("not valid for name \"127.0.0.1\"")
+            && log.contains("made for another name"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_ca_needs_an_https_url_and_an_absolute_path_and_is_looked_for() {
+    let setup = Setup::new(
+        "[[host.hook]]\nurl = \"http://127.0.0.1:9/x\"\nca = \"/etc/ssl/ca.pem\"\n\n\
+         [[host.hook]]\nurl = \"https://127.0.0.1:9/x\"\nca = \"ca.pem\"\n\n\
+         [[host.hook]]\nurl = \"https://127.0.0.1:9/x\"\nca = \"{dir}/missing.pem\"\n",
+    );
+    let out = setup.cli(&["check"]);
+    common::assert_error_at(&out, 8, 6, "`ca` is for an https:// url");
+    common::assert_error_at(&out, 12, 6, "`ca` must be an absolute path");
+    let warning = format!(
+        ":16:6: warning: the hook's CA file {} is not a file here",
+        setup.path("missing.pem").display()
+    );
+    assert!(
+        out.stderr.contains(&warning),
+        "{warning} in\n{}",
+        out.stderr
     );
 }
 

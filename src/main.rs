@@ -98,6 +98,10 @@ enum Command {
         /// a token in it stays off the command line).
         #[arg(long)]
         url: Option<String>,
+        /// PEM file of the CA(s) an https server's certificate must chain
+        /// to, instead of the Mozilla roots.
+        #[arg(long, value_name = "PEM")]
+        ca: Option<std::path::PathBuf>,
         #[arg(long, default_value_t = 3)]
         tries: u32,
         /// Each try's bound, e.g. "10s".
@@ -365,9 +369,10 @@ fn dispatch(cli: Cli) -> u8 {
         Command::Standin(opts) => commands::standin::run(&opts),
         Command::Webhook {
             url,
+            ca,
             tries,
             timeout,
-        } => venussup::runtime::hooks::webhook_main(url, tries, timeout),
+        } => venussup::runtime::hooks::webhook_main(url, ca.as_deref(), tries, timeout),
         Command::Status { name, config, json } => {
             commands::requests::status(&config.config, name, json.json)
         }

@@ -172,8 +172,12 @@ pub struct HookConfig {
     pub on: Option<Vec<EventKind>>,
     /// Run with the event in `VENUSSUP_*` variables and as JSON on stdin.
     pub command: Option<Spanned<Vec<String>>>,
-    /// POST the event's JSON here (plain `http://`).
+    /// POST the event's JSON here (`http://` or `https://`).
     pub url: Option<Spanned<String>>,
+    /// With an `https://` url: a PEM file of the CA(s) the server's
+    /// certificate must chain to (a private CA), instead of the Mozilla
+    /// roots built into venussup.
+    pub ca: Option<Spanned<PathBuf>>,
     /// One run or POST (all its tries) is killed after this long.
     #[serde(default = "default_hook_timeout")]
     pub timeout: HumanDuration,

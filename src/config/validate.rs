@@ -141,20 +141,37 @@ fn prepare(p: &PrepareConfig, diags: &mut Diagnostics) {
     }
 }
 
-/// `[[host.hook]]`: one target, a plain-http URL, at least one try.
+/// `[[host.hook]]`: one target, an http(s) URL, at least one try; `ca`
+/// only with an https URL.
 fn hook(h: &HookConfig, diags: &mut Diagnostics) {
     match (&h.command, &h.url) {
         (Some(c), None) => command(c, diags),
-        (None, Some(u)) => {
-            if let Err(e) = crate::util::url::HttpUrl::parse(u.get_ref()) {
-                diags.error(u.span(), e);
+        (None, Some(u)) => match crate::util::url::HttpUrl::parse(u.get_ref()) {
+            Err(e) => diags.error(u.span(), e),
+            Ok(url) => {
+                if let Some(ca) = h.ca.as_ref().filter(|_| !url.tls) {
+                    diags.error(
+                        ca.span(),
+                        "`ca` is for an https:// url; this hook's url is plain http://",
+                    );
+                }
             }
-        }
+        },
         (Some(c), Some(_)) => diags.error(
             c.span(),
             "a hook has either `command` or `url`, not both; write two `[[host.hook]]` tables",
         ),
         (None, None) => diags.error(None, "a `[[host.hook]]` needs `command` or `url`"),
+    }
+    if let Some(ca) = &h.ca {
+        if h.url.is_none() {
+            diags.error(ca.span(), "`ca` goes with `url`, not `command`");
+        } else if !ca.get_ref().is_absolute() {
+            diags.error(
+                ca.span(),
+                "`ca` must be an absolute path such as \"/etc/venussup/hooks-ca.pem\"",
+            );
+        }
     }
     if h.on.as_ref().is_some_and(Vec::is_empty) {
         diags.error(

@@ -43,7 +43,7 @@ use crate::config::{
 };
 use crate::host::cgroups::Hierarchy;
 use crate::host::gpu::Gpu;
-use crate::host::Host;
+use crate::host::{FileKind, Host};
 use crate::util::cpulist::CpuSet;
 use crate::util::diag::Diagnostics;
 use cpus::{Layout, Span};
@@ -107,6 +107,9 @@ pub struct HookPlan {
     pub target: HookTarget,
     pub timeout: HumanDuration,
     pub tries: u32,
+    /// An https hook's own CA file (`[[host.hook]] ca`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -350,7 +353,12 @@ pub fn resolve(config: &Config, host: &Host, diags: &mut Diagnostics) -> Plan {
                 .prepare
                 .as_ref()
                 .map(prepare::Prepare::from_config),
-            hooks: config.host.hook.iter().filter_map(hook).collect(),
+            hooks: config
+                .host
+                .hook
+                .iter()
+                .filter_map(|h| hook(h, host, diags))
+                .collect(),
             textfile: config
                 .host
                 .metrics
@@ -364,8 +372,22 @@ pub fn resolve(config: &Config, host: &Host, diags: &mut Diagnostics) -> Plan {
 }
 
 /// A hook as planned; `None` for one the file's rules already refused.
-fn hook(h: &crate::config::HookConfig) -> Option<HookPlan> {
+/// A `ca` file missing here is a warning: the hook's POSTs fail until it
+/// is there.
+fn hook(h: &crate::config::HookConfig, host: &Host, diags: &mut Diagnostics) -> Option<HookPlan> {
     use crate::config::EventKind::*;
+    if let Some(ca) = &h.ca {
+        let path = ca.get_ref();
+        if path.is_absolute() && !matches!(host.lookups.stat(path), FileKind::File { .. }) {
+            diags.warning(
+                ca.span(),
+                format!(
+                    "the hook's CA file {} is not a file here; every POST of this hook fails until it is",
+                    ca.get_ref().display()
+                ),
+            );
+        }
+    }
     let target = match (&h.command, &h.url) {
         (Some(c), None) => HookTarget::Command(c.get_ref().clone()),
         (None, Some(u)) => HookTarget::Url(u.get_ref().clone()),
@@ -379,5 +401,6 @@ fn hook(h: &crate::config::HookConfig) -> Option<HookPlan> {
         target,
         timeout: h.timeout,
         tries: h.tries,
+        ca: h.ca.as_ref().map(|c| c.get_ref().clone()),
     })
 }

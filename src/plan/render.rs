@@ -517,7 +517,13 @@ pub fn text(plan: &Plan) -> String {
     for hook in &h.hooks {
         let what = match &hook.target {
             super::HookTarget::Command(c) => argv_line(c),
-            super::HookTarget::Url(u) => format!("POST {u} ({} tries)", hook.tries),
+            super::HookTarget::Url(u) => format!(
+                "POST {u} ({} tries{})",
+                hook.tries,
+                hook.ca
+                    .as_ref()
+                    .map_or(String::new(), |ca| format!(", CA {}", ca.display()))
+            ),
         };
         let on: Vec<String> = hook.on.iter().map(label).collect();
         let _ = writeln!(

@@ -8,14 +8,16 @@
 //!
 //! The queue, the event's shape and the URL are pure, and
 //! `supervisor/hooks.rs` runs the hooks as children; [`post`] is the
-//! helper's blocking client (it runs in its own short-lived process).
+//! helper's blocking client (ureq with rustls; it runs in its own
+//! short-lived process).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use ureq::tls::{parse_pem, Certificate, PemItem, RootCerts, TlsConfig};
 
 use crate::config::EventKind;
 use crate::status::HookCounts;
@@ -118,20 +120,26 @@ pub fn retry_delay(n: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << n.saturating_sub(1).min(4)))
 }
 
-/// POSTs `body` to `url`, `tries` times at most, each try bounded by
-/// `per_try`; Ok with the status of the first 2xx answer. Blocking: run
+/// POSTs `body` to `url` (`raw` as written) with `agent`, `tries` times
+/// at most; Ok with the status of the first 2xx answer. Blocking: run
 /// only in the `webhook` helper process.
-pub fn post(url: &HttpUrl, body: &[u8], tries: u32, per_try: Duration) -> Result<u16, String> {
+pub fn post(
+    agent: &ureq::Agent,
+    url: &HttpUrl,
+    raw: &str,
+    body: &[u8],
+    tries: u32,
+) -> Result<u16, String> {
     let mut last = String::new();
     for n in 1..=tries.max(1) {
         if n > 1 {
             // The helper is its own process; waiting here blocks nothing.
             std::thread::sleep(retry_delay(n - 1));
         }
-        match post_once(url, body, per_try) {
+        match post_once(agent, raw, body) {
             Ok(code) if (200..300).contains(&code) => return Ok(code),
             Ok(code) => last = format!("answered {code}"),
-            Err(e) => last = e,
+            Err(e) => last = explain(url, &e),
         }
         eprintln!(
             "webhook try {n}/{tries} to {}:{}: {last}",
@@ -141,62 +149,84 @@ pub fn post(url: &HttpUrl, body: &[u8], tries: u32, per_try: Duration) -> Result
     Err(last)
 }
 
-fn post_once(url: &HttpUrl, body: &[u8], timeout: Duration) -> Result<u16, String> {
-    let addr = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("failed to resolve {}: {e}", url.host))?
-        .next()
-        .ok_or_else(|| format!("{} has no address", url.host))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("failed to connect to {addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: venussup/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        url.path,
-        url.host,
-        env!("CARGO_PKG_VERSION"),
-        body.len()
-    );
-    s.write_all(head.as_bytes())
-        .and_then(|()| s.write_all(body))
-        .map_err(|e| format!("failed to send to {addr}: {e}"))?;
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 1024];
-    // The status line is all we need.
-    while !answer.contains(&b'\n') && answer.len() < 8192 {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(format!("no answer from {addr}: {e}")),
+/// The helper's client: one try within `per_try`, redirects not followed
+/// (a 3xx is an answer like any other non-2xx), no proxy. An `https://`
+/// server's certificate is checked against the Mozilla roots built in,
+/// or only against the certificates in `ca` when it is given.
+pub fn agent(per_try: Duration, ca: Option<&Path>) -> Result<ureq::Agent, String> {
+    let mut tls = TlsConfig::builder();
+    if let Some(path) = ca {
+        tls = tls.root_certs(RootCerts::new_with_certs(&trust_anchors(path)?));
+    }
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .timeout_global(Some(per_try))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .proxy(None)
+        .user_agent(format!("venussup/{}", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into())
+}
+
+/// The certificates of a `ca` PEM file: the only roots that hook trusts.
+fn trust_anchors(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("failed to read the CA file {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(format!("the CA file {} is not PEM: {e}", path.display())),
         }
     }
-    status_code(&answer).ok_or_else(|| {
-        format!(
-            "`{}` from {addr} is not an HTTP answer",
-            String::from_utf8_lossy(&answer)
-                .lines()
-                .next()
-                .unwrap_or("")
-        )
-    })
+    if certs.is_empty() {
+        return Err(format!(
+            "the CA file {} holds no `BEGIN CERTIFICATE` block",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
-/// The code of an `HTTP/1.x NNN ...` status line.
-fn status_code(answer: &[u8]) -> Option<u16> {
-    let text = std::str::from_utf8(answer).ok()?;
-    let mut words = text.lines().next()?.split_whitespace();
-    words.next().filter(|v| v.starts_with("HTTP/"))?;
-    words.next()?.parse().ok()
+fn post_once(agent: &ureq::Agent, url: &str, body: &[u8]) -> Result<u16, ureq::Error> {
+    let answer = agent
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(body)?;
+    Ok(answer.status().as_u16())
 }
 
-/// `venussup webhook [--url URL] --tries N --timeout T`: the event's JSON
-/// from stdin, POSTed to URL (default `VENUSSUP_WEBHOOK_URL`). Exit 0 when
-/// the server answered 2xx.
-pub fn webhook_main(url: Option<String>, tries: u32, per_try: Duration) -> u8 {
-    let Some(url) = url.or_else(|| std::env::var("VENUSSUP_WEBHOOK_URL").ok()) else {
+/// A failed try in words: a certificate the hook does not trust says
+/// why and what to do about it.
+fn explain(url: &HttpUrl, e: &ureq::Error) -> String {
+    let text = e.to_string();
+    let text = text.strip_prefix("io: ").unwrap_or(&text);
+    if !url.tls || !text.contains("certificate") {
+        return text.to_string();
+    }
+    let advice = if text.contains("UnknownIssuer") {
+        "; its CA is not trusted: for a private CA set the hook's `ca` to its PEM file"
+    } else if text.contains("not valid for name") {
+        "; it was made for another name: use that name in the url"
+    } else if text.contains("CaUsedAsEndEntity") {
+        "; the server shows a CA certificate (a self-signed one?): give it a certificate signed by a CA and set that CA as the hook's `ca`"
+    } else {
+        ""
+    };
+    format!(
+        "TLS: the certificate of {} was refused ({text}){advice}",
+        url.host
+    )
+}
+
+/// `venussup webhook [--url URL] [--ca PEM] --tries N --timeout T`: the
+/// event's JSON from stdin, POSTed to URL (default `VENUSSUP_WEBHOOK_URL`).
+/// Exit 0 when the server answered 2xx.
+pub fn webhook_main(url: Option<String>, ca: Option<&Path>, tries: u32, per_try: Duration) -> u8 {
+    let Some(raw) = url.or_else(|| std::env::var("VENUSSUP_WEBHOOK_URL").ok()) else {
         eprintln!("webhook: no --url and no VENUSSUP_WEBHOOK_URL");
         return 1;
     };
@@ -205,14 +235,21 @@ pub fn webhook_main(url: Option<String>, tries: u32, per_try: Duration) -> u8 {
         eprintln!("webhook: failed to read the event from stdin: {e}");
         return 1;
     }
-    let url = match HttpUrl::parse(&url) {
+    let url = match HttpUrl::parse(&raw) {
         Ok(u) => u,
         Err(e) => {
             eprintln!("webhook: {e}");
             return 1;
         }
     };
-    match post(&url, &body, tries, per_try) {
+    let agent = match agent(per_try, ca) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("webhook: {e}; no try made");
+            return 1;
+        }
+    };
+    match post(&agent, &url, &raw, &body, tries) {
         Ok(_) => 0,
         Err(e) => {
             eprintln!("webhook: gave up after {tries} tries: {e}");
@@ -273,6 +310,7 @@ mod tests {
         assert_eq!(
             u,
             HttpUrl {
+                tls: false,
                 host: "127.0.0.1".into(),
                 port: 8080,
                 path: "/robot/send?x=1".into()
@@ -280,17 +318,62 @@ mod tests {
         );
         assert_eq!(HttpUrl::parse("http://hooks.example").unwrap().port, 80);
         assert_eq!(HttpUrl::parse("http://hooks.example").unwrap().path, "/");
-        assert!(HttpUrl::parse("https://oapi.dingtalk.com/x")
+        let dingtalk =
+            HttpUrl::parse("https://oapi.dingtalk.com/robot/send?access_token=t").unwrap();
+        assert!(dingtalk.tls);
+        assert_eq!(
+            (dingtalk.port, dingtalk.path.as_str()),
+            (443, "/robot/send?access_token=t")
+        );
+        assert!(!HttpUrl::parse("http://h:81").unwrap().tls);
+        let bare = HttpUrl::parse("https://h:8443?token=t").unwrap();
+        assert_eq!(
+            (bare.host.as_str(), bare.port, bare.path.as_str()),
+            ("h", 8443, "/?token=t")
+        );
+        assert!(HttpUrl::parse("ftp://h/x")
             .unwrap_err()
-            .contains("https"));
+            .contains("https://"));
         assert!(HttpUrl::parse("http://h:99999/").is_err());
         assert!(HttpUrl::parse("http://u:p@h/").is_err());
     }
 
     #[test]
-    fn status_lines_and_backoff() {
-        assert_eq!(status_code(b"HTTP/1.1 204 No Content\r\n"), Some(204));
-        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
+    fn a_ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.pem");
+        let e = agent(Duration::from_secs(1), Some(&missing)).unwrap_err();
+        assert!(e.starts_with("failed to read the CA file"), "{e}");
+        let key_only = dir.path().join("key.pem");
+        std::fs::write(
+            &key_only,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = agent(Duration::from_secs(1), Some(&key_only)).unwrap_err();
+        assert!(e.contains("holds no `BEGIN CERTIFICATE` block"), "{e}");
+        assert!(agent(Duration::from_secs(1), None).is_ok());
+    }
+
+    #[test]
+    fn a_try_is_bounded_by_its_timeout() {
+        // The kernel completes the connection; nobody ever answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let raw = format!("http://{}/x", silent.local_addr().unwrap());
+        let url = HttpUrl::parse(&raw).unwrap();
+        let agent = agent(Duration::from_millis(300), None).unwrap();
+        let started = std::time::Instant::now();
+        let e = post(&agent, &url, &raw, b"{}", 1).unwrap_err();
+        let took = started.elapsed();
+        assert!(e.contains("timeout"), "{e}");
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn backoff() {
         assert_eq!(retry_delay(1), Duration::from_millis(500));
         assert_eq!(retry_delay(3), Duration::from_secs(2));
         assert_eq!(retry_delay(30), Duration::from_secs(8));

@@ -1,8 +1,11 @@
-//! The one kind of URL a webhook may have: plain `http://host[:port]/path`.
+//! The one kind of URL a webhook may have: `http://` or `https://`
+//! `host[:port]/path`, without `user:password@`.
 
-/// A plain `http://host[:port]/path` URL.
+/// A webhook's `http[s]://host[:port]/path` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// `https://`: the POST goes over TLS, the server's certificate checked.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     pub path: String,
@@ -10,12 +13,15 @@ pub struct HttpUrl {
 
 impl HttpUrl {
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("`{url}` is not a plain http:// URL; for https use a command hook (e.g. curl)")
-        })?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(format!("`{url}` is not an http:// or https:// URL")),
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
+            Some(i) => (&rest[..i], rest[i..].to_string()),
+            None => (rest, "/".to_string()),
         };
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
@@ -23,7 +29,7 @@ impl HttpUrl {
                 p.parse::<u16>()
                     .map_err(|_| format!("`{p}` in `{url}` is not a port"))?,
             ),
-            _ => (authority, 80),
+            _ => (authority, if tls { 443 } else { 80 }),
         };
         if host.is_empty() || host.contains('@') {
             return Err(format!(
@@ -31,9 +37,10 @@ impl HttpUrl {
             ));
         }
         Ok(Self {
+            tls,
             host: host.to_string(),
             port,
-            path: path.to_string(),
+            path,
         })
     }
 }

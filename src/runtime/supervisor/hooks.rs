@@ -79,7 +79,7 @@ impl Supervisor {
                 // would show in `ps` on the command line.
                 env.insert("VENUSSUP_WEBHOOK_URL".into(), url.clone());
                 let per_try = hook.plan.timeout.0 / hook.plan.tries.max(1);
-                vec![
+                let mut argv = vec![
                     std::env::current_exe()
                         .map_or("/proc/self/exe".into(), |p| p.display().to_string()),
                     "webhook".into(),
@@ -87,7 +87,11 @@ impl Supervisor {
                     hook.plan.tries.to_string(),
                     "--timeout".into(),
                     format!("{}ms", per_try.as_millis().max(100)),
-                ]
+                ];
+                if let Some(ca) = &hook.plan.ca {
+                    argv.extend(["--ca".into(), ca.display().to_string()]);
+                }
+                argv
             }
         };
         let started = stdin_with(&json).and_then(|stdin| {
