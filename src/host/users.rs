@@ -1,6 +1,11 @@
-//! Users and groups by name, as NSS has them (`/etc/passwd`, LDAP, ...):
-//! the one place a name becomes a uid or gid. Read-only; `plan` asks through
+//! Users and groups by name, as the C library has them: the one place a
+//! name becomes a uid or gid. Read-only; `plan` asks through
 //! [`crate::host::Lookups`], the runtime and `sys::spawn` call it directly.
+//!
+//! The same calls serve both builds: glibc's (`cargo build --release`) asks
+//! NSS (`/etc/passwd`, LDAP, SSSD, ...); the static release build links musl,
+//! which reads `/etc/passwd` and `/etc/group` itself (and asks `nscd` when
+//! one runs), so it needs no NSS module loaded at run time.
 
 use std::path::PathBuf;
 
@@ -89,5 +94,46 @@ mod tests {
             account("root", Some("no-such-group-venussup")),
             Err(AccountError::NoSuchGroup(_))
         ));
+    }
+
+    /// Every account and group in the files resolves to what the files say,
+    /// whichever C library this is built with (the static musl build reads
+    /// the files itself; a static glibc would need its NSS modules at run time).
+    #[test]
+    fn every_local_user_and_group_resolves_as_the_files_say() {
+        let fields = |path: &str| -> Vec<Vec<String>> {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with(['#', '+', '-']))
+                .map(|l| l.split(':').map(str::to_string).collect())
+                .collect()
+        };
+        let groups = fields("/etc/group");
+        let passwd = fields("/etc/passwd");
+        assert!(passwd.len() > 1, "{passwd:?}");
+        for u in &passwd {
+            let a = account(&u[0], None).unwrap();
+            assert_eq!(a.uid.as_raw().to_string(), u[2], "{u:?}");
+            assert_eq!(a.gid.as_raw().to_string(), u[3], "{u:?}");
+            assert_eq!(a.home, PathBuf::from(&u[5]), "{u:?}");
+        }
+        for g in &groups {
+            assert_eq!(
+                group_id(&g[0]).unwrap().map(|g| g.as_raw().to_string()),
+                Some(g[2].clone()),
+                "{g:?}"
+            );
+            // Supplementary groups come from the same file (`sys::spawn`).
+            for member in g[3].split(',').filter(|m| user_exists(m)) {
+                let a = account(member, None).unwrap();
+                let c = std::ffi::CString::new(member).unwrap();
+                let list = nix::unistd::getgrouplist(&c, a.gid).unwrap();
+                assert!(
+                    list.iter().any(|x| x.as_raw().to_string() == g[2]),
+                    "{member} in {g:?}: {list:?}"
+                );
+            }
+        }
     }
 }
