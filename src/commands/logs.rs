@@ -121,24 +121,39 @@ fn identity(m: &fs::Metadata) -> (u64, u64) {
 }
 
 /// Copies what `f` has past `pos` to `out`; a file now shorter than `pos`
-/// was truncated (rotated in place) and is read from its start.
-fn copy_new(f: &mut File, pos: &mut u64, out: &mut impl Write) -> io::Result<()> {
+/// was truncated (rotated in place) and is read from its start, after
+/// what it had past `pos` before: the rotation copied it, at the same
+/// offsets, to `copy` (`NAME.log.1`).
+fn copy_new(f: &mut File, pos: &mut u64, copy: &Path, out: &mut impl Write) -> io::Result<()> {
     let len = f.metadata()?.len();
     if len < *pos {
+        if let Ok(mut old) = File::open(copy) {
+            let old_len = old.metadata()?.len();
+            if old_len > *pos {
+                old.seek(SeekFrom::Start(*pos))?;
+                io::copy(&mut old.take(old_len - *pos), out)?;
+            }
+        }
         *pos = 0;
     }
     f.seek(SeekFrom::Start(*pos))?;
     let n = io::copy(&mut f.take(len - *pos), out)?;
     *pos += n;
-    if n > 0 {
-        out.flush()?;
-    }
+    out.flush()?;
     Ok(())
+}
+
+/// `NAME.log.1`, where a rotation puts the file's contents.
+fn rotated(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".1");
+    PathBuf::from(s)
 }
 
 /// Follows `path` until the process is stopped (or stdout goes away).
 fn follow(path: &Path, open: Option<(File, u64)>, out: &mut impl Write) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
+    let copy = rotated(path);
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
     // The folder: a write to the file, and a file renamed or made there.
     let watched = inotify
@@ -158,7 +173,7 @@ fn follow(path: &Path, open: Option<(File, u64)>, out: &mut impl Write) -> io::R
     });
     loop {
         if let Some((f, pos, _)) = current.as_mut() {
-            copy_new(f, pos, out)?;
+            copy_new(f, pos, &copy, out)?;
         }
         // A different file at the path now: the old one was rotated away.
         // What was written to it before the rename is read above; from
@@ -168,7 +183,7 @@ fn follow(path: &Path, open: Option<(File, u64)>, out: &mut impl Write) -> io::R
             if current.as_ref().is_none_or(|(_, _, old)| *old != id) {
                 if let Ok(f) = File::open(path) {
                     if let Some((old, pos, _)) = current.as_mut() {
-                        copy_new(old, pos, out)?;
+                        copy_new(old, pos, &copy, out)?;
                     }
                     current = Some((f, 0, id));
                     continue;
@@ -224,11 +239,28 @@ mod tests {
         let path = dir.path().join("x.log");
         fs::write(&path, "one\ntwo\n").unwrap();
         let mut f = File::open(&path).unwrap();
+        let copy = rotated(&path);
         let mut pos = 0;
         let mut out = Vec::new();
-        copy_new(&mut f, &mut pos, &mut out).unwrap();
+        copy_new(&mut f, &mut pos, &copy, &mut out).unwrap();
         fs::write(&path, "3\n").unwrap();
-        copy_new(&mut f, &mut pos, &mut out).unwrap();
+        copy_new(&mut f, &mut pos, &copy, &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "one\ntwo\n3\n");
+    }
+
+    #[test]
+    fn what_was_not_read_before_a_truncation_is_read_from_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        fs::write(&path, "one\ntw").unwrap();
+        let mut f = File::open(&path).unwrap();
+        let copy = rotated(&path);
+        let (mut pos, mut out) = (0, Vec::new());
+        copy_new(&mut f, &mut pos, &copy, &mut out).unwrap();
+        // The writer ends its line, then the rotation copies and truncates.
+        fs::write(&copy, "one\ntwo\nthree\n").unwrap();
+        fs::write(&path, "four\n").unwrap();
+        copy_new(&mut f, &mut pos, &copy, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "one\ntwo\nthree\nfour\n");
     }
 }

@@ -106,14 +106,31 @@ pub fn rotate_live(path: &Path, max: u64, keep: u32) -> io::Result<bool> {
     if keep > 0 {
         shift(&dir, name, keep)?;
         let source = dir.open_read(name)?;
-        let len = source.metadata()?.len();
-        let mut copy = dir.create_new(numbered(name, 1), 0o640)?;
-        // What is there now; the writer's next lines go to the new file.
-        io::copy(&mut (&source).take(len), &mut copy)?;
+        let mut part = name.to_owned();
+        part.push(".part");
+        let mut copy = dir.create_new(&part, 0o640)?;
+        // What is there, then what the writer added meanwhile (a few
+        // rounds at most): a line written between the last round and the
+        // truncation below is lost, as with logrotate's copytruncate, so
+        // that window is kept as short as it can be. The copy gets its
+        // name only when complete, before the truncation, so `logs -f`
+        // finds there, at the same offsets, what it had not read yet.
+        let mut copied = 0;
+        for _ in 0..CATCH_UP_ROUNDS {
+            let len = source.metadata()?.len();
+            if len <= copied {
+                break;
+            }
+            copied += io::copy(&mut (&source).take(len - copied), &mut copy)?;
+        }
+        dir.rename(&part, numbered(name, 1))?;
     }
     log.set_len(0)?;
     Ok(true)
 }
+
+/// Rounds of copying what a live log grew by while it was being copied.
+const CATCH_UP_ROUNDS: usize = 4;
 
 /// The last `lines` lines of a file, read from its last 16 KiB (never
 /// through a link: they are shown to whoever may ask the status).
