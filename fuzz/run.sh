@@ -31,7 +31,12 @@ if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
 fi
 
 # The committed Cargo.lock is used as it is (cargo fuzz has no --locked).
-cargo fetch --locked >/dev/null
+# It pins venussup's own dependencies too: a dependency added to
+# ../Cargo.toml needs `cargo update -w` here, committed with it.
+cargo fetch --locked >/dev/null || {
+  echo "fuzz/Cargo.lock is behind ../Cargo.toml (a dependency of venussup changed): run \`cd fuzz && cargo update -w\` and commit fuzz/Cargo.lock" >&2
+  exit 1
+}
 echo "== building the fuzz targets"
 timeout 1800 cargo fuzz build "${flags[@]}"
 # The targets are run as built, not through `cargo fuzz run`, which asks
