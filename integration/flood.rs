@@ -96,11 +96,9 @@ fn sockets(pid: i32) -> usize {
 
 /// Asks `f` until it holds, pacing 20 ms, at most `bound`.
 fn until(what: &str, bound: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + bound;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
+    common::eventually(what, bound, Duration::from_millis(20), &String::new, || {
+        f().then_some(())
+    });
 }
 
 fn median(v: &mut [Duration]) -> Duration {

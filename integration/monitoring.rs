@@ -353,21 +353,10 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Asks `f` until it answers, at most `bound`. A real server has no event
-/// to wait on, so this asks again every 250 ms: pacing, not a guess at how
-/// long something takes (the bound is the only limit).
-fn eventually<T>(what: &str, bound: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + bound;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not within {bound:?}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+/// Asks `f` every 250 ms until it answers, at most `bound` (a real server
+/// has no event to wait on).
+fn eventually<T>(what: &str, bound: Duration, f: impl FnMut() -> Option<T>) -> T {
+    common::eventually(what, bound, Duration::from_millis(250), &String::new, f)
 }
 
 /// `GET url` with `query` parameters through curl (bounded), as JSON.

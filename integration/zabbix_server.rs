@@ -47,27 +47,15 @@ fn free_port() -> u16 {
         .expect("a free port in 20000-31999")
 }
 
-/// Asks `f` until it answers, at most `bound`. A real server has no event
-/// to wait on, so this asks again every 500 ms: pacing, not a guess at how
-/// long something takes (the bound is the only limit).
+/// Asks `f` every 500 ms until it answers, at most `bound` (a real server
+/// has no event to wait on); `diag` tells what the servers said.
 fn eventually<T>(
     what: &str,
     bound: Duration,
     diag: &dyn Fn() -> String,
-    mut f: impl FnMut() -> Option<T>,
+    f: impl FnMut() -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + bound;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {bound:?}\n{}",
-            diag()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    common::eventually(what, bound, Duration::from_millis(500), diag, f)
 }
 
 /// `cmd` as `user`, with its groups (through setpriv).

@@ -170,3 +170,28 @@ pub fn assert_error_at(out: &Outcome, line: usize, col: usize, needle: &str) {
         out.stderr
     );
 }
+
+/// Asks `f` every `every` until it answers, at most `bound`; past the
+/// bound, fails with `what` and `diag()`. For state that no event reports
+/// (a real server's HTTP API, a file's size): `every` is pacing, not a
+/// guess at how long something takes (the bound is the only limit).
+pub fn eventually<T>(
+    what: &str,
+    bound: std::time::Duration,
+    every: std::time::Duration,
+    diag: &dyn Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {bound:?}\n{}",
+            diag()
+        );
+        std::thread::sleep(every);
+    }
+}
