@@ -145,9 +145,7 @@ fn copy_new(f: &mut File, pos: &mut u64, copy: &Path, out: &mut impl Write) -> i
 
 /// `NAME.log.1`, where a rotation puts the file's contents.
 fn rotated(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".1");
-    PathBuf::from(s)
+    PathBuf::from(crate::runtime::logs::numbered(path.as_os_str(), 1))
 }
 
 /// Follows `path` until the process is stopped (or stdout goes away).

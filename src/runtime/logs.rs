@@ -40,7 +40,8 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The shortest pause between two checks, however fast a log grows.
 pub const CHECK_MIN: Duration = Duration::from_millis(20);
 
-fn numbered(name: &OsStr, n: u32) -> OsString {
+/// `NAME.n`: where rotations put a log's older contents.
+pub(crate) fn numbered(name: &OsStr, n: u32) -> OsString {
     let mut s = name.to_owned();
     s.push(format!(".{n}"));
     s

@@ -19,7 +19,7 @@ pub mod hooks;
 pub mod hostprep;
 mod limits;
 pub mod lockdirs;
-mod logs;
+pub(crate) mod logs;
 mod notify;
 mod panic;
 mod service;
