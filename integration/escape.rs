@@ -93,12 +93,7 @@ fn a_confined_services_setsid_child_is_gone_after_its_restart() {
         "the old run's setsid child is gone before the new run starts"
     );
     let new_child = pid_in(&setup.path("gc"));
-    let after = procs(&cgroup);
-    let mut want = vec![i32::try_from(second).unwrap(), new_child];
-    want.sort_unstable();
-    let mut got = after.clone();
-    got.sort_unstable();
-    assert_eq!(got, want, "only the new process tree is in the cgroup");
+    only_in(&cgroup, i32::try_from(second).unwrap(), new_child);
     // A crash (SIGKILL of the main process) empties it too.
     fs::remove_file(setup.path("gc")).unwrap();
     kill(
@@ -106,12 +101,35 @@ fn a_confined_services_setsid_child_is_gone_after_its_restart() {
         Signal::SIGKILL,
     )
     .unwrap();
-    d.wait_service("c", "restarted after a crash", |s| {
+    let third = pid_of(&d.wait_service("c", "restarted after a crash", |s| {
         s["state"] == "running" && s["pid"].as_i64().is_some_and(|p| p != second)
-    });
+    }));
     assert!(!alive(new_child), "the crashed run's setsid child is gone");
-    pid_in(&setup.path("gc"));
-    assert_eq!(procs(&cgroup).len(), 2, "{:?}", procs(&cgroup));
+    only_in(
+        &cgroup,
+        i32::try_from(third).unwrap(),
+        pid_in(&setup.path("gc")),
+    );
+}
+
+/// Awaits a cgroup holding exactly a run's main process and its setsid
+/// child: the child's pid file appears while its `mv` may still be in the
+/// cgroup, so a single read could see three.
+fn only_in(cgroup: &Path, main: i32, child: i32) {
+    let mut want = vec![main, child];
+    want.sort_unstable();
+    let sorted = || {
+        let mut got = procs(cgroup);
+        got.sort_unstable();
+        got
+    };
+    common::eventually(
+        "only the new process tree is in the cgroup",
+        WAIT,
+        Duration::from_millis(10),
+        &|| format!("want {want:?}, have {:?}", sorted()),
+        || (sorted() == want).then_some(()),
+    );
 }
 
 #[test]
