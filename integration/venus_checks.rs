@@ -50,7 +50,8 @@ fn a_broken_host_b_reports_each_worker_mistake() {
             // and runs PreCommit1 too, which venus-worker enables by default
             ("\"--precommit1=false\", ", ""),
             // worker01 declares AddPiece but turns it off, and has too few files
-            ("tasks = [\"PreCommit1\", \"PreCommit2\"]", "tasks = [\"AddPiece\", \"PreCommit1\", \"PreCommit2\"]\nlimits = { nofile = 65536 }"),
+            ("tasks = [\"PreCommit1\", \"PreCommit2\"]", "tasks = [\"AddPiece\", \"PreCommit1\", \"PreCommit2\"]"),
+            ("limits = { memory_max = \"527GiB\" }", "limits = { memory_max = \"527GiB\", nofile = 65536 }"),
         ],
     );
     let dir = tempfile::tempdir().unwrap();
@@ -149,8 +150,9 @@ fn the_sealers_own_config_is_checked_against_its_tasks() {
     let (_root, out) = host_a_with_sealer_config(
         "[Sealing]\nMaxSealingSectors = 0\n[Storage]\nAllowAddPiece = false\nAllowUnseal = false\n",
     );
-    out.expect_code(0);
-    assert_line(&out, "warning", &["MaxSealingSectors = 0 means no limit"]);
+    // 0 is no limit to venus-sealer: an error, whatever the plan.
+    out.expect_code(1);
+    assert_line(&out, "error", &["MaxSealingSectors = 0 means no limit"]);
     for allow in ["AllowPreCommit1", "AllowPreCommit2", "AllowCommit"] {
         assert_line(
             &out,

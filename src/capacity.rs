@@ -6,7 +6,13 @@
 //! shared cache plus 128 GiB per sector, so 1 TiB gives (1024 − 112) / 128
 //! = 7.125, 7 fit, 6 recommended). Cores are counted in multicore-SDR units
 //! of `FIL_PROOFS_MULTICORE_SDR_PRODUCERS + 1` cores that must share one L3
-//! cache, so a group's leftover cores count for nothing.
+//! cache, so a group's leftover cores count for nothing. How many units one
+//! L3 group runs depends on the proofs version ([`Proofs`]).
+//!
+//! Every other declared task of the host's services (PreCommit2, C2, ...)
+//! takes its memory first ([`memory`]): the sectors get what is left.
+
+pub mod memory;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,17 +55,72 @@ impl SectorProfile {
     }
 }
 
+/// The proofs library PreCommit1 runs with, which decides how many
+/// multicore-SDR runs one L3 group holds and whether huge pages are used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proofs {
+    /// What venus-worker v1.6.0-3 ships: filecoin-ffi 943e335 pins
+    /// storage-proofs-porep 11.1.1, whose `cores.rs` makes one core group
+    /// per L3 cache and checks out a whole group per SDR run (one run per
+    /// group), and which never reads huge pages.
+    #[default]
+    Venus,
+    /// storage-proofs-porep 12.0.0 or later (rust-fil-proofs#1588): several
+    /// units of `PRODUCERS + 1` cores per L3 group; no huge pages.
+    V12,
+    /// damocles' fork (force/v18.1.0): several units per group, and the two
+    /// sector-sized layers of PreCommit1 in huge-page files.
+    Damocles,
+}
+
+impl Proofs {
+    /// Multicore-SDR runs an L3 group of `cores` holds with units of `unit`.
+    pub fn runs_per_group(self, cores: u32, unit: u32) -> u64 {
+        let unit = unit.max(1);
+        match self {
+            Proofs::Venus => u64::from(cores >= unit),
+            Proofs::V12 | Proofs::Damocles => u64::from(cores / unit),
+        }
+    }
+
+    /// Whether PreCommit1 uses the huge pages the host reserves.
+    pub fn uses_hugepages(self) -> bool {
+        self == Proofs::Damocles
+    }
+
+    /// The spelling in `[capacity] proofs`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proofs::Venus => "venus",
+            Proofs::V12 => "v12",
+            Proofs::Damocles => "damocles",
+        }
+    }
+}
+
 /// What the host has, as read by the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostResources {
-    /// Memory available to sealing (MemTotal, less hugepages set aside).
+    /// Memory available to sealing (MemTotal, less hugepages the proofs do
+    /// not use).
     pub memory: u64,
     /// Free space of each seal path.
     pub seal_free: Vec<u64>,
-    /// Cores (one thread each) of every L3 group usable for sealing.
+    /// Cores (one thread each) of every L3 group the PreCommit1 services
+    /// get (the whole host without a config).
     pub l3_group_cores: Vec<u32>,
     /// Cores one multicore-SDR unit needs in one L3 group.
     pub sdr_unit_cores: u32,
+    pub proofs: Proofs,
+    /// The host's services and their declared tasks (none without a
+    /// config: then PreCommit1 alone is counted).
+    pub services: Vec<memory::Service>,
+    /// `[capacity] window_post_memory`.
+    pub window_post: Option<u64>,
+    /// `[capacity] other_hosts`: sealing sectors the sealer leaves to
+    /// other hosts.
+    pub other_hosts: u64,
 }
 
 /// Which resource limits the number of sectors.
@@ -84,6 +145,13 @@ impl std::fmt::Display for Bound {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Capacity {
     pub profile: SectorProfile,
+    pub proofs: Proofs,
+    /// Memory every task but the PreCommit1 sectors takes, host-wide.
+    pub other_tasks: ByteSize,
+    /// Memory the recommended sectors and every other task take.
+    pub host_budget: ByteSize,
+    /// Per service: its tasks' memory and the `memory_max` to give it.
+    pub budget: Vec<memory::ServiceBudget>,
     /// Sectors memory allows, unrounded (the plan's 7.125).
     pub by_memory_exact: f64,
     pub by_memory: u64,
@@ -93,18 +161,31 @@ pub struct Capacity {
     pub binding: Bound,
     /// Sectors that fit: the least of the bounds.
     pub fit: u64,
-    /// Sectors held back for safety.
+    /// Sectors asked to be held back for safety (`[capacity] reserve`).
     pub reserve: u64,
-    /// `MaxSealingSectors` to set: what fits less the reserve, at least 1
-    /// when anything fits.
-    pub recommended: u64,
+    /// Sectors really held back: the reserve never takes the last one.
+    pub held_back: u64,
+    /// `MaxSealingSectors` for this host: what fits less the reserve, at
+    /// least 1; `None` when nothing fits (never 0: venus-sealer reads 0 as
+    /// no limit).
+    pub recommended: Option<u64>,
     /// Seal disk the recommended number needs.
     pub seal_disk_needed: ByteSize,
+    /// Sealing sectors the sealer leaves to other hosts.
+    pub other_hosts: u64,
+    /// `MaxSealingSectors` for the whole sealer: `recommended` here plus
+    /// `other_hosts`.
+    pub sealer_wide: Option<u64>,
 }
 
 /// Computes the plan. `reserve` sectors are held back from what fits.
 pub fn compute(profile: SectorProfile, host: &HostResources, reserve: u64) -> Capacity {
-    let free_memory = host.memory.saturating_sub(profile.shared_cache.0);
+    let mut budget = memory::other_tasks(&host.services, profile.sector_size.0, host.window_post);
+    let other_tasks: u64 = budget.iter().map(|b| b.total.0).sum();
+    let free_memory = host
+        .memory
+        .saturating_sub(profile.shared_cache.0)
+        .saturating_sub(other_tasks);
     let per_mem = profile.per_sector_memory.0.max(1);
     // f64 is exact here for any real memory size (< 2^53 bytes).
     #[allow(clippy::cast_precision_loss)]
@@ -117,7 +198,7 @@ pub fn compute(profile: SectorProfile, host: &HostResources, reserve: u64) -> Ca
     let by_cores = host
         .l3_group_cores
         .iter()
-        .map(|&cores| u64::from(cores / unit))
+        .map(|&cores| host.proofs.runs_per_group(cores, unit))
         .sum();
     let mut bounds = vec![(by_memory, Bound::Memory), (by_cores, Bound::Cores)];
     if let Some(d) = by_disk {
@@ -128,13 +209,23 @@ pub fn compute(profile: SectorProfile, host: &HostResources, reserve: u64) -> Ca
         .into_iter()
         .reduce(|best, b| if b.0 < best.0 { b } else { best })
         .unwrap_or((0, Bound::Memory));
-    let recommended = if fit == 0 {
-        0
-    } else {
-        fit.saturating_sub(reserve).max(1)
-    };
+    let recommended = (fit > 0).then(|| fit.saturating_sub(reserve).max(1));
+    let sectors = recommended.unwrap_or(0);
+    memory::finish(
+        &mut budget,
+        &host.services,
+        sectors,
+        profile.per_sector_memory.0,
+        profile.shared_cache.0,
+    );
     Capacity {
         profile,
+        proofs: host.proofs,
+        other_tasks: ByteSize(other_tasks),
+        host_budget: ByteSize(
+            profile.shared_cache.0 + sectors * profile.per_sector_memory.0 + other_tasks,
+        ),
+        budget,
         by_memory_exact,
         by_memory,
         by_disk,
@@ -142,9 +233,20 @@ pub fn compute(profile: SectorProfile, host: &HostResources, reserve: u64) -> Ca
         binding,
         fit,
         reserve,
+        held_back: fit - sectors.min(fit),
         recommended,
-        seal_disk_needed: ByteSize(recommended * profile.per_sector_disk.0),
+        seal_disk_needed: ByteSize(sectors * profile.per_sector_disk.0),
+        other_hosts: host.other_hosts,
+        sealer_wide: recommended.map(|n| n + host.other_hosts),
     }
+}
+
+/// What `plan` says when not one sector fits.
+pub fn nothing_fits(c: &Capacity) -> String {
+    format!(
+        "nothing fits: not one {} sector (bound by {}); do not set MaxSealingSectors = 0, venus-sealer reads 0 as no limit (storage-sealing/garbage.go); free {} or take tasks off this host",
+        c.profile.sector_size, c.binding, c.binding
+    )
 }
 
 #[cfg(test)]
@@ -159,11 +261,25 @@ mod tests {
             seal_free,
             l3_group_cores: l3,
             sdr_unit_cores: 4,
+            proofs: Proofs::Venus,
+            services: Vec::new(),
+            window_post: None,
+            other_hosts: 0,
         }
     }
 
     fn profile(gib: u64) -> SectorProfile {
         SectorProfile::default_for(ByteSize(gib * GIB)).unwrap()
+    }
+
+    fn service(name: &str, tasks: &[&str], gpus: usize) -> memory::Service {
+        memory::Service {
+            name: name.to_string(),
+            tasks: tasks.iter().map(ToString::to_string).collect(),
+            gpus,
+            worker: true,
+            memory_max: None,
+        }
     }
 
     #[test]
@@ -173,9 +289,45 @@ mod tests {
         assert!((c.by_memory_exact - 7.125).abs() < 1e-9);
         assert_eq!(c.by_memory, 7);
         assert_eq!(c.by_disk, Some(10));
-        assert_eq!(c.by_cores, 32);
-        assert_eq!((c.binding, c.fit, c.recommended), (Bound::Memory, 7, 6));
+        // proofs 11.1.1: one SDR run per L3 group.
+        assert_eq!(c.by_cores, 16);
+        assert_eq!(
+            (c.binding, c.fit, c.recommended),
+            (Bound::Memory, 7, Some(6))
+        );
+        assert_eq!((c.reserve, c.held_back), (1, 1));
         assert_eq!(c.seal_disk_needed, ByteSize(6 * TIB));
+        assert_eq!(c.host_budget, ByteSize((112 + 6 * 128) * GIB));
+    }
+
+    /// Host B of the deployment plan: worker01 PreCommit1 + PreCommit2 on
+    /// the CPU (75 % of the cores), worker02 C2 on one GPU (25 %), 1 TiB,
+    /// 64 GiB sectors. C2 takes 190 + 64 GiB (MaxMemory + the parameters'
+    /// BaseMinMemory), PreCommit2 30 + 1 GiB: (1024 − 112 − 254 − 31) / 128
+    /// = 4.9, so 4 fit and 3 are recommended, not the plan's 6.
+    #[test]
+    fn host_b_counts_c2_and_precommit2_before_the_sectors() {
+        let mut h = host(TIB, vec![10 * TIB], vec![8; 12]);
+        h.services = vec![
+            service("worker01", &["PreCommit1", "PreCommit2"], 0),
+            service("worker02", &["Commit"], 1),
+        ];
+        let c = compute(profile(64), &h, 1);
+        assert_eq!(c.other_tasks, ByteSize(285 * GIB));
+        assert!((c.by_memory_exact - 627.0 / 128.0).abs() < 1e-9);
+        assert_eq!((c.by_memory, c.by_cores), (4, 12));
+        assert_eq!(
+            (c.binding, c.fit, c.recommended, c.held_back),
+            (Bound::Memory, 4, Some(3), 1)
+        );
+        // 112 + 3 × 128 + 31 and 254: 781 GiB of the 1024.
+        assert_eq!(c.budget[0].suggested_memory_max, Some(ByteSize(527 * GIB)));
+        assert_eq!(c.budget[1].suggested_memory_max, Some(ByteSize(254 * GIB)));
+        assert_eq!(c.host_budget, ByteSize(781 * GIB));
+        // Host A's sealer seals for host B too: its MaxSealingSectors
+        // counts both.
+        h.other_hosts = 4;
+        assert_eq!(compute(profile(64), &h, 1).sealer_wide, Some(7));
     }
 
     #[test]
@@ -186,7 +338,10 @@ mod tests {
         assert_eq!(c.by_memory, 15);
         // 10 TiB / 520 GiB = 19.69
         assert_eq!(c.by_disk, Some(19));
-        assert_eq!((c.binding, c.fit, c.recommended), (Bound::Memory, 15, 14));
+        assert_eq!(
+            (c.binding, c.fit, c.recommended),
+            (Bound::Memory, 15, Some(14))
+        );
         assert_eq!(c.seal_disk_needed, ByteSize(14 * 520 * GIB));
     }
 
@@ -200,36 +355,57 @@ mod tests {
         );
         assert_eq!(
             (c.by_disk, c.binding, c.fit, c.recommended),
-            (Some(4), Bound::Disk, 4, 3)
+            (Some(4), Bound::Disk, 4, Some(3))
         );
     }
 
     #[test]
-    fn cores_bind_and_leftover_cores_of_a_group_count_for_nothing() {
-        // Two L3 groups of 6 cores: one 4-core SDR unit each.
+    fn cores_bind_by_the_proofs_versions_rule() {
+        // Two L3 groups of 6 cores: one 4-core SDR unit each, either way.
         let c = compute(profile(64), &host(TIB, vec![], vec![6, 6]), 1);
         assert_eq!(
             (c.by_cores, c.by_disk, c.binding, c.fit),
             (2, None, Bound::Cores, 2)
         );
-        assert_eq!(c.recommended, 1);
+        assert_eq!((c.recommended, c.held_back), (Some(1), 1));
+        // Groups of 8: proofs 11.1.1 runs one SDR per group, 12+ two.
+        let mut h = host(TIB, vec![], vec![8, 8]);
+        assert_eq!(compute(profile(64), &h, 1).by_cores, 2);
+        h.proofs = Proofs::V12;
+        assert_eq!(compute(profile(64), &h, 1).by_cores, 4);
+        h.proofs = Proofs::Damocles;
+        assert_eq!(compute(profile(64), &h, 1).by_cores, 4);
+        // A group smaller than a unit runs no bound SDR in either.
+        h.l3_group_cores = vec![3, 3];
+        for proofs in [Proofs::Venus, Proofs::V12] {
+            h.proofs = proofs;
+            assert_eq!(compute(profile(64), &h, 1).by_cores, 0);
+        }
     }
 
     #[test]
-    fn too_little_memory_fits_nothing() {
+    fn too_little_memory_fits_nothing_and_recommends_nothing() {
         // 100 GiB is less than the 112 GiB shared cache alone.
         let c = compute(profile(64), &host(100 * GIB, vec![TIB], vec![8]), 1);
-        assert_eq!((c.by_memory, c.fit, c.recommended), (0, 0, 0));
+        assert_eq!(
+            (c.by_memory, c.fit, c.recommended, c.held_back),
+            (0, 0, None, 0)
+        );
         assert_eq!(c.seal_disk_needed, ByteSize(0));
+        // C2 alone takes what would have fitted one sector.
+        let mut h = host(400 * GIB, vec![TIB], vec![8]);
+        assert_eq!(compute(profile(64), &h, 1).recommended, Some(1));
+        h.services = vec![service("w", &["PreCommit1", "Commit"], 1)];
+        assert_eq!(compute(profile(64), &h, 1).recommended, None);
     }
 
     #[test]
     fn the_reserve_never_takes_the_last_sector() {
-        // (360 − 112) / 128 = 1.9: one fits, one is recommended.
+        // (360 − 112) / 128 = 1.9: one fits, one is recommended, none held back.
         let c = compute(profile(64), &host(360 * GIB, vec![TIB], vec![8]), 1);
-        assert_eq!((c.fit, c.recommended), (1, 1));
+        assert_eq!((c.fit, c.recommended, c.held_back), (1, Some(1), 0));
         let c = compute(profile(64), &host(TIB, vec![10 * TIB], vec![8; 16]), 3);
-        assert_eq!(c.recommended, 4);
+        assert_eq!((c.recommended, c.held_back), (Some(4), 3));
     }
 
     #[test]

@@ -334,8 +334,13 @@ fn section<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Table> {
     table.get(key).and_then(toml::Value::as_table)
 }
 
-/// `[Sealing] MaxSealingSectors`: 0 is unlimited; above the capacity plan
-/// memory runs out.
+/// `[Sealing] MaxSealingSectors`. venus-sealer checks it only when above 0
+/// (`storage-sealing/garbage.go` `PledgeSector`; its default is 0,
+/// `config/default_config.go`), so 0 is no limit; and it counts every
+/// sealing sector of the sealer, on every host, in every state from
+/// AddPiece to finalize (`types/sector_state.go` `toStatState`,
+/// `types/stats.go` `curSealingLocked`), so it is compared with this
+/// host's plan plus `[capacity] other_hosts`.
 fn max_sealing_sectors(
     s: &ServiceConfig,
     path: &std::path::Path,
@@ -346,17 +351,36 @@ fn max_sealing_sectors(
     let max = section(table, "Sealing")
         .and_then(|t| t.get("MaxSealingSectors"))
         .and_then(toml::Value::as_integer);
-    match (max, capacity) {
-        (Some(0), c) => diags.warning(s.name.span(), format!(
-            "{}: [Sealing] MaxSealingSectors = 0 means no limit, and memory runs out{}",
-            path.display(),
-            c.map_or(String::new(), |c| format!("; set it to {} (venussup plan)", c.recommended))
+    let set_it = capacity.and_then(|c| c.sealer_wide).map_or_else(
+        || "set it to the sectors your hosts hold (venussup plan)".to_string(),
+        |n| format!("set it to {n} (venussup plan)"),
+    );
+    let no_limit = "venus-sealer checks the limit only when it is above 0, so pledges never stop and memory and seal disk run out";
+    match max {
+        Some(0) => diags.error(s.name.span(), format!(
+            "{}: [Sealing] MaxSealingSectors = 0 means no limit: {no_limit}; {set_it}",
+            path.display()
         )),
-        (Some(n), Some(c)) if u64::try_from(n).is_ok_and(|n| n > c.recommended) => diags.warning(s.name.span(), format!(
-            "{}: [Sealing] MaxSealingSectors = {n} is above the capacity plan ({} fit, bound by {}, {} recommended); set it to {}",
-            path.display(), c.fit, c.binding, c.recommended, c.recommended
+        None => diags.warning(s.name.span(), format!(
+            "{}: [Sealing] MaxSealingSectors is not set, and venus-sealer's default is 0, no limit: {no_limit}; {set_it}",
+            path.display()
         )),
-        _ => {}
+        Some(n) => {
+            let Some((c, wide)) = capacity.and_then(|c| Some((c, c.sealer_wide?))) else {
+                return;
+            };
+            if u64::try_from(n).is_ok_and(|n| n > wide) {
+                let others = if c.other_hosts > 0 {
+                    format!(" + {} on other hosts ([capacity] other_hosts) = {wide}", c.other_hosts)
+                } else {
+                    "; if other hosts seal for this sealer, give their sectors in [capacity] other_hosts".to_string()
+                };
+                diags.warning(s.name.span(), format!(
+                    "{}: [Sealing] MaxSealingSectors = {n} is above the capacity plan: it counts every sealing sector of the sealer on every host, and this host holds {} ({} fit, bound by {}){others}; {set_it}",
+                    path.display(), wide - c.other_hosts, c.fit, c.binding
+                ));
+            }
+        }
     }
 }
 

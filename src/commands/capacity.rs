@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{exit, print_stdout};
-use crate::capacity::{self, Capacity, HostResources, SectorProfile};
-use crate::checks::venus;
+use crate::capacity::{self, memory, Capacity, HostResources, Proofs, SectorProfile};
+use crate::checks::{capacity as capacity_checks, venus};
 use crate::config::load_valid;
 use crate::config::values::ByteSize;
-use crate::config::Config;
+use crate::config::{Config, Role, ServiceKind, Task};
 use crate::host::{memory as hostinfo, topology, Host};
 use crate::plan::{self as service_plan, Plan};
 use crate::util::fsroot::FsRoot;
@@ -46,9 +46,13 @@ pub struct SealPath {
 /// The inputs read from the host, shown beside the result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Assessment {
-    /// MemTotal less the huge pages `[host.prepare]` reserves.
+    /// MemTotal, less the huge pages `[host.prepare]` reserves unless the
+    /// proofs in use read them.
     pub memory: ByteSize,
     pub hugepages: ByteSize,
+    /// Whether the huge pages were taken from the memory (the proofs in use
+    /// never read them).
+    pub hugepages_wasted: bool,
     pub seal_paths: Vec<SealPath>,
     pub cores: u32,
     pub l3_groups: Vec<u32>,
@@ -56,6 +60,17 @@ pub struct Assessment {
     pub multicore_sdr: bool,
     #[serde(flatten)]
     pub capacity: Capacity,
+}
+
+impl Assessment {
+    /// Huge pages reserved that the proofs in use never read.
+    pub fn wasted_hugepages(&self) -> u64 {
+        if self.hugepages_wasted {
+            self.hugepages.0
+        } else {
+            0
+        }
+    }
 }
 
 /// Seal paths a config names: `[capacity] seal_paths`, else the `--seal`
@@ -88,7 +103,7 @@ fn sdr_unit(plan: Option<&Plan>) -> (bool, u32) {
     let Some(p1) = plan.and_then(|p| {
         p.services
             .iter()
-            .find(|s| s.tasks.contains(&crate::config::Task::PreCommit1))
+            .find(|s| s.tasks.contains(&Task::PreCommit1))
     }) else {
         return default;
     };
@@ -96,6 +111,41 @@ fn sdr_unit(plan: Option<&Plan>) -> (bool, u32) {
         Some(unit) => (true, u32::try_from(unit).unwrap_or(u32::MAX)),
         None => (false, 1),
     }
+}
+
+/// The host's services as the memory budget sees them: every daemon that
+/// declares tasks.
+fn budget_services(plan: &Plan) -> Vec<memory::Service> {
+    plan.services
+        .iter()
+        .filter(|s| s.kind == ServiceKind::Daemon && !s.tasks.is_empty())
+        .map(|s| memory::Service {
+            name: s.name.clone(),
+            tasks: s.tasks.iter().map(|t| format!("{t:?}")).collect(),
+            gpus: s.gpus.devices.len(),
+            worker: s.role == Role::Worker,
+            memory_max: s.limits.memory_max.map(|m| m.0),
+        })
+        .collect()
+}
+
+/// Cores per L3 group that PreCommit1 gets: the L3 groups of the
+/// PreCommit1 services' CPUs when the plan placed them, else the host's.
+fn pc1_groups(plan: Option<&Plan>, host_groups: &[u32]) -> Vec<u32> {
+    let spans: Vec<_> = plan
+        .into_iter()
+        .flat_map(|p| &p.services)
+        .filter(|s| s.tasks.contains(&Task::PreCommit1))
+        .filter_map(|s| s.cpus.as_ref()?.span.as_ref())
+        .collect();
+    if spans.is_empty() {
+        return host_groups.to_vec();
+    }
+    spans
+        .iter()
+        .flat_map(|span| &span.l3)
+        .map(|u| u32::try_from(u.cores).unwrap_or(u32::MAX))
+        .collect()
 }
 
 /// Reads the host and computes the capacity plan.
@@ -155,15 +205,18 @@ pub fn assess(
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    // Huge pages are reserved: what they take is not there for sectors.
+    let proofs = cap_config.map_or(Proofs::default(), |c| c.proofs);
+    // Huge pages are reserved: unless the proofs read them, what they take
+    // is not there for sectors.
     let hugepages = config
         .and_then(|(_, p)| p.host.prepare.as_ref()?.hugepages.as_ref())
         .map_or(0, |h| {
             crate::plan::prepare::hugepage_bytes(h, &crate::host::topology::numa_nodes(fs_root))
         });
+    let hugepages_wasted = hugepages > 0 && !proofs.uses_hugepages();
     let memory = hostinfo::mem_total(fs_root)
         .map_err(|e| e.to_string())?
-        .saturating_sub(hugepages);
+        .saturating_sub(if hugepages_wasted { hugepages } else { 0 });
     let topo = topology::read(fs_root).map_err(|e| e.to_string())?;
     let l3_groups: Vec<u32> = topo
         .tree()
@@ -172,44 +225,63 @@ pub fn assess(
         .flat_map(|n| &n.l3_groups)
         .map(|g| u32::try_from(g.cores.len()).unwrap_or(u32::MAX))
         .collect();
-    let (multicore_sdr, sdr_unit_cores) = sdr_unit(config.map(|(_, p)| p));
+    let plan = config.map(|(_, p)| p);
+    let (multicore_sdr, sdr_unit_cores) = sdr_unit(plan);
+    let l3_groups = pc1_groups(plan, &l3_groups);
     let resources = HostResources {
         memory,
         seal_free: seal_paths.iter().map(|s| s.free.0).collect(),
         l3_group_cores: l3_groups.clone(),
         sdr_unit_cores,
+        proofs,
+        services: plan.map(budget_services).unwrap_or_default(),
+        window_post: cap_config.and_then(|c| c.window_post_memory).map(|m| m.0),
+        other_hosts: cap_config.map_or(0, |c| c.other_hosts),
     };
     let reserve = cap_config.map_or(1, |c| c.reserve);
+    let capacity = capacity::compute(profile, &resources, reserve);
     Ok(Assessment {
         memory: ByteSize(memory),
         hugepages: ByteSize(hugepages),
+        hugepages_wasted,
         cores: l3_groups.iter().sum(),
         seal_paths,
         l3_groups,
         sdr_unit_cores,
         multicore_sdr,
-        capacity: capacity::compute(profile, &resources, reserve),
+        capacity,
     })
 }
 
-fn text(a: &Assessment) -> String {
+/// The capacity plan as `plan` prints it (and `check` after its plan).
+pub fn text(a: &Assessment) -> String {
     let c = &a.capacity;
     let p = &c.profile;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "capacity plan for {} sectors: {} shared cache + {} per sector, about {} of seal disk each",
-        p.sector_size, p.shared_cache, p.per_sector_memory, p.per_sector_disk
+        "capacity plan for {} sectors (proofs: {}): {} shared cache + {} per sector, about {} of seal disk each",
+        p.sector_size, c.proofs.as_str(), p.shared_cache, p.per_sector_memory, p.per_sector_disk
     );
+    let others = if c.other_tasks.0 > 0 {
+        format!(" − {} of other tasks", c.other_tasks)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "  memory  {} → ({} − {}) / {} = {:.3} → {}",
+        "  memory  {} → ({} − {}{others}) / {} = {:.3} → {}",
         a.memory, a.memory, p.shared_cache, p.per_sector_memory, c.by_memory_exact, c.by_memory
     );
     if a.hugepages.0 > 0 {
+        let how = if a.hugepages_wasted {
+            "taken from MemTotal: the proofs in use never read them"
+        } else {
+            "left in: damocles' proofs keep PreCommit1's layers in them"
+        };
         let _ = writeln!(
             out,
-            "          ({} huge pages of [host.prepare] taken from MemTotal)",
+            "          ({} huge pages of [host.prepare] {how})",
             a.hugepages
         );
     }
@@ -229,28 +301,90 @@ fn text(a: &Assessment) -> String {
             );
         }
     }
-    let unit = if a.multicore_sdr {
-        format!(
+    let unit = match (a.multicore_sdr, c.proofs) {
+        (false, _) => "1 core per sector (multicore SDR off)".to_string(),
+        (true, Proofs::Venus) => format!(
+            "one multicore-SDR run of {} cores per L3 group (proofs 11.1.1)",
+            a.sdr_unit_cores
+        ),
+        (true, _) => format!(
             "multicore SDR units of {} cores in one L3",
             a.sdr_unit_cores
-        )
-    } else {
-        "1 core per sector (multicore SDR off)".to_string()
+        ),
     };
     let _ = writeln!(
         out,
-        "  cores   {} cores in {} L3 group(s), {unit} → {}",
+        "  cores   {} PreCommit1 cores in {} L3 group(s), {unit} → {}",
         a.cores,
         a.l3_groups.len(),
         c.by_cores
     );
     let _ = writeln!(out, "  fit     {} (bound by {})", c.fit, c.binding);
+    budget_text(&mut out, a);
+    match c.recommended {
+        Some(n) => {
+            let held = if c.held_back > 0 {
+                format!(" ({} held back)", c.held_back)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "recommended: MaxSealingSectors = {n}{held}, needing {} of seal disk",
+                c.seal_disk_needed
+            );
+            if c.other_hosts > 0 {
+                let _ = writeln!(
+                    out,
+                    "  sealer-wide: {n} here + {} on other hosts ([capacity] other_hosts) = MaxSealingSectors {}",
+                    c.other_hosts,
+                    n + c.other_hosts
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(out, "{}", capacity::nothing_fits(c));
+        }
+    }
+    out
+}
+
+/// The memory budget, one line per service.
+fn budget_text(out: &mut String, a: &Assessment) {
+    let c = &a.capacity;
+    if c.budget.is_empty() {
+        return;
+    }
     let _ = writeln!(
         out,
-        "recommended: MaxSealingSectors = {} ({} held back), needing {} of seal disk",
-        c.recommended, c.reserve, c.seal_disk_needed
+        "memory budget (venus-sealer's resource table: MaxMemory + BaseMinMemory per task):"
     );
-    out
+    let width = c.budget.iter().map(|b| b.service.len()).max().unwrap_or(0);
+    for b in &c.budget {
+        let mut parts: Vec<String> = b
+            .lines
+            .iter()
+            .map(|l| format!("{} {} × {}", l.task, l.count, l.each))
+            .collect();
+        parts.extend(b.uncounted.iter().map(|t| format!("{t} not counted")));
+        let limit = match (b.suggested_memory_max, b.memory_max) {
+            (Some(s), Some(m)) => format!(" → limits.memory_max = \"{s}\" (set: {m})"),
+            (Some(s), None) => format!(" → limits.memory_max = \"{s}\" (not set)"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:width$}  {} = {}{limit}",
+            b.service,
+            parts.join(", "),
+            b.total
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:width$}  {} of {}",
+        "host", c.host_budget, a.memory
+    );
 }
 
 pub fn run(opts: &Options<'_>) -> u8 {
@@ -290,7 +424,21 @@ pub fn run(opts: &Options<'_>) -> u8 {
     if let Some((c, p)) = &planned {
         let mut d = c.diagnostics();
         venus::check_capacity(c, p, &host, &assessment.capacity, &mut d);
+        capacity_checks::check(
+            c,
+            p,
+            &assessment.capacity,
+            assessment.wasted_hugepages(),
+            &mut d,
+        );
         findings = d.into_sorted();
+    }
+    let fits = assessment.capacity.recommended.is_some();
+    if !fits && opts.json {
+        eprintln!(
+            "venussup plan: {}",
+            capacity::nothing_fits(&assessment.capacity)
+        );
     }
     let written = if opts.json {
         #[derive(Serialize)]
@@ -312,7 +460,8 @@ pub fn run(opts: &Options<'_>) -> u8 {
         print_stdout(&text(&assessment))
     };
     match written {
-        Ok(()) => exit::OK,
+        Ok(()) if fits => exit::OK,
+        Ok(()) => exit::FAILURE,
         Err(e) => {
             eprintln!("venussup plan: {e}");
             exit::FAILURE

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{exit, print_stdout};
-use crate::checks::{secrets, venus};
+use crate::checks::{self, secrets, venus};
 use crate::config;
 use crate::host::Host;
 use crate::plan::{self, render, Plan};
@@ -23,10 +23,13 @@ struct Report<'a> {
     warnings: Vec<&'a Diagnostic>,
     notes: Vec<&'a Diagnostic>,
     plan: Option<Plan>,
+    /// The capacity plan and memory budget, with `[capacity]`.
+    capacity: Option<super::capacity::Assessment>,
 }
 
 pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
     let (config, mut diags) = config::load(config_path);
+    let mut assessed = None;
     let plan = config.map(|c| {
         let host = Host::probe(fs_root);
         let plan = plan::resolve(&c, &host, &mut diags);
@@ -41,6 +44,10 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
                 .ok()
         });
         venus::check(&c, &plan, &host, capacity.as_ref().map(|a| &a.capacity), &mut diags);
+        if let Some(a) = &capacity {
+            checks::capacity::check(&c, &plan, &a.capacity, a.wasted_hugepages(), &mut diags);
+        }
+        assessed = capacity;
         secrets::check(&c, &host, &mut diags);
         control_access(&c, config_path, fs_root, &mut diags);
         folders(&c, fs_root, &mut diags);
@@ -62,6 +69,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
             warnings: by(Severity::Warning).collect(),
             notes: by(Severity::Note).collect(),
             plan: shown,
+            capacity: assessed,
         };
         let written = serde_json::to_string_pretty(&report)
             .map_err(|e| format!("cannot write JSON: {e}"))
@@ -71,8 +79,10 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
             return exit::FAILURE;
         }
     } else {
-        if let Some(p) = &shown {
-            if let Err(e) = print_stdout(&render::text(p)) {
+        let text = shown.as_ref().map(render::text).into_iter();
+        let capacity = assessed.as_ref().map(super::capacity::text).into_iter();
+        for part in text.chain(capacity) {
+            if let Err(e) = print_stdout(&part) {
                 eprintln!("venussup check: {e}");
                 return exit::FAILURE;
             }

@@ -692,6 +692,17 @@ pub struct CapacityConfig {
     /// the services' `storage attach` commands.
     #[serde(default, deserialize_with = "values::paths")]
     pub seal_paths: Vec<PathBuf>,
+    /// Sectors the sealer's `MaxSealingSectors` leaves to other hosts: it
+    /// counts every sealing sector of the sealer, on every host.
+    #[serde(default)]
+    pub other_hosts: u64,
+    /// The proofs library PreCommit1 runs with: "venus" (what venus-worker
+    /// v1.6.0-3 ships, storage-proofs-porep 11.1.1), "v12" (12.0.0 or
+    /// later), "damocles" (damocles' fork, which uses huge pages).
+    #[serde(default)]
+    pub proofs: crate::capacity::Proofs,
+    /// WindowPoSt's memory where no default is known (64 GiB sectors).
+    pub window_post_memory: Option<ByteSize>,
 }
 
 fn default_reserve() -> u64 {
