@@ -64,6 +64,31 @@ fn plan_host() -> tempfile::TempDir {
     host(1 << 30, &Shape::plan_host())
 }
 
+/// The plan's host with a 10 TiB seal path at /mnt/seal; the seal path is
+/// unmounted first (bindings drop in reverse order).
+fn plan_host_with_seal() -> (tempfile::TempDir, Tmpfs) {
+    let root = plan_host();
+    let seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
+    (root, seal)
+}
+
+/// `venussup plan` of 64 GiB sectors on /mnt/seal under `root`.
+fn plan_64_gib(root: &Path, json: bool) -> common::Outcome {
+    let mut args = vec![
+        "plan",
+        "--fs-root",
+        root.to_str().unwrap(),
+        "--seal-path",
+        "/mnt/seal",
+        "--sector-size",
+        "64GiB",
+    ];
+    if json {
+        args.push("--json");
+    }
+    venussup(&args)
+}
+
 fn plan_json(root: &Path, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["plan", "--json", "--fs-root", root.to_str().unwrap()];
     all.extend(args);
@@ -72,8 +97,7 @@ fn plan_json(root: &Path, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn simulated_1_tib_128_core_host_64_gib_sectors_gives_the_plans_7_then_6() {
-    let root = plan_host();
-    let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
+    let (root, _seal) = plan_host_with_seal();
     let doc = plan_json(
         root.path(),
         &["--seal-path", "/mnt/seal", "--sector-size", "64GiB"],
@@ -95,15 +119,7 @@ fn simulated_1_tib_128_core_host_64_gib_sectors_gives_the_plans_7_then_6() {
     assert_eq!(doc["held_back"], 1);
     assert_eq!(doc["seal_disk_needed"], 6u64 << 40);
 
-    let text = venussup(&[
-        "plan",
-        "--fs-root",
-        root.path().to_str().unwrap(),
-        "--seal-path",
-        "/mnt/seal",
-        "--sector-size",
-        "64GiB",
-    ]);
+    let text = plan_64_gib(root.path(), false);
     let out = &text.expect_code(0).stdout;
     assert!(
         out.contains("(1TiB − 112GiB) / 128GiB = 7.125 → 7"),
@@ -117,8 +133,7 @@ fn simulated_1_tib_128_core_host_64_gib_sectors_gives_the_plans_7_then_6() {
 
 #[test]
 fn simulated_1_tib_host_32_gib_sectors() {
-    let root = plan_host();
-    let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
+    let (root, _seal) = plan_host_with_seal();
     let doc = plan_json(
         root.path(),
         &["--seal-path", "/mnt/seal", "--sector-size", "32GiB"],
@@ -187,6 +202,13 @@ fn example_on(root: &Path, example: &str, edits: &[(&str, &str)], sealer: Option
     cfg
 }
 
+/// Host A's example with `edits`, its sealer's config.toml saying
+/// `MaxSealingSectors = max`.
+fn host_a(root: &Path, edits: &[(&str, &str)], max: u64) -> PathBuf {
+    let sealer = format!("[Sealing]\nMaxSealingSectors = {max}\n");
+    example_on(root, "examples/host-a.toml", edits, Some(&sealer))
+}
+
 fn plan_config(root: &Path, cfg: &Path, json: bool) -> common::Outcome {
     let mut args = vec![
         "plan",
@@ -207,14 +229,8 @@ fn plan_config(root: &Path, cfg: &Path, json: bool) -> common::Outcome {
 /// (1024 − 112 − 168.01) / 128 = 5.8, 5 fit, 4 recommended.
 #[test]
 fn simulated_host_a_counts_every_task_and_checks_the_sealer_wide_limit() {
-    let root = plan_host();
-    let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
-    let cfg = example_on(
-        root.path(),
-        "examples/host-a.toml",
-        &[],
-        Some("[Sealing]\nMaxSealingSectors = 20\n"),
-    );
+    let (root, _seal) = plan_host_with_seal();
+    let cfg = host_a(root.path(), &[], 20);
     let out = plan_config(root.path(), &cfg, false);
     out.expect_code(0);
     assert!(
@@ -242,14 +258,13 @@ fn simulated_host_a_counts_every_task_and_checks_the_sealer_wide_limit() {
     );
 
     // Host B's 3 sectors seal for the same sealer.
-    let cfg = example_on(
+    let cfg = host_a(
         root.path(),
-        "examples/host-a.toml",
         &[(
             "reserve = 1\n",
             "reserve = 1\nother_hosts = 3\nwindow_post_memory = \"200GiB\"\n",
         )],
-        Some("[Sealing]\nMaxSealingSectors = 12\n"),
+        12,
     );
     let out = plan_config(root.path(), &cfg, false);
     out.expect_code(0);
@@ -266,11 +281,10 @@ fn simulated_host_a_counts_every_task_and_checks_the_sealer_wide_limit() {
         "{}",
         out.stderr
     );
-    let cfg = example_on(
+    let cfg = host_a(
         root.path(),
-        "examples/host-a.toml",
         &[("reserve = 1\n", "reserve = 1\nother_hosts = 3\n")],
-        Some("[Sealing]\nMaxSealingSectors = 7\n"),
+        7,
     );
     let out = plan_config(root.path(), &cfg, false);
     assert!(!out.stderr.contains("MaxSealingSectors"), "{}", out.stderr);
@@ -282,8 +296,7 @@ fn simulated_host_a_counts_every_task_and_checks_the_sealer_wide_limit() {
 /// `memory_max` its tasks need.
 #[test]
 fn simulated_host_b_fits_c2_and_suggests_each_workers_memory_max() {
-    let root = plan_host();
-    let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
+    let (root, _seal) = plan_host_with_seal();
     let cfg = example_on(root.path(), "examples/host-b.toml", &[], None);
     let doc = plan_config(root.path(), &cfg, true).expect_code(0).json();
     assert_eq!(doc["other_tasks"], 285u64 << 30, "{doc}");
@@ -358,20 +371,11 @@ fn simulated_host_b_fits_c2_and_suggests_each_workers_memory_max() {
 fn simulated_small_host_fits_nothing_and_plan_fails_instead_of_advising_0() {
     let root = host(200 << 20, &Shape::plan_host());
     let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
-    let args = [
-        "plan",
-        "--fs-root",
-        root.path().to_str().unwrap(),
-        "--seal-path",
-        "/mnt/seal",
-        "--sector-size",
-        "64GiB",
-    ];
-    let out = venussup(&args);
+    let out = plan_64_gib(root.path(), false);
     out.expect_code(1);
     assert!(out.stdout.contains("nothing fits: not one 64GiB sector (bound by memory); do not set MaxSealingSectors = 0"), "{}", out.stdout);
     assert!(!out.stdout.contains("recommended"), "{}", out.stdout);
-    let json = venussup(&[&args[..], &["--json"]].concat());
+    let json = plan_64_gib(root.path(), true);
     json.expect_code(1);
     assert_eq!(json.json()["recommended"], serde_json::Value::Null);
 }
@@ -381,15 +385,7 @@ fn simulated_one_sector_host_holds_nothing_back_and_says_none() {
     // (360 − 112) / 128 = 1.9: the reserve does not take the only sector.
     let root = host(360 << 20, &Shape::plan_host());
     let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
-    let out = venussup(&[
-        "plan",
-        "--fs-root",
-        root.path().to_str().unwrap(),
-        "--seal-path",
-        "/mnt/seal",
-        "--sector-size",
-        "64GiB",
-    ]);
+    let out = plan_64_gib(root.path(), false);
     out.expect_code(0);
     assert!(
         out.stdout.contains("MaxSealingSectors = 1, needing 1TiB"),
@@ -401,14 +397,8 @@ fn simulated_one_sector_host_holds_nothing_back_and_says_none() {
 
 #[test]
 fn simulated_max_sealing_sectors_0_is_an_error_with_the_number_to_set() {
-    let root = plan_host();
-    let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
-    let cfg = example_on(
-        root.path(),
-        "examples/host-a.toml",
-        &[],
-        Some("[Sealing]\nMaxSealingSectors = 0\n"),
-    );
+    let (root, _seal) = plan_host_with_seal();
+    let cfg = host_a(root.path(), &[], 0);
     let (out, doc) = common::check_on(root.path(), &fs::read_to_string(&cfg).unwrap());
     out.expect_code(1);
     assert!(
@@ -423,8 +413,7 @@ fn simulated_max_sealing_sectors_0_is_an_error_with_the_number_to_set() {
 /// Huge pages count only for the proofs that read them: damocles' fork.
 #[test]
 fn simulated_hugepages_take_memory_unless_the_proofs_use_them() {
-    let root = plan_host();
-    let _seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
+    let (root, _seal) = plan_host_with_seal();
     // 100 pages of 1 GiB on each of the 2 nodes: 200 GiB.
     let prepare = "[host.prepare]\nhugepages = { size = \"1GiB\", per_node = 100 }\n\n[capacity]\n";
     let stock = example_on(

@@ -272,16 +272,6 @@ mod tests {
         SectorProfile::default_for(ByteSize(gib * GIB)).unwrap()
     }
 
-    fn service(name: &str, tasks: &[&str], gpus: usize) -> memory::Service {
-        memory::Service {
-            name: name.to_string(),
-            tasks: tasks.iter().map(ToString::to_string).collect(),
-            gpus,
-            worker: true,
-            memory_max: None,
-        }
-    }
-
     #[test]
     fn the_deployment_plans_1_tib_host_with_64_gib_sectors() {
         // 128 cores in 16 L3 groups of 8; 10 TiB of seal disk.
@@ -309,8 +299,8 @@ mod tests {
     fn host_b_counts_c2_and_precommit2_before_the_sectors() {
         let mut h = host(TIB, vec![10 * TIB], vec![8; 12]);
         h.services = vec![
-            service("worker01", &["PreCommit1", "PreCommit2"], 0),
-            service("worker02", &["Commit"], 1),
+            memory::Service::worker("worker01", &["PreCommit1", "PreCommit2"], 0),
+            memory::Service::worker("worker02", &["Commit"], 1),
         ];
         let c = compute(profile(64), &h, 1);
         assert_eq!(c.other_tasks, ByteSize(285 * GIB));
@@ -395,7 +385,7 @@ mod tests {
         // C2 alone takes what would have fitted one sector.
         let mut h = host(400 * GIB, vec![TIB], vec![8]);
         assert_eq!(compute(profile(64), &h, 1).recommended, Some(1));
-        h.services = vec![service("w", &["PreCommit1", "Commit"], 1)];
+        h.services = vec![memory::Service::worker("w", &["PreCommit1", "Commit"], 1)];
         assert_eq!(compute(profile(64), &h, 1).recommended, None);
     }
 

@@ -115,6 +115,20 @@ pub struct Service {
     pub memory_max: Option<u64>,
 }
 
+#[cfg(test)]
+impl Service {
+    /// A venus-worker with no `memory_max`, for tests.
+    pub fn worker(name: &str, tasks: &[&str], gpus: usize) -> Self {
+        Self {
+            name: name.to_string(),
+            tasks: tasks.iter().map(ToString::to_string).collect(),
+            gpus,
+            worker: true,
+            memory_max: None,
+        }
+    }
+}
+
 /// What one task of one service takes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Line {
@@ -280,16 +294,6 @@ pub fn finish(
 mod tests {
     use super::*;
 
-    fn svc(name: &str, tasks: &[&str], gpus: usize) -> Service {
-        Service {
-            name: name.to_string(),
-            tasks: tasks.iter().map(ToString::to_string).collect(),
-            gpus,
-            worker: true,
-            memory_max: None,
-        }
-    }
-
     #[test]
     fn the_resource_tables_c2_and_pc1_rows() {
         let c2 = row("Commit", 64 * GIB).unwrap();
@@ -314,8 +318,8 @@ mod tests {
     #[test]
     fn host_b_budget_per_worker() {
         let services = [
-            svc("worker01", &["PreCommit1", "PreCommit2"], 0),
-            svc("worker02", &["Commit"], 1),
+            Service::worker("worker01", &["PreCommit1", "PreCommit2"], 0),
+            Service::worker("worker02", &["Commit"], 1),
         ];
         let mut b = other_tasks(&services, 64 * GIB, None);
         assert_eq!(b[0].total, ByteSize(31 * GIB));
@@ -338,8 +342,8 @@ mod tests {
     #[test]
     fn gpu_tasks_run_one_per_gpu_and_post_needs_a_figure() {
         let services = [
-            svc("c2", &["Commit"], 2),
-            svc("sealer", &["WindowPoSt", "WinningPoSt"], 1),
+            Service::worker("c2", &["Commit"], 2),
+            Service::worker("sealer", &["WindowPoSt", "WinningPoSt"], 1),
         ];
         let b = other_tasks(&services, 64 * GIB, None);
         assert_eq!((b[0].lines[0].count, b[0].total), (2, ByteSize(508 * GIB)));
@@ -352,10 +356,13 @@ mod tests {
 
     #[test]
     fn several_pc1_services_split_the_sectors_and_the_sealer_gets_no_limit() {
-        let mut services = vec![svc("a", &["PreCommit1"], 0), svc("b", &["PreCommit1"], 0)];
+        let mut services = vec![
+            Service::worker("a", &["PreCommit1"], 0),
+            Service::worker("b", &["PreCommit1"], 0),
+        ];
         services.push(Service {
             worker: false,
-            ..svc("sealer", &["WindowPoSt"], 0)
+            ..Service::worker("sealer", &["WindowPoSt"], 0)
         });
         let mut b = other_tasks(&services, 32 * GIB, None);
         finish(&mut b, &services, 3, 64 * GIB, 56 * GIB);
