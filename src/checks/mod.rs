@@ -2,5 +2,6 @@
 //! operators get wrong with venus-sealer and venus-worker.
 
 pub mod capacity;
+pub mod sdr;
 pub mod secrets;
 pub mod venus;

@@ -56,7 +56,7 @@ fn flag_on(argv: &[String], name: &str) -> bool {
 }
 
 /// The span of `key` in the service's own `env`, else of its name.
-fn env_span(s: &ServiceConfig, key: &str) -> Range<usize> {
+pub(super) fn env_span(s: &ServiceConfig, key: &str) -> Range<usize> {
     s.env
         .keys()
         .find(|k| k.get_ref() == key)
@@ -95,6 +95,7 @@ pub fn check(
     let pairs = pairs(config, plan);
     for (s, p) in &pairs {
         environment(s, p, diags);
+        super::sdr::settings(s, p, diags);
         multicore_sdr(s, p, diags);
     }
     let workers: Vec<_> = pairs
