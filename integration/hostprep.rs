@@ -253,7 +253,9 @@ fn check_shows_the_preparation_and_plan_takes_the_pages_from_memory() {
         "--fs-root",
         fs_root,
     ]);
-    let p = plan.expect_code(0).json();
+    // Its L3 groups of 2 cores hold no 4-core SDR unit, so not one sector
+    // fits and `plan` exits 1 (it never advises 0); the memory still shows.
+    let p = plan.expect_code(1).json();
     assert_eq!(p["hugepages"], 8u64 << 30, "{p:#}");
     assert_eq!(
         p["memory"],
