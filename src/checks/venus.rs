@@ -56,7 +56,7 @@ fn flag_on(argv: &[String], name: &str) -> bool {
 }
 
 /// The span of `key` in the service's own `env`, else of its name.
-fn env_span(s: &ServiceConfig, key: &str) -> Range<usize> {
+pub(super) fn env_span(s: &ServiceConfig, key: &str) -> Range<usize> {
     s.env
         .keys()
         .find(|k| k.get_ref() == key)
@@ -96,6 +96,7 @@ pub fn check(
     for (s, p) in &pairs {
         environment(s, p, diags);
         multicore_sdr(s, p, diags);
+        super::gpus::check(s, p, diags);
     }
     let workers: Vec<_> = pairs
         .iter()
@@ -196,7 +197,7 @@ fn environment(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
     let gpu = &p.gpus;
     let gets_gpu = !gpu.devices.is_empty();
     if gpu.replaced.contains_key("BELLMAN_NO_GPU")
-        && (gets_gpu || gpus::wants_gpu(s.gpus.get_ref(), &s.tasks))
+        && (gets_gpu || gpus::wants_gpu(s.gpus.get_ref(), &s.tasks, gpus::gpu_builders_on(&p.env)))
     {
         diags.error(env_span(s, "BELLMAN_NO_GPU"), format!("`{name}` is meant to use a GPU, but BELLMAN_NO_GPU disables it whatever its value (even 0); remove it"));
     }
