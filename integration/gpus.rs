@@ -7,6 +7,7 @@ mod common;
 
 use std::fs;
 
+use common::daemon::{wait_file, Setup};
 use common::{check_on as check, planned_service as service, project_file, Outcome};
 use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
 use venussup::util::fsroot::FsRoot;
@@ -439,5 +440,36 @@ env = { FIL_PROOFS_USE_GPU_TREE_BUILDER = \"1\", FIL_PROOFS_USE_GPU_COLUMN_BUILD
         &out,
         "error",
         "FIL_PROOFS_USE_GPU_COLUMN_BUILDER=\"\" of `p2` is not a value the proofs read as on or off",
+    );
+}
+
+/// `run` with three GPUs stated (none is here): the C2 stand-in is started
+/// with both GPUs the sealer leaves, in a lock folder apart from the
+/// sealer's, and `status` says why.
+#[test]
+fn simulated_three_stated_gpus_run_starts_c2_on_both_idle_gpus_and_status_says_why() {
+    let setup = Setup::new(
+        "[[service]]\nname = \"sealer\"\ntasks = [\"WindowPoSt\"]\n\
+         command = [\"{bin}\", \"standin\", \"--name\", \"sealer\", \"--report\", \"{dir}/sealer.json\"]\n\
+         [[service]]\nname = \"c2\"\ntasks = [\"Commit\"]\n\
+         command = [\"{bin}\", \"standin\", \"--name\", \"c2\", \"--report\", \"{dir}/c2.json\"]\n",
+    );
+    setup.host_line("gpus = 3");
+    let d = setup.start();
+    d.wait_service("c2", "running", |s| s["state"] == "running");
+    let report = |name: &str| -> serde_json::Value {
+        let file = setup.path(&format!("{name}.json"));
+        wait_file(&file);
+        serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap()
+    };
+    let (sealer, c2) = (report("sealer"), report("c2"));
+    assert_eq!(sealer["env"]["CUDA_VISIBLE_DEVICES"], "0");
+    assert_eq!(c2["env"]["CUDA_VISIBLE_DEVICES"], "1,2");
+    assert_ne!(sealer["env"]["TMPDIR"], c2["env"]["TMPDIR"]);
+    assert!(c2["env"]["BELLMAN_NO_GPU"].is_null());
+    let out = setup.cli(&["status", "c2"]).expect_code(0).stdout.clone();
+    assert!(
+        out.contains("gpus_why  \"auto: Commit, taker 2 of 2, a GPU of its own, and idle GPU 2"),
+        "{out}"
     );
 }
