@@ -322,10 +322,9 @@ fn simulated_two_gpus_windowpost_listing_the_c2_gpu_is_an_error_unless_allowed()
     );
 }
 
-#[test]
-fn simulated_three_gpus_c2_gets_every_gpu_nobody_else_takes() {
-    let root = host(&["0000:01:00.0", "0000:41:00.0", "0000:81:00.0"]);
-    let text = "\
+/// A sealer proving WindowPoSt and a C2 worker, `gpus = "auto"`; the C2
+/// worker's table is last, open for more keys.
+const SEALER_AND_C2: &str = "\
 [[service]]
 name = \"sealer\"
 tasks = [\"WindowPoSt\"]
@@ -334,12 +333,15 @@ command = [\"/bin/true\"]
 name = \"c2\"
 tasks = [\"Commit\"]
 command = [\"/bin/true\"]
-[[service]]
-name = \"p2\"
-tasks = [\"PreCommit1\", \"PreCommit2\"]
-command = [\"/bin/true\"]
 ";
-    let (out, doc) = check(root.path(), text);
+
+#[test]
+fn simulated_three_gpus_c2_gets_every_gpu_nobody_else_takes() {
+    let root = host(&["0000:01:00.0", "0000:41:00.0", "0000:81:00.0"]);
+    let text = format!(
+        "{SEALER_AND_C2}[[service]]\nname = \"p2\"\ntasks = [\"PreCommit1\", \"PreCommit2\"]\ncommand = [\"/bin/true\"]\n"
+    );
+    let (out, doc) = check(root.path(), &text);
     out.expect_code(0);
     assert_eq!(devices(&doc, "sealer"), serde_json::json!([0]));
     assert_eq!(devices(&doc, "c2"), serde_json::json!([1, 2]));
@@ -381,20 +383,8 @@ fn two_node_host() -> tempfile::TempDir {
 #[test]
 fn simulated_two_numa_nodes_c2_on_node_1_cores_gets_the_node_1_gpu() {
     let root = two_node_host();
-    let text = "\
-[host]
-smt = \"keep\"
-[[service]]
-name = \"sealer\"
-tasks = [\"WindowPoSt\"]
-command = [\"/bin/true\"]
-[[service]]
-name = \"c2\"
-tasks = [\"Commit\"]
-command = [\"/bin/true\"]
-cpus = \"8-15\"
-";
-    let (out, doc) = check(root.path(), text);
+    let text = format!("[host]\nsmt = \"keep\"\n{SEALER_AND_C2}cpus = \"8-15\"\n");
+    let (out, doc) = check(root.path(), &text);
     out.expect_code(0);
     assert_eq!(devices(&doc, "c2"), serde_json::json!([1]));
     assert_eq!(devices(&doc, "sealer"), serde_json::json!([0]));
