@@ -250,10 +250,11 @@ pub fn assign(gpus: &[Gpu], claims: &[Claim]) -> (Vec<Grant>, Vec<NoSuchGpu>) {
                 }
                 grant(list.clone(), Reason::Listed)
             }
-            Want::Auto if c.gpu_builders || gpu_task(&c.tasks, true).is_none() => {
-                grant(Vec::new(), Reason::NoGpuTask)
+            // Takers are handed out below; this is what the others get.
+            Want::Auto if gpu_task(&c.tasks, true).is_some() && !c.gpu_builders => {
+                grant(Vec::new(), Reason::CpuTrees)
             }
-            Want::Auto => grant(Vec::new(), Reason::CpuTrees),
+            Want::Auto => grant(Vec::new(), Reason::NoGpuTask),
         })
         .collect();
     let listed: Vec<u32> = grants
@@ -422,8 +423,9 @@ impl Grant {
                 "`{name}` gets no GPU: PreCommit2 builds its trees on the CPU unless FIL_PROOFS_USE_GPU_TREE_BUILDER=1 or FIL_PROOFS_USE_GPU_COLUMN_BUILDER=1 (both off by default); set them in its `env` to build them on a GPU"
             ))),
             Reason::Own { numa: NumaFit::Far { node, cores }, task, .. } => Some((false, format!(
-                "`{name}` ({task:?}) gets GPU {} on NUMA node {node}, away from its cores on node {}: no free GPU is on their node",
+                "`{name}` ({task:?}) gets GPU {} on NUMA node {node}, away from its cores on node {}: no free GPU is on their node, so its GPU transfers cross nodes; give it cores on node {node}, or leave a GPU of node {} to `auto`",
                 list(&self.devices),
+                list(cores),
                 list(cores)
             ))),
             Reason::Listed | Reason::NotAsked | Reason::NoGpuTask | Reason::Own { .. } => None,
