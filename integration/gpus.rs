@@ -7,6 +7,7 @@ mod common;
 
 use std::fs;
 
+use common::daemon::{wait_file, Setup};
 use common::{check_on as check, planned_service as service, project_file, Outcome};
 use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
 use venussup::util::fsroot::FsRoot;
@@ -50,7 +51,8 @@ fn assert_diag(out: &Outcome, severity: &str, needle: &str) {
     );
 }
 
-/// A sealer proving, a C2 worker and a P2 worker, all `gpus = "auto"`.
+/// A sealer proving, a C2 worker and a P2 worker that builds its trees on
+/// the GPU, all `gpus = "auto"`.
 const THREE_TAKERS: &str = "\
 [host]
 state_dir = \"/var/lib/venussup\"
@@ -58,6 +60,7 @@ state_dir = \"/var/lib/venussup\"
 name = \"p2\"
 tasks = [\"PreCommit1\", \"PreCommit2\"]
 command = [\"/bin/true\"]
+env = { FIL_PROOFS_USE_GPU_TREE_BUILDER = \"1\", FIL_PROOFS_USE_GPU_COLUMN_BUILDER = \"1\" }
 [[service]]
 name = \"c2\"
 tasks = [\"Commit\"]
@@ -122,12 +125,14 @@ fn simulated_one_gpu_three_takers_windowpost_gets_it_alone_the_others_none() {
     assert_eq!(devices(&doc, "sealer"), serde_json::json!([0]));
     assert_eq!(devices(&doc, "c2"), serde_json::json!([]));
     assert_eq!(devices(&doc, "p2"), serde_json::json!([]));
-    assert_diag(&out, "warning", "`c2` gets no GPU: the only GPU goes to `sealer` alone, so that it never waits; Commit runs on the CPU");
+    assert_diag(&out, "warning", "`c2` gets no GPU: the free GPUs went to `sealer` alone, since WindowPoSt must never wait for a GPU; Commit runs on the CPU");
     assert_diag(
         &out,
         "warning",
-        "`p2` gets no GPU: the only GPU goes to `sealer` alone",
+        "`p2` gets no GPU: the free GPUs went to `sealer` alone",
     );
+    // The warning does not suggest sharing the sealer's GPU.
+    assert!(!out.stderr.contains("gpus = [0]"), "{}", out.stderr);
 }
 
 #[test]
@@ -270,5 +275,191 @@ env = { CUDA_VISIBLE_DEVICES = \"0\" }
         &out,
         "warning",
         "CUDA_VISIBLE_DEVICES=0 of `cpu` is replaced with CUDA_VISIBLE_DEVICES=: venussup",
+    );
+}
+
+/// A sealer and a C2 worker both listing GPU 0.
+const POST_SHARES: &str = "\
+[[service]]
+name = \"sealer\"
+role = \"sealer\"
+tasks = [\"WindowPoSt\", \"WinningPoSt\"]
+command = [\"/bin/true\"]
+gpus = [0]
+[[service]]
+name = \"c2\"
+role = \"worker\"
+tasks = [\"Commit\"]
+command = [\"/bin/true\", \"run\", \"--addpiece=false\", \"--precommit1=false\", \"--precommit2=false\", \"--unseal=false\"]
+gpus = [0]
+";
+
+#[test]
+fn simulated_two_gpus_windowpost_listing_the_c2_gpu_is_an_error_unless_allowed() {
+    let root = host(&["0000:01:00.0", "0000:41:00.0"]);
+    let (out, _) = check(root.path(), POST_SHARES);
+    out.expect_code(1);
+    assert_diag(
+        &out,
+        "error",
+        "venussup.toml:6:8: error: `sealer` (WindowPoSt, line 2) shares GPU 0 with `c2` (Commit, line 8): C2 holds bellperson's GPU lock",
+    );
+    assert_diag(&out, "error", "lotus#6181");
+    assert_diag(&out, "error", "`[host] share_post_gpu = true`");
+
+    let allowed = format!("[host]\nshare_post_gpu = true\n{POST_SHARES}");
+    let (out, doc) = check(root.path(), &allowed);
+    out.expect_code(0);
+    assert_diag(
+        &out,
+        "note",
+        "as `[host] share_post_gpu = true` allows: they share one TMPDIR lock folder",
+    );
+    // One lock folder, so PoSt's priority lock reaches C2.
+    assert_eq!(
+        service(&doc, "sealer")["env"]["TMPDIR"],
+        service(&doc, "c2")["env"]["TMPDIR"]
+    );
+}
+
+/// A sealer proving WindowPoSt and a C2 worker, `gpus = "auto"`; the C2
+/// worker's table is last, open for more keys.
+const SEALER_AND_C2: &str = "\
+[[service]]
+name = \"sealer\"
+tasks = [\"WindowPoSt\"]
+command = [\"/bin/true\"]
+[[service]]
+name = \"c2\"
+tasks = [\"Commit\"]
+command = [\"/bin/true\"]
+";
+
+#[test]
+fn simulated_three_gpus_c2_gets_every_gpu_nobody_else_takes() {
+    let root = host(&["0000:01:00.0", "0000:41:00.0", "0000:81:00.0"]);
+    let text = format!(
+        "{SEALER_AND_C2}[[service]]\nname = \"p2\"\ntasks = [\"PreCommit1\", \"PreCommit2\"]\ncommand = [\"/bin/true\"]\n"
+    );
+    let (out, doc) = check(root.path(), &text);
+    out.expect_code(0);
+    assert_eq!(devices(&doc, "sealer"), serde_json::json!([0]));
+    assert_eq!(devices(&doc, "c2"), serde_json::json!([1, 2]));
+    assert_eq!(service(&doc, "c2")["env"]["CUDA_VISIBLE_DEVICES"], "1,2");
+    assert_eq!(service(&doc, "c2")["gpus"]["idle"], serde_json::json!([2]));
+    // P2 with the GPU builders off (their default) takes none.
+    assert_eq!(devices(&doc, "p2"), serde_json::json!([]));
+    assert_eq!(service(&doc, "p2")["gpus"]["why"], "cpu-trees");
+    assert_diag(&out, "note", "`p2` gets no GPU: PreCommit2 builds its trees on the CPU unless FIL_PROOFS_USE_GPU_TREE_BUILDER=1");
+    assert!(
+        out.stdout.contains(
+            "a GPU of its own, and idle GPU 2: C2 splits its work over every GPU it sees"
+        ),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Two NUMA nodes of 8 cores (CPUs 0-7 and 8-15) with a GPU on each:
+/// bus 01 on node 0, bus 41 on node 1.
+fn two_node_host() -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap();
+    let shape = Shape {
+        packages: 2,
+        nodes_per_package: 1,
+        ..Shape::simple(8, 1, Numbering::Adjacent)
+    };
+    SimHost::regular(dir.path(), &shape, Style::MODERN).unwrap();
+    let root = FsRoot::new(dir.path());
+    for (minor, (bus, node)) in (0..).zip([("0000:01:00.0", 0), ("0000:41:00.0", 1)]) {
+        venussup::host::gpu::simulate(&root, bus, minor, "NVIDIA GeForce RTX 3060 Ti").unwrap();
+        venussup::host::gpu::simulate_numa(&root, bus, node).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn simulated_two_numa_nodes_c2_on_node_1_cores_gets_the_node_1_gpu() {
+    let root = two_node_host();
+    let text = format!("[host]\nsmt = \"keep\"\n{SEALER_AND_C2}cpus = \"8-15\"\n");
+    let (out, doc) = check(root.path(), &text);
+    out.expect_code(0);
+    assert_eq!(devices(&doc, "c2"), serde_json::json!([1]));
+    assert_eq!(devices(&doc, "sealer"), serde_json::json!([0]));
+    assert_eq!(service(&doc, "c2")["gpus"]["numa"], "near");
+    assert!(
+        out.stdout
+            .contains("a GPU of its own on its cores' NUMA node 1"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn simulated_one_gpu_gpu_proving_off_and_builder_switches_are_caught() {
+    let root = host(&["0000:01:00.0"]);
+    let text = "\
+[[service]]
+name = \"sealer\"
+role = \"sealer\"
+tasks = [\"WindowPoSt\"]
+command = [\"/bin/true\", \"run\", \"--enable-gpu-proving=false\"]
+[[service]]
+name = \"p2\"
+role = \"worker\"
+tasks = [\"PreCommit2\"]
+command = [\"/bin/true\", \"run\", \"--addpiece=false\", \"--precommit1=false\", \"--commit=false\", \"--unseal=false\"]
+gpus = \"none\"
+env = { FIL_PROOFS_USE_GPU_TREE_BUILDER = \"1\", FIL_PROOFS_USE_GPU_COLUMN_BUILDER = \"\" }
+";
+    let (out, _) = check(root.path(), text);
+    out.expect_code(1);
+    assert_diag(
+        &out,
+        "error",
+        "venussup.toml:5:11: error: `sealer` runs with --enable-gpu-proving=false, yet it is given GPU 0: venus-sealer then sets BELLMAN_NO_GPU=true",
+    );
+    assert_diag(
+        &out,
+        "warning",
+        "FIL_PROOFS_USE_GPU_TREE_BUILDER=1 on `p2`, which has `gpus = \"none\"`",
+    );
+    assert_diag(
+        &out,
+        "error",
+        "FIL_PROOFS_USE_GPU_COLUMN_BUILDER=\"\" of `p2` is not a value the proofs read as on or off",
+    );
+}
+
+/// `run` with three GPUs stated (none is here): the C2 stand-in is started
+/// with both GPUs the sealer leaves, in a lock folder apart from the
+/// sealer's, and `status` says why.
+#[test]
+fn simulated_three_stated_gpus_run_starts_c2_on_both_idle_gpus_and_status_says_why() {
+    let setup = Setup::new(
+        "[[service]]\nname = \"sealer\"\ntasks = [\"WindowPoSt\"]\n\
+         command = [\"{bin}\", \"standin\", \"--name\", \"sealer\", \"--report\", \"{dir}/sealer.json\"]\n\
+         [[service]]\nname = \"c2\"\ntasks = [\"Commit\"]\n\
+         command = [\"{bin}\", \"standin\", \"--name\", \"c2\", \"--report\", \"{dir}/c2.json\"]\n",
+    );
+    setup.host_line("gpus = 3");
+    let d = setup.start();
+    d.wait_service("c2", "running", |s| s["state"] == "running");
+    let report = |name: &str| -> serde_json::Value {
+        let file = setup.path(&format!("{name}.json"));
+        wait_file(&file);
+        serde_json::from_str(&fs::read_to_string(file).unwrap()).unwrap()
+    };
+    let (sealer, c2) = (report("sealer"), report("c2"));
+    assert_eq!(sealer["env"]["CUDA_VISIBLE_DEVICES"], "0");
+    assert_eq!(c2["env"]["CUDA_VISIBLE_DEVICES"], "1,2");
+    assert_ne!(sealer["env"]["TMPDIR"], c2["env"]["TMPDIR"]);
+    assert!(c2["env"]["BELLMAN_NO_GPU"].is_null());
+    let out = setup.cli(&["status", "c2"]).expect_code(0).stdout.clone();
+    assert!(
+        out.contains("gpus_why  \"auto: Commit, taker 2 of 2, a GPU of its own, and idle GPU 2"),
+        "{out}"
     );
 }

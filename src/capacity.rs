@@ -299,8 +299,8 @@ mod tests {
     fn host_b_counts_c2_and_precommit2_before_the_sectors() {
         let mut h = host(TIB, vec![10 * TIB], vec![8; 12]);
         h.services = vec![
-            memory::Service::worker("worker01", &["PreCommit1", "PreCommit2"], 0),
-            memory::Service::worker("worker02", &["Commit"], 1),
+            memory::Service::worker("worker01", &["PreCommit1", "PreCommit2"]),
+            memory::Service::worker("worker02", &["Commit"]),
         ];
         let c = compute(profile(64), &h, 1);
         assert_eq!(c.other_tasks, ByteSize(285 * GIB));
@@ -385,7 +385,7 @@ mod tests {
         // C2 alone takes what would have fitted one sector.
         let mut h = host(400 * GIB, vec![TIB], vec![8]);
         assert_eq!(compute(profile(64), &h, 1).recommended, Some(1));
-        h.services = vec![memory::Service::worker("w", &["PreCommit1", "Commit"], 1)];
+        h.services = vec![memory::Service::worker("w", &["PreCommit1", "Commit"])];
         assert_eq!(compute(profile(64), &h, 1).recommended, None);
     }
 

@@ -26,8 +26,12 @@ pub struct Row {
     pub min: ByteSize,
     pub max: ByteSize,
     pub base_min: ByteSize,
-    /// `GPUUtilization` 1.0: one at a time per GPU (one at a time on the
-    /// CPU, where `MaxParallelism` -1 takes 92 % of the worker's cores).
+    /// `GPUUtilization` 1.0: the scheduler would run one per GPU, but the
+    /// budget counts one per service: the `memory_max` suggested for it
+    /// admits one at a time (`canHandleRequest`'s `MaxMemory` test), and
+    /// that one splits its multiexp over every GPU the service sees
+    /// (bellperson 0.21 `multiexp.rs`, `Device::all()`), so a second GPU
+    /// speeds C2 up instead of doubling its memory.
     pub gpu: bool,
 }
 
@@ -107,8 +111,6 @@ pub struct Service {
     pub name: String,
     /// Its declared tasks, by name.
     pub tasks: Vec<String>,
-    /// GPUs it gets: tasks that use a GPU run one per GPU.
-    pub gpus: usize,
     /// Whether it is a venus-worker (the sealer does not read its cgroup).
     pub worker: bool,
     /// Its `limits.memory_max`, if set.
@@ -118,11 +120,10 @@ pub struct Service {
 #[cfg(test)]
 impl Service {
     /// A venus-worker with no `memory_max`, for tests.
-    pub fn worker(name: &str, tasks: &[&str], gpus: usize) -> Self {
+    pub fn worker(name: &str, tasks: &[&str]) -> Self {
         Self {
             name: name.to_string(),
             tasks: tasks.iter().map(ToString::to_string).collect(),
-            gpus,
             worker: true,
             memory_max: None,
         }
@@ -183,9 +184,8 @@ pub fn other_tasks(
                 let (count, each, source) = match (row(task, sector_size), task.as_str()) {
                     (Some(r), _) => {
                         largest = bigger(largest, task, r.peak());
-                        let count = if r.gpu { s.gpus.max(1) as u64 } else { 1 };
                         (
-                            count,
+                            1,
                             r.peak(),
                             "venus-sealer resources.go: MaxMemory + BaseMinMemory",
                         )
@@ -318,8 +318,8 @@ mod tests {
     #[test]
     fn host_b_budget_per_worker() {
         let services = [
-            Service::worker("worker01", &["PreCommit1", "PreCommit2"], 0),
-            Service::worker("worker02", &["Commit"], 1),
+            Service::worker("worker01", &["PreCommit1", "PreCommit2"]),
+            Service::worker("worker02", &["Commit"]),
         ];
         let mut b = other_tasks(&services, 64 * GIB, None);
         assert_eq!(b[0].total, ByteSize(31 * GIB));
@@ -340,13 +340,13 @@ mod tests {
     }
 
     #[test]
-    fn gpu_tasks_run_one_per_gpu_and_post_needs_a_figure() {
+    fn a_gpu_task_counts_once_whatever_its_gpus_and_post_needs_a_figure() {
         let services = [
-            Service::worker("c2", &["Commit"], 2),
-            Service::worker("sealer", &["WindowPoSt", "WinningPoSt"], 1),
+            Service::worker("c2", &["Commit"]),
+            Service::worker("sealer", &["WindowPoSt", "WinningPoSt"]),
         ];
         let b = other_tasks(&services, 64 * GIB, None);
-        assert_eq!((b[0].lines[0].count, b[0].total), (2, ByteSize(508 * GIB)));
+        assert_eq!((b[0].lines[0].count, b[0].total), (1, ByteSize(254 * GIB)));
         assert_eq!(b[1].uncounted, ["WindowPoSt", "WinningPoSt"]);
         let b = other_tasks(&services, 32 * GIB, None);
         assert_eq!((b[1].total, b[1].uncounted.len()), (ByteSize(120 * GIB), 1));
@@ -357,12 +357,12 @@ mod tests {
     #[test]
     fn several_pc1_services_split_the_sectors_and_the_sealer_gets_no_limit() {
         let mut services = vec![
-            Service::worker("a", &["PreCommit1"], 0),
-            Service::worker("b", &["PreCommit1"], 0),
+            Service::worker("a", &["PreCommit1"]),
+            Service::worker("b", &["PreCommit1"]),
         ];
         services.push(Service {
             worker: false,
-            ..Service::worker("sealer", &["WindowPoSt"], 0)
+            ..Service::worker("sealer", &["WindowPoSt"])
         });
         let mut b = other_tasks(&services, 32 * GIB, None);
         finish(&mut b, &services, 3, 64 * GIB, 56 * GIB);

@@ -2,6 +2,7 @@
 //! operators get wrong with venus-sealer and venus-worker.
 
 pub mod capacity;
+pub mod gpus;
 pub mod sdr;
 pub mod secrets;
 pub mod venus;

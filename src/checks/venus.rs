@@ -97,6 +97,7 @@ pub fn check(
         environment(s, p, diags);
         super::sdr::settings(s, p, diags);
         multicore_sdr(s, p, diags);
+        super::gpus::check(s, p, diags);
     }
     let workers: Vec<_> = pairs
         .iter()
@@ -197,7 +198,7 @@ fn environment(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
     let gpu = &p.gpus;
     let gets_gpu = !gpu.devices.is_empty();
     if gpu.replaced.contains_key("BELLMAN_NO_GPU")
-        && (gets_gpu || gpus::wants_gpu(s.gpus.get_ref(), &s.tasks))
+        && (gets_gpu || gpus::wants_gpu(s.gpus.get_ref(), &s.tasks, gpus::gpu_builders_on(&p.env)))
     {
         diags.error(env_span(s, "BELLMAN_NO_GPU"), format!("`{name}` is meant to use a GPU, but BELLMAN_NO_GPU disables it whatever its value (even 0); remove it"));
     }

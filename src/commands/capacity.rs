@@ -122,7 +122,6 @@ fn budget_services(plan: &Plan) -> Vec<memory::Service> {
         .map(|s| memory::Service {
             name: s.name.clone(),
             tasks: s.tasks.iter().map(|t| format!("{t:?}")).collect(),
-            gpus: s.gpus.devices.len(),
             worker: s.role == Role::Worker,
             memory_max: s.limits.memory_max.map(|m| m.0),
         })

@@ -389,6 +389,7 @@ fn detail(v: &Value) -> String {
         "reason",
         "cpus",
         "gpus",
+        "gpus_why",
         "log_file",
         "after",
         "runs",
@@ -521,8 +522,13 @@ mod tests {
         assert!(text.contains("  gpus      []\n"), "{text}");
         v["fatal"] = serde_json::json!({"count": 0});
         v["gpus"] = serde_json::json!([1]);
+        v["gpus_why"] = serde_json::json!("auto: Commit, taker 2 of 2, a GPU of its own");
         let text = detail(&v);
         assert!(!text.contains("FATAL"), "{text}");
         assert!(text.contains("  gpus      [1]\n"), "{text}");
+        assert!(
+            text.contains("  gpus_why  \"auto: Commit, taker 2 of 2, a GPU of its own\"\n"),
+            "{text}"
+        );
     }
 }

@@ -54,6 +54,10 @@ pub struct HostConfig {
     /// order) or by UUID (stable when the bus is renumbered).
     #[serde(default = "spanned_default")]
     pub cuda_visible_devices: Spanned<CudaIds>,
+    /// Lets a listed GPU of a WindowPoSt/WinningPoSt service be another
+    /// service's too (an error otherwise: PoSt waits for the GPU lock).
+    #[serde(default = "spanned_default")]
+    pub share_post_gpu: Spanned<bool>,
     /// `[host.prepare]`: hugepages, governor, GPU persistence, redone at
     /// every start of `run`.
     pub prepare: Option<PrepareConfig>,
@@ -229,6 +233,7 @@ impl Default for HostConfig {
             cgroup_parent: default_cgroup_parent(),
             gpus: None,
             cuda_visible_devices: spanned_default(),
+            share_post_gpu: spanned_default(),
             prepare: None,
             hook: Vec::new(),
         }

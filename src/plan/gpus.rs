@@ -1,18 +1,8 @@
 //! Which GPUs each service gets, and the environment that holds a service
-//! to them. What the host has is `host::gpu`.
-//!
-//! Assignment (pure): a service asks for `none`, indices, or `auto`. `auto`
-//! goes by what the service does: WindowPoSt/WinningPoSt first, then
-//! Commit (C2), then PreCommit2 (ties in config order); a service without
-//! such a task gets none. Listed GPUs are taken as listed and are no part of
-//! what `auto` hands out. With at least as many GPUs as takers each gets one
-//! of its own. With fewer, the takers in priority order each get one of
-//! their own until one GPU is left, and the others share that last one;
-//! but the first never shares: with a single GPU it gets it alone and the
-//! others get none (WindowPoSt must never wait for a GPU).
+//! to them. What the host has is `host::gpu`; the hand-out itself (who
+//! gets which GPU, and why) is [`handout`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -21,6 +11,11 @@ use crate::config::values::{GpuRef, GpuSpec};
 use crate::config::{CudaIds, Task};
 use crate::config::{Stated, StatedId};
 use crate::host::gpu::{Discovery, Gpu, Source, DRIVER_DIR};
+
+mod handout;
+pub use handout::{
+    assign, gpu_task, post_shares, post_task, Grant, NoSuchGpu, NumaFit, PostShare, Reason,
+};
 
 /// The GPUs to plan with: the stated ones when the config states them
 /// (with what was found where the bus ids match), else the found ones; and
@@ -130,6 +125,12 @@ pub struct Claim {
     pub name: String,
     pub want: Want,
     pub tasks: Vec<Task>,
+    /// The proofs build PreCommit2's trees on the GPU (see
+    /// [`gpu_builders`]); otherwise PreCommit2 does not use one.
+    pub gpu_builders: bool,
+    /// The NUMA nodes of its cores; `None` when it is not confined to
+    /// cores or the host does not tell.
+    pub nodes: Option<Vec<u32>>,
 }
 
 /// A service's `gpus` with UUIDs resolved to indices.
@@ -197,197 +198,49 @@ pub fn visible_devices(devices: &[u32], gpus: &[Gpu], ids: CudaIds) -> Result<Ve
         .collect()
 }
 
-/// The most urgent GPU task among `tasks` and its priority.
-pub fn gpu_task(tasks: &[Task]) -> Option<(u8, Task)> {
-    tasks
-        .iter()
-        .filter_map(|t| t.gpu_priority().map(|p| (p, *t)))
-        // The first of the most urgent, as listed.
-        .min_by_key(|(p, _)| std::cmp::Reverse(*p))
-}
-
 /// Whether a service means to use a GPU: listed ones, or `auto` with a
-/// GPU task.
-pub fn wants_gpu(spec: &GpuSpec, tasks: &[Task]) -> bool {
+/// GPU task (PreCommit2 only with the GPU builders on).
+pub fn wants_gpu(spec: &GpuSpec, tasks: &[Task], gpu_builders: bool) -> bool {
     match spec {
         GpuSpec::None => false,
         GpuSpec::List(v) => !v.is_empty(),
-        GpuSpec::Auto => gpu_task(tasks).is_some(),
+        GpuSpec::Auto => gpu_task(tasks, gpu_builders).is_some(),
     }
 }
 
-/// Why a service gets the GPUs it gets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "why", rename_all = "kebab-case")]
-pub enum Reason {
-    /// It lists them.
-    Listed,
-    /// It asks for `none`.
-    NotAsked,
-    /// `auto`, but none of its tasks uses a GPU.
-    NoGpuTask,
-    /// `auto`: one of its own, being the `rank`-th of `of` takers.
-    Own { task: Task, rank: usize, of: usize },
-    /// `auto` with fewer GPUs than takers: it shares the last GPU.
-    SharesLast { task: Task, rank: usize, of: usize },
-    /// `auto` with a single GPU for several takers: `by` gets it alone.
-    Crowded { task: Task, by: String },
-    /// `auto`, but no GPU is left for `auto` on this host.
-    NoneFree { task: Task, gpus: u32 },
-}
+/// The proofs' switches that build PreCommit2's trees on the GPU
+/// (storage-proofs-core 11.1.1 `settings.rs`: `use_gpu_tree_builder`,
+/// `use_gpu_column_builder`, both `false` by default).
+pub const GPU_BUILDERS: [&str; 2] = [
+    "FIL_PROOFS_USE_GPU_TREE_BUILDER",
+    "FIL_PROOFS_USE_GPU_COLUMN_BUILDER",
+];
 
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::Listed => f.write_str("as listed"),
-            Reason::NotAsked => f.write_str("asks for none"),
-            Reason::NoGpuTask => f.write_str("auto: no task of it uses a GPU"),
-            Reason::Own { task, rank, of } => {
-                write!(f, "auto: {task:?}, taker {rank} of {of}, a GPU of its own")
-            }
-            Reason::SharesLast { task, rank, of } => write!(
-                f,
-                "auto: {task:?}, taker {rank} of {of}; fewer GPUs than takers, so it shares the last GPU"
-            ),
-            Reason::Crowded { task, by } => write!(
-                f,
-                "auto: {task:?}, but the only GPU goes to `{by}` alone; none"
-            ),
-            Reason::NoneFree { task, gpus: 0 } => {
-                write!(f, "auto: {task:?}, but this host has no GPU; none")
-            }
-            Reason::NoneFree { task, .. } => write!(
-                f,
-                "auto: {task:?}, but every GPU is listed by other services; none"
-            ),
-        }
+/// A boolean as the proofs' settings read it from the environment (the
+/// `config` crate 0.10.1, `Value::into_bool`): `1`, `true`, `on`, `yes`
+/// and `0`, `false`, `off`, `no`, in any case; anything else (also an
+/// empty value) is `None`, and the proofs panic on it ("invalid
+/// configuration").
+pub fn proofs_bool(value: &str) -> Option<bool> {
+    match value.to_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Some(true),
+        "0" | "false" | "off" | "no" => Some(false),
+        _ => None,
     }
 }
 
-/// The GPUs one service gets, as CUDA indices, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Grant {
-    pub devices: Vec<u32>,
-    #[serde(flatten)]
-    pub reason: Reason,
+/// The GPU builder switches set in `env` (the proofs match the name in any
+/// case): `(name as set, value, read as)`.
+pub fn gpu_builders(env: &BTreeMap<String, String>) -> Vec<(&str, &str, Option<bool>)> {
+    env.iter()
+        .filter(|(k, _)| GPU_BUILDERS.iter().any(|b| b.eq_ignore_ascii_case(k)))
+        .map(|(k, v)| (k.as_str(), v.as_str(), proofs_bool(v)))
+        .collect()
 }
 
-/// A listed GPU the host does not have.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoSuchGpu {
-    pub claim: usize,
-    pub gpu: u32,
-    pub gpus: u32,
-}
-
-impl fmt::Display for NoSuchGpu {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.gpus {
-            0 => write!(
-                f,
-                "GPU {} is listed, but this host has no GPU (state them in `[host] gpus` to plan for another host)",
-                self.gpu
-            ),
-            n => write!(
-                f,
-                "GPU {} is listed, but this host has {n} GPU{} (0-{})",
-                self.gpu,
-                if n == 1 { "" } else { "s" },
-                n - 1
-            ),
-        }
-    }
-}
-
-/// Hands the host's `gpus` out to `claims` (see the module's rules).
-pub fn assign(gpus: u32, claims: &[Claim]) -> (Vec<Grant>, Vec<NoSuchGpu>) {
-    let mut problems = Vec::new();
-    let mut grants: Vec<Grant> = claims
-        .iter()
-        .enumerate()
-        .map(|(i, c)| match &c.want {
-            Want::None => grant(Vec::new(), Reason::NotAsked),
-            Want::Listed(list) => {
-                for &gpu in list.iter().filter(|&&g| g >= gpus) {
-                    problems.push(NoSuchGpu {
-                        claim: i,
-                        gpu,
-                        gpus,
-                    });
-                }
-                grant(list.clone(), Reason::Listed)
-            }
-            Want::Auto => grant(Vec::new(), Reason::NoGpuTask),
-        })
-        .collect();
-    let listed: Vec<u32> = grants
-        .iter()
-        .filter(|g| g.reason == Reason::Listed)
-        .flat_map(|g| g.devices.clone())
-        .collect();
-    let free: Vec<u32> = (0..gpus).filter(|g| !listed.contains(g)).collect();
-    let mut takers: Vec<(usize, u8, Task)> = claims
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.want == Want::Auto)
-        .filter_map(|(i, c)| gpu_task(&c.tasks).map(|(p, t)| (i, p, t)))
-        .collect();
-    takers.sort_by_key(|&(i, p, _)| (std::cmp::Reverse(p), i));
-    let of = takers.len();
-    for (k, &(i, _, task)) in takers.iter().enumerate() {
-        let rank = k + 1;
-        grants[i] = if free.is_empty() {
-            grant(Vec::new(), Reason::NoneFree { task, gpus })
-        } else if free.len() >= of || k + 1 < free.len() {
-            grant(vec![free[k]], Reason::Own { task, rank, of })
-        } else if free.len() == 1 && k > 0 {
-            let by = claims[takers[0].0].name.clone();
-            grant(Vec::new(), Reason::Crowded { task, by })
-        } else if free.len() == 1 {
-            grant(vec![free[0]], Reason::Own { task, rank, of })
-        } else {
-            grant(
-                vec![free[free.len() - 1]],
-                Reason::SharesLast { task, rank, of },
-            )
-        };
-    }
-    (grants, problems)
-}
-
-impl Grant {
-    /// What a service that asked for a GPU does not get, for `check`:
-    /// (`true` for a warning, `false` for a note, message).
-    pub fn shortfall(&self, name: &str, shared_with: &[String]) -> Option<(bool, String)> {
-        let quoted = |names: &[String]| {
-            names
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match &self.reason {
-            Reason::NoneFree { task, gpus: 0 } => Some((true, format!(
-                "`{name}` asks for a GPU ({task:?}), but this host has none: its GPU work runs on the CPU, much slower"
-            ))),
-            Reason::NoneFree { task, .. } => Some((true, format!(
-                "`{name}` asks for a GPU ({task:?}), but every GPU is listed by other services; list one in its `gpus` to share it"
-            ))),
-            Reason::Crowded { task, by } => Some((true, format!(
-                "`{name}` gets no GPU: the only GPU goes to `{by}` alone, so that it never waits; {task:?} runs on the CPU, much slower (`gpus = [0]` would share it, through a shared TMPDIR lock)"
-            ))),
-            Reason::SharesLast { task, .. } => Some((false, format!(
-                "`{name}` ({task:?}) shares GPU {} with {}: there are fewer GPUs than services asking",
-                self.devices.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
-                quoted(shared_with)
-            ))),
-            Reason::Listed | Reason::NotAsked | Reason::NoGpuTask | Reason::Own { .. } => None,
-        }
-    }
-}
-
-fn grant(devices: Vec<u32>, reason: Reason) -> Grant {
-    Grant { devices, reason }
+/// Whether the proofs build PreCommit2's trees on the GPU with `env`.
+pub fn gpu_builders_on(env: &BTreeMap<String, String>) -> bool {
+    gpu_builders(env).iter().any(|(_, _, on)| *on == Some(true))
 }
 
 /// For each grant, the other services that hold one of its GPUs (in the

@@ -15,7 +15,7 @@ use crate::host::cgroups::Hierarchy;
 use crate::host::gpu::Discovery;
 use crate::host::Host;
 use crate::util::cpulist::CpuSet;
-use crate::util::diag::Diagnostics;
+use crate::util::diag::{Diagnostics, Position};
 
 /// The host as the CPU allocator sees it after the SMT step; `None` when
 /// not even the online CPUs are known.
@@ -142,7 +142,7 @@ pub(super) fn hand_out_gpus(
     diags: &mut Diagnostics,
 ) -> Vec<LockDir> {
     let mut claims = Vec::new();
-    for s in &config.services {
+    for (s, plan) in config.services.iter().zip(services.iter()) {
         let (want, problems) = gpus::want(s.gpus.get_ref(), &gpus.gpus);
         for p in problems {
             diags.error(
@@ -154,10 +154,16 @@ pub(super) fn hand_out_gpus(
             name: s.name.get_ref().clone(),
             want,
             tasks: s.tasks.clone(),
+            gpu_builders: gpus::gpu_builders_on(&plan.env),
+            nodes: plan
+                .cpus
+                .as_ref()
+                .and_then(|c| c.span.as_ref())
+                .and_then(|span| span.numa.as_ref())
+                .map(CpuSet::to_vec),
         });
     }
-    let count = u32::try_from(gpus.gpus.len()).unwrap_or(u32::MAX);
-    let (grants, problems) = gpus::assign(count, &claims);
+    let (grants, problems) = gpus::assign(&gpus.gpus, &claims);
     let span = |s: &ServiceConfig| {
         if s.gpus.span().is_empty() {
             s.name.span()
@@ -172,6 +178,7 @@ pub(super) fn hand_out_gpus(
             format!("`gpus` of `{}`: {p}", s.name.get_ref()),
         );
     }
+    post_shares(config, &claims, &grants, diags);
     let names: Vec<String> = claims.iter().map(|c| c.name.clone()).collect();
     let shared = gpus::sharing(&names, &grants);
     let tmpdirs = gpus::lock_tmpdirs(&grants, &config.host.state_dir);
@@ -218,6 +225,57 @@ pub(super) fn hand_out_gpus(
         );
     }
     lock_dirs
+}
+
+/// A PoSt service whose GPU another service holds too: an error, unless
+/// `[host] share_post_gpu = true` (then a note), said at the PoSt
+/// service's `gpus` with the lines of both.
+fn post_shares(
+    config: &Config,
+    claims: &[gpus::Claim],
+    grants: &[gpus::Grant],
+    diags: &mut Diagnostics,
+) {
+    let line = |s: &ServiceConfig, text: &str| Position::of_offset(text, s.name.span().start).line;
+    let allowed = *config.host.share_post_gpu.get_ref();
+    for share in gpus::post_shares(claims, grants) {
+        let s = &config.services[share.post];
+        let text = diags.text();
+        let others: Vec<String> = share
+            .with
+            .iter()
+            .map(|&j| {
+                let o = &config.services[j];
+                let task = gpus::gpu_task(&o.tasks, true)
+                    .map_or(String::new(), |(_, t)| format!("{t:?}, "));
+                format!("`{}` ({task}line {})", o.name.get_ref(), line(o, text))
+            })
+            .collect();
+        let head = format!(
+            "`{}` ({:?}, line {}) shares GPU {} with {}",
+            s.name.get_ref(),
+            share.task,
+            line(s, text),
+            share
+                .gpus
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            others.join(", ")
+        );
+        let at = if s.gpus.span().is_empty() {
+            s.name.span()
+        } else {
+            s.gpus.span()
+        };
+        let risk = "C2 holds bellperson's GPU lock through each GPU phase of its proof and looks for PoSt's priority lock only when it starts a GPU kernel, so PoSt can wait minutes and miss its deadline (lotus#6181: a 42-minute WindowPoSt while C2 held the GPU lock)";
+        if allowed {
+            diags.note(at, format!("{head}, as `[host] share_post_gpu = true` allows: they share one TMPDIR lock folder, so PoSt takes bellperson's priority lock, but {risk}"));
+        } else {
+            diags.error(at, format!("{head}: {risk}; give each its own GPU (`gpus = \"auto\"` never makes PoSt share), or set `[host] share_post_gpu = true` to accept the risk"));
+        }
+    }
 }
 
 /// What confinement will do on this host, told where it falls short.

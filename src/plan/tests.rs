@@ -124,10 +124,12 @@ fn host_b_on_the_plans_host_gets_its_cores_as_whole_l3_groups_and_the_gpu() {
     assert!(span.whole_groups());
     assert_eq!(span.numa, Some(set("1")));
 
-    // The GPU: worker02 (Commit) is the one taker; worker01 asked for none.
+    // The GPUs: worker02 (Commit) is the one taker, and gets the second
+    // too (C2 splits its work over every GPU it sees); worker01 asked for
+    // none.
     let w2 = service(&plan, "worker02");
-    assert_eq!(w2.gpus.devices, [0]);
-    assert_eq!(w2.env["CUDA_VISIBLE_DEVICES"], "0");
+    assert_eq!(w2.gpus.devices, [0, 1]);
+    assert_eq!(w2.env["CUDA_VISIBLE_DEVICES"], "0,1");
     assert_eq!(w2.env["CUDA_DEVICE_ORDER"], "PCI_BUS_ID");
     assert_eq!(w2.env["TMPDIR"], "/var/lib/venussup/gpu0-tmp");
     assert!(!w2.env.contains_key("BELLMAN_NO_GPU"));
@@ -203,7 +205,7 @@ name = "p2"
 role = "worker"
 tasks = ["PreCommit2"]
 command = ["/usr/local/bin/venus-worker", "run", "--listen=0.0.0.0:3458"]
-env = { VENUS_WORKER_PATH = "/var/lib/venus/p2" }
+env = { VENUS_WORKER_PATH = "/var/lib/venus/p2", FIL_PROOFS_USE_GPU_TREE_BUILDER = "1" }
 "#;
     let (plan, diags) = resolve_text(text, &plan_host(2));
     assert!(of(&diags, Severity::Error).is_empty(), "{diags:#?}");

@@ -147,6 +147,9 @@ pub struct ServiceStatus {
     /// its `CUDA_VISIBLE_DEVICES`); empty: none.
     #[serde(default)]
     pub gpus: Vec<u32>,
+    /// Why the plan handed it those GPUs (`plan::gpus::Reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus_why: Option<String>,
     /// Fatal start lines its log showed when it died young.
     #[serde(default)]
     pub fatal: FatalSeen,
@@ -358,6 +361,7 @@ pub(crate) mod sample {
             draining_secs: None,
             next_start_in_secs: None,
             gpus: Vec::new(),
+            gpus_why: None,
             fatal: FatalSeen::default(),
         }
     }

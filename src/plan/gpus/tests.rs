@@ -1,15 +1,25 @@
 //! Hand-out, sharing, environment and reconciliation against stated GPUs.
 
+use super::handout::grant;
 use super::*;
 use crate::host::gpu::*;
 use crate::util::gpuid::normalize_uuid;
 
+/// A claim with the GPU builders on (PreCommit2 uses a GPU) and its cores'
+/// NUMA nodes not known.
 fn claim(name: &str, want: Want, tasks: &[Task]) -> Claim {
     Claim {
         name: name.to_string(),
         want,
         tasks: tasks.to_vec(),
+        gpu_builders: true,
+        nodes: None,
     }
+}
+
+/// `n` GPUs whose NUMA nodes are not known.
+fn gpus(n: u32) -> Vec<Gpu> {
+    (0..n).map(Gpu::numbered).collect()
 }
 
 fn devices(grants: &[Grant]) -> Vec<Vec<u32>> {
@@ -33,7 +43,7 @@ fn three_takers() -> Vec<Claim> {
 
 #[test]
 fn enough_gpus_each_taker_gets_its_own_in_priority_order() {
-    let (grants, problems) = assign(3, &three_takers());
+    let (grants, problems) = assign(&gpus(3), &three_takers());
     assert!(problems.is_empty());
     assert_eq!(
         devices(&grants),
@@ -50,7 +60,7 @@ fn enough_gpus_each_taker_gets_its_own_in_priority_order() {
 #[test]
 fn two_gpus_three_takers_the_first_alone_the_others_share_the_last() {
     let claims = three_takers();
-    let (grants, _) = assign(2, &claims);
+    let (grants, _) = assign(&gpus(2), &claims);
     assert_eq!(
         devices(&grants),
         vec![vec![1], vec![1], vec![0], vec![], vec![]]
@@ -72,14 +82,14 @@ fn two_gpus_three_takers_the_first_alone_the_others_share_the_last() {
 
 #[test]
 fn one_gpu_goes_to_windowpost_alone_and_the_others_get_none() {
-    let (grants, _) = assign(1, &three_takers());
+    let (grants, _) = assign(&gpus(1), &three_takers());
     assert_eq!(
         devices(&grants),
         vec![vec![], vec![], vec![0], vec![], vec![]]
     );
     assert_eq!(
         grants[1].reason.to_string(),
-        "auto: Commit, but the only GPU goes to `sealer` alone; none"
+        "auto: Commit, but the free GPUs went to `sealer` (PoSt never shares a GPU); none"
     );
 }
 
@@ -87,14 +97,14 @@ fn one_gpu_goes_to_windowpost_alone_and_the_others_get_none() {
 fn no_gpu_is_a_normal_host_and_listed_gpus_must_exist() {
     let mut claims = three_takers();
     claims.push(claim("listed", Want::Listed(vec![0, 2]), &[]));
-    let (grants, problems) = assign(0, &claims);
+    let (grants, problems) = assign(&gpus(0), &claims);
     assert!(grants[..3].iter().all(|g| g.devices.is_empty()));
     assert_eq!(
         grants[0].reason.to_string(),
         "auto: PreCommit2, but this host has no GPU; none"
     );
     assert_eq!(problems.len(), 2);
-    let (_, problems) = assign(2, &claims);
+    let (_, problems) = assign(&gpus(2), &claims);
     assert_eq!(
         problems,
         vec![NoSuchGpu {
@@ -116,7 +126,7 @@ fn listed_gpus_are_not_handed_out_by_auto_and_sharing_links_tmpdirs() {
         claim("c2", Want::Listed(vec![0, 1]), &[Task::Commit]),
         claim("p2", Want::Listed(vec![1]), &[Task::PreCommit2]),
     ];
-    let (grants, _) = assign(3, &claims);
+    let (grants, _) = assign(&gpus(3), &claims);
     assert_eq!(devices(&grants), vec![vec![2], vec![0, 1], vec![1]]);
     let tmp = lock_tmpdirs(&grants, Path::new("/s"));
     assert_eq!(
@@ -127,7 +137,7 @@ fn listed_gpus_are_not_handed_out_by_auto_and_sharing_links_tmpdirs() {
             Some(PathBuf::from("/s/gpu0-tmp"))
         ]
     );
-    let (grants, _) = assign(2, &claims);
+    let (grants, _) = assign(&gpus(2), &claims);
     assert_eq!(
         grants[0].reason,
         Reason::NoneFree {
@@ -318,4 +328,195 @@ fn stated_uuids_take_what_the_driver_knows_and_bus_order() {
         (1, Some("GPU-deadbeef"))
     );
     assert!(remark.unwrap().0);
+}
+
+fn on_nodes(mut c: Claim, nodes: &[u32]) -> Claim {
+    c.nodes = Some(nodes.to_vec());
+    c
+}
+
+/// GPUs on the given NUMA nodes, in index order.
+fn gpus_on(nodes: &[u32]) -> Vec<Gpu> {
+    (0..)
+        .zip(nodes)
+        .map(|(i, &n)| Gpu {
+            numa: Some(n),
+            ..Gpu::numbered(i)
+        })
+        .collect()
+}
+
+#[test]
+fn gpus_nobody_takes_go_to_c2_the_fewest_first() {
+    let claims = vec![
+        claim("sealer", Want::Auto, &[Task::WindowPoSt]),
+        claim("c2", Want::Auto, &[Task::Commit]),
+    ];
+    let (grants, _) = assign(&gpus(3), &claims);
+    assert_eq!(devices(&grants), vec![vec![0], vec![1, 2]]);
+    assert_eq!(
+        grants[1].reason.to_string(),
+        "auto: Commit, taker 2 of 2, a GPU of its own, and idle GPU 2: C2 splits its work over every GPU it sees"
+    );
+    // Two C2 workers and a P2 worker: each its own, the idle ones to C2
+    // only, one each.
+    let claims = vec![
+        claim("a", Want::Auto, &[Task::Commit]),
+        claim("p2", Want::Auto, &[Task::PreCommit2]),
+        claim("b", Want::Auto, &[Task::Commit]),
+    ];
+    let (grants, _) = assign(&gpus(5), &claims);
+    assert_eq!(devices(&grants), vec![vec![0, 3], vec![2], vec![1, 4]]);
+    // While anyone shares, nothing is idle.
+    let (grants, _) = assign(&gpus(1), &claims);
+    assert_eq!(devices(&grants), vec![vec![0], vec![0], vec![0]]);
+    assert!(matches!(grants[1].reason, Reason::SharesLast { .. }));
+}
+
+#[test]
+fn post_never_shares_even_with_another_post() {
+    let claims = vec![
+        claim("w1", Want::Auto, &[Task::WindowPoSt]),
+        claim("w2", Want::Auto, &[Task::WinningPoSt]),
+        claim("w3", Want::Auto, &[Task::WindowPoSt]),
+        claim("c2", Want::Auto, &[Task::Commit]),
+    ];
+    let (grants, _) = assign(&gpus(2), &claims);
+    assert_eq!(devices(&grants), vec![vec![0], vec![1], vec![], vec![]]);
+    assert_eq!(
+        grants[2].reason,
+        Reason::Crowded {
+            task: Task::WindowPoSt,
+            by: vec!["w1".into(), "w2".into()]
+        }
+    );
+    let (text, warn) = (
+        grants[3].shortfall("c2", &[]).unwrap().1,
+        grants[3].shortfall("c2", &[]).unwrap().0,
+    );
+    assert!(warn);
+    assert!(
+        !text.contains("gpus = [") && !text.contains("share"),
+        "the warning must not suggest sharing: {text}"
+    );
+    assert!(post_shares(&claims, &grants).is_empty());
+}
+
+#[test]
+fn a_listed_gpu_shared_with_post_is_found_with_every_holder() {
+    let claims = vec![
+        claim("c2", Want::Listed(vec![0]), &[Task::Commit]),
+        claim(
+            "sealer",
+            Want::Listed(vec![0, 1]),
+            &[Task::WinningPoSt, Task::WindowPoSt],
+        ),
+        claim("p2", Want::Listed(vec![1]), &[Task::PreCommit2]),
+        claim("alone", Want::Listed(vec![2]), &[Task::WindowPoSt]),
+    ];
+    let (grants, _) = assign(&gpus(3), &claims);
+    assert_eq!(
+        post_shares(&claims, &grants),
+        vec![PostShare {
+            post: 1,
+            task: Task::WindowPoSt,
+            gpus: vec![0, 1],
+            with: vec![0, 2]
+        }]
+    );
+}
+
+#[test]
+fn gpus_are_chosen_on_the_numa_node_of_the_cores() {
+    // GPU 0 on node 0, GPU 1 on node 1; C2 on node-1 cores gets GPU 1,
+    // though the unconfined sealer comes first.
+    let host = gpus_on(&[0, 1]);
+    let claims = vec![
+        claim("sealer", Want::Auto, &[Task::WindowPoSt]),
+        on_nodes(claim("c2", Want::Auto, &[Task::Commit]), &[1]),
+    ];
+    let (grants, _) = assign(&host, &claims);
+    assert_eq!(devices(&grants), vec![vec![0], vec![1]]);
+    assert_eq!(
+        grants[1].reason.to_string(),
+        "auto: Commit, taker 2 of 2, a GPU of its own on its cores' NUMA node 1"
+    );
+    assert!(grants[1].shortfall("c2", &[]).is_none());
+    // Both GPUs on node 0, C2 on node 1: the nearest there is, said.
+    let (grants, _) = assign(&gpus_on(&[0, 0]), &claims);
+    assert_eq!(
+        grants[1].reason,
+        Reason::Own {
+            task: Task::Commit,
+            rank: 2,
+            of: 2,
+            numa: NumaFit::Far {
+                node: 0,
+                cores: vec![1]
+            },
+            idle: Vec::new()
+        }
+    );
+    assert!(grants[1]
+        .shortfall("c2", &[])
+        .unwrap()
+        .1
+        .contains("away from its cores on node 1"));
+    // Idle GPUs go to the C2 worker on their node.
+    let claims = vec![
+        on_nodes(claim("c2a", Want::Auto, &[Task::Commit]), &[0]),
+        on_nodes(claim("c2b", Want::Auto, &[Task::Commit]), &[1]),
+    ];
+    let (grants, _) = assign(&gpus_on(&[0, 0, 1, 1]), &claims);
+    assert_eq!(devices(&grants), vec![vec![0, 1], vec![2, 3]]);
+}
+
+#[test]
+fn precommit2_takes_a_gpu_only_with_the_gpu_builders_on() {
+    let mut p2 = claim("p2", Want::Auto, &[Task::PreCommit1, Task::PreCommit2]);
+    p2.gpu_builders = false;
+    let claims = vec![p2, claim("c2", Want::Auto, &[Task::Commit])];
+    let (grants, _) = assign(&gpus(2), &claims);
+    assert_eq!(devices(&grants), vec![vec![], vec![0, 1]]);
+    assert_eq!(grants[0].reason, Reason::CpuTrees);
+    let (note, text) = grants[0].shortfall("p2", &[]).unwrap();
+    assert!(
+        !note && text.contains("FIL_PROOFS_USE_GPU_TREE_BUILDER=1"),
+        "{text}"
+    );
+    assert!(!wants_gpu(&GpuSpec::Auto, &[Task::PreCommit2], false));
+    assert!(wants_gpu(&GpuSpec::Auto, &[Task::PreCommit2], true));
+}
+
+#[test]
+fn the_gpu_builders_read_as_the_proofs_read_them() {
+    for on in ["1", "true", "TRUE", "On", "yes"] {
+        assert_eq!(proofs_bool(on), Some(true), "{on}");
+    }
+    for off in ["0", "false", "Off", "NO"] {
+        assert_eq!(proofs_bool(off), Some(false), "{off}");
+    }
+    for bad in ["", "2", "enabled", " 1"] {
+        assert_eq!(proofs_bool(bad), None, "{bad:?}");
+    }
+    let env = BTreeMap::from([
+        (
+            "fil_proofs_use_gpu_tree_builder".to_string(),
+            "0".to_string(),
+        ),
+        (
+            "FIL_PROOFS_USE_GPU_COLUMN_BUILDER".to_string(),
+            "yes".to_string(),
+        ),
+        ("FIL_PROOFS_USE_MULTICORE_SDR".to_string(), "1".to_string()),
+    ]);
+    assert_eq!(
+        gpu_builders(&env),
+        vec![
+            ("FIL_PROOFS_USE_GPU_COLUMN_BUILDER", "yes", Some(true)),
+            ("fil_proofs_use_gpu_tree_builder", "0", Some(false)),
+        ]
+    );
+    assert!(gpu_builders_on(&env));
+    assert!(!gpu_builders_on(&BTreeMap::new()));
 }

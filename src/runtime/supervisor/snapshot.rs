@@ -87,6 +87,7 @@ impl Supervisor {
             cpus: plan.cpus.as_ref().and_then(|c| c.cpus.clone()),
             log_file: plan.log_file.clone(),
             gpus: plan.gpus.devices.clone(),
+            gpus_why: Some(plan.gpus.reason.to_string()),
             fatal: s.fatal.clone(),
         }
     }
