@@ -171,8 +171,97 @@ fn the_sealers_own_config_is_checked_against_its_tasks() {
 #[test]
 fn a_sealer_configured_as_the_plan_says_passes() {
     let (_root, out) = host_a_with_sealer_config(
-        "[Sealing]\nMaxSealingSectors = 6\n[Storage]\nParallelFetchLimit = 10\nAllowAddPiece = false\nAllowPreCommit1 = false\nAllowPreCommit2 = false\nAllowCommit = false\nAllowUnseal = false\n",
+        &format!("[Sealing]\nMaxSealingSectors = 6\n[Storage]\nParallelFetchLimit = 10\n{CLASSIC_OFF}{SNAP_OFF}"),
     );
     out.expect_code(0);
     assert!(!out.stderr.contains("config.toml"), "{}", out.stderr);
+}
+
+const CLASSIC_OFF: &str = "AllowAddPiece = false\nAllowPreCommit1 = false\nAllowPreCommit2 = false\nAllowCommit = false\nAllowUnseal = false\n";
+const SNAP_OFF: &str =
+    "AllowReplicaUpdate = false\nAllowProveReplicaUpdate2 = false\nAllowRegenSectorKey = false\n";
+
+/// Host A's sealer turned every sealing task off but the snap-deal ones,
+/// which venus-sealer (v1.4.1 and later) also allows by default: it would
+/// take ProveReplicaUpdate2, a C2-class GPU proof, beside its WindowPoSt.
+#[test]
+fn a_prove_only_sealer_leaving_the_snap_tasks_on_is_told_each() {
+    let (_root, out) = host_a_with_sealer_config(&format!(
+        "[Sealing]\nMaxSealingSectors = 6\n[Storage]\n{CLASSIC_OFF}AllowRegenSectorKey = false\n"
+    ));
+    out.expect_code(0);
+    assert_line(
+        &out,
+        "warning",
+        &[
+            "[Storage] AllowProveReplicaUpdate2 is on (the default), but `sealer` only proves",
+            "C2-class GPU proof",
+            "set AllowProveReplicaUpdate2 = false",
+        ],
+    );
+    assert_line(
+        &out,
+        "warning",
+        &[
+            "[Storage] AllowReplicaUpdate is on (the default)",
+            "set AllowReplicaUpdate = false",
+        ],
+    );
+    assert!(
+        !out.stderr.contains("AllowRegenSectorKey is on"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A C2 worker that leaves venus-worker's snap-deal switches at their
+/// default (on) is told the three flags in one warning; with them off it
+/// is told nothing about its tasks.
+#[test]
+fn a_worker_leaving_the_snap_tasks_on_is_told_the_flags() {
+    let worker = |flags: &str| {
+        format!(
+            "[[service]]\nname = \"c2\"\nrole = \"worker\"\ntasks = [\"Commit\"]\ncommand = [\"/bin/sleep\", \"run\", \"--addpiece=false\", \"--precommit1=false\", \"--precommit2=false\", \"--unseal=false\"{flags}]\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = check(dir.path(), &worker(""), &[]);
+    out.expect_code(0);
+    assert_line(
+        &out,
+        "warning",
+        &[
+            "`c2` will also run ReplicaUpdate, ProveReplicaUpdate2, RegenSectorKey",
+            "(the snap-deal tasks since v1.4.1)",
+            "add `--replica-update=false`, `--prove-replica-update2=false`, `--regen-sector-key=false`",
+        ],
+    );
+    let out = check(
+        dir.path(),
+        &worker(", \"--replica-update=false\", \"--prove-replica-update2=false\", \"--regen-sector-key=false\""),
+        &[],
+    );
+    out.expect_code(0);
+    assert!(!out.stderr.contains("will also run"), "{}", out.stderr);
+}
+
+/// The same repo spelled with a trailing slash (or `//`, `/./`) is the same
+/// folder: two workers there are an error.
+#[test]
+fn a_repo_spelled_with_a_trailing_slash_is_still_shared() {
+    let text = broken_copy(
+        "examples/host-b.toml",
+        &[(
+            "env = { VENUS_WORKER_PATH = \"/var/lib/venus/worker02\"",
+            "env = { VENUS_WORKER_PATH = \"/var/lib/venus//./worker01/\"",
+        )],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = check(dir.path(), &text, &[]);
+    out.expect_code(1);
+    assert_line(
+        &out,
+        "error",
+        &["`worker01` and `worker02` share the worker repo /var/lib/venus/worker01;"],
+    );
 }

@@ -2,4 +2,6 @@
 //! operators get wrong with venus-sealer and venus-worker.
 
 pub mod secrets;
+pub mod storage;
+mod tasks;
 pub mod venus;
