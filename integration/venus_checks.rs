@@ -29,6 +29,13 @@ fn check(dir: &Path, text: &str, extra: &[&str]) -> Outcome {
     venussup(&args)
 }
 
+/// `examples/host-b.toml` with `edits` (see `broken_copy`), checked.
+fn check_host_b(edits: &[(&str, &str)]) -> Outcome {
+    let text = broken_copy("examples/host-b.toml", edits);
+    let dir = tempfile::tempdir().unwrap();
+    check(dir.path(), &text, &[])
+}
+
 fn assert_line(out: &Outcome, severity: &str, needles: &[&str]) {
     assert!(
         out.stderr.lines().any(
@@ -41,9 +48,7 @@ fn assert_line(out: &Outcome, severity: &str, needles: &[&str]) {
 
 #[test]
 fn a_broken_host_b_reports_each_worker_mistake() {
-    let text = broken_copy(
-        "examples/host-b.toml",
-        &[
+    let out = check_host_b(&[
             // worker02 forgets its own repo and its --listen, as the plan did
             ("env = { VENUS_WORKER_PATH = \"/var/lib/venus/worker02\", VENUS_WORKER_CONFIG = \"/var/lib/venus/worker02/config.toml\" }\nready", "env = { VENUS_WORKER_PATH = \"/var/lib/venus/worker01\", BELLMAN_NO_GPU = \"0\", TMP_DIR = \"/tmp/gpu\" }\nready"),
             ("  \"--listen=0.0.0.0:3457\",        # the plan forgot this: both would take 3456\n", ""),
@@ -51,10 +56,7 @@ fn a_broken_host_b_reports_each_worker_mistake() {
             ("\"--precommit1=false\", ", ""),
             // worker01 declares AddPiece but turns it off, and has too few files
             ("tasks = [\"PreCommit1\", \"PreCommit2\"]", "tasks = [\"AddPiece\", \"PreCommit1\", \"PreCommit2\"]\nlimits = { nofile = 65536 }"),
-        ],
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let out = check(dir.path(), &text, &[]);
+        ]);
     out.expect_code(1);
     assert_line(
         &out,
@@ -111,15 +113,10 @@ fn a_broken_host_b_reports_each_worker_mistake() {
 
 #[test]
 fn on_failure_for_a_venus_worker_is_flagged() {
-    let text = broken_copy(
-        "examples/host-b.toml",
-        &[(
-            "stop_timeout = \"2min\"",
-            "stop_timeout = \"2min\"\nrestart = \"on-failure\"",
-        )],
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let out = check(dir.path(), &text, &[]);
+    let out = check_host_b(&[(
+        "stop_timeout = \"2min\"",
+        "stop_timeout = \"2min\"\nrestart = \"on-failure\"",
+    )]);
     out.expect_code(0);
     assert_line(
         &out,
@@ -249,15 +246,10 @@ fn a_worker_leaving_the_snap_tasks_on_is_told_the_flags() {
 /// folder: two workers there are an error.
 #[test]
 fn a_repo_spelled_with_a_trailing_slash_is_still_shared() {
-    let text = broken_copy(
-        "examples/host-b.toml",
-        &[(
-            "env = { VENUS_WORKER_PATH = \"/var/lib/venus/worker02\"",
-            "env = { VENUS_WORKER_PATH = \"/var/lib/venus//./worker01/\"",
-        )],
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let out = check(dir.path(), &text, &[]);
+    let out = check_host_b(&[(
+        "env = { VENUS_WORKER_PATH = \"/var/lib/venus/worker02\"",
+        "env = { VENUS_WORKER_PATH = \"/var/lib/venus//./worker01/\"",
+    )]);
     out.expect_code(1);
     assert_line(
         &out,

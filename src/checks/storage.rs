@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::venus::{flag_on, lexical, pairs, Pair};
+use super::venus::{env_span, flag_on, lexical, pairs, Pair};
 use crate::capacity::{Capacity, SectorProfile};
 use crate::config::{Config, Role, ServiceKind, Task};
 use crate::host::{FileKind, Host};
@@ -341,14 +341,6 @@ fn runs(pair: &Pair<'_>, task: Task, flag: &str) -> bool {
         && flag_on(&p.argv, flag)
 }
 
-fn span_of(pair: &Pair<'_>, key: &str) -> Range<usize> {
-    let (s, _) = pair;
-    s.env
-        .keys()
-        .find(|k| k.get_ref() == key)
-        .map_or_else(|| s.name.span(), |k| k.span())
-}
-
 fn needs<'a>(pairs: &[Pair<'a>], host: &Host, sector: u64) -> Vec<Need<'a>> {
     let present = |folder: &Path, file: &str| {
         matches!(
@@ -379,7 +371,7 @@ fn needs<'a>(pairs: &[Pair<'a>], host: &Host, sector: u64) -> Vec<Need<'a>> {
                 .any(|(size, name)| *size == sector && present(&folder, &format!("{name}.cache")));
             if !cached {
                 out.push(Need {
-                    span: span_of(pair, key),
+                    span: env_span(s, key),
                     folder,
                     bytes: Some(parent_cache_bytes(sector)),
                     what: "the SDR parent cache",
@@ -398,7 +390,7 @@ fn needs<'a>(pairs: &[Pair<'a>], host: &Host, sector: u64) -> Vec<Need<'a>> {
             if let Some((_, file, bytes)) = POREP_PARAMS.iter().find(|(size, ..)| *size == sector) {
                 if !present(&folder, file) {
                     out.push(Need {
-                        span: span_of(pair, "FIL_PROOFS_PARAMETER_CACHE"),
+                        span: env_span(s, "FIL_PROOFS_PARAMETER_CACHE"),
                         folder,
                         bytes: *bytes,
                         what: "the proof parameters",
@@ -521,6 +513,18 @@ mod tests {
             let got = attach_path(&argv).map(|a| (a.path, a.seal, a.store));
             assert_eq!(got, want, "{argv:?}");
         }
+    }
+
+    #[test]
+    fn a_path_is_on_the_longest_whole_part_mount_and_the_later_of_two_alike() {
+        let table = format!("{MOUNTS}6 1 0:60 / /mnt/seal rw - nfs4 nas:/b rw\n");
+        let mounts = mountinfo::parse(&table);
+        let on =
+            |path: &str| mount_of(&mounts, path).map(|m| (m.point.as_str(), m.fstype.as_str()));
+        assert_eq!(on("/mnt/seal2"), Some(("/", "ext4")));
+        assert_eq!(on("/mnt/seal/a"), Some(("/mnt/seal", "nfs4")));
+        assert_eq!(on("/data"), Some(("/data", "ext4")));
+        assert_eq!(mount_of(&[], "/data"), None);
     }
 
     #[test]

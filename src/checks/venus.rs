@@ -47,7 +47,7 @@ pub(super) fn flag_on(argv: &[String], name: &str) -> bool {
 }
 
 /// The span of `key` in the service's own `env`, else of its name.
-fn env_span(s: &ServiceConfig, key: &str) -> Range<usize> {
+pub(super) fn env_span(s: &ServiceConfig, key: &str) -> Range<usize> {
     s.env
         .keys()
         .find(|k| k.get_ref() == key)
