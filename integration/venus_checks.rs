@@ -257,3 +257,67 @@ fn a_repo_spelled_with_a_trailing_slash_is_still_shared() {
         &["`worker01` and `worker02` share the worker repo /var/lib/venus/worker01;"],
     );
 }
+
+/// A host under `--fs-root` whose simulated mount table puts the seal disk
+/// on NFS and leaves the store path on `/`: the real binary reads the table
+/// and the free space under the root and says both, at the attach lines.
+#[test]
+fn simulated_nfs_seal_path_and_a_store_path_on_root_under_an_fs_root() {
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir_all(root.path().join("proc/self")).unwrap();
+    fs::write(
+        root.path().join("proc/self/mountinfo"),
+        "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 0:50 / /mnt/nfs rw - nfs4 nas:/export rw\n",
+    )
+    .unwrap();
+    fs::create_dir_all(root.path().join("mnt/nfs/seal")).unwrap();
+    let text = "\
+[[service]]
+name = \"seal-attach\"
+kind = \"oneshot\"
+command = [\"/bin/true\", \"storage\", \"attach\", \"--init\", \"--seal\", \"/mnt/nfs/seal\"]
+
+[[service]]
+name = \"store-attach\"
+kind = \"oneshot\"
+command = [\"/bin/true\", \"storage\", \"attach\", \"--init\", \"--store\", \"/mnt/store\"]
+";
+    let out = check(
+        root.path(),
+        text,
+        &["--fs-root", root.path().to_str().unwrap()],
+    );
+    out.expect_code(0);
+    assert_line(
+        &out,
+        "warning",
+        &[
+            "venussup.toml:4:11",
+            "/mnt/nfs/seal (`seal-attach`'s seal path) is on network storage (nfs4 mounted at /mnt/nfs)",
+            "seal on fast local disks",
+        ],
+    );
+    assert_line(
+        &out,
+        "warning",
+        &[
+            "venussup.toml:9:11",
+            "/mnt/store (`store-attach`'s store path) is on the root filesystem",
+            "`requires_mounts` of `store-attach`",
+        ],
+    );
+    // A store path on NFS is the usual layout: no warning.
+    let nfs_store = text.replace("/mnt/store", "/mnt/nfs/store");
+    let out = check(
+        root.path(),
+        &nfs_store,
+        &["--fs-root", root.path().to_str().unwrap()],
+    );
+    assert!(
+        !out.stderr
+            .lines()
+            .any(|l| l.contains(": warning: ") && l.contains("/mnt/nfs/store")),
+        "{}",
+        out.stderr
+    );
+}
