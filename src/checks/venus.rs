@@ -54,12 +54,22 @@ pub(super) fn env_span(s: &ServiceConfig, key: &str) -> Range<usize> {
         .map_or_else(|| s.name.span(), |k| k.span())
 }
 
+/// The repo of a service (`--repo`, else `var`, else `default`: urfave/cli
+/// applies a flag's env var first and the command line over it), with a
+/// leading `~/` expanded from its `HOME` (root's when unset), as Venus
+/// expands it (go-homedir).
 fn repo(p: &ServicePlan, var: &str, default: &str) -> String {
-    p.env
-        .get(var)
-        .cloned()
-        .or_else(|| flag_value(&p.argv, "repo").map(str::to_string))
-        .unwrap_or_else(|| default.to_string())
+    let repo = flag_value(&p.argv, "repo")
+        .map(str::to_string)
+        .or_else(|| p.env.get(var).cloned())
+        .unwrap_or_else(|| default.to_string());
+    match repo.strip_prefix("~/") {
+        Some(rest) => {
+            let home = p.env.get("HOME").map_or("/root", String::as_str);
+            format!("{}/{rest}", home.trim_end_matches('/'))
+        }
+        None => repo,
+    }
 }
 
 /// A path as the kernel resolves it, spelled one way: `//`, `.` parts and
@@ -297,11 +307,7 @@ fn read_sealer_config(
     diags: &mut Diagnostics,
 ) -> Option<(PathBuf, toml::Table)> {
     let name = s.name.get_ref();
-    let repo = repo(p, "VENUS_SEALER_PATH", SEALER_DEFAULT_REPO);
-    let repo = match repo.strip_prefix("~/") {
-        Some(rest) => PathBuf::from(p.env.get("HOME").map_or("/root", String::as_str)).join(rest),
-        None => PathBuf::from(repo),
-    };
+    let repo = PathBuf::from(repo(p, "VENUS_SEALER_PATH", SEALER_DEFAULT_REPO));
     let path = host.fs_root.path(repo.join("config.toml"));
     let Ok(text) = host.lookups.read_file(&path) else {
         diags.note(s.name.span(), format!("the config.toml of `{name}` ({}) is not readable here; its MaxSealingSectors and [Storage] Allow* were not checked", path.display()));
@@ -518,6 +524,8 @@ mod tests {
             ("[::]:3457", "/r/d"),      // any address: collides with w2
             ("127.0.0.4:1", "/r/a/"),   // w0's repo, with a trailing slash
             ("127.0.0.5:1", "/r//./b"), // w1's repo, spelled otherwise
+            ("127.0.0.6:1", "~/r/c"),   // root's home: /root/r/c
+            ("127.0.0.7:1", "/root/r/c/"),
         ];
         let mut text = String::new();
         for (i, (listen, repo)) in workers.iter().enumerate() {
@@ -550,6 +558,7 @@ mod tests {
                 "`w1` listens on 127.0.0.1:3456 and `w0` on 0.0.0.0:3456: the second cannot bind",
                 "`w4` listens on 127.0.0.2:3457 and `w2` on 127.0.0.2:3457: the second cannot bind",
                 "`w5` listens on [::]:3457 and `w2` on 127.0.0.2:3457: the second cannot bind",
+                "`w8` and `w9` share the worker repo /root/r/c",
             ]
         );
     }
