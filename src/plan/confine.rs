@@ -59,7 +59,7 @@ pub fn decide(hierarchy: &Hierarchy, plan: &ServicePlan) -> Result<Decision, NoM
     if wants_cgroup && hierarchy.has_cpuset() {
         d.cpuset = Some(cpus.clone());
         d.mems = cpu.span.as_ref().and_then(|s| s.numa.clone());
-    } else if cpu.sdr_unit.is_some() {
+    } else if wants_cgroup && cpu.sdr_unit.is_some() {
         // Only multicore SDR (PreCommit1) escapes a mask: other services'
         // threads inherit it, so the mask holds them as a cpuset would.
         d.warning = Some(format!(

@@ -294,6 +294,9 @@ fn without_cgroups_only_multicore_sdr_is_warned_about_the_mask() {
     let p1 = plan_of(&root, "cpus = \"0-3\"\ntasks = [\"PreCommit1\"]\nenv = { FIL_PROOFS_USE_MULTICORE_SDR = \"1\" }\n");
     let w = decide(setup.hierarchy(), &p1).unwrap().warning.unwrap();
     assert!(w.contains("multicore-SDR threads (its PreCommit1)"), "{w}");
+    // Asked for the mask alone: what it asked, no warning.
+    let masked = plan_of(&root, "cpus = \"0-3\"\nconfine = \"affinity\"\ntasks = [\"PreCommit1\"]\nenv = { FIL_PROOFS_USE_MULTICORE_SDR = \"1\" }\n");
+    assert_eq!(decide(setup.hierarchy(), &masked).unwrap().warning, None);
 }
 
 #[test]
