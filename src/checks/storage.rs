@@ -269,7 +269,7 @@ fn seal_paths(
                 ));
             } else if NETWORK_FS.contains(&m.fstype.as_str()) && place.seal {
                 diags.warning(span.clone(), format!(
-                    "{path} ({what}) is on network storage ({} mounted at {}): every layer PreCommit1 writes (11 per sector) and the trees PreCommit2 reads cross the network; seal on fast local disks (Lotus docs, custom storage layout) and keep network storage for `--store` paths",
+                    "{path} ({what}) is on network storage ({} mounted at {}): every layer PreCommit1 writes (11 of the sector's size for 32 and 64 GiB sectors) and PreCommit2 reads crosses the network; seal on fast local disks (Lotus docs, custom storage layout) and keep network storage for `--store` paths",
                     m.fstype, m.point
                 ));
             } else if m.point != *path {
