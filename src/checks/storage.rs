@@ -175,6 +175,9 @@ struct Place<'a> {
     span: Option<Range<usize>>,
     /// The service whose `requires_mounts` should hold it.
     service: Option<&'a str>,
+    /// The mount point of its `requires_mounts` that holds it (the path or
+    /// a folder above it), if any.
+    required: Option<String>,
 }
 
 fn places<'a>(config: &'a Config, pairs: &[Pair<'a>]) -> Vec<Place<'a>> {
@@ -195,6 +198,11 @@ fn places<'a>(config: &'a Config, pairs: &[Pair<'a>]) -> Vec<Place<'a>> {
             what: format!("`{}`'s {kind}", p.name),
             span: Some(s.command.span()),
             service: Some(s.name.get_ref().as_str()),
+            required: p
+                .requires_mounts
+                .iter()
+                .map(|m| lexical(&m.to_string_lossy()))
+                .find(|m| Path::new(&lexical(path)).starts_with(m)),
         });
     }
     if let Some(cap) = &config.capacity {
@@ -205,6 +213,7 @@ fn places<'a>(config: &'a Config, pairs: &[Pair<'a>]) -> Vec<Place<'a>> {
                 what: "a [capacity] seal path".to_string(),
                 span: None,
                 service: None,
+                required: None,
             });
         }
     }
@@ -262,6 +271,17 @@ fn seal_paths(
         let requires = place.service.map_or(String::new(), |s| {
             format!(", and list it in `requires_mounts` of `{s}` so that it waits for the mount")
         });
+        if let (Some(m), Some(point)) = (mount, &place.required) {
+            if m.point != *point {
+                // Not mounted here now: `run` waits for it, the space of
+                // what is mounted now says nothing.
+                diags.note(span.clone(), format!(
+                    "{path} ({what}) is not mounted here ({point} is not a mount point now); `requires_mounts` holds `{}` until it is, so its filesystem and free space were not checked",
+                    place.service.unwrap_or_default()
+                ));
+                continue;
+            }
+        }
         if let Some(m) = mount {
             if m.point == "/" {
                 diags.warning(span.clone(), format!(

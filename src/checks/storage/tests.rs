@@ -185,6 +185,26 @@ fn simulated_seal_paths_on_root_on_nfs_inside_a_mount_and_short_of_space() {
     assert_eq!(found.len(), 5, "{found:#?}");
 }
 
+#[test]
+fn simulated_seal_path_held_by_requires_mounts_is_a_note_until_mounted() {
+    let held = format!(
+        "{}requires_mounts = [\"/mnt/seal2/\"]\n",
+        attach("held", "/mnt/seal2/a")
+    );
+    let found = diagnose(&held, &[], &[("/mnt/seal2", GIB)], Some(&capacity(64)));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].1.starts_with("/mnt/seal2/a (`held`'s seal path) is not mounted here (/mnt/seal2 is not a mount point now); `requires_mounts` holds `held` until it is"), "{found:#?}");
+    // Mounted: checked as any seal path (here, too small for a sector).
+    let mounted = held.replace("/mnt/seal2", "/mnt/seal");
+    let found = diagnose(&mounted, &[], &[("/mnt/seal", GIB)], Some(&capacity(64)));
+    assert!(
+        found
+            .iter()
+            .any(|(_, m)| m.contains("has 1GiB free, less than one 64GiB sector")),
+        "{found:#?}"
+    );
+}
+
 const SEALER: &str = "[[service]]\nname = \"sealer\"\nrole = \"sealer\"\ntasks = [\"WindowPoSt\"]\ncommand = [\"/bin/w\", \"run\"]\n";
 const P1: &str = "[[service]]\nname = \"p1\"\nrole = \"worker\"\ncommand = [\"/bin/w\", \"run\", \"--commit=false\", \"--prove-replica-update2=false\"]\n";
 
