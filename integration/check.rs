@@ -248,3 +248,68 @@ fn oom_score_adjust_is_shown_in_the_plan() {
         "the default"
     );
 }
+
+/// Free bytes of the filesystem of `path` for an unprivileged writer, as
+/// `df` says.
+fn df_available(path: &str) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=avail", path])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// This machine's own mounts and `/var/tmp`: a seal path on the root
+/// filesystem is said, `/dev/shm` (a tmpfs of its own) is not, and the
+/// SDR parent cache (56 GiB for 32 GiB sectors) and the PoRep parameters
+/// (45 GiB) are weighed against `/var/tmp`'s real free space.
+#[test]
+fn seal_paths_and_var_tmp_are_checked_against_this_machines_mounts_and_free_space() {
+    let seal = tempfile::tempdir_in("/var/tmp").unwrap();
+    let seal = seal.path().to_str().unwrap().to_string();
+    let text = format!(
+        "[[service]]\nname = \"sealer\"\nrole = \"sealer\"\ntasks = [\"WindowPoSt\"]\ncommand = [\"/bin/sleep\", \"run\"]\n\
+         [[service]]\nname = \"p1\"\nrole = \"worker\"\ntasks = [\"PreCommit1\"]\n\
+         command = [\"/bin/sleep\", \"run\", \"--addpiece=false\", \"--precommit2=false\", \"--commit=false\", \"--unseal=false\", \"--replica-update=false\", \"--prove-replica-update2=false\", \"--regen-sector-key=false\"]\n\
+         [[service]]\nname = \"attach-root\"\nkind = \"oneshot\"\ncommand = [\"/bin/sleep\", \"storage\", \"attach\", \"--init\", \"--seal\", \"{seal}/\"]\n\
+         [[service]]\nname = \"attach-shm\"\nkind = \"oneshot\"\ncommand = [\"/bin/sleep\", \"storage\", \"attach\", \"--init\", \"--seal\", \"/dev/shm\"]\n\
+         [capacity]\nsector_size = \"32GiB\"\n"
+    );
+    let (_dir, _path, out) = check_text(&text);
+    out.expect_code(0);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let with = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        with(&format!(
+            "{seal} (`attach-root`'s seal path) is on the root filesystem"
+        )),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr
+            .contains("/dev/shm (`attach-shm`'s seal path) is"),
+        "{}",
+        out.stderr
+    );
+    let need = (56 + 45) << 30;
+    let cached = [
+        "/var/tmp/filecoin-parents",
+        "/var/tmp/filecoin-proof-parameters",
+    ]
+    .iter()
+    .any(|d| std::path::Path::new(d).exists());
+    let warned = with("(56GiB, for `p1`) and the proof parameters in /var/tmp/filecoin-proof-parameters (45GiB, for `sealer`) need 101GiB for 32GiB sectors");
+    if df_available("/var/tmp") < need && !cached {
+        assert_eq!(warned, 1, "{}", out.stderr);
+    } else if !cached {
+        assert_eq!(warned, 0, "{}", out.stderr);
+    }
+}

@@ -322,7 +322,11 @@ fn both_apply_before_exec_at_every_start_and_release_removes_the_cgroup() {
 #[test]
 fn without_cgroups_the_mask_holds_at_start_but_not_a_child_that_widens_it() {
     let t = TestCgroups::with(Hierarchy::None { why: "test".into() });
-    let plan = plan_of("cpus = \"50%\"\n");
+    // A multicore-SDR PreCommit1 service: the one whose threads escape a
+    // mask, so the one warned.
+    let plan = plan_of(
+        "cpus = \"50%\"\ntasks = [\"PreCommit1\"]\nenv = { FIL_PROOFS_USE_MULTICORE_SDR = \"1\" }\n",
+    );
     let cpus = planned_cpus(&plan);
     let c = Arc::new(confine::prepare(&t.setup, &plan).unwrap());
     assert!(c.cgroups().is_empty());

@@ -345,12 +345,19 @@ limits = { memory_max = \"1GiB\" }
         "warning",
         "`w` has `limits.memory_max`, but this host has no cgroups",
     );
-    let text = text.replace("limits = { memory_max = \"1GiB\" }\n", "");
-    let out = check_text(root.path(), &text);
+    // Only multicore SDR escapes the mask: a PreCommit1 service with it is
+    // warned, the same service without PreCommit1 is not.
+    let p1 = text.replace(
+        "limits = { memory_max = \"1GiB\" }\n",
+        "tasks = [\"PreCommit1\"]\nenv = { FIL_PROOFS_USE_MULTICORE_SDR = \"1\" }\n",
+    );
+    let out = check_text(root.path(), &p1);
     assert_diag(
         &out,
         "venussup.toml:4:8",
         "warning",
         "`w` is held by its affinity mask only",
     );
+    let out = check_text(root.path(), &p1.replace("PreCommit1", "Commit"));
+    assert!(!out.stderr.contains("affinity mask"), "{}", out.stderr);
 }

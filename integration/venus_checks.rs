@@ -29,6 +29,13 @@ fn check(dir: &Path, text: &str, extra: &[&str]) -> Outcome {
     venussup(&args)
 }
 
+/// `examples/host-b.toml` with `edits` (see `broken_copy`), checked.
+fn check_host_b(edits: &[(&str, &str)]) -> Outcome {
+    let text = broken_copy("examples/host-b.toml", edits);
+    let dir = tempfile::tempdir().unwrap();
+    check(dir.path(), &text, &[])
+}
+
 fn assert_line(out: &Outcome, severity: &str, needles: &[&str]) {
     assert!(
         out.stderr.lines().any(
@@ -41,9 +48,7 @@ fn assert_line(out: &Outcome, severity: &str, needles: &[&str]) {
 
 #[test]
 fn a_broken_host_b_reports_each_worker_mistake() {
-    let text = broken_copy(
-        "examples/host-b.toml",
-        &[
+    let out = check_host_b(&[
             // worker02 forgets its own repo and its --listen, as the plan did
             ("env = { VENUS_WORKER_PATH = \"/var/lib/venus/worker02\", VENUS_WORKER_CONFIG = \"/var/lib/venus/worker02/config.toml\" }\nready", "env = { VENUS_WORKER_PATH = \"/var/lib/venus/worker01\", BELLMAN_NO_GPU = \"0\", TMP_DIR = \"/tmp/gpu\" }\nready"),
             ("  \"--listen=0.0.0.0:3457\",        # the plan forgot this: both would take 3456\n", ""),
@@ -52,10 +57,7 @@ fn a_broken_host_b_reports_each_worker_mistake() {
             // worker01 declares AddPiece but turns it off, and has too few files
             ("tasks = [\"PreCommit1\", \"PreCommit2\"]", "tasks = [\"AddPiece\", \"PreCommit1\", \"PreCommit2\"]"),
             ("limits = { memory_max = \"527GiB\" }", "limits = { memory_max = \"527GiB\", nofile = 65536 }"),
-        ],
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let out = check(dir.path(), &text, &[]);
+        ]);
     out.expect_code(1);
     assert_line(
         &out,
@@ -112,15 +114,10 @@ fn a_broken_host_b_reports_each_worker_mistake() {
 
 #[test]
 fn on_failure_for_a_venus_worker_is_flagged() {
-    let text = broken_copy(
-        "examples/host-b.toml",
-        &[(
-            "stop_timeout = \"2min\"",
-            "stop_timeout = \"2min\"\nrestart = \"on-failure\"",
-        )],
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let out = check(dir.path(), &text, &[]);
+    let out = check_host_b(&[(
+        "stop_timeout = \"2min\"",
+        "stop_timeout = \"2min\"\nrestart = \"on-failure\"",
+    )]);
     out.expect_code(0);
     assert_line(
         &out,
@@ -173,8 +170,156 @@ fn the_sealers_own_config_is_checked_against_its_tasks() {
 #[test]
 fn a_sealer_configured_as_the_plan_says_passes() {
     let (_root, out) = host_a_with_sealer_config(
-        "[Sealing]\nMaxSealingSectors = 6\n[Storage]\nParallelFetchLimit = 10\nAllowAddPiece = false\nAllowPreCommit1 = false\nAllowPreCommit2 = false\nAllowCommit = false\nAllowUnseal = false\n",
+        &format!("[Sealing]\nMaxSealingSectors = 6\n[Storage]\nParallelFetchLimit = 10\n{CLASSIC_OFF}{SNAP_OFF}"),
     );
     out.expect_code(0);
     assert!(!out.stderr.contains("config.toml"), "{}", out.stderr);
+}
+
+const CLASSIC_OFF: &str = "AllowAddPiece = false\nAllowPreCommit1 = false\nAllowPreCommit2 = false\nAllowCommit = false\nAllowUnseal = false\n";
+const SNAP_OFF: &str =
+    "AllowReplicaUpdate = false\nAllowProveReplicaUpdate2 = false\nAllowRegenSectorKey = false\n";
+
+/// Host A's sealer turned every sealing task off but the snap-deal ones,
+/// which venus-sealer (v1.4.1 and later) also allows by default: it would
+/// take ProveReplicaUpdate2, a C2-class GPU proof, beside its WindowPoSt.
+#[test]
+fn a_prove_only_sealer_leaving_the_snap_tasks_on_is_told_each() {
+    let (_root, out) = host_a_with_sealer_config(&format!(
+        "[Sealing]\nMaxSealingSectors = 6\n[Storage]\n{CLASSIC_OFF}AllowRegenSectorKey = false\n"
+    ));
+    out.expect_code(0);
+    assert_line(
+        &out,
+        "warning",
+        &[
+            "[Storage] AllowProveReplicaUpdate2 is on (the default), but `sealer` only proves",
+            "C2-class GPU proof",
+            "set AllowProveReplicaUpdate2 = false",
+        ],
+    );
+    assert_line(
+        &out,
+        "warning",
+        &[
+            "[Storage] AllowReplicaUpdate is on (the default)",
+            "set AllowReplicaUpdate = false",
+        ],
+    );
+    assert!(
+        !out.stderr.contains("AllowRegenSectorKey is on"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A C2 worker that leaves venus-worker's snap-deal switches at their
+/// default (on) is told the three flags in one warning; with them off it
+/// is told nothing about its tasks.
+#[test]
+fn a_worker_leaving_the_snap_tasks_on_is_told_the_flags() {
+    let worker = |flags: &str| {
+        format!(
+            "[[service]]\nname = \"c2\"\nrole = \"worker\"\ntasks = [\"Commit\"]\ncommand = [\"/bin/sleep\", \"run\", \"--addpiece=false\", \"--precommit1=false\", \"--precommit2=false\", \"--unseal=false\"{flags}]\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = check(dir.path(), &worker(""), &[]);
+    out.expect_code(0);
+    assert_line(
+        &out,
+        "warning",
+        &[
+            "`c2` will also run ReplicaUpdate, ProveReplicaUpdate2, RegenSectorKey",
+            "(the snap-deal tasks since v1.4.1)",
+            "add `--replica-update=false`, `--prove-replica-update2=false`, `--regen-sector-key=false`",
+        ],
+    );
+    let out = check(
+        dir.path(),
+        &worker(", \"--replica-update=false\", \"--prove-replica-update2=false\", \"--regen-sector-key=false\""),
+        &[],
+    );
+    out.expect_code(0);
+    assert!(!out.stderr.contains("will also run"), "{}", out.stderr);
+}
+
+/// The same repo spelled with a trailing slash (or `//`, `/./`) is the same
+/// folder: two workers there are an error.
+#[test]
+fn a_repo_spelled_with_a_trailing_slash_is_still_shared() {
+    let out = check_host_b(&[(
+        "env = { VENUS_WORKER_PATH = \"/var/lib/venus/worker02\"",
+        "env = { VENUS_WORKER_PATH = \"/var/lib/venus//./worker01/\"",
+    )]);
+    out.expect_code(1);
+    assert_line(
+        &out,
+        "error",
+        &["`worker01` and `worker02` share the worker repo /var/lib/venus/worker01;"],
+    );
+}
+
+/// A host under `--fs-root` whose simulated mount table puts the seal disk
+/// on NFS and leaves the store path on `/`: the real binary reads the table
+/// and the free space under the root and says both, at the attach lines.
+#[test]
+fn simulated_nfs_seal_path_and_a_store_path_on_root_under_an_fs_root() {
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir_all(root.path().join("proc/self")).unwrap();
+    fs::write(
+        root.path().join("proc/self/mountinfo"),
+        "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 0:50 / /mnt/nfs rw - nfs4 nas:/export rw\n",
+    )
+    .unwrap();
+    fs::create_dir_all(root.path().join("mnt/nfs/seal")).unwrap();
+    let text = "\
+[[service]]
+name = \"seal-attach\"
+kind = \"oneshot\"
+command = [\"/bin/true\", \"storage\", \"attach\", \"--init\", \"--seal\", \"/mnt/nfs/seal\"]
+
+[[service]]
+name = \"store-attach\"
+kind = \"oneshot\"
+command = [\"/bin/true\", \"storage\", \"attach\", \"--init\", \"--store\", \"/mnt/store\"]
+";
+    let out = check(
+        root.path(),
+        text,
+        &["--fs-root", root.path().to_str().unwrap()],
+    );
+    out.expect_code(0);
+    assert_line(
+        &out,
+        "warning",
+        &[
+            "venussup.toml:4:11",
+            "/mnt/nfs/seal (`seal-attach`'s seal path) is on network storage (nfs4 mounted at /mnt/nfs)",
+            "seal on fast local disks",
+        ],
+    );
+    assert_line(
+        &out,
+        "warning",
+        &[
+            "venussup.toml:9:11",
+            "/mnt/store (`store-attach`'s store path) is on the root filesystem",
+            "`requires_mounts` of `store-attach`",
+        ],
+    );
+    // A store path on NFS is the usual layout: no warning.
+    let nfs_store = text.replace("/mnt/store", "/mnt/nfs/store");
+    let out = check(
+        root.path(),
+        &nfs_store,
+        &["--fs-root", root.path().to_str().unwrap()],
+    );
+    assert!(
+        !out.stderr
+            .lines()
+            .any(|l| l.contains(": warning: ") && l.contains("/mnt/nfs/store")),
+        "{}",
+        out.stderr
+    );
 }

@@ -5,4 +5,6 @@ pub mod capacity;
 pub mod gpus;
 pub mod sdr;
 pub mod secrets;
+pub mod storage;
+mod tasks;
 pub mod venus;

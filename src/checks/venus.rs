@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 
+use super::tasks;
 use crate::capacity::Capacity;
 use crate::config::values::Limit;
-use crate::config::{Config, Role, ServiceConfig, ServiceKind, Task};
+use crate::config::{Config, Role, ServiceConfig, ServiceKind};
 use crate::host::Host;
 use crate::plan::gpus;
 use crate::plan::{Plan, ServicePlan};
@@ -20,16 +21,6 @@ pub const WORKER_MIN_NOFILE: u64 = 100_000;
 const WORKER_DEFAULT_LISTEN: &str = "0.0.0.0:3456";
 const WORKER_DEFAULT_REPO: &str = "~/.venusworker";
 const SEALER_DEFAULT_REPO: &str = "~/.venussealer";
-
-/// venus-worker's task flags (each on unless `--flag=false`) and the
-/// sealer's `[Storage]` switches, by task.
-const TASK_SWITCHES: [(Task, &str, &str); 5] = [
-    (Task::AddPiece, "addpiece", "AllowAddPiece"),
-    (Task::PreCommit1, "precommit1", "AllowPreCommit1"),
-    (Task::PreCommit2, "precommit2", "AllowPreCommit2"),
-    (Task::Commit, "commit", "AllowCommit"),
-    (Task::Unseal, "unseal", "AllowUnseal"),
-];
 
 /// The value of `--name` in an argv: `--name=V`, `--name V`, or `"true"`
 /// for a bare `--name` (Go's flag packages accept one or two dashes).
@@ -51,7 +42,7 @@ pub fn flag_value<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
     })
 }
 
-fn flag_on(argv: &[String], name: &str) -> bool {
+pub(super) fn flag_on(argv: &[String], name: &str) -> bool {
     flag_value(argv, name).is_none_or(|v| v != "false")
 }
 
@@ -63,12 +54,38 @@ pub(super) fn env_span(s: &ServiceConfig, key: &str) -> Range<usize> {
         .map_or_else(|| s.name.span(), |k| k.span())
 }
 
+/// The repo of a service (`--repo`, else `var`, else `default`: urfave/cli
+/// applies a flag's env var first and the command line over it), with a
+/// leading `~/` expanded from its `HOME` (root's when unset), as Venus
+/// expands it (go-homedir).
 fn repo(p: &ServicePlan, var: &str, default: &str) -> String {
-    p.env
-        .get(var)
-        .cloned()
-        .or_else(|| flag_value(&p.argv, "repo").map(str::to_string))
-        .unwrap_or_else(|| default.to_string())
+    let repo = flag_value(&p.argv, "repo")
+        .map(str::to_string)
+        .or_else(|| p.env.get(var).cloned())
+        .unwrap_or_else(|| default.to_string());
+    match repo.strip_prefix("~/") {
+        Some(rest) => {
+            let home = p.env.get("HOME").map_or("/root", String::as_str);
+            format!("{}/{rest}", home.trim_end_matches('/'))
+        }
+        None => repo,
+    }
+}
+
+/// A path as the kernel resolves it, spelled one way: `//`, `.` parts and
+/// a trailing `/` dropped (`/r/a/`, `/r//a` and `/r/./a` are `/r/a`). `..`
+/// is kept: through a symlink it is not the parent folder.
+pub(super) fn lexical(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let joined = parts.join("/");
+    match (path.starts_with('/'), joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
 }
 
 fn port(listen: &str) -> (&str, &str) {
@@ -82,7 +99,7 @@ fn any_address(host: &str) -> bool {
 }
 
 /// A service of the config with (one copy of) its plan.
-type Pair<'a> = (&'a ServiceConfig, &'a ServicePlan);
+pub(super) type Pair<'a> = (&'a ServiceConfig, &'a ServicePlan);
 
 /// Runs every Venus-aware check over the config and its plan.
 pub fn check(
@@ -109,7 +126,7 @@ pub fn check(
         .iter()
         .filter(|(s, _)| seen.insert(s.name.get_ref()))
     {
-        worker_tasks(s, p, diags);
+        tasks::worker_tasks(s, p, diags);
         if let Limit::Value(n) = p.limits.nofile {
             if n < WORKER_MIN_NOFILE {
                 let span = if s.limits.nofile.span().is_empty() {
@@ -126,9 +143,10 @@ pub fn check(
     for (s, p) in sealers(config, plan) {
         if let Some((path, table)) = read_sealer_config(s, p, host, diags) {
             max_sealing_sectors(s, &path, &table, capacity, diags);
-            storage_allows(s, &path, &table, diags);
+            tasks::storage_allows(s, &path, &table, diags);
         }
     }
+    super::storage::check(config, plan, host, capacity, diags);
 }
 
 /// Each worker whose repo an earlier worker already has, reported at the
@@ -137,7 +155,7 @@ pub fn check(
 fn shared_repos(workers: &[&Pair<'_>], diags: &mut Diagnostics) {
     let mut first: HashMap<String, &ServicePlan> = HashMap::new();
     for (b, pb) in workers {
-        let rb = repo(pb, "VENUS_WORKER_PATH", WORKER_DEFAULT_REPO);
+        let rb = lexical(&repo(pb, "VENUS_WORKER_PATH", WORKER_DEFAULT_REPO));
         let Some(pa) = first.get(&rb) else {
             first.insert(rb, pb);
             continue;
@@ -282,24 +300,6 @@ fn multicore_sdr(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
     }
 }
 
-/// venus-worker enables every task unless told `--task=false`; the flags
-/// must agree with the tasks the service declares.
-fn worker_tasks(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
-    if s.tasks.is_empty() {
-        return;
-    }
-    let name = s.name.get_ref();
-    for (task, flag, _) in TASK_SWITCHES {
-        let on = flag_on(&p.argv, flag);
-        let declared = s.tasks.contains(&task);
-        if on && !declared {
-            diags.warning(s.command.span(), format!("`{name}` will also run {task:?}: venus-worker enables it unless told `--{flag}=false`; add the flag, or add {task:?} to `tasks`"));
-        } else if !on && declared {
-            diags.warning(s.command.span(), format!("`{name}` declares {task:?} in `tasks`, but `--{flag}=false` turns it off; drop one of them"));
-        }
-    }
-}
-
 /// Reads the sealer's own `config.toml` (from `VENUS_SEALER_PATH` or
 /// `--repo`, under the host's fs root); a note when it cannot be read here.
 fn read_sealer_config(
@@ -309,11 +309,7 @@ fn read_sealer_config(
     diags: &mut Diagnostics,
 ) -> Option<(PathBuf, toml::Table)> {
     let name = s.name.get_ref();
-    let repo = repo(p, "VENUS_SEALER_PATH", SEALER_DEFAULT_REPO);
-    let repo = match repo.strip_prefix("~/") {
-        Some(rest) => PathBuf::from(p.env.get("HOME").map_or("/root", String::as_str)).join(rest),
-        None => PathBuf::from(repo),
-    };
+    let repo = PathBuf::from(repo(p, "VENUS_SEALER_PATH", SEALER_DEFAULT_REPO));
     let path = host.fs_root.path(repo.join("config.toml"));
     let Ok(text) = host.lookups.read_file(&path) else {
         diags.note(s.name.span(), format!("the config.toml of `{name}` ({}) is not readable here; its MaxSealingSectors and [Storage] Allow* were not checked", path.display()));
@@ -332,7 +328,7 @@ fn read_sealer_config(
     }
 }
 
-fn section<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Table> {
+pub(super) fn section<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Table> {
     table.get(key).and_then(toml::Value::as_table)
 }
 
@@ -386,36 +382,9 @@ fn max_sealing_sectors(
     }
 }
 
-/// `[Storage] Allow*` against the tasks the sealer declares.
-fn storage_allows(
-    s: &ServiceConfig,
-    path: &std::path::Path,
-    table: &toml::Table,
-    diags: &mut Diagnostics,
-) {
-    if s.tasks.is_empty() {
-        return;
-    }
-    let name = s.name.get_ref();
-    let storage = section(table, "Storage");
-    for (task, _, allow) in TASK_SWITCHES {
-        // venus-sealer allows every task unless its flag is false.
-        let allowed = storage
-            .and_then(|t| t.get(allow))
-            .and_then(toml::Value::as_bool)
-            .unwrap_or(true);
-        if allowed && !s.tasks.contains(&task) {
-            diags.warning(s.name.span(), format!(
-                "{}: [Storage] {allow} is on, but `{name}` does not declare {task:?}: it would seal locally and compete with its proofs; set {allow} = false",
-                path.display()
-            ));
-        }
-    }
-}
-
 /// Each planned service with the `[[service]]` it comes from (a service
 /// with `instances` comes with each of its copies), in the file's order.
-fn pairs<'a>(config: &'a Config, plan: &'a Plan) -> Vec<Pair<'a>> {
+pub(super) fn pairs<'a>(config: &'a Config, plan: &'a Plan) -> Vec<Pair<'a>> {
     let mut copies: HashMap<&str, Vec<&ServicePlan>> = HashMap::new();
     for p in &plan.services {
         let of = p
@@ -468,6 +437,22 @@ mod tests {
 
     fn v(args: &[&str]) -> Vec<String> {
         args.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn paths_are_compared_as_one_spelling() {
+        for (given, normal) in [
+            ("/r/a/", "/r/a"),
+            ("/r//a", "/r/a"),
+            ("/r/./a/.", "/r/a"),
+            ("/", "/"),
+            ("//", "/"),
+            ("~/.venusworker/", "~/.venusworker"),
+            ("./", "."),
+            ("/r/../a", "/r/../a"),
+        ] {
+            assert_eq!(lexical(given), normal, "{given}");
+        }
     }
 
     #[test]
@@ -563,6 +548,10 @@ mod tests {
             ("127.0.0.3:3457", "/r/c"), // another address: no collision
             ("127.0.0.2:3457", "/r/a"), // w2's address, w0's repo
             ("[::]:3457", "/r/d"),      // any address: collides with w2
+            ("127.0.0.4:1", "/r/a/"),   // w0's repo, with a trailing slash
+            ("127.0.0.5:1", "/r//./b"), // w1's repo, spelled otherwise
+            ("127.0.0.6:1", "~/r/c"),   // root's home: /root/r/c
+            ("127.0.0.7:1", "/root/r/c/"),
         ];
         let mut text = String::new();
         for (i, (listen, repo)) in workers.iter().enumerate() {
@@ -590,9 +579,12 @@ mod tests {
             [
                 "`w0` and `w2` share the worker repo /r/a",
                 "`w0` and `w4` share the worker repo /r/a",
+                "`w0` and `w6` share the worker repo /r/a",
+                "`w1` and `w7` share the worker repo /r/b",
                 "`w1` listens on 127.0.0.1:3456 and `w0` on 0.0.0.0:3456: the second cannot bind",
                 "`w4` listens on 127.0.0.2:3457 and `w2` on 127.0.0.2:3457: the second cannot bind",
                 "`w5` listens on [::]:3457 and `w2` on 127.0.0.2:3457: the second cannot bind",
+                "`w8` and `w9` share the worker repo /root/r/c",
             ]
         );
     }

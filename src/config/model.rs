@@ -361,6 +361,15 @@ pub enum Task {
     #[serde(alias = "C2", alias = "C")]
     Commit,
     Unseal,
+    /// Snap deals (venus-sealer v1.4.1 and later): encoding data into a
+    /// CC sector, its proof, and re-creating the sector key.
+    #[serde(alias = "RU")]
+    ReplicaUpdate,
+    /// A C2-class GPU proof (venus-sealer's resource table copies C2's).
+    #[serde(alias = "PR2")]
+    ProveReplicaUpdate2,
+    #[serde(alias = "GSK")]
+    RegenSectorKey,
     #[serde(alias = "wdPoSt")]
     WindowPoSt,
     WinningPoSt,
@@ -372,7 +381,7 @@ impl Task {
     pub fn gpu_priority(self) -> Option<u8> {
         match self {
             Task::WindowPoSt | Task::WinningPoSt => Some(3),
-            Task::Commit => Some(2),
+            Task::Commit | Task::ProveReplicaUpdate2 => Some(2),
             Task::PreCommit2 => Some(1),
             _ => None,
         }

@@ -33,6 +33,9 @@ pub trait Lookups: Debug + Send + Sync {
     fn stat(&self, path: &Path) -> FileKind;
     fn user_exists(&self, name: &str) -> bool;
     fn group_exists(&self, name: &str) -> bool;
+    /// Bytes an unprivileged writer can still put in the filesystem of
+    /// `path` (statvfs).
+    fn free_space(&self, path: &Path) -> io::Result<u64>;
 }
 
 /// The live machine: its files, NSS for users and groups.
@@ -61,6 +64,10 @@ impl Lookups for System {
     fn group_exists(&self, name: &str) -> bool {
         users::group_exists(name)
     }
+
+    fn free_space(&self, path: &Path) -> io::Result<u64> {
+        super::memory::free_space(path).map_err(io::Error::other)
+    }
 }
 
 #[cfg(any(test, feature = "testkit"))]
@@ -86,6 +93,7 @@ mod in_memory {
         entries: BTreeMap<PathBuf, Entry>,
         users: BTreeSet<String>,
         groups: BTreeSet<String>,
+        free: BTreeMap<PathBuf, u64>,
     }
 
     impl InMemory {
@@ -123,6 +131,13 @@ mod in_memory {
             self.groups.insert(name.to_string());
             self
         }
+
+        /// The free space of the filesystem at `path` (only that path
+        /// answers; others are not found).
+        pub fn free(mut self, path: impl Into<PathBuf>, bytes: u64) -> Self {
+            self.free.insert(path.into(), bytes);
+            self
+        }
     }
 
     impl Lookups for InMemory {
@@ -150,6 +165,13 @@ mod in_memory {
 
         fn group_exists(&self, name: &str) -> bool {
             self.groups.contains(name)
+        }
+
+        fn free_space(&self, path: &Path) -> io::Result<u64> {
+            self.free
+                .get(path)
+                .copied()
+                .ok_or_else(|| io::ErrorKind::NotFound.into())
         }
     }
 }
@@ -181,6 +203,8 @@ mod tests {
                 .kind(),
             io::ErrorKind::NotFound
         );
+        assert!(system.free_space(dir.path()).unwrap() > 0);
+        assert!(system.free_space(&dir.path().join("nope")).is_err());
         assert!(system.user_exists("root"));
         assert!(!system.group_exists("no-such-group-venussup"));
     }
@@ -192,7 +216,10 @@ mod tests {
             .program("/usr/bin/tool")
             .folder("/srv")
             .user("seal")
-            .group("zabbix");
+            .group("zabbix")
+            .free("/srv", 42);
+        assert_eq!(m.free_space(Path::new("/srv")).unwrap(), 42);
+        assert!(m.free_space(Path::new("/")).is_err());
         assert_eq!(m.read_file(Path::new("/etc/a.env")).unwrap(), "A=1\n");
         assert_eq!(
             m.stat(Path::new("/usr/bin/tool")),

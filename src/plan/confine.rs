@@ -59,13 +59,22 @@ pub fn decide(hierarchy: &Hierarchy, plan: &ServicePlan) -> Result<Decision, NoM
     if wants_cgroup && hierarchy.has_cpuset() {
         d.cpuset = Some(cpus.clone());
         d.mems = cpu.span.as_ref().and_then(|s| s.numa.clone());
-    } else if wants_cgroup {
+    } else if wants_cgroup && cpu.sdr_unit.is_some() {
+        // Only multicore SDR (PreCommit1) escapes a mask: other services'
+        // threads inherit it, so the mask holds them as a cpuset would.
         d.warning = Some(format!(
-            "`{}` is held by its affinity mask only: this host has {hierarchy}; the proofs library's multicore-SDR threads do not respect an affinity mask (lotus#5076)",
+            "`{}` is held by its affinity mask only: this host has {hierarchy}; the proofs library's multicore-SDR threads (its PreCommit1) do not respect an affinity mask (lotus#5076)",
+            plan.name
+        ));
+    } else if cpu.confine == Confine::Cgroup {
+        d.warning = Some(format!(
+            "`{}` is held by its affinity mask only: it asks `confine = \"cgroup\"`, but this host has {hierarchy}",
             plan.name
         ));
     }
-    if matches!(cpu.confine, Confine::Both | Confine::Affinity) || d.warning.is_some() {
+    if matches!(cpu.confine, Confine::Both | Confine::Affinity)
+        || (wants_cgroup && d.cpuset.is_none())
+    {
         d.affinity = Some(cpus.clone());
     }
     Ok(d)

@@ -210,7 +210,11 @@ fn v2_without_a_delegated_cpuset_holds_by_the_mask_and_never_writes_the_root() {
             && why.contains("Delegate=yes"),
         "{why}"
     );
-    let c = prepare(&setup, &plan_of(&root, "cpus = \"4-7\"\n")).unwrap();
+    let c = prepare(
+        &setup,
+        &plan_of(&root, "cpus = \"4-7\"\nconfine = \"cgroup\"\n"),
+    )
+    .unwrap();
     assert!(c.cgroups().is_empty());
     assert!(
         c.warnings()[0].contains("affinity mask only"),
@@ -273,6 +277,26 @@ fn without_cgroups_a_warning_and_the_affinity_mask_only() {
         "{:?}",
         c.warnings()
     );
+}
+
+/// Only multicore SDR escapes an affinity mask: a C2 worker held by its
+/// mask (as `confine = "both"` asks) is no warning; a PreCommit1 one is.
+#[test]
+fn without_cgroups_only_multicore_sdr_is_warned_about_the_mask() {
+    let (_dir, root) = host_dir();
+    let setup = setup(&root);
+    let c2 = plan_of(
+        &root,
+        "cpus = \"0-3\"\ntasks = [\"Commit\"]\nenv = { FIL_PROOFS_USE_MULTICORE_SDR = \"1\" }\n",
+    );
+    let d = decide(setup.hierarchy(), &c2).unwrap();
+    assert_eq!((d.affinity.is_some(), d.warning), (true, None));
+    let p1 = plan_of(&root, "cpus = \"0-3\"\ntasks = [\"PreCommit1\"]\nenv = { FIL_PROOFS_USE_MULTICORE_SDR = \"1\" }\n");
+    let w = decide(setup.hierarchy(), &p1).unwrap().warning.unwrap();
+    assert!(w.contains("multicore-SDR threads (its PreCommit1)"), "{w}");
+    // Asked for the mask alone: what it asked, no warning.
+    let masked = plan_of(&root, "cpus = \"0-3\"\nconfine = \"affinity\"\ntasks = [\"PreCommit1\"]\nenv = { FIL_PROOFS_USE_MULTICORE_SDR = \"1\" }\n");
+    assert_eq!(decide(setup.hierarchy(), &masked).unwrap().warning, None);
 }
 
 #[test]
