@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{exit, print_stdout};
-use crate::checks::{secrets, venus};
+use crate::checks::{listen, secrets, venus};
 use crate::config;
 use crate::host::Host;
 use crate::plan::{self, render, Plan};
@@ -41,6 +41,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
                 .ok()
         });
         venus::check(&c, &plan, &host, capacity.as_ref().map(|a| &a.capacity), &mut diags);
+        listen::check(&c, &plan, &mut diags);
         secrets::check(&c, &host, &mut diags);
         control_access(&c, config_path, fs_root, &mut diags);
         folders(&c, fs_root, &mut diags);

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::listen::ListenRule;
 use super::{CpuPlan, GpuPlan, Plan, ReadyPlan, ServicePlan, TimerPlan};
 use crate::config::Instance;
 use crate::config::{CudaIds, ServiceKind};
@@ -245,6 +246,12 @@ fn ready_line(r: &ReadyPlan) -> String {
         ReadyPlan::Command { argv, timeout } => {
             format!("`{}` exits 0, within {timeout}", argv_line(argv))
         }
+        ReadyPlan::WorkerListen { rule, timeout } => match rule {
+            ListenRule::At { address } => {
+                format!("venus-worker's --listen {address} accepts, within {timeout}")
+            }
+            ListenRule::RoutedTo { port, sealer } => format!("port {port} of the local address that routes to the sealer {sealer} accepts (venus-worker's --listen on 0.0.0.0), within {timeout}"),
+        },
     }
 }
 
