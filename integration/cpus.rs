@@ -172,7 +172,7 @@ fn simulated_2_cpu_vm_host_b_gives_one_core_each() {
     );
     assert_diag(
         &out,
-        "host-b.toml:49:8",
+        "host-b.toml:55:8",
         "warning",
         "`worker02` asks for a GPU (Commit), but this host has none",
     );

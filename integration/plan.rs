@@ -7,39 +7,13 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+use common::tmpfs::Tmpfs;
 use common::{project_file, venussup};
 use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
 
 /// A tmpfs mounted for the test's life; unmounted on drop, even on panic.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (tmpfs takes no memory until written) at
-    /// `dir`. Needs root, as the tests run in CI.
-    fn mount(dir: &Path, size: &str) -> Self {
-        fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mounting a tmpfs needs root");
-        Self(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// A simulated host: `memory_kib` of memory, `shape` of CPUs. Written to
-/// /dev/shm where there is one: thousands of small sysfs files are slow to
-/// create on this VM's disk.
 fn host(memory_kib: u64, shape: &Shape) -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     let root = if shm.is_dir() {

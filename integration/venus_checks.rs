@@ -9,6 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use common::{project_file, venussup, Outcome};
+use venussup::host::topology::sim::{Shape, SimHost, Style};
 
 /// The example with each `(from, to)` replacement applied; panics if a
 /// `from` is missing, so the test follows the example when it changes.
@@ -128,9 +129,11 @@ fn on_failure_for_a_venus_worker_is_flagged() {
     );
 }
 
-/// Host A's sealer repo, simulated under an fs root, with its config.toml.
+/// Host A's sealer repo, simulated under an fs root, with its config.toml,
+/// on the plan's 128 cores (the sealer and its worker have CPU shares).
 fn host_a_with_sealer_config(sealer_toml: &str) -> (tempfile::TempDir, Outcome) {
     let root = tempfile::tempdir().unwrap();
+    SimHost::regular(root.path(), &Shape::plan_host(), Style::MODERN).unwrap();
     let repo = root.path().join("var/lib/venus/sealer");
     fs::create_dir_all(&repo).unwrap();
     fs::write(repo.join("config.toml"), sealer_toml).unwrap();

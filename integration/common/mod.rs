@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod debian;
 pub mod pidns;
+pub mod tmpfs;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;

@@ -58,6 +58,10 @@ fn dispatch(args: &[String]) -> Result<(), String> {
             call(&repo, &format!("set-enabled {on}")).map_err(|e| format!("SetEnabled: {e}"))
         }
         (Some("wait-quiet"), _) => call(&repo, "wait-quiet"),
+        (Some("info"), _) => {
+            print!("{}", api::call(endpoint(&repo)?, "info")?);
+            Ok(())
+        }
         (Some("tasks"), Some(verb @ ("enable" | "disable"))) => {
             let f = flags(&rest[2..], NONE)?;
             if f.rest.len() != 1 {
@@ -99,6 +103,8 @@ fn call(repo: &Path, request: &str) -> Result<(), String> {
 /// What the running worker keeps.
 struct Worker {
     enabled: AtomicBool,
+    /// `--task-total`, shown by `info` after the tasks running.
+    task_total: String,
     tasks: Mutex<BTreeSet<String>>,
     /// The sector whose task runs now.
     running: Mutex<Option<u64>>,
@@ -110,6 +116,23 @@ impl Worker {
         let (verb, arg) = request.split_once(' ').unwrap_or((request, ""));
         match verb {
             "version" => Ok(String::new()),
+            // `info.go`: `Enabled: %t`, and `Tasks: %s` of `TaskNumbers`
+            // (`worker_local.go`: tasks running, `-`, `--task-total`).
+            "info" => {
+                let running =
+                    usize::from(self.running.lock().map_err(|e| e.to_string())?.is_some());
+                let types: Vec<String> = self
+                    .tasks
+                    .lock()
+                    .map(|t| t.iter().cloned().collect())
+                    .unwrap_or_default();
+                Ok(format!(
+                    "Enabled: {}\nTasks: {running}-{}\nTask types: {} \n",
+                    self.enabled.load(Ordering::SeqCst),
+                    self.task_total,
+                    types.join(" ")
+                ))
+            }
             "set-enabled" => {
                 let on = arg == "true";
                 self.enabled.store(on, Ordering::SeqCst);
@@ -236,6 +259,7 @@ fn run(g: &Parsed, repo: &Path, run: &Parsed) -> Result<(), String> {
     }
     let worker = Arc::new(Worker {
         enabled: AtomicBool::new(true),
+        task_total: run.get(WORKER_RUN, "task-total").to_string(),
         tasks: Mutex::new(task_types(run)),
         running: Mutex::new(None),
         quiet: Condvar::new(),

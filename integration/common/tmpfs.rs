@@ -1,0 +1,29 @@
+//! A tmpfs mounted for one test (a seal path, a folder that must be a
+//! mount point), unmounted on drop.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (tmpfs takes no memory until written) at
+    /// `dir`. Needs root, as the tests run in CI.
+    pub fn mount(dir: &Path, size: &str) -> Self {
+        fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
