@@ -1,5 +1,6 @@
 //! A tmpfs mounted for one test (a seal path, a folder that must be a
 //! mount point), unmounted on drop.
+#![allow(clippy::unwrap_used)] // test support: a failure here is a test failure
 
 use std::fs;
 use std::path::{Path, PathBuf};
