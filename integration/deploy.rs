@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -22,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::daemon::{pidfd, wait_gone, wait_snapshot, Setup, WAIT};
+use common::example::{example_copy, free_ports, pair};
 use common::tmpfs::Tmpfs;
 use common::{bin, debian, project_file, run_bounded, venussup, Outcome};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -31,36 +31,6 @@ use serde_json::Value;
 
 /// `venussup run` as PID 1 of its own PID namespace, as in a container.
 const AS_PID_1: &[&str] = &["unshare", "--pid", "--fork", "--mount-proc"];
-
-/// `N` distinct ports nothing listens on now. Another process could take
-/// one before the daemon binds it; they are ephemeral ports (from 32768
-/// up), never those of a demo someone runs (2345x).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
-}
-
-/// `examples/NAME` with each `(from, to)` replaced, written as the config
-/// of a fresh [`Setup`] (`{dir}` stands for its folder).
-fn example_copy(name: &str, replace: &[(String, String)]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = fs::read_to_string(project_file(&format!("examples/{name}"))).unwrap();
-    for (from, to) in replace {
-        assert!(text.contains(from.as_str()), "{name} has no `{from}`");
-        text = text.replace(
-            from.as_str(),
-            &to.replace("{dir}", dir.path().to_str().unwrap()),
-        );
-    }
-    fs::write(dir.path().join("venussup.toml"), text).unwrap();
-    Setup { dir }
-}
-
-fn pair(from: &str, to: impl Into<String>) -> (String, String) {
-    (from.to_string(), to.into())
-}
 
 fn running(s: &Value) -> bool {
     s["state"] == "running"

@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod debian;
+pub mod example;
 pub mod pidns;
 pub mod tmpfs;
 
