@@ -37,16 +37,21 @@ fn answer(conn: TcpStream, handler: &Handler) {
     let _ = writer.write_all(reply.as_bytes());
 }
 
+/// An I/O error in Go's words, as the real programs print it.
+pub fn go_words(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::AddrInUse => "bind: address already in use".into(),
+        std::io::ErrorKind::ConnectionRefused => "connect: connection refused".into(),
+        _ => e.to_string(),
+    }
+}
+
 /// Sends one request; the body of an `ok`, or the error (Go's dial error
 /// when nothing listens).
 pub fn call(addr: SocketAddr, request: &str) -> Result<String, String> {
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(30)).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
-            _ => e.to_string(),
-        };
-        format!("dial tcp {addr}: {why}")
-    })?;
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(30))
+        .map_err(|e| format!("dial tcp {addr}: {}", go_words(&e)))?;
     conn.write_all(format!("{request}\n").as_bytes())
         .map_err(|e| e.to_string())?;
     let mut reply = String::new();

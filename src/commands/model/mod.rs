@@ -25,6 +25,14 @@ mod sectors;
 mod storage;
 mod worker;
 
+use crate::util::gocli::{self, Flag, Parsed};
+
+/// One level's flags; urfave/cli prints a flag error with the usage, and
+/// returns it.
+fn flags(args: &[String], spec: &[Flag]) -> Result<Parsed, String> {
+    gocli::parse(args, spec).inspect_err(|e| println!("Incorrect Usage: {e}\n"))
+}
+
 /// Runs the model of `program` with `args` (what follows the program's
 /// name); returns its exit code.
 pub fn run(program: &str, args: &[String]) -> u8 {

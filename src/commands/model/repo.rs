@@ -16,13 +16,8 @@ pub fn expand(path: &str) -> PathBuf {
 /// The repo's `config.toml`; Go's error when it cannot be read.
 pub fn config(repo: &Path) -> Result<toml::Table, String> {
     let path = repo.join("config.toml");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-            _ => e.to_string(),
-        };
-        format!("open {}: {why}", path.display())
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("open {}: {}", path.display(), super::api::go_words(&e)))?;
     text.parse::<toml::Table>()
         .map_err(|e| format!("decoding {}: {e}", path.display()))
 }
@@ -53,6 +48,13 @@ pub fn endpoint(dir: &Path) -> Result<SocketAddr, String> {
     let text = std::fs::read_to_string(dir.join("api"))
         .map_err(|_| "API not running (no endpoint)".to_string())?;
     multiaddr(text.trim())
+}
+
+/// How a CLI command finds the running program (`api.GetConfigAPI`): the
+/// repo's `config.toml`, its `DataDir`, the `api` file there.
+pub fn running(repo: &Path) -> Result<SocketAddr, String> {
+    let table = config(repo)?;
+    endpoint(&data_dir(repo, &table))
 }
 
 /// `/ip4/IP/tcp/PORT[/http]` as a socket address.

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use super::sectors::Sectors;
 use super::worker::global;
-use super::{api, log, repo, storage};
-use crate::util::gocli::{self, Flag, Parsed, SEALER_GLOBAL, SEALER_RUN};
+use super::{api, flags, log, repo, storage};
+use crate::util::gocli::{Flag, Parsed, SEALER_GLOBAL, SEALER_RUN};
 
 /// `sectors list`'s flags (accepted; the model always prints the same
 /// columns).
@@ -44,10 +44,6 @@ pub fn main(args: &[String]) -> u8 {
     }
 }
 
-fn flags(args: &[String], spec: &[Flag]) -> Result<Parsed, String> {
-    gocli::parse(args, spec).inspect_err(|e| println!("Incorrect Usage: {e}\n"))
-}
-
 fn dispatch(args: &[String]) -> Result<(), String> {
     let g = flags(args, SEALER_GLOBAL)?;
     let repo = global(&g, SEALER_GLOBAL, "repo", "VENUS_SEALER_PATH");
@@ -57,21 +53,17 @@ fn dispatch(args: &[String]) -> Result<(), String> {
         (Some("run"), _) => run(&repo, &flags(&rest[1..], SEALER_RUN)?),
         (Some("sectors"), Some("pledge")) => {
             flags(&rest[2..], NONE)?;
-            let id = api::call(endpoint(&repo)?, "pledge")?;
+            let id = api::call(repo::running(&repo)?, "pledge")?;
             // fmt.Println("Created CC sector: ", id.Number)
             println!("Created CC sector:  {}", id.trim());
             Ok(())
         }
         (Some("sectors"), Some("list")) => {
             flags(&rest[2..], LIST)?;
-            print!("{}", api::call(endpoint(&repo)?, "list")?);
+            print!("{}", api::call(repo::running(&repo)?, "list")?);
             Ok(())
         }
-        (Some("storage"), Some("attach")) => {
-            let addr = endpoint(&repo)?;
-            let path = storage::init(&flags(&rest[2..], storage::ATTACH)?)?;
-            api::call(addr, &format!("storage-add-local {path}")).map(drop)
-        }
+        (Some("storage"), Some("attach")) => storage::attach(&repo, &rest[2..]),
         (None | Some("sectors" | "storage"), _) => {
             println!(
                 "USAGE:\n   venus-sealer [global options] command [command options] [arguments...]"
@@ -80,11 +72,6 @@ fn dispatch(args: &[String]) -> Result<(), String> {
         }
         (Some(other), _) => Err(format!("model: `{other}` is not modelled")),
     }
-}
-
-fn endpoint(repo: &Path) -> Result<std::net::SocketAddr, String> {
-    let table = repo::config(repo)?;
-    repo::endpoint(&repo::data_dir(repo, &table))
 }
 
 /// What the running sealer answers.
@@ -113,11 +100,7 @@ fn handle(sectors: &Mutex<Sectors>, request: &str) -> Result<String, String> {
             log::info(&format!("model: worker connected: {arg}"));
             Ok(String::new())
         }
-        "storage-add-local" => {
-            storage::open(arg)?;
-            log::info(&format!("model: attached local storage {arg}"));
-            Ok(String::new())
-        }
+        "storage-add-local" => storage::add_local(arg),
         _ => Err(format!("model: unknown request `{verb}`")),
     }
 }
@@ -148,11 +131,10 @@ fn run(repo: &Path, run: &Parsed) -> Result<(), String> {
     repo::publish(&repo::data_dir(repo, &table), addr, "/http", "model-token")
         .map_err(|e| format!("creating node: {e}"))?;
     let listener = TcpListener::bind(addr).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::AddrInUse => "bind: address already in use".to_string(),
-            _ => e.to_string(),
-        };
-        format!("failed to start json-rpc endpoint: could not listen: listen tcp {addr}: {why}")
+        format!(
+            "failed to start json-rpc endpoint: could not listen: listen tcp {addr}: {}",
+            api::go_words(&e)
+        )
     })?;
     log::info(&format!(
         "model: serving the API on {addr} (MaxSealingSectors = {max})"

@@ -20,8 +20,15 @@ pub const ATTACH: &[Flag] = &[
 
 const META: &str = "sectorstore.json";
 
+/// `storage attach ARGS`: the running program first, then the path.
+pub fn attach(repo: &Path, args: &[String]) -> Result<(), String> {
+    let addr = super::repo::running(repo)?;
+    let path = init(&super::flags(args, ATTACH)?)?;
+    super::api::call(addr, &format!("storage-add-local {path}")).map(drop)
+}
+
 /// The CLI's half, after it found the running program: the path to attach.
-pub fn init(flags: &Parsed) -> Result<String, String> {
+fn init(flags: &Parsed) -> Result<String, String> {
     let Some(p) = flags.rest.first() else {
         return Err("must specify storage path to attach".into());
     };
@@ -50,15 +57,14 @@ pub fn init(flags: &Parsed) -> Result<String, String> {
     Ok(path.display().to_string())
 }
 
-/// The running program's half (`OpenPath`).
-pub fn open(p: &str) -> Result<(), String> {
-    std::fs::read(Path::new(p).join(META))
-        .map(drop)
-        .map_err(|e| {
-            let why = match e.kind() {
-                std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-                _ => e.to_string(),
-            };
-            format!("opening local path: reading storage metadata for {p}: open {p}/{META}: {why}")
-        })
+/// The running program's half (`StorageAddLocal` → `OpenPath`).
+pub fn add_local(p: &str) -> Result<String, String> {
+    std::fs::read(Path::new(p).join(META)).map_err(|e| {
+        format!(
+            "opening local path: reading storage metadata for {p}: open {p}/{META}: {}",
+            super::api::go_words(&e)
+        )
+    })?;
+    super::log::info(&format!("model: attached local storage {p}"));
+    Ok(String::new())
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::{api, log, repo, storage};
+use super::{api, flags, log, repo, storage};
 use crate::util::gocli::{self, Flag, Parsed, WORKER_GLOBAL, WORKER_RUN};
 
 const SET: &[Flag] = &[Flag::switch("enabled", true)];
@@ -27,11 +27,6 @@ pub fn main(args: &[String]) -> u8 {
         log::warn(&e);
     }
     0
-}
-
-/// urfave/cli prints a flag error with the usage, and returns it.
-fn flags(args: &[String], spec: &[Flag]) -> Result<Parsed, String> {
-    gocli::parse(args, spec).inspect_err(|e| println!("Incorrect Usage: {e}\n"))
 }
 
 /// A global flag, else its environment variable, else its default.
@@ -59,7 +54,7 @@ fn dispatch(args: &[String]) -> Result<(), String> {
         }
         (Some("wait-quiet"), _) => call(&repo, "wait-quiet"),
         (Some("info"), _) => {
-            print!("{}", api::call(endpoint(&repo)?, "info")?);
+            print!("{}", api::call(repo::running(&repo)?, "info")?);
             Ok(())
         }
         (Some("tasks"), Some(verb @ ("enable" | "disable"))) => {
@@ -73,11 +68,7 @@ fn dispatch(args: &[String]) -> Result<(), String> {
             }
             call(&repo, &format!("task-{verb} {tt}"))
         }
-        (Some("storage"), Some("attach")) => {
-            let addr = endpoint(&repo)?;
-            let path = storage::init(&flags(&rest[2..], storage::ATTACH)?)?;
-            api::call(addr, &format!("storage-add-local {path}")).map(drop)
-        }
+        (Some("storage"), Some("attach")) => storage::attach(&repo, &rest[2..]),
         // A command alone, or none: urfave/cli shows the help, exit 0.
         (None | Some("tasks" | "storage"), _) => {
             println!(
@@ -89,15 +80,8 @@ fn dispatch(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// How the CLI finds the running worker (`api.GetWorkerAPI` →
-/// `GetConfigAPI`): the repo's `config.toml`, its `DataDir`, the `api` file.
-fn endpoint(repo: &Path) -> Result<SocketAddr, String> {
-    let table = repo::config(repo)?;
-    repo::endpoint(&repo::data_dir(repo, &table))
-}
-
 fn call(repo: &Path, request: &str) -> Result<(), String> {
-    api::call(endpoint(repo)?, request).map(drop)
+    api::call(repo::running(repo)?, request).map(drop)
 }
 
 /// What the running worker keeps.
@@ -159,11 +143,7 @@ impl Worker {
                 log::info(&format!("model: {verb} {arg}: accepting {tasks:?}"));
                 Ok(String::new())
             }
-            "storage-add-local" => {
-                storage::open(arg)?;
-                log::info(&format!("model: attached local storage {arg}"));
-                Ok(String::new())
-            }
+            "storage-add-local" => storage::add_local(arg),
             _ => Err(format!("model: unknown request `{verb}`")),
         }
     }
@@ -287,14 +267,8 @@ fn run(g: &Parsed, repo: &Path, run: &Parsed) -> Result<(), String> {
     } else {
         address.clone()
     };
-    let listener = TcpListener::bind(&bind).map_err(|e| {
-        let why = if e.kind() == std::io::ErrorKind::AddrInUse {
-            "bind: address already in use".to_string()
-        } else {
-            e.to_string()
-        };
-        format!("listen tcp {address}: {why}")
-    })?;
+    let listener = TcpListener::bind(&bind)
+        .map_err(|e| format!("listen tcp {address}: {}", api::go_words(&e)))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     repo::publish(repo, local, "", &token).map_err(|e| format!("setting api endpoint: {e}"))?;
     let handler = worker.clone();
