@@ -70,6 +70,21 @@ fn common_pairs() -> Vec<(String, String)> {
     ]
 }
 
+/// What this 2-core VM is not: the plan's 1 TiB host, for which the
+/// `[capacity]` table is written (integration/plan.rs checks it on a
+/// simulated one), nor a host whose CPUs a test may take offline.
+fn for_this_vm(text: &str) -> String {
+    let text = text.replace("smt = \"off\"", "smt = \"keep\"");
+    match text.find("\n[capacity]\n") {
+        Some(at) => {
+            let rest = &text[at + 1..];
+            let end = rest[1..].find("\n[").map_or(text.len(), |e| at + 1 + e + 2);
+            format!("{}{}", &text[..at + 1], &text[end..])
+        }
+        None => text,
+    }
+}
+
 /// A copy of `name` ready to run here: the model installed, the seal path
 /// a tmpfs, the env file (if any) present, the sealer's `config.toml`.
 fn prepared(name: &str, extra: &[(String, String)], sealer_toml: &str) -> (Setup, Vec<Tmpfs>) {
@@ -77,10 +92,7 @@ fn prepared(name: &str, extra: &[(String, String)], sealer_toml: &str) -> (Setup
     replace.extend_from_slice(extra);
     let setup = example_copy(name, &replace);
     let text = fs::read_to_string(setup.config()).unwrap();
-    if text.contains("smt = \"off\"") {
-        let keep = text.replace("smt = \"off\"", "smt = \"keep\"");
-        fs::write(setup.config(), keep).unwrap();
-    }
+    fs::write(setup.config(), for_this_vm(&text)).unwrap();
     setup.host_line(&format!(
         "cgroup_parent = \"venussup-examples-{}-{}\"",
         std::process::id(),
@@ -106,11 +118,13 @@ fn check_explained(setup: &Setup) -> Outcome {
     let out = setup.cli(&["check"]);
     out.expect_code(0);
     let readme = fs::read_to_string(common::project_file("README.md")).unwrap();
+    // (the warning, what the README says of it)
     let explained = [
-        // Capacity: `venussup plan` (a 1 MiB tmpfs, this VM's memory)
-        ("the capacity plan", "venussup plan"),
-        ("fewer than one SDR unit", "multicore SDR"),
-        ("but this host has none", "GPU"),
+        (
+            "fewer than one SDR unit",
+            "fewer cores per group than one unit",
+        ),
+        ("but this host has none", "A host without GPUs is normal"),
     ];
     for line in out.stderr.lines().filter(|l| l.contains(": warning: ")) {
         let known = explained
@@ -363,4 +377,64 @@ fn the_container_example_as_pid_1_with_the_sealer_at_192_168_1_10() {
     let pid = d.pid();
     assert_eq!(d.status()["pid"], 1, "venussup is PID 1 of its namespace");
     host_b_like(&setup, &mut d, pid);
+}
+
+/// `venussup model PROGRAM ARGS...` with `env`, bounded.
+fn model(program: &str, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let mut cmd = Command::new(bin());
+    cmd.args(["model", program])
+        .args(args)
+        .envs(env.iter().copied());
+    run_bounded(&mut cmd, Duration::from_secs(30))
+}
+
+#[test]
+fn the_model_exits_as_the_real_programs_do_worker_0_after_any_error_sealer_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("w");
+    let repo_env = [("VENUS_WORKER_PATH", repo.to_str().unwrap())];
+    // A global flag after `run`, `tasks disable` without its task type, a
+    // drain command with no worker running: all exit 0.
+    for (args, said) in [
+        (
+            &["run", "--repo=/x"][..],
+            "flag provided but not defined: -repo",
+        ),
+        (&["tasks", "disable"][..], "expected 1 argument"),
+        (&["tasks", "disable", "PC3"][..], "unknown task type 'PC3'"),
+        (
+            &["set", "--enabled=false"][..],
+            "config.toml: no such file or directory",
+        ),
+    ] {
+        let out = model("venus-worker", args, &repo_env);
+        out.expect_code(0);
+        assert!(out.stderr.contains(said), "{args:?}: {}", out.stderr);
+    }
+    // A fatal start: this VM's 20000 descriptors are below 100000; logged,
+    // exit 0, nothing listens.
+    let out = model(
+        "venus-worker",
+        &["run", "--miner-addr=/ip4/127.0.0.1/tcp/1"],
+        &repo_env,
+    );
+    out.expect_code(0);
+    assert!(
+        out.stderr
+            .contains("soft file descriptor limit (ulimit -n) too low, want 100000, current"),
+        "{}",
+        out.stderr
+    );
+    // venus-sealer: `ERROR: ...` and exit 1.
+    let sealer = format!("--repo={}", dir.path().join("s").display());
+    let out = model("venus-sealer", &[&sealer, "sectors", "pledge"], &[]);
+    out.expect_code(1);
+    assert!(out.stderr.starts_with("ERROR: open "), "{}", out.stderr);
+    let out = model("venus-sealer", &["run", &sealer], &[]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("flag provided but not defined: -repo"),
+        "{}",
+        out.stderr
+    );
 }
