@@ -425,6 +425,14 @@ fn the_model_exits_as_the_real_programs_do_worker_0_after_any_error_sealer_1() {
         "{}",
         out.stderr
     );
+    // An unknown command is urfave/cli's exit 3.
+    let out = model("venus-worker", &["tasks", "stop"], &repo_env);
+    out.expect_code(3);
+    assert!(
+        out.stderr.contains("No help topic for 'stop'"),
+        "{}",
+        out.stderr
+    );
     // venus-sealer: `ERROR: ...` and exit 1.
     let sealer = format!("--repo={}", dir.path().join("s").display());
     let out = model("venus-sealer", &[&sealer, "sectors", "pledge"], &[]);

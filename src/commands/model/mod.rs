@@ -27,10 +27,25 @@ mod worker;
 
 use crate::util::gocli::{self, Flag, Parsed};
 
-/// One level's flags; urfave/cli prints a flag error with the usage, and
+/// A command's flags; urfave/cli v2.3.0 prints a flag error with the
+/// command's help (`command.go`, `Run`: `Incorrect Usage: ERR`) and
 /// returns it.
 fn flags(args: &[String], spec: &[Flag]) -> Result<Parsed, String> {
     gocli::parse(args, spec).inspect_err(|e| println!("Incorrect Usage: {e}\n"))
+}
+
+/// The app's (global) flags: `Incorrect Usage. ERR` (`app.go`, `RunContext`).
+fn app_flags(args: &[String], spec: &[Flag]) -> Result<Parsed, String> {
+    gocli::parse(args, spec).inspect_err(|e| println!("Incorrect Usage. {e}\n"))
+}
+
+/// An unknown command: urfave/cli's help answers `No help topic for 'X'`
+/// as an exit error of code 3, and `HandleExitCoder` exits inside
+/// `app.Run` (`help.go` `ShowCommandHelp`, `errors.go`), before the
+/// program's own `main` sees an error.
+fn no_help_topic(name: &str) -> ! {
+    eprintln!("No help topic for '{name}'");
+    std::process::exit(3)
 }
 
 /// Runs the model of `program` with `args` (what follows the program's

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::sectors::Sectors;
 use super::worker::global;
-use super::{api, flags, log, repo, storage};
+use super::{api, app_flags, flags, log, repo, storage};
 use crate::util::gocli::{Flag, Parsed, SEALER_GLOBAL, SEALER_RUN};
 
 /// `sectors list`'s flags (accepted; the model always prints the same
@@ -45,7 +45,7 @@ pub fn main(args: &[String]) -> u8 {
 }
 
 fn dispatch(args: &[String]) -> Result<(), String> {
-    let g = flags(args, SEALER_GLOBAL)?;
+    let g = app_flags(args, SEALER_GLOBAL)?;
     let repo = global(&g, SEALER_GLOBAL, "repo", "VENUS_SEALER_PATH");
     let rest = &g.rest;
     let sub = |n: usize| rest.get(n).map(String::as_str);

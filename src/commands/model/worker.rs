@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use super::{api, flags, log, repo, storage};
+use super::{api, app_flags, flags, log, no_help_topic, repo, storage};
 use crate::util::gocli::{self, Flag, Parsed, WORKER_GLOBAL, WORKER_RUN};
 
 const SET: &[Flag] = &[Flag::switch("enabled", true)];
@@ -41,7 +41,7 @@ pub fn global(g: &Parsed, spec: &[Flag], name: &str, env: &str) -> PathBuf {
 }
 
 fn dispatch(args: &[String]) -> Result<(), String> {
-    let g = flags(args, WORKER_GLOBAL)?;
+    let g = app_flags(args, WORKER_GLOBAL)?;
     let repo = global(&g, WORKER_GLOBAL, "repo", "VENUS_WORKER_PATH");
     let rest = &g.rest;
     let sub = |n: usize| rest.get(n).map(String::as_str);
@@ -70,13 +70,15 @@ fn dispatch(args: &[String]) -> Result<(), String> {
         }
         (Some("storage"), Some("attach")) => storage::attach(&repo, &rest[2..]),
         // A command alone, or none: urfave/cli shows the help, exit 0.
+        (Some("tasks" | "storage"), Some(other)) => no_help_topic(other),
         (None | Some("tasks" | "storage"), _) => {
             println!(
                 "USAGE:\n   venus-worker [global options] command [command options] [arguments...]"
             );
             Ok(())
         }
-        (Some(other), _) => Err(format!("model: `{other}` is not modelled")),
+        (Some("resources"), _) => Err("model: `resources` is not modelled".into()),
+        (Some(other), _) => no_help_topic(other),
     }
 }
 
