@@ -150,9 +150,32 @@ fn run(repo: &Path, run: &Parsed) -> Result<(), String> {
     Ok(())
 }
 
-/// `repo.lock` (go-filelock), held while the sealer runs.
-fn lock(repo: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
-    let file = std::fs::File::create(repo.join("repo.lock")).map_err(|e| e.to_string())?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| format!("model: repo.lock: {}", e.desc()))
+/// `repo.lock` (`run.go`: zbiljic/go-filelock `New` + `Lock`), held while
+/// the sealer runs. On Linux that is an open-file-description write lock
+/// taken with `F_OFD_SETLKW` (`filelock_linux.go`): it **waits** for a
+/// sealer that holds it, it does not fail; and `New` wants an absolute
+/// path.
+fn lock(repo: &Path) -> Result<std::fs::File, String> {
+    let path = repo.join("repo.lock");
+    if !path.is_absolute() {
+        return Err("absolute file path must be provided".into());
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("open {}: {}", path.display(), api::go_words(&e)))?;
+    let short = |v: libc::c_int| libc::c_short::try_from(v).map_err(|e| e.to_string());
+    let whole = libc::flock {
+        l_type: short(libc::F_WRLCK)?,
+        l_whence: short(libc::SEEK_SET)?,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLKW(&whole))
+        .map_err(|e| e.desc().to_string())?;
+    Ok(file)
 }
