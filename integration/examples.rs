@@ -445,4 +445,18 @@ fn the_model_exits_as_the_real_programs_do_worker_0_after_any_error_sealer_1() {
         "{}",
         out.stderr
     );
+    // go-filelock wants an absolute path: a relative `--repo` cannot run.
+    fs::create_dir(dir.path().join("s")).unwrap();
+    fs::write(dir.path().join("s/config.toml"), "").unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["model", "venus-sealer", "--repo=s", "run"])
+        .current_dir(dir.path());
+    let out = run_bounded(&mut cmd, Duration::from_secs(30));
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("ERROR: absolute file path must be provided"),
+        "{}",
+        out.stderr
+    );
 }
