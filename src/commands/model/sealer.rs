@@ -75,7 +75,7 @@ fn dispatch(args: &[String]) -> Result<(), String> {
 }
 
 /// What the running sealer answers.
-fn handle(sectors: &Mutex<Sectors>, request: &str) -> Result<String, String> {
+fn handle(repo: &Path, sectors: &Mutex<Sectors>, request: &str) -> Result<String, String> {
     let mut s = sectors.lock().map_err(|e| e.to_string())?;
     let (verb, arg) = request.split_once(' ').unwrap_or((request, ""));
     match verb {
@@ -100,7 +100,7 @@ fn handle(sectors: &Mutex<Sectors>, request: &str) -> Result<String, String> {
             log::info(&format!("model: worker connected: {arg}"));
             Ok(String::new())
         }
-        "storage-add-local" => storage::add_local(arg),
+        "storage-add-local" => storage::add_local(repo, arg),
         _ => Err(format!("model: unknown request `{verb}`")),
     }
 }
@@ -128,6 +128,8 @@ fn run(repo: &Path, run: &Parsed) -> Result<(), String> {
         .and_then(toml::Value::as_integer)
         .unwrap_or(0);
     let sectors = Arc::new(Mutex::new(Sectors::new(u64::try_from(max).unwrap_or(0))));
+    // `sealer.New` opens every attached path (`stores.NewLocal`).
+    storage::reopen(repo).map_err(|e| format!("creating node: {e}"))?;
     repo::publish(&repo::data_dir(repo, &table), addr, "/http", "model-token")
         .map_err(|e| format!("creating node: {e}"))?;
     let listener = TcpListener::bind(addr).map_err(|e| {
@@ -143,7 +145,11 @@ fn run(repo: &Path, run: &Parsed) -> Result<(), String> {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ]);
-    api::serve(listener, Arc::new(move |r: &str| handle(&sectors, r)));
+    let repo = repo.to_path_buf();
+    api::serve(
+        listener,
+        Arc::new(move |r: &str| handle(&repo, &sectors, r)),
+    );
     if let Some(_sig) = signals.map_err(|e| e.to_string())?.forever().next() {
         log::warn("Graceful shutdown successful");
     }

@@ -88,6 +88,7 @@ fn call(repo: &Path, request: &str) -> Result<(), String> {
 
 /// What the running worker keeps.
 struct Worker {
+    repo: PathBuf,
     enabled: AtomicBool,
     /// `--task-total`, shown by `info` after the tasks running.
     task_total: String,
@@ -145,7 +146,7 @@ impl Worker {
                 log::info(&format!("model: {verb} {arg}: accepting {tasks:?}"));
                 Ok(String::new())
             }
-            "storage-add-local" => storage::add_local(arg),
+            "storage-add-local" => storage::add_local(&self.repo, arg),
             _ => Err(format!("model: unknown request `{verb}`")),
         }
     }
@@ -240,6 +241,7 @@ fn run(g: &Parsed, repo: &Path, run: &Parsed) -> Result<(), String> {
         std::fs::write(repo.join("config.toml"), cfg).map_err(|e| e.to_string())?;
     }
     let worker = Arc::new(Worker {
+        repo: repo.to_path_buf(),
         enabled: AtomicBool::new(true),
         task_total: run.get(WORKER_RUN, "task-total").to_string(),
         tasks: Mutex::new(task_types(run)),
@@ -254,6 +256,7 @@ fn run(g: &Parsed, repo: &Path, run: &Parsed) -> Result<(), String> {
         .map(|t| t.iter().cloned().collect())
         .unwrap_or_default();
     log::info(&format!("Acceptable task types: {tasks:?}"));
+    log::info("Opening local storage; connecting to master");
     // The listen rule: 0.0.0.0 becomes the address that routes to the sealer.
     let given = run.get(WORKER_RUN, "listen").to_string();
     let (ip, port) = given.split_once(':').unwrap_or((&given, ""));
@@ -263,6 +266,8 @@ fn run(g: &Parsed, repo: &Path, run: &Parsed) -> Result<(), String> {
             humantime::parse_duration(run.get(WORKER_RUN, "timeout")).map_err(|e| e.to_string())?;
         address = format!("{}:{port}", routable_ip(&url, timeout)?);
     }
+    // `stores.NewLocal` opens every attached path before the worker listens.
+    storage::reopen(repo)?;
     log::info(&format!("Setting up control endpoint at {address}"));
     let bind = if ip.is_empty() {
         format!("0.0.0.0{address}")
