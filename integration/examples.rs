@@ -225,7 +225,7 @@ fn host_a_runs_end_to_end_pledges_until_full_and_drains_its_worker() {
          AllowCommit = false\nAllowUnseal = false\nAllowReplicaUpdate = false\n\
          AllowProveReplicaUpdate2 = false\nAllowRegenSectorKey = false\n"
     );
-    let (setup, _mounts) = prepared("host-a.toml", &ports, &sealer_toml);
+    let (setup, mounts) = prepared("host-a.toml", &ports, &sealer_toml);
     check_explained(&setup);
     let mut d = setup.start();
     all_up(
@@ -248,6 +248,19 @@ fn host_a_runs_end_to_end_pledges_until_full_and_drains_its_worker() {
         "{pledge_log}"
     );
     drained_stop(&setup, &d, "worker");
+    // Its seal disk goes away: started again, the worker waits for it
+    // (`requires_mounts`) instead of failing on `opening path`, and runs
+    // once it is back.
+    let meta = fs::read(setup.path("seal/sectorstore.json")).unwrap();
+    let mut mounts = mounts;
+    drop(mounts.remove(0));
+    setup.cli(&["start", "worker"]).expect_code(0);
+    d.wait_service("worker", "blocked", |s| state(s) == "blocked");
+    let disk = Tmpfs::mount(&setup.path("disk"), "1M");
+    fs::write(setup.path("disk/sectorstore.json"), meta).unwrap();
+    mounts.push(disk.move_to(&setup.path("seal")));
+    d.wait_service("worker", "running", |s| state(s) == "running");
+    assert_eq!(d.service("worker")["restarts"], 0, "{}", d.log());
     assert_eq!(d.service("sealer")["restarts"], 0);
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(WAIT).code(), Some(0), "{}", d.log());

@@ -23,6 +23,22 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// Moves the mount to `dir` (`mount --move`, in one step: whoever
+    /// watches `dir` sees it appear with what was written into it).
+    pub fn move_to(self, dir: &Path) -> Self {
+        let status = Command::new("mount")
+            .arg("--move")
+            .arg(&self.0)
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount --move {}", self.0.display());
+        std::mem::forget(self);
+        Self(dir.to_path_buf())
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
