@@ -125,7 +125,9 @@ pub(super) fn ready(
         match worker_rule(argv) {
             Ok(rule) => return Some(rule),
             // A command line venus-worker rejects is said by `command_line`.
-            Err(_) if gocli::worker_run(argv).is_err() => return None,
+            Err(_) if program_is(argv, "venus-worker") && gocli::worker_run(argv).is_err() => {
+                return None
+            }
             Err(e) => format!("`ready.worker_listen` of `{name}` cannot find where it listens: {e}; give `--listen=IP:PORT` and `--miner-addr=/ip4/IP/tcp/PORT` on its command line, or probe with `tcp`"),
         }
     };
@@ -165,6 +167,51 @@ mod tests {
                 })
             );
         }
+    }
+
+    fn worker_config(command: &str, ready: &str) -> (crate::config::Config, Diagnostics) {
+        let text = format!(
+            "[host]\nstate_dir = \"/s\"\n[[service]]\nname = \"w\"\nrole = \"worker\"\ncommand = {command}\nready = {ready}\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.toml");
+        std::fs::write(&path, text).unwrap();
+        let (config, diags) = crate::config::load(&path);
+        (config.unwrap(), diags)
+    }
+
+    #[test]
+    fn a_worker_listen_probe_that_cannot_be_decided_is_an_error_never_a_silent_no_probe() {
+        let on = |c: &crate::config::Config| {
+            c.services[0]
+                .ready
+                .as_ref()
+                .unwrap()
+                .get_ref()
+                .worker_listen
+                .clone()
+                .unwrap()
+        };
+        // A wrapper of another name whose flags venus-worker would reject.
+        let argv: Vec<String> = ["/opt/w", "run", "--repo=/r"].map(String::from).into();
+        let (config, mut diags) = worker_config(
+            "[\"/opt/w\", \"run\", \"--repo=/r\"]",
+            "{ worker_listen = true }",
+        );
+        assert_eq!(
+            ready(&config.services[0], &on(&config), &argv, &mut diags),
+            None
+        );
+        assert!(diags.has_errors());
+        // `false` is no probe form.
+        let argv: Vec<String> = ["venus-worker", "run"].map(String::from).into();
+        let (config, mut diags) =
+            worker_config("[\"venus-worker\", \"run\"]", "{ worker_listen = false }");
+        assert_eq!(
+            ready(&config.services[0], &on(&config), &argv, &mut diags),
+            None
+        );
+        assert!(diags.has_errors());
     }
 
     #[test]
