@@ -241,6 +241,13 @@ fn host_a_runs_end_to_end_pledges_until_full_and_drains_its_worker() {
         runs["success"].as_u64() >= Some(2) && runs["full"].as_u64() >= Some(1)
     });
     assert_eq!(st["timers"][0]["runs"]["failure"], 0, "{}", d.log());
+    // The gate read the model's `sectors list` (an empty one first: its
+    // first pledge came from 0 in flight) and never failed.
+    let gate = &st["timers"][0]["gate"];
+    assert!(
+        gate["in_flight"].is_u64() && gate["error"].is_null(),
+        "{gate}"
+    );
     let pledge_log = fs::read_to_string(setup.path("logs/pledge.log")).unwrap();
     assert!(pledge_log.contains("Created CC sector:  1"), "{pledge_log}");
     assert!(
