@@ -122,6 +122,9 @@ impl Worker {
             }
             "set-enabled" => {
                 let on = arg == "true";
+                // Under the lock `work` takes a task with: once this
+                // answers, no new task starts.
+                let _taking = self.running.lock().map_err(|e| e.to_string())?;
                 self.enabled.store(on, Ordering::SeqCst);
                 log::info(&format!(
                     "model: SetEnabled({on}): new task processing {}",
@@ -308,24 +311,9 @@ fn work(worker: &Worker, sealer: SocketAddr) -> Result<(), String> {
     let took = task_time();
     loop {
         std::thread::sleep(took / 4);
-        if !worker.enabled.load(Ordering::SeqCst) {
-            continue;
-        }
-        let tasks = worker
-            .tasks
-            .lock()
-            .map(|t| t.iter().cloned().collect::<Vec<_>>())
-            .unwrap_or_default();
-        let Ok(answer) = api::call(sealer, &format!("take {}", tasks.join(" "))) else {
+        let Some((id, task)) = take(worker, sealer) else {
             continue;
         };
-        let Some((id, task)) = answer.trim().split_once(' ') else {
-            continue;
-        };
-        let Ok(id) = id.parse::<u64>() else { continue };
-        if let Ok(mut r) = worker.running.lock() {
-            *r = Some(id);
-        }
         log::info(&format!("model: task {task} of sector {id} started"));
         std::thread::sleep(took);
         let _ = api::call(sealer, &format!("done {id}"));
@@ -335,6 +323,21 @@ fn work(worker: &Worker, sealer: SocketAddr) -> Result<(), String> {
             worker.quiet.notify_all();
         }
     }
+}
+
+/// One task from the sealer, if enabled, taken and marked running under
+/// the lock `set-enabled` waits for.
+fn take(worker: &Worker, sealer: SocketAddr) -> Option<(u64, String)> {
+    let mut running = worker.running.lock().ok()?;
+    if !worker.enabled.load(Ordering::SeqCst) {
+        return None;
+    }
+    let tasks: Vec<String> = worker.tasks.lock().ok()?.iter().cloned().collect();
+    let answer = api::call(sealer, &format!("take {}", tasks.join(" "))).ok()?;
+    let (id, task) = answer.trim().split_once(' ')?;
+    let id = id.parse::<u64>().ok()?;
+    *running = Some(id);
+    Some((id, task.to_string()))
 }
 
 /// `api.ReqContext`: SIGTERM, SIGINT and SIGHUP cancel the worker; the
