@@ -109,7 +109,7 @@ fn simulated_2x64_cores_8_core_l3_host_b_75_25() {
     // note, not a warning); its cores are whole L3 groups, so no warning.
     assert_diag(
         &out,
-        "host-b.toml:30:8",
+        "host-b.toml:31:8",
         "note",
         "span NUMA nodes 0-1 because one node has 64",
     );
@@ -166,13 +166,13 @@ fn simulated_2_cpu_vm_host_b_gives_one_core_each() {
     );
     assert_diag(
         &out,
-        "host-b.toml:30:8",
+        "host-b.toml:31:8",
         "warning",
         "only 1 core per L3 group, fewer than one SDR unit (4",
     );
     assert_diag(
         &out,
-        "host-b.toml:50:8",
+        "host-b.toml:58:8",
         "warning",
         "`worker02` asks for a GPU (Commit), but this host has none",
     );

@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -22,6 +21,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::daemon::{pidfd, wait_gone, wait_snapshot, Setup, WAIT};
+use common::example::{example_copy, free_ports, pair};
+use common::tmpfs::Tmpfs;
 use common::{bin, debian, project_file, run_bounded, venussup, Outcome};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -30,36 +31,6 @@ use serde_json::Value;
 
 /// `venussup run` as PID 1 of its own PID namespace, as in a container.
 const AS_PID_1: &[&str] = &["unshare", "--pid", "--fork", "--mount-proc"];
-
-/// `N` distinct ports nothing listens on now. Another process could take
-/// one before the daemon binds it; they are ephemeral ports (from 32768
-/// up), never those of a demo someone runs (2345x).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
-}
-
-/// `examples/NAME` with each `(from, to)` replaced, written as the config
-/// of a fresh [`Setup`] (`{dir}` stands for its folder).
-fn example_copy(name: &str, replace: &[(String, String)]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let mut text = fs::read_to_string(project_file(&format!("examples/{name}"))).unwrap();
-    for (from, to) in replace {
-        assert!(text.contains(from.as_str()), "{name} has no `{from}`");
-        text = text.replace(
-            from.as_str(),
-            &to.replace("{dir}", dir.path().to_str().unwrap()),
-        );
-    }
-    fs::write(dir.path().join("venussup.toml"), text).unwrap();
-    Setup { dir }
-}
-
-fn pair(from: &str, to: impl Into<String>) -> (String, String) {
-    (from.to_string(), to.into())
-}
 
 fn running(s: &Value) -> bool {
     s["state"] == "running"
@@ -204,7 +175,9 @@ exec "$0" "$@""#;
 #[test]
 fn the_container_example_runs_as_pid_1_on_a_read_only_sys_and_stops_cleanly() {
     // venus-worker's stand-in: `run ...` serves --listen and reports what
-    // it got; `storage attach ...` succeeds.
+    // it got; `storage attach ...` and the drain's `set` succeed, `info`
+    // says idle. (integration/examples.rs runs this example against the
+    // model of venus-worker.)
     let [p1, p2] = free_ports::<2>();
     let setup = example_copy(
         "container.toml",
@@ -214,11 +187,16 @@ fn the_container_example_runs_as_pid_1_on_a_read_only_sys_and_stops_cleanly() {
             pair("/var/log/venussup", "{dir}/logs"),
             pair("/var/lib/venus/", "{dir}/venus/"),
             pair("0.0.0.0:3456", format!("127.0.0.1:{p1}")),
-            pair("127.0.0.1:3456", format!("127.0.0.1:{p1}")),
             pair("0.0.0.0:3457", format!("127.0.0.1:{p2}")),
-            pair("127.0.0.1:3457", format!("127.0.0.1:{p2}")),
+            pair("\"/mnt/seal\"]", "\"{dir}/seal\"]"),
+            pair(
+                "quiet_for = \"30s\", poll_every = \"30s\"",
+                "quiet_for = \"0s\", poll_every = \"1s\"",
+            ),
         ],
     );
+    // The seal volume: a mount point, as `requires_mounts` wants.
+    let _seal = Tmpfs::mount(&setup.path("seal"), "1M");
     let dir = setup.dir.path().to_str().unwrap().to_string();
     let script = setup.path("venus-worker");
     fs::write(
@@ -230,6 +208,8 @@ fn the_container_example_runs_as_pid_1_on_a_read_only_sys_and_stops_cleanly() {
              \x20 for a; do case \"$a\" in --listen=*) listen=${{a#--listen=}};; esac; done\n\
              \x20 exec {bin} standin --name \"$name\" --listen \"$listen\" --report {dir}/$name.json -- \"$@\"\n\
              fi\n\
+             # the drain's quiet probe: idle, as venus-worker's `info` says it\n\
+             if [ \"$1\" = info ]; then echo 'Tasks: 0-100'; exit 0; fi\n\
              exec {bin} standin --name \"$name-attach\" --say \"attached: $*\"\n",
             bin = bin().display()
         ),

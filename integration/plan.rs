@@ -8,38 +8,12 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::tmpfs::Tmpfs;
 use common::{project_file, venussup};
 use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
 
 /// A tmpfs mounted for the test's life; unmounted on drop, even on panic.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (tmpfs takes no memory until written) at
-    /// `dir`. Needs root, as the tests run in CI.
-    fn mount(dir: &Path, size: &str) -> Self {
-        fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mounting a tmpfs needs root");
-        Self(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// A simulated host: `memory_kib` of memory, `shape` of CPUs. Written to
-/// /dev/shm where there is one: thousands of small sysfs files are slow to
-/// create on this VM's disk.
 fn host(memory_kib: u64, shape: &Shape) -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     let root = if shm.is_dir() {
@@ -230,7 +204,8 @@ fn plan_config(root: &Path, cfg: &Path, json: bool) -> common::Outcome {
 #[test]
 fn simulated_host_a_counts_every_task_and_checks_the_sealer_wide_limit() {
     let (root, _seal) = plan_host_with_seal();
-    let cfg = host_a(root.path(), &[], 20);
+    // This host alone first: host B's share taken out.
+    let cfg = host_a(root.path(), &[("other_hosts = 3\n", "")], 20);
     let out = plan_config(root.path(), &cfg, false);
     out.expect_code(0);
     assert!(
@@ -261,8 +236,8 @@ fn simulated_host_a_counts_every_task_and_checks_the_sealer_wide_limit() {
     let cfg = host_a(
         root.path(),
         &[(
-            "reserve = 1\n",
-            "reserve = 1\nother_hosts = 3\nwindow_post_memory = \"200GiB\"\n",
+            "other_hosts = 3\n",
+            "other_hosts = 3\nwindow_post_memory = \"200GiB\"\n",
         )],
         12,
     );
@@ -281,11 +256,7 @@ fn simulated_host_a_counts_every_task_and_checks_the_sealer_wide_limit() {
         "{}",
         out.stderr
     );
-    let cfg = host_a(
-        root.path(),
-        &[("reserve = 1\n", "reserve = 1\nother_hosts = 3\n")],
-        7,
-    );
+    let cfg = host_a(root.path(), &[], 7);
     let out = plan_config(root.path(), &cfg, false);
     assert!(!out.stderr.contains("MaxSealingSectors"), "{}", out.stderr);
 }
@@ -402,7 +373,7 @@ fn simulated_max_sealing_sectors_0_is_an_error_with_the_number_to_set() {
     let (out, doc) = common::check_on(root.path(), &fs::read_to_string(&cfg).unwrap());
     out.expect_code(1);
     assert!(
-        out.stderr.contains("error: ") && out.stderr.contains("[Sealing] MaxSealingSectors = 0 means no limit: venus-sealer checks the limit only when it is above 0, so pledges never stop and memory and seal disk run out; set it to 4 (venussup plan)"),
+        out.stderr.contains("error: ") && out.stderr.contains("[Sealing] MaxSealingSectors = 0 means no limit: venus-sealer checks the limit only when it is above 0, so pledges never stop and memory and seal disk run out; set it to 7 (venussup plan)"),
         "{}",
         out.stderr
     );

@@ -9,6 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use common::{project_file, venussup, Outcome};
+use venussup::host::topology::sim::{Shape, SimHost, Style};
 
 /// The example with each `(from, to)` replacement applied; panics if a
 /// `from` is missing, so the test follows the example when it changes.
@@ -126,9 +127,11 @@ fn on_failure_for_a_venus_worker_is_flagged() {
     );
 }
 
-/// Host A's sealer repo, simulated under an fs root, with its config.toml.
+/// Host A's sealer repo, simulated under an fs root, with its config.toml,
+/// on the plan's 128 cores (the sealer and its worker have CPU shares).
 fn host_a_with_sealer_config(sealer_toml: &str) -> (tempfile::TempDir, Outcome) {
     let root = tempfile::tempdir().unwrap();
+    SimHost::regular(root.path(), &Shape::plan_host(), Style::MODERN).unwrap();
     let repo = root.path().join("var/lib/venus/sealer");
     fs::create_dir_all(&repo).unwrap();
     fs::write(repo.join("config.toml"), sealer_toml).unwrap();
@@ -322,4 +325,46 @@ command = [\"/bin/true\", \"storage\", \"attach\", \"--init\", \"--store\", \"/m
         "{}",
         out.stderr
     );
+}
+
+/// The 1-based line and column where `needle` starts in `text`.
+fn position(text: &str, needle: &str) -> (usize, usize) {
+    let at = text.find(needle).unwrap();
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    (text[..at].matches('\n').count() + 1, at - line_start + 1)
+}
+
+#[test]
+fn a_command_line_the_real_cli_rejects_and_a_listen_probe_on_a_non_worker_are_errors_at_their_place(
+) {
+    let text = broken_copy(
+        "examples/host-a.toml",
+        &[
+            // `--repo` is a global flag of venus-worker: after `run` it fails.
+            (
+                "\"/usr/local/bin/venus-worker\", \"run\",\n",
+                "\"/usr/local/bin/venus-worker\", \"run\", \"--repo=/var/lib/venus/worker\",\n",
+            ),
+            // The sealer is no venus-worker.
+            (
+                "ready = { tcp = \"127.0.0.1:2345\", timeout = \"10min\" }",
+                "ready = { worker_listen = true, timeout = \"10min\" }",
+            ),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = check(dir.path(), &text, &[]);
+    out.expect_code(1);
+    let (line, col) = position(
+        &text,
+        "command = [\n  \"/usr/local/bin/venus-worker\", \"run\", \"--repo",
+    );
+    common::assert_error_at(&out, line, col + "command = ".len(), "venus-worker rejects this command line (flag provided but not defined: -repo) and exits 0 at once");
+    assert_line(
+        &out,
+        "error",
+        &["`--repo` is a global flag of venus-worker: put it before `run`"],
+    );
+    let (line, col) = position(&text, "worker_listen = true, timeout = \"10min\"");
+    common::assert_error_at(&out, line, col + "worker_listen = ".len(), "`ready.worker_listen` probes where a venus-worker listens, and `sealer` has `role = \"sealer\"`");
 }

@@ -90,6 +90,15 @@ enum Command {
     /// request.
     #[command(hide = true)]
     Standin(commands::standin::Options),
+    /// A model of venus-sealer and venus-worker (`venussup model
+    /// venus-worker run ...`), faithful to what venussup depends on: for the
+    /// examples' end-to-end tests and the demo.
+    #[command(hide = true)]
+    Model {
+        program: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// POST an event's JSON (stdin) to a webhook: run by the daemon for
     /// each `[[host.hook]] url`, in its own process.
     #[command(hide = true)]
@@ -367,6 +376,7 @@ fn dispatch(cli: Cli) -> u8 {
             },
         ),
         Command::Standin(opts) => commands::standin::run(&opts),
+        Command::Model { program, args } => commands::model::run(&program, &args),
         Command::Webhook {
             url,
             ca,

@@ -4,7 +4,9 @@
 
 pub mod daemon;
 pub mod debian;
+pub mod example;
 pub mod pidns;
+pub mod tmpfs;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;

@@ -3,6 +3,7 @@
 
 pub mod capacity;
 pub mod gpus;
+pub mod listen;
 pub mod sdr;
 pub mod secrets;
 pub mod storage;

@@ -3,7 +3,7 @@
 //! each `storage attach` path and `[capacity] seal_paths` (a mount of its
 //! own, not the root filesystem, not network storage for sealing, room for
 //! the capacity plan's sectors), and the folders of the SDR parent cache
-//! and the proof parameters (`/var/tmp` by default). `docs/venus-tasks.md`
+//! and the proof parameters (`/var/tmp` by default). `docs/venus.md`
 //! cites the Venus and proofs sources of each rule.
 
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! Task switches against the tasks a service declares: venus-worker's
 //! `run` flags and venus-sealer's `[Storage] Allow*` keys. Each is on
 //! unless turned off, the snap-deal ones too (venus-sealer v1.4.1 and
-//! later; `docs/venus-tasks.md` cites the sources).
+//! later; `docs/venus.md` cites the sources).
 
 use std::path::Path;
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{exit, print_stdout};
-use crate::checks::{self, secrets, venus};
+use crate::checks::{self, listen, secrets, venus};
 use crate::config;
 use crate::host::Host;
 use crate::plan::{self, render, Plan};
@@ -47,6 +47,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
         if let Some(a) = &capacity {
             checks::capacity::check(&c, &plan, &a.capacity, a.wasted_hugepages(), &mut diags);
         }
+        listen::check(&c, &plan, &mut diags);
         assessed = capacity;
         secrets::check(&c, &host, &mut diags);
         control_access(&c, config_path, fs_root, &mut diags);

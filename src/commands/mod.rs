@@ -4,6 +4,7 @@
 pub mod capacity;
 pub mod check;
 pub mod logs;
+pub mod model;
 pub mod requests;
 pub mod smt;
 pub mod standin;

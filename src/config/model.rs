@@ -412,7 +412,8 @@ pub enum Confine {
 }
 
 /// `[service.ready]`: when a started service counts as ready for those
-/// that start after it. Exactly one of `tcp`, `file`, `command`.
+/// that start after it. Exactly one of `tcp`, `file`, `command`,
+/// `worker_listen`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadyConfig {
@@ -423,6 +424,10 @@ pub struct ReadyConfig {
     pub file: Option<PathBuf>,
     /// A command that exits 0.
     pub command: Option<Spanned<Vec<String>>>,
+    /// `true`: where this venus-worker really listens accepts (its
+    /// `--listen`, with an unspecified IP replaced by the local address that
+    /// routes to its sealer, as venus-worker does; `plan::listen`).
+    pub worker_listen: Option<Spanned<bool>>,
     /// Give up waiting after this long (the service is then failed).
     #[serde(default = "default_ready_timeout")]
     pub timeout: HumanDuration,

@@ -271,12 +271,17 @@ fn service_rules(s: &ServiceConfig, diags: &mut Diagnostics) {
     }
     if let Some(ready) = &s.ready {
         let r = ready.get_ref();
-        let probes = [r.tcp.is_some(), r.file.is_some(), r.command.is_some()];
+        let probes = [
+            r.tcp.is_some(),
+            r.file.is_some(),
+            r.command.is_some(),
+            r.worker_listen.is_some(),
+        ];
         let count = probes.iter().filter(|p| **p).count();
         if count != 1 {
             diags.error(
                 ready.span(),
-                format!("`ready` of `{name}` needs exactly one of `tcp`, `file` or `command` (it has {count})"),
+                format!("`ready` of `{name}` needs exactly one of `tcp`, `file`, `command` or `worker_listen` (it has {count})"),
             );
         }
         // With `instances`, the address is checked once `{port}` is filled.

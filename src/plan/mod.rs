@@ -17,6 +17,7 @@ mod env;
 pub mod expand;
 pub mod gpus;
 pub mod instances;
+pub mod listen;
 mod order;
 mod placement;
 pub mod prepare;
@@ -194,6 +195,11 @@ pub enum ReadyPlan {
     },
     Command {
         argv: Vec<String>,
+        timeout: HumanDuration,
+    },
+    /// Where this venus-worker really listens accepts (`plan::listen`).
+    WorkerListen {
+        rule: listen::ListenRule,
         timeout: HumanDuration,
     },
 }

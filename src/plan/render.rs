@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::listen::ListenRule;
 use super::{CpuPlan, GpuPlan, Plan, ReadyPlan, ServicePlan, TimerPlan};
 use crate::config::Instance;
 use crate::config::{CudaIds, ServiceKind};
@@ -24,10 +25,17 @@ const SECRET_WORDS: [&str; 7] = [
     "API_INFO",
 ];
 
+/// Names that contain a secret word but name no secret: venus-worker's
+/// snap-deal switch `--regen-sector-key` (a task, RegenSectorKey).
+const NOT_SECRETS: [&str; 1] = ["SECTOR_KEY"];
+
 /// Whether a variable or flag name (`MINER_TOKEN`, `miner-token`) marks a
 /// secret.
 pub fn is_secret_name(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase().replace('-', "_");
+    let mut upper = name.to_ascii_uppercase().replace('-', "_");
+    for n in NOT_SECRETS {
+        upper = upper.replace(n, "");
+    }
     SECRET_WORDS.iter().any(|w| upper.contains(w))
 }
 
@@ -245,6 +253,12 @@ fn ready_line(r: &ReadyPlan) -> String {
         ReadyPlan::Command { argv, timeout } => {
             format!("`{}` exits 0, within {timeout}", argv_line(argv))
         }
+        ReadyPlan::WorkerListen { rule, timeout } => match rule {
+            ListenRule::At { address } => {
+                format!("venus-worker's --listen {address} accepts, within {timeout}")
+            }
+            ListenRule::RoutedTo { port, sealer } => format!("port {port} of the local address that routes to the sealer {sealer} accepts (venus-worker's --listen on 0.0.0.0), within {timeout}"),
+        },
     }
 }
 
@@ -606,6 +620,13 @@ mod tests {
         assert_eq!(env["MINER_TOKEN"], REDACTED);
         assert_eq!(env["DB_PASSWORD"], REDACTED);
         assert_eq!(env["TRUST_PARAMS"], "1");
+    }
+
+    #[test]
+    fn the_snap_deal_switch_regen_sector_key_is_no_secret_but_an_api_key_is() {
+        assert!(!is_secret_name("regen-sector-key"));
+        assert!(is_secret_name("api-key"));
+        assert!(is_secret_name("SECTOR_KEY_TOKEN"));
     }
 
     #[test]

@@ -7,8 +7,8 @@ use toml::Spanned;
 use super::env::{env_files_unread, own_env};
 use super::program::{argv, owner_exists, run_as};
 use super::{
-    gpus, sdr, CpuPlan, DrainPlan, GpuPlan, LimitsPlan, ReadyPlan, RestartPlan, ServicePlan,
-    StopPlan, DEFAULT_STABLE_AFTER,
+    gpus, listen, sdr, CpuPlan, DrainPlan, GpuPlan, LimitsPlan, ReadyPlan, RestartPlan,
+    ServicePlan, StopPlan, DEFAULT_STABLE_AFTER,
 };
 use crate::config::{Config, Role, ServiceConfig, VENUS_FATAL_OUTPUT};
 use crate::host::Host;
@@ -27,6 +27,9 @@ pub(super) fn service(
     let env = own_env(config, host, host_env, s.env_file.as_ref(), &s.env, diags);
     let unread = env_files_unread(config, host, s.env_file.as_ref());
     let argv = argv(config, host, owner, &s.command, &env, unread, diags);
+    if s.instance.as_ref().is_none_or(|i| i.index == 0) {
+        listen::command_line(s, &argv, diags);
+    }
     owner_exists(host, s.user.as_ref(), s.group.as_ref(), owner, diags);
     let cpus = s.cpus.as_ref().map(|spec| CpuPlan {
         request: spec.get_ref().clone(),
@@ -53,6 +56,8 @@ pub(super) fn service(
                 path: path.clone(),
                 timeout,
             })
+        } else if let Some(on) = &r.worker_listen {
+            listen::ready(s, on, &argv, diags).map(|rule| ReadyPlan::WorkerListen { rule, timeout })
         } else {
             r.command.as_ref().map(|c| ReadyPlan::Command {
                 argv: c.get_ref().clone(),

@@ -175,8 +175,12 @@ fn host_a_on_two_gpus_gives_the_sealers_post_a_gpu_and_the_cpu_worker_none() {
     assert!(worker.gpus.devices.is_empty());
     assert_eq!(worker.env["CUDA_VISIBLE_DEVICES"], "");
     assert_eq!(worker.env["BELLMAN_NO_GPU"], "1");
-    // No `cpus`: nothing placed, nothing confined.
-    assert!(sealer.cpus.is_none() && worker.cpus.is_none());
+    // The proving sealer and its CPU worker never share cores: 25% and
+    // the rest of the 128.
+    let placed = |s: &ServicePlan| s.cpus.as_ref().and_then(|c| c.cpus.clone()).unwrap();
+    let (sc, wc) = (placed(sealer), placed(worker));
+    assert_eq!((sc.len(), wc.len()), (32, 96));
+    assert!(sc.intersection(&wc).is_empty());
     assert_eq!(plan.timers.len(), 1);
     assert_eq!(plan.timers[0].env["MINER_TOKEN"], "t0ken");
 }

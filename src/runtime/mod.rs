@@ -18,6 +18,7 @@ pub mod handover;
 pub mod hooks;
 pub mod hostprep;
 mod limits;
+pub mod listen;
 pub mod lockdirs;
 pub(crate) mod logs;
 mod notify;

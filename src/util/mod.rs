@@ -8,6 +8,7 @@ pub mod diag;
 pub mod envfile;
 pub mod exit;
 pub mod fsroot;
+pub mod gocli;
 pub mod gpuid;
 pub mod mountinfo;
 pub mod names;

@@ -121,6 +121,7 @@ fn probe_timeout(r: &ReadyPlan) -> crate::config::values::HumanDuration {
     match r {
         ReadyPlan::Tcp { timeout, .. }
         | ReadyPlan::File { timeout, .. }
-        | ReadyPlan::Command { timeout, .. } => *timeout,
+        | ReadyPlan::Command { timeout, .. }
+        | ReadyPlan::WorkerListen { timeout, .. } => *timeout,
     }
 }

@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Owner, Supervisor};
 use crate::plan::ReadyPlan;
 use crate::runtime::confine::{self, Confinement};
-use crate::runtime::logs;
 use crate::runtime::service::{Lifecycle, State};
 use crate::runtime::start::{self, Started};
 use crate::runtime::state;
+use crate::runtime::{listen, logs};
 use crate::status::ExitKind;
 use crate::sys::spawn::{self, ChildHook, Output, SpawnSpec};
 use crate::util::mountinfo;
@@ -117,6 +117,13 @@ impl Supervisor {
                 .parse()
                 .is_ok_and(|a| std::net::TcpStream::connect_timeout(&a, TCP_PROBE_TIMEOUT).is_ok()),
             ReadyPlan::File { path, .. } => path.exists(),
+            ReadyPlan::WorkerListen { rule, .. } => match listen::address(rule) {
+                Ok(a) => std::net::TcpStream::connect_timeout(&a, TCP_PROBE_TIMEOUT).is_ok(),
+                Err(e) => {
+                    debug!(service = %s.plan.name, "ready probe: {e}");
+                    false
+                }
+            },
             ReadyPlan::Command { argv, .. } => {
                 if s.life.probe_pid.is_none() {
                     let output = Output::Append(s.plan.log_file.clone());
