@@ -128,7 +128,7 @@ fn host_b_example_prints_the_plan_of_the_deployment_plans_host_b() {
     for expected in [
         "start order: worker01 → worker02 → worker01-attach → worker02-attach",
         "[1] worker01 (daemon · role worker · tasks PreCommit1, PreCommit2)",
-        "VENUS_WORKER_CONFIG=/var/lib/venus/worker01/config.toml",
+        "VENUS_WORKER_PATH=/var/lib/venus/worker01",
         "--listen=0.0.0.0:3457",
         "VENUS_WORKER_PATH=/var/lib/venus/worker02",
         "request 75%",

@@ -250,9 +250,9 @@ fn the_container_example_runs_as_pid_1_on_a_read_only_sys_and_stops_cleanly() {
             "{name}: no token on the command line (/proc/PID/cmdline): {argv:?}"
         );
         assert_eq!(
-            report["env"]["VENUS_WORKER_CONFIG"],
-            format!("{dir}/venus/{name}/config.toml"),
-            "{name}: the token comes from the worker's own config.toml: {report:#}"
+            report["env"]["VENUS_WORKER_PATH"],
+            format!("{dir}/venus/{name}"),
+            "{name}: the token comes from the config.toml of the worker's own repo: {report:#}"
         );
     }
     // Nothing tried to write the read-only /sys (no SMT step, no cgroup).

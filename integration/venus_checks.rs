@@ -51,7 +51,7 @@ fn assert_line(out: &Outcome, severity: &str, needles: &[&str]) {
 fn a_broken_host_b_reports_each_worker_mistake() {
     let out = check_host_b(&[
             // worker02 forgets its own repo and its --listen, as the plan did
-            ("env = { VENUS_WORKER_PATH = \"/var/lib/venus/worker02\", VENUS_WORKER_CONFIG = \"/var/lib/venus/worker02/config.toml\" }\nready", "env = { VENUS_WORKER_PATH = \"/var/lib/venus/worker01\", BELLMAN_NO_GPU = \"0\", TMP_DIR = \"/tmp/gpu\" }\nready"),
+            ("env = { VENUS_WORKER_PATH = \"/var/lib/venus/worker02\" }\nready", "env = { VENUS_WORKER_PATH = \"/var/lib/venus/worker01\", BELLMAN_NO_GPU = \"0\", TMP_DIR = \"/tmp/gpu\" }\nready"),
             ("  \"--listen=0.0.0.0:3457\",        # the plan forgot this: both would take 3456\n", ""),
             // and runs PreCommit1 too, which venus-worker enables by default
             ("\"--precommit1=false\", ", ""),

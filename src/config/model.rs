@@ -616,6 +616,8 @@ fn default_drain_timeout() -> HumanDuration {
 }
 
 /// Start errors of venus-worker and lotus-worker that no restart fixes.
+/// `repo is already locked` is lotus-worker's: venus-sealer waits for its
+/// repo's lock instead (go-filelock, docs/venus.md).
 pub const VENUS_FATAL_OUTPUT: [&str; 4] = [
     "soft file descriptor limit",
     "repo is already locked",
