@@ -43,28 +43,19 @@ pub fn settings(s: &ServiceConfig, p: &ServicePlan, diags: &mut Diagnostics) {
 
 #[cfg(test)]
 mod tests {
-    use crate::host::lookups::InMemory;
-    use crate::host::Host;
-    use crate::util::diag::{Diagnostics, Severity};
-    use std::path::Path;
+    use crate::util::diag::Severity;
 
     /// The findings about the settings of one PreCommit1 worker with `env`.
     fn findings(env: &str) -> Vec<(Severity, String)> {
         let text = format!(
             "[[service]]\nname = \"w\"\nrole = \"worker\"\ntasks = [\"PreCommit1\"]\ncommand = [\"/bin/w\", \"run\"]\nenv = {{ {env} }}\n"
         );
-        let path = Path::new("v.toml");
-        let host = Host::in_memory(InMemory::new().program("/bin/w"));
-        let mut diags = Diagnostics::new(path, &text);
-        let config = crate::config::parse(path, &text, &mut diags).unwrap();
-        let plan = crate::plan::resolve(&config, &host, &mut diags);
-        let mut found = Diagnostics::new(path, &text);
-        super::settings(&config.services[0], &plan.services[0], &mut found);
-        found
-            .into_sorted()
-            .into_iter()
-            .map(|d| (d.severity, d.message))
-            .collect()
+        crate::checks::testing::findings(&text, |config, plan, _, found| {
+            super::settings(&config.services[0], &plan.services[0], found);
+        })
+        .into_iter()
+        .map(|d| (d.severity, d.message))
+        .collect()
     }
 
     #[test]

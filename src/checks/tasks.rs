@@ -178,20 +178,13 @@ pub fn storage_allows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::lookups::InMemory;
-    use crate::host::Host;
     use crate::util::diag::Diagnostic;
 
     fn diagnose(service: &str) -> Vec<Diagnostic> {
         let text = format!("[[service]]\nname = \"w\"\nrole = \"worker\"\n{service}");
-        let path = Path::new("t.toml");
-        let host = Host::in_memory(InMemory::new().program("/bin/w"));
-        let mut diags = Diagnostics::new(path, &text);
-        let config = crate::config::parse(path, &text, &mut diags).unwrap();
-        let plan = crate::plan::resolve(&config, &host, &mut diags);
-        let mut found = Diagnostics::new(path, &text);
-        worker_tasks(&config.services[0], &plan.services[0], &mut found);
-        found.into_sorted()
+        crate::checks::testing::findings(&text, |config, plan, _, found| {
+            worker_tasks(&config.services[0], &plan.services[0], found);
+        })
     }
 
     #[test]

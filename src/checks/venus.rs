@@ -537,9 +537,6 @@ mod tests {
 
     #[test]
     fn each_later_worker_on_a_taken_repo_or_port_is_reported_once() {
-        use crate::host::lookups::InMemory;
-        use std::path::Path;
-
         // (listen, repo) of w0..w5.
         let workers = [
             ("0.0.0.0:3456", "/r/a"),
@@ -559,15 +556,10 @@ mod tests {
                 "[[service]]\nname = \"w{i}\"\nrole = \"worker\"\ncommand = [\"/bin/w\", \"run\", \"--listen={listen}\"]\nenv = {{ VENUS_WORKER_PATH = \"{repo}\" }}\n"
             ));
         }
-        let path = Path::new("v.toml");
-        let host = Host::in_memory(InMemory::new().program("/bin/w"));
-        let mut diags = Diagnostics::new(path, &text);
-        let config = crate::config::parse(path, &text, &mut diags).unwrap();
-        let plan = crate::plan::resolve(&config, &host, &mut diags);
-        let mut found = Diagnostics::new(path, &text);
-        check(&config, &plan, &host, None, &mut found);
-        let mut said: Vec<String> = found
-            .into_sorted()
+        let mut said: Vec<String> =
+            crate::checks::testing::findings(&text, |config, plan, host, found| {
+                check(config, plan, host, None, found);
+            })
             .into_iter()
             .map(|d| d.message)
             .filter(|m| m.contains("share the worker repo") || m.contains("cannot bind"))
