@@ -15,8 +15,9 @@ use venussup::util::fsroot::FsRoot;
 /// mallocng: a restart makes some 300 allocations and 200 reallocations
 /// before the new child is cloned, and mallocng spends twice glibc's
 /// instructions on each and maps and unmaps its groups as they fill and
-/// empty (BENCHMARKS.md, "The static release build"). The glibc build keeps
-/// glibc's malloc.
+/// empty (BENCHMARKS.md, "The static release build"). dlmalloc keeps freed
+/// memory for reuse instead: more RSS at 1000 services (15.6 against 10.5
+/// MiB), less at 10. The glibc build keeps glibc's malloc.
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
