@@ -83,9 +83,11 @@ callgrind_control -d "$daemon" >/dev/null 2>&1
 callgrind_control -i off "$daemon" >/dev/null 2>&1
 
 profile=$(ls "$work"/callgrind.out.*.1)
+# (awk reads to the end: an early exit would end callgrind_annotate with
+# SIGPIPE, which pipefail makes this script's failure.)
 inclusive() {
   callgrind_annotate --inclusive=yes "$profile" 2>/dev/null |
-    awk -v f="$1" 'index($0, f) { gsub(",", "", $1); print $1; exit }'
+    awk -v f="$1" 'index($0, f) && !done { gsub(",", "", $1); print $1; done = 1 }'
 }
 all=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
 death=$(inclusive 'Supervisor>::reap [')
