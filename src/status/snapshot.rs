@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ServiceKind;
+use crate::config::{Role, ServiceKind, Task};
 use crate::status::prepare::Report;
 use crate::util::cpulist::CpuSet;
 
@@ -153,6 +153,13 @@ pub struct ServiceStatus {
     /// Fatal start lines its log showed when it died young.
     #[serde(default)]
     pub fatal: FatalSeen,
+    /// What the config says it is (`role`): the fleet's alerts and
+    /// dashboards tell a sealer from a worker by it.
+    #[serde(default)]
+    pub role: Role,
+    /// What it does (`tasks`), e.g. WindowPoSt.
+    #[serde(default)]
+    pub tasks: Vec<Task>,
 }
 
 /// The fatal start lines (`fatal_output`) a service's log showed at its
@@ -363,6 +370,8 @@ pub(crate) mod sample {
             gpus: Vec::new(),
             gpus_why: None,
             fatal: FatalSeen::default(),
+            role: Role::Other,
+            tasks: Vec::new(),
         }
     }
 
