@@ -248,7 +248,7 @@ fn the_real_zabbix_agent_as_zabbix_answers_ping_1_then_0_and_never_an_error_text
     assert_eq!(test("venussup.ping"), "1");
     assert_eq!(
         test("venussup.discovery"),
-        r#"[{"{#KIND}":"daemon","{#SERVICE}":"sealer"}]"#
+        r#"[{"{#KIND}":"daemon","{#ROLE}":"other","{#SERVICE}":"sealer","{#WINDOWPOST_GPU}":"no"}]"#
     );
     assert_eq!(
         test("venussup.timer.discovery"),
@@ -319,6 +319,30 @@ fn the_template_discards_empty_values_and_has_one_trigger_for_a_dead_daemon() {
     assert!(
         !template.contains("now-15m"),
         "restarts: no 15-minute blind spot"
+    );
+    // Every service item carries the tags the fleet template filters on,
+    // and each fleet aggregate reads the group its macro names.
+    for tag in ["value: '{#ROLE}'", "value: '{#WINDOWPOST_GPU}'"] {
+        let services = template.matches("key: 'venussup.service.").count();
+        assert_eq!(template.matches(tag).count(), services, "{tag}");
+    }
+    let fleet = &template[template.find("template: 'venussup fleet'").unwrap()..];
+    let aggregates = fleet.matches("type: CALCULATED").count();
+    assert_eq!(aggregates, 4);
+    assert_eq!(
+        fleet
+            .matches("expression: 'last(/venussup fleet/venussup.fleet.")
+            .count(),
+        aggregates
+    );
+    assert_eq!(
+        fleet
+            .lines()
+            .filter(|l| l.trim_start().starts_with("params: '"))
+            .filter(|l| l.contains("_foreach(/*/venussup.")
+                && l.contains(r#"group="{$VENUSSUP.HOSTGROUP}""#))
+            .count(),
+        aggregates
     );
 }
 

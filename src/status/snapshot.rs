@@ -216,6 +216,13 @@ impl ServiceStatus {
     pub fn up(&self) -> bool {
         self.pid.is_some() || self.state == Coarse::Done.as_str()
     }
+
+    /// It proves WindowPoSt, on a GPU the plan handed it: what the fleet
+    /// alerts (Prometheus' `tasks`/`gpus` labels, Zabbix's
+    /// `windowpost_gpu` tag) watch most closely.
+    pub fn proves_window_post_on_gpu(&self) -> bool {
+        self.tasks.contains(&Task::WindowPoSt) && !self.gpus.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
