@@ -346,16 +346,15 @@ fn the_template_discards_empty_values_and_has_one_trigger_for_a_dead_daemon() {
     );
 }
 
+/// `promtool ARGS FILE`, bounded.
+fn promtool(args: &[&str], file: &Path) -> Outcome {
+    run_bounded(Command::new("promtool").args(args).arg(file), BOUND)
+}
+
 #[test]
 fn prometheus_alert_rules_pass_promtool_and_their_unit_tests() {
     let rules = project_file("units/prometheus/venussup.rules.yml");
-    let check = run_bounded(
-        Command::new("promtool")
-            .arg("check")
-            .arg("rules")
-            .arg(&rules),
-        BOUND,
-    );
+    let check = promtool(&["check", "rules"], &rules);
     check.expect_code(0);
     assert!(
         check.stdout.contains("SUCCESS: 20 rules found"),
@@ -364,14 +363,7 @@ fn prometheus_alert_rules_pass_promtool_and_their_unit_tests() {
     let text = fs::read_to_string(&rules).unwrap();
     assert!(text.contains(r#"expr: up{job="venussup"} == 0"#));
     let tests = project_file("integration/fixtures/prometheus/venussup.rules.test.yml");
-    run_bounded(
-        Command::new("promtool")
-            .arg("test")
-            .arg("rules")
-            .arg(&tests),
-        BOUND,
-    )
-    .expect_code(0);
+    promtool(&["test", "rules"], &tests).expect_code(0);
     // Every alert has a test that expects it to fire and one that does not.
     let fixture = fs::read_to_string(&tests).unwrap();
     for alert in text
@@ -407,13 +399,7 @@ fn the_fleet_scrape_example_passes_promtool_check_config() {
     // It loads the rules and its file_sd targets (venussup-targets.yml)
     // from its own folder, as shipped: promtool reads and checks both.
     let config = project_file("units/prometheus/scrape-example.yml");
-    let out = run_bounded(
-        Command::new("promtool")
-            .arg("check")
-            .arg("config")
-            .arg(&config),
-        BOUND,
-    );
+    let out = promtool(&["check", "config"], &config);
     out.expect_code(0);
     let said = format!("{}{}", out.stdout, out.stderr);
     assert!(!said.contains("WARNING"), "{said}");
@@ -554,13 +540,7 @@ fn the_fleet_dashboard_is_well_formed_and_every_query_parses_and_reads_real_seri
     }
     let checked = dir.path().join("dashboard.rules.yml");
     fs::write(&checked, file).unwrap();
-    let out = run_bounded(
-        Command::new("promtool")
-            .arg("check")
-            .arg("rules")
-            .arg(&checked),
-        BOUND,
-    );
+    let out = promtool(&["check", "rules"], &checked);
     out.expect_code(0);
     assert!(
         out.stdout

@@ -475,21 +475,24 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
         .clone();
     let host_created = Instant::now();
     let slow = Duration::from_secs(120);
-    let last = |key: &str| -> Option<String> {
+    let item = |on: &Value, key: &str| -> Option<Value> {
         let items = api
             .try_call(
                 "item.get",
-                json!({"hostids": [host], "filter": {"key_": [key]}, "output": ["lastvalue", "lastclock", "state", "error"]}),
+                json!({"hostids": [on], "filter": {"key_": [key]}, "output": ["lastvalue", "lastclock", "state", "error"]}),
             )
             .ok()?;
-        let it = items.as_array()?.first()?.clone();
+        items.as_array()?.first().cloned()
+    };
+    let last = |key: &str| -> Option<String> {
+        let it = item(&host, key)?;
         (it["lastclock"] != "0").then(|| it["lastvalue"].as_str().unwrap_or("").to_string())
     };
-    let problems = || -> Option<Vec<(String, u64)>> {
+    let problems_on = |on: &Value| -> Option<Vec<(String, u64)>> {
         let t = api
             .try_call(
                 "trigger.get",
-                json!({"hostids": [host], "filter": {"value": 1}, "output": ["description", "priority"], "expandDescription": true}),
+                json!({"hostids": [on], "filter": {"value": 1}, "output": ["description", "priority"], "expandDescription": true}),
             )
             .ok()?;
         Some(
@@ -507,34 +510,16 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
                 .collect(),
         )
     };
+    let problems = || problems_on(&host);
     let has = |name: &'static str| move |p: &Vec<(String, u64)>| p.iter().any(|(d, _)| d == name);
-    let fleet_item = |key: &str| -> Option<Value> {
-        let items = api
-            .try_call(
-                "item.get",
-                json!({"hostids": [fleet], "filter": {"key_": [key]}, "output": ["lastvalue", "lastclock", "state", "error"]}),
-            )
-            .ok()?;
-        items.as_array()?.first().cloned()
-    };
+    let fleet_item = |key: &str| item(&fleet, key);
     let fleet_last = |key: &str| -> Option<String> {
         let it = fleet_item(key)?;
         (it["lastclock"] != "0" && it["state"] == "0")
             .then(|| it["lastvalue"].as_str().unwrap_or("").to_string())
     };
     let fleet_problems = || -> Option<Vec<String>> {
-        let t = api
-            .try_call(
-                "trigger.get",
-                json!({"hostids": [fleet], "filter": {"value": 1}, "output": ["description"], "expandDescription": true}),
-            )
-            .ok()?;
-        Some(
-            t.as_array()?
-                .iter()
-                .map(|t| t["description"].as_str().unwrap_or("").to_string())
-                .collect(),
-        )
+        Some(problems_on(&fleet)?.into_iter().map(|(d, _)| d).collect())
     };
 
     // Discovery and values.
