@@ -502,7 +502,9 @@ fn zabbix_agentd_gets_discovery_and_values_from_the_running_daemon() {
     };
     let discovery = test("venussup.discovery");
     assert!(
-        discovery.contains(r#"[t|[{"{#KIND}":"daemon","{#SERVICE}":"sealer"}]]"#),
+        discovery.contains(
+            r#"[t|[{"{#KIND}":"daemon","{#ROLE}":"other","{#SERVICE}":"sealer","{#WINDOWPOST_GPU}":"no"}]]"#
+        ),
         "{discovery}"
     );
     assert!(test("venussup.service.state[sealer]").contains("[t|running]"));
@@ -531,11 +533,26 @@ fn the_zabbix_template_uses_only_keys_the_agent_config_defines() {
         .collect();
     let template =
         fs::read_to_string(common::project_file("units/zabbix/venussup_template.yaml")).unwrap();
+    // The fleet template's items are calculated by the server from the
+    // agent's items: the keys its aggregates read must be the agent's.
+    let (template, fleet) = template.split_at(template.find("template: 'venussup fleet'").unwrap());
     let keys: Vec<&str> = template
         .lines()
         .filter_map(|l| l.trim().strip_prefix("key: "))
         .map(|k| k.trim_matches('\'').split('[').next().unwrap())
         .collect();
+    let aggregated: Vec<&str> = fleet
+        .split("_foreach(/*/")
+        .skip(1)
+        .map(|part| part.split(['[', '?']).next().unwrap())
+        .collect();
+    assert!(aggregated.len() >= 4, "{aggregated:?}");
+    for k in &aggregated {
+        assert!(
+            keys.contains(k),
+            "the fleet template aggregates {k}, no item has it"
+        );
+    }
     assert!(keys.len() >= 9, "{keys:?}");
     for k in &keys {
         assert!(

@@ -1,13 +1,16 @@
 //! Monitoring as operators run it (issue 22): the control group's members
 //! reach the control socket and nothing else in the state folder; the
 //! real Zabbix agent, running as `zabbix`, answers `venussup.ping` 1 and
-//! 0 and never an error text; the Prometheus alert rules pass promtool
-//! and its unit tests.
+//! 0 and never an error text; the Prometheus rules pass promtool and its
+//! unit tests (every alert fires and stays quiet in one), the fleet's
+//! scrape example passes `promtool check config`, and the fleet dashboard
+//! reads only metrics venussup serves or the rules record.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -245,7 +248,7 @@ fn the_real_zabbix_agent_as_zabbix_answers_ping_1_then_0_and_never_an_error_text
     assert_eq!(test("venussup.ping"), "1");
     assert_eq!(
         test("venussup.discovery"),
-        r#"[{"{#KIND}":"daemon","{#SERVICE}":"sealer"}]"#
+        r#"[{"{#KIND}":"daemon","{#ROLE}":"other","{#SERVICE}":"sealer","{#WINDOWPOST_GPU}":"no"}]"#
     );
     assert_eq!(
         test("venussup.timer.discovery"),
@@ -317,31 +320,233 @@ fn the_template_discards_empty_values_and_has_one_trigger_for_a_dead_daemon() {
         !template.contains("now-15m"),
         "restarts: no 15-minute blind spot"
     );
+    // Every service item carries the tags the fleet template filters on,
+    // and each fleet aggregate reads the group its macro names.
+    for tag in ["value: '{#ROLE}'", "value: '{#WINDOWPOST_GPU}'"] {
+        let services = template.matches("key: 'venussup.service.").count();
+        assert_eq!(template.matches(tag).count(), services, "{tag}");
+    }
+    let fleet = &template[template.find("template: 'venussup fleet'").unwrap()..];
+    let aggregates = fleet.matches("type: CALCULATED").count();
+    assert_eq!(aggregates, 4);
+    assert_eq!(
+        fleet
+            .matches("expression: 'last(/venussup fleet/venussup.fleet.")
+            .count(),
+        aggregates
+    );
+    assert_eq!(
+        fleet
+            .lines()
+            .filter(|l| l.trim_start().starts_with("params: '"))
+            .filter(|l| l.contains("_foreach(/*/venussup.")
+                && l.contains(r#"group="{$VENUSSUP.HOSTGROUP}""#))
+            .count(),
+        aggregates
+    );
+}
+
+/// `promtool ARGS FILE`, bounded.
+fn promtool(args: &[&str], file: &Path) -> Outcome {
+    run_bounded(Command::new("promtool").args(args).arg(file), BOUND)
 }
 
 #[test]
 fn prometheus_alert_rules_pass_promtool_and_their_unit_tests() {
     let rules = project_file("units/prometheus/venussup.rules.yml");
-    let check = run_bounded(
-        Command::new("promtool")
-            .arg("check")
-            .arg("rules")
-            .arg(&rules),
-        BOUND,
-    );
+    let check = promtool(&["check", "rules"], &rules);
     check.expect_code(0);
-    assert!(check.stdout.contains("SUCCESS: 4 rules found"), "{check:?}");
+    assert!(
+        check.stdout.contains("SUCCESS: 20 rules found"),
+        "{check:?}"
+    );
     let text = fs::read_to_string(&rules).unwrap();
     assert!(text.contains(r#"expr: up{job="venussup"} == 0"#));
     let tests = project_file("integration/fixtures/prometheus/venussup.rules.test.yml");
-    run_bounded(
-        Command::new("promtool")
-            .arg("test")
-            .arg("rules")
-            .arg(&tests),
-        BOUND,
-    )
-    .expect_code(0);
+    promtool(&["test", "rules"], &tests).expect_code(0);
+    // Every alert has a test that expects it to fire and one that does not.
+    let fixture = fs::read_to_string(&tests).unwrap();
+    for alert in text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        let evals: Vec<&str> = fixture
+            .split("- eval_time: ")
+            .filter(|e| e.contains(&format!("alertname: {alert}\n")))
+            .collect();
+        assert!(
+            evals.iter().any(|e| e.contains("exp_alerts: []")),
+            "{alert}: no test that it stays quiet"
+        );
+        assert!(
+            evals.iter().any(|e| e.contains("- exp_labels:")),
+            "{alert}: no test that it fires"
+        );
+    }
+    for record in text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record: "))
+    {
+        assert!(
+            fixture.contains(&format!("- expr: {record}\n")),
+            "{record}: no promql_expr_test"
+        );
+    }
+}
+
+#[test]
+fn the_fleet_scrape_example_passes_promtool_check_config() {
+    // It loads the rules and its file_sd targets (venussup-targets.yml)
+    // from its own folder, as shipped: promtool reads and checks both.
+    let config = project_file("units/prometheus/scrape-example.yml");
+    let out = promtool(&["check", "config"], &config);
+    out.expect_code(0);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(!said.contains("WARNING"), "{said}");
+    assert!(said.contains("SUCCESS: 1 rule files found"), "{said}");
+    let targets =
+        fs::read_to_string(project_file("units/prometheus/venussup-targets.yml")).unwrap();
+    for host in ["host-a", "host-b"] {
+        assert!(targets.contains(&format!("host: {host}")), "{targets}");
+    }
+}
+
+/// The names a text spells in double quotes that start with `venussup_`:
+/// every metric family `src/status/metrics.rs` renders.
+fn metric_names(source: &str) -> BTreeSet<String> {
+    source
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| {
+            s.starts_with("venussup_") && s.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// The series names in a PromQL expression: what starts with `venussup_`,
+/// or is a recording rule's `level:metric:operations` name.
+fn series_in(expr: &str) -> Vec<&str> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|t| t.starts_with("venussup_") || t.contains(":venussup_"))
+        .collect()
+}
+
+#[test]
+fn the_fleet_dashboard_is_well_formed_and_every_query_parses_and_reads_real_series() {
+    let path = project_file("units/grafana/venussup-fleet.json");
+    let dash: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+    // Datasources as {type, uid} references: schema 36 and later.
+    assert!(
+        dash["schemaVersion"].as_u64().unwrap() >= 36,
+        "{}",
+        dash["schemaVersion"]
+    );
+    assert_eq!(dash["uid"], "venussup-fleet");
+    let ds = serde_json::json!({"type": "prometheus", "uid": "${datasource}"});
+    let vars = dash["templating"]["list"].as_array().unwrap();
+    let var = |name: &str| {
+        vars.iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no template variable {name}"))
+    };
+    assert_eq!(var("datasource")["type"], "datasource");
+    assert_eq!(var("datasource")["query"], "prometheus");
+    let host = var("instance");
+    assert_eq!(host["type"], "query");
+    assert_eq!(host["datasource"], ds);
+    assert_eq!(
+        (host["multi"].as_bool(), host["includeAll"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert!(host["query"]
+        .as_str()
+        .unwrap()
+        .contains(r#"venussup_build_info{job="venussup"}"#));
+
+    let panels = dash["panels"].as_array().unwrap();
+    let mut ids = BTreeSet::new();
+    let mut boxes: Vec<(i64, i64, i64, i64, String)> = Vec::new();
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    let mut in_host_row = false;
+    for p in panels {
+        let title = p["title"].as_str().unwrap().to_string();
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "id of {title} twice");
+        let g = &p["gridPos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| g[k].as_i64().unwrap());
+        assert!(
+            x >= 0 && y >= 0 && w >= 1 && h >= 1 && x + w <= 24,
+            "{title}: {g}"
+        );
+        for (bx, by, bw, bh, other) in &boxes {
+            let apart = x + w <= *bx || bx + bw <= x || y + h <= *by || by + bh <= y;
+            assert!(apart, "{title} overlaps {other}");
+        }
+        boxes.push((x, y, w, h, title.clone()));
+        if p["type"] == "row" {
+            // One row per host: the Host variable repeats it.
+            in_host_row = p["repeat"] == "instance";
+            if in_host_row {
+                assert!(title.contains("$instance"), "{title}");
+            }
+            continue;
+        }
+        assert_eq!(p["datasource"], ds, "{title}");
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no query");
+        for t in targets {
+            assert_eq!(t["datasource"], ds, "{title}");
+            let expr = t["expr"].as_str().unwrap().to_string();
+            if in_host_row {
+                assert!(expr.contains(r#"instance=~"$instance""#), "{title}: {expr}");
+            }
+            exprs.push((title.clone(), expr));
+        }
+    }
+    assert!(
+        panels.iter().any(|p| p["repeat"] == "instance"),
+        "no row per host"
+    );
+
+    // Every series a panel reads is one venussup serves or the rules record.
+    let served = metric_names(&fs::read_to_string(project_file("src/status/metrics.rs")).unwrap());
+    let rules = fs::read_to_string(project_file("units/prometheus/venussup.rules.yml")).unwrap();
+    let recorded: BTreeSet<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record: "))
+        .collect();
+    for (title, expr) in &exprs {
+        for name in series_in(expr) {
+            assert!(
+                served.contains(name) || recorded.contains(name),
+                "{title}: {name} is neither a venussup metric nor a recording rule"
+            );
+        }
+    }
+    // Every expression parses: promtool checks them as recording rules,
+    // Grafana's variables given values.
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (n, (_, expr)) in exprs.iter().enumerate() {
+        let expr = expr
+            .replace("$instance", "host-a")
+            .replace("$__rate_interval", "1m");
+        file.push_str(&format!(
+            "      - record: dashboard_query_{n}\n        expr: '{}'\n",
+            expr.replace('\'', "''")
+        ));
+    }
+    let checked = dir.path().join("dashboard.rules.yml");
+    fs::write(&checked, file).unwrap();
+    let out = promtool(&["check", "rules"], &checked);
+    out.expect_code(0);
+    assert!(
+        out.stdout
+            .contains(&format!("SUCCESS: {} rules found", exprs.len())),
+        "{out:?}"
+    );
 }
 
 /// A loopback port nobody listens on now.
@@ -471,6 +676,15 @@ fn a_real_prometheus_sees_restarts_and_alerts_while_venussup_is_down() {
         prom.one(r#"venussup_service_up{service="sealer"}"#),
         Some(1.0)
     );
+    // What the service is, scraped, and the dashboard's join on it.
+    assert_eq!(
+        prom.one(r#"venussup_service_info{service="sealer", role="other"}"#),
+        Some(1.0)
+    );
+    eventually("the recording rule joins up and info", minute, || {
+        prom.one(r#"instance_role:venussup_services_up:sum{role="other"}"#)
+            .filter(|v| *v == 1.0)
+    });
     // Three kills within the first minute: the rate follows, the alert fires.
     for n in 1..=3 {
         nix::sys::signal::kill(

@@ -32,6 +32,7 @@ const BOUND: Duration = Duration::from_secs(60);
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const FRONTEND_CONF: &str = "/etc/zabbix/zabbix.conf.php";
 const TEMPLATE: &str = "venussup by Zabbix agent";
+const FLEET: &str = "venussup fleet";
 
 /// A loopback port nobody listens on now, within the 1024-32767 that
 /// Zabbix's ListenPort accepts (the kernel's own picks are above).
@@ -310,7 +311,7 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
 
     // venussup, reachable by the agent through control_group.
     let setup = Setup::new(
-        "[[service]]\nname = \"sealer\"\ncommand = [\"{bin}\", \"standin\", \"--name\", \"sealer\"]\nstable_after = \"100ms\"\n[[timer]]\nname = \"pledge\"\ncommand = [\"/bin/true\"]\nevery = \"2s\"\n",
+        "[[service]]\nname = \"sealer\"\nrole = \"sealer\"\ncommand = [\"{bin}\", \"standin\", \"--name\", \"sealer\"]\nstable_after = \"100ms\"\n[[service]]\nname = \"worker01\"\nrole = \"worker\"\ncommand = [\"{bin}\", \"standin\", \"--name\", \"worker01\"]\nstable_after = \"100ms\"\n[[timer]]\nname = \"pledge\"\ncommand = [\"/bin/true\"]\nevery = \"2s\"\n",
     );
     setup.host_line("control_group = \"zabbix\"");
     fs::set_permissions(setup.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -420,11 +421,14 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
         }}),
     );
     assert_eq!(imported, json!(true));
-    let template = api.call(
-        "template.get",
-        json!({"filter": {"host": [TEMPLATE]}, "output": ["templateid"]}),
-    )[0]["templateid"]
-        .clone();
+    let template_id = |name: &str| {
+        api.call(
+            "template.get",
+            json!({"filter": {"host": [name]}, "output": ["templateid"]}),
+        )[0]["templateid"]
+            .clone()
+    };
+    let (template, fleet_template) = (template_id(TEMPLATE), template_id(FLEET));
     // Intervals lowered on the template, through the API.
     for (get, update, idfield, delay) in [
         ("item.get", "item.update", "itemid", "2s"),
@@ -432,7 +436,10 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
         ("discoveryrule.get", "discoveryrule.update", "itemid", "3s"),
     ] {
         for it in api
-            .call(get, json!({"templateids": [template], "output": [idfield]}))
+            .call(
+                get,
+                json!({"templateids": [template, fleet_template], "output": [idfield]}),
+            )
             .as_array()
             .unwrap()
         {
@@ -444,11 +451,23 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
         json!({"filter": {"name": ["Linux servers"]}, "output": ["groupid"]}),
     )[0]["groupid"]
         .clone();
+    // The fleet template's group, and a host of its own for its aggregates.
+    let sealing =
+        api.call("hostgroup.create", json!({"name": "Sealing hosts"}))["groupids"][0].clone();
+    let fleet = api.call(
+        "host.create",
+        json!({
+            "host": "sealing-fleet",
+            "groups": [{"groupid": group}],
+            "templates": [{"templateid": fleet_template}],
+        }),
+    )["hostids"][0]
+        .clone();
     let host = api.call(
         "host.create",
         json!({
             "host": "sealer01",
-            "groups": [{"groupid": group}],
+            "groups": [{"groupid": group}, {"groupid": sealing}],
             "templates": [{"templateid": template}],
             "interfaces": [{"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "", "port": agent_port.to_string()}],
         }),
@@ -456,21 +475,24 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
         .clone();
     let host_created = Instant::now();
     let slow = Duration::from_secs(120);
-    let last = |key: &str| -> Option<String> {
+    let item = |on: &Value, key: &str| -> Option<Value> {
         let items = api
             .try_call(
                 "item.get",
-                json!({"hostids": [host], "filter": {"key_": [key]}, "output": ["lastvalue", "lastclock", "state", "error"]}),
+                json!({"hostids": [on], "filter": {"key_": [key]}, "output": ["lastvalue", "lastclock", "state", "error"]}),
             )
             .ok()?;
-        let it = items.as_array()?.first()?.clone();
+        items.as_array()?.first().cloned()
+    };
+    let last = |key: &str| -> Option<String> {
+        let it = item(&host, key)?;
         (it["lastclock"] != "0").then(|| it["lastvalue"].as_str().unwrap_or("").to_string())
     };
-    let problems = || -> Option<Vec<(String, u64)>> {
+    let problems_on = |on: &Value| -> Option<Vec<(String, u64)>> {
         let t = api
             .try_call(
                 "trigger.get",
-                json!({"hostids": [host], "filter": {"value": 1}, "output": ["description", "priority"], "expandDescription": true}),
+                json!({"hostids": [on], "filter": {"value": 1}, "output": ["description", "priority"], "expandDescription": true}),
             )
             .ok()?;
         Some(
@@ -488,7 +510,17 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
                 .collect(),
         )
     };
+    let problems = || problems_on(&host);
     let has = |name: &'static str| move |p: &Vec<(String, u64)>| p.iter().any(|(d, _)| d == name);
+    let fleet_item = |key: &str| item(&fleet, key);
+    let fleet_last = |key: &str| -> Option<String> {
+        let it = fleet_item(key)?;
+        (it["lastclock"] != "0" && it["state"] == "0")
+            .then(|| it["lastvalue"].as_str().unwrap_or("").to_string())
+    };
+    let fleet_problems = || -> Option<Vec<String>> {
+        Some(problems_on(&fleet)?.into_iter().map(|(d, _)| d).collect())
+    };
 
     // Discovery and values.
     eventually("venussup.ping = 1", slow, &diag, || {
@@ -517,17 +549,48 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
         last("venussup.service.uptime[sealer]").filter(|v| v.parse::<u64>().is_ok())
     });
     assert_eq!(problems(), Some(vec![]));
+    // The fleet's aggregates over the group, from the discovered items'
+    // role tags: every one computes but WindowPoSt's, which has no item
+    // to aggregate here (no GPU: no service proves WindowPoSt on one).
+    for key in [
+        "venussup.fleet.hosts_down",
+        "venussup.fleet.sealers_down",
+        "venussup.fleet.worker_restarts_15m",
+    ] {
+        eventually(&format!("fleet {key} = 0"), slow, &diag, || {
+            fleet_last(key).filter(|v| v == "0")
+        });
+    }
+    let windowpost = eventually("the WindowPoSt aggregate evaluated", slow, &diag, || {
+        fleet_item("venussup.fleet.windowpost_gpu_down").filter(|i| i["state"] == "1")
+    });
+    assert!(
+        !windowpost["error"].as_str().unwrap_or("").is_empty(),
+        "{windowpost}"
+    );
+    assert_eq!(fleet_problems(), Some(vec![]));
 
-    // "not running" after venussup stop, resolved by start.
+    // "not running" after venussup stop, resolved by start; the fleet
+    // counts the sealer down meanwhile.
     setup.cli(&["stop", "sealer"]).expect_code(0);
     eventually("'sealer is not running' raised", slow, &diag, || {
         problems().filter(has("venussup: sealer is not running"))
+    });
+    eventually("the fleet's sealer-down problem", slow, &diag, || {
+        fleet_problems()
+            .filter(|p| p == &["venussup fleet: 1 sealer(s) down in Sealing hosts".to_string()])
     });
     setup.cli(&["start", "sealer"]).expect_code(0);
     let mut pid = pid_of(&d.running("sealer"));
     eventually("'sealer is not running' resolved", slow, &diag, || {
         problems().filter(|p| p.is_empty())
     });
+    eventually(
+        "the fleet's sealer-down problem resolved",
+        slow,
+        &diag,
+        || fleet_problems().filter(Vec::is_empty),
+    );
 
     // Three kills within the host's first minute.
     for n in 1..=3 {
@@ -601,6 +664,11 @@ fn the_template_on_a_real_zabbix_6_server_raises_one_problem_for_a_dead_daemon()
     }
     assert_eq!(rules.as_array().unwrap().len(), 2, "{rules}");
     assert_eq!(last("venussup.ping").as_deref(), Some("0"));
+    eventually("the fleet: one host does not answer", slow, &diag, || {
+        fleet_problems().filter(|p| {
+            p.contains(&"venussup does not answer on 1 host(s) of Sealing hosts".to_string())
+        })
+    });
 
     let d = setup.start();
     d.running("sealer");

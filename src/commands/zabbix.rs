@@ -10,7 +10,9 @@
 //! discovered"), and every other key prints nothing, which the template's
 //! preprocessing discards, so one trigger ("venussup is not running", on
 //! `ping`) speaks for a dead daemon instead of a dashboard of unsupported
-//! items. The reason goes to stderr only when stderr is a terminal (a
+//! items. Discovery also says each service's role and whether it proves
+//! WindowPoSt on a GPU, which the item prototypes carry as tags for the
+//! fleet template's aggregates. The reason goes to stderr only when stderr is a terminal (a
 //! person asking); the exit code says it either way.
 
 use std::io::IsTerminal;
@@ -59,7 +61,14 @@ pub fn value(snap: &Snapshot, key: &str, name: Option<&str>) -> Result<String, S
         "discovery" => json!(snap
             .services
             .iter()
-            .map(|s| json!({"{#SERVICE}": s.name, "{#KIND}": s.kind}))
+            .map(|s| {
+                json!({
+                    "{#SERVICE}": s.name,
+                    "{#KIND}": s.kind,
+                    "{#ROLE}": s.role,
+                    "{#WINDOWPOST_GPU}": if s.proves_window_post_on_gpu() { "yes" } else { "no" },
+                })
+            })
             .collect::<Vec<_>>())
         .to_string(),
         "timer-discovery" => json!(snap
@@ -196,6 +205,23 @@ mod tests {
         {
             assert_eq!(unreachable_value(key, "not running"), None, "{key}");
         }
+    }
+
+    #[test]
+    fn discovery_says_each_service_s_role_and_whether_it_proves_window_post_on_a_gpu() {
+        let mut s = snap();
+        s.services[0].role = crate::config::Role::Sealer;
+        s.services[0].tasks = vec![crate::config::Task::WindowPoSt];
+        s.services[0].gpus = vec![0];
+        s.services[1].tasks = vec![crate::config::Task::WindowPoSt];
+        let d: serde_json::Value =
+            serde_json::from_str(&value(&s, "discovery", None).unwrap()).unwrap();
+        assert_eq!(
+            d[0],
+            json!({"{#SERVICE}": "sealer", "{#KIND}": "daemon", "{#ROLE}": "sealer", "{#WINDOWPOST_GPU}": "yes"})
+        );
+        assert_eq!(d[1]["{#ROLE}"], "other");
+        assert_eq!(d[1]["{#WINDOWPOST_GPU}"], "no", "WindowPoSt without a GPU");
     }
 
     #[test]

@@ -49,6 +49,15 @@ fn escape(v: &str) -> String {
         .replace('\n', r"\n")
 }
 
+/// The name a value has in the config and in `status --json` (`sealer`,
+/// `WindowPoSt`): one spelling everywhere.
+fn serde_name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
 struct Out(String);
 
 impl Out {
@@ -88,6 +97,14 @@ pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>, now: u64) -
         .as_ref()
         .map_or(0, |s| s.offlined_by_venussup.len());
     o.sample("venussup_smt_offline_cpus", &[], offlined);
+    if let Some(smt) = &snap.smt {
+        o.family(
+            "venussup_smt_ok",
+            "gauge",
+            "1 when the SMT step at start (smt = \"off\") took every sibling offline, else 0.",
+        );
+        o.sample("venussup_smt_ok", &[], u8::from(smt.ok()));
+    }
     o.family(
         "venussup_orphans_reaped_total",
         "counter",
@@ -95,6 +112,25 @@ pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>, now: u64) -
     );
     o.sample("venussup_orphans_reaped_total", &[], snap.orphans_reaped);
 
+    o.family(
+        "venussup_service_info",
+        "gauge",
+        "Always 1: what the service is (role), does (tasks) and has (the CUDA indices of its GPUs), to join on service.",
+    );
+    for s in &snap.services {
+        let tasks: Vec<String> = s.tasks.iter().map(serde_name).collect();
+        let gpus: Vec<String> = s.gpus.iter().map(ToString::to_string).collect();
+        o.sample(
+            "venussup_service_info",
+            &[
+                ("service", &s.name),
+                ("role", &serde_name(&s.role)),
+                ("tasks", &tasks.join(",")),
+                ("gpus", &gpus.join(",")),
+            ],
+            1,
+        );
+    }
     o.family(
         "venussup_service_up",
         "gauge",
@@ -378,6 +414,67 @@ mod tests {
         assert!(text.contains("# TYPE venussup_service_fatal_lines_total counter\n"));
         assert!(text.contains("venussup_service_fatal_lines_total{service=\"sealer\"} 0\n"));
         assert!(text.contains("venussup_service_fatal_lines_total{service=\"worker\"} 2\n"));
+    }
+
+    #[test]
+    fn each_service_says_its_role_tasks_and_gpus_once() {
+        use crate::config::{Role, Task};
+        use crate::status::sample;
+        let mut sealer = sample::service("sealer");
+        sealer.role = Role::Sealer;
+        sealer.tasks = vec![Task::WindowPoSt, Task::WinningPoSt];
+        sealer.gpus = vec![0, 1];
+        let snap = sample::snapshot(vec![sealer, sample::service("attach")]);
+        let text = render_with(&snap, &BTreeMap::new(), 10);
+        assert!(text.contains("# TYPE venussup_service_info gauge\n"));
+        assert!(
+            text.contains("venussup_service_info{service=\"sealer\",role=\"sealer\",tasks=\"WindowPoSt,WinningPoSt\",gpus=\"0,1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "venussup_service_info{service=\"attach\",role=\"other\",tasks=\"\",gpus=\"\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("venussup_service_info{").count(), 2);
+    }
+
+    #[test]
+    fn smt_ok_only_when_the_step_ran_and_took_every_sibling_offline() {
+        use crate::status::sample;
+        use crate::status::smt::{CpuFailure, SmtState};
+        use crate::util::cpulist::CpuSet;
+        let mut snap = sample::snapshot(vec![]);
+        let text = render_with(&snap, &BTreeMap::new(), 10);
+        assert!(
+            !text.contains("venussup_smt_ok"),
+            "smt not asked: no series"
+        );
+        snap.smt = Some(SmtState::default());
+        let text = render_with(&snap, &BTreeMap::new(), 10);
+        assert!(text.contains("\nvenussup_smt_ok 1\n"), "{text}");
+        for broken in [
+            SmtState {
+                error: Some("record unsaved".into()),
+                ..SmtState::default()
+            },
+            SmtState {
+                failed: vec![CpuFailure {
+                    cpu: 3,
+                    error: "EBUSY".into(),
+                }],
+                ..SmtState::default()
+            },
+            SmtState {
+                siblings_online: CpuSet::parse_list("5").unwrap(),
+                ..SmtState::default()
+            },
+        ] {
+            snap.smt = Some(broken);
+            let text = render_with(&snap, &BTreeMap::new(), 10);
+            assert!(text.contains("\nvenussup_smt_ok 0\n"), "{text}");
+        }
     }
 
     #[test]

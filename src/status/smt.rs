@@ -37,6 +37,12 @@ pub struct SmtState {
 }
 
 impl SmtState {
+    /// The step did what `smt = "off"` asks: every sibling offline, none
+    /// failed (the meaning of `venussup_smt_ok`).
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && self.failed.is_empty() && self.siblings_online.is_empty()
+    }
+
     /// `SMT: 4 siblings offline (by venussup: 4)`, or what failed.
     pub fn line(&self) -> String {
         if let Some(e) = &self.error {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ServiceKind;
+use crate::config::{Role, ServiceKind, Task};
 use crate::status::prepare::Report;
 use crate::util::cpulist::CpuSet;
 
@@ -153,6 +153,13 @@ pub struct ServiceStatus {
     /// Fatal start lines its log showed when it died young.
     #[serde(default)]
     pub fatal: FatalSeen,
+    /// What the config says it is (`role`): the fleet's alerts and
+    /// dashboards tell a sealer from a worker by it.
+    #[serde(default)]
+    pub role: Role,
+    /// What it does (`tasks`), e.g. WindowPoSt.
+    #[serde(default)]
+    pub tasks: Vec<Task>,
 }
 
 /// The fatal start lines (`fatal_output`) a service's log showed at its
@@ -208,6 +215,13 @@ impl ServiceStatus {
     /// (`done`). A oneshot that failed or has not run yet is not up.
     pub fn up(&self) -> bool {
         self.pid.is_some() || self.state == Coarse::Done.as_str()
+    }
+
+    /// It proves WindowPoSt, on a GPU the plan handed it: what the fleet
+    /// alerts (Prometheus' `tasks`/`gpus` labels, Zabbix's
+    /// `windowpost_gpu` tag) watch most closely.
+    pub fn proves_window_post_on_gpu(&self) -> bool {
+        self.tasks.contains(&Task::WindowPoSt) && !self.gpus.is_empty()
     }
 }
 
@@ -363,6 +377,8 @@ pub(crate) mod sample {
             gpus: Vec::new(),
             gpus_why: None,
             fatal: FatalSeen::default(),
+            role: Role::Other,
+            tasks: Vec::new(),
         }
     }
 

@@ -89,6 +89,8 @@ impl Supervisor {
             gpus: plan.gpus.devices.clone(),
             gpus_why: Some(plan.gpus.reason.to_string()),
             fatal: s.fatal.clone(),
+            role: plan.role,
+            tasks: plan.tasks.clone(),
         }
     }
 
