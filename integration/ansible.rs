@@ -45,11 +45,10 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "ansible: {line}");
 }
 
-/// One host of the plan: its example, its address on the link, and what
-/// runs there.
+/// One host of the plan (`examples/cluster.toml`): its address on the
+/// link, and what runs there.
 struct Host {
     name: &'static str,
-    example: &'static str,
     address: &'static str,
     daemons: &'static [&'static str],
     oneshots: &'static [&'static str],
@@ -57,7 +56,6 @@ struct Host {
 
 const HOST_A: Host = Host {
     name: "host-a",
-    example: "examples/host-a.toml",
     address: "192.168.1.10",
     daemons: &["sealer", "worker"],
     oneshots: &["sealer-attach", "worker-attach"],
@@ -65,7 +63,6 @@ const HOST_A: Host = Host {
 
 const HOST_B: Host = Host {
     name: "host-b",
-    example: "examples/host-b.toml",
     address: "192.168.1.11",
     daemons: &["worker01", "worker02"],
     oneshots: &["worker01-attach", "worker02-attach"],
@@ -85,15 +82,15 @@ fn for_the_containers(text: &str) -> String {
     for (from, to) in [
         ("smt = \"off\"", "smt = \"keep\""),
         (
-            "[host.env]\n",
-            "[host.env]\nVENUS_MODEL_TASK_MS = \"1000\"\nVENUS_MODEL_MIN_NOFILE = \"10000\"\n",
+            "[defaults.host.env]\n",
+            "[defaults.host.env]\nVENUS_MODEL_TASK_MS = \"1000\"\nVENUS_MODEL_MIN_NOFILE = \"10000\"\n",
         ),
         (
             "quiet_for = \"30s\", poll_every = \"30s\"",
             "quiet_for = \"1s\", poll_every = \"1s\"",
         ),
     ] {
-        assert!(text.contains(from), "the config has no `{from}`");
+        assert!(text.contains(from), "the cluster file has no `{from}`");
         text = text.replace(from, to);
     }
     // No memory limit: a container on this cgroup v1 host gives venussup
@@ -189,23 +186,33 @@ impl Controller {
         let mut text = String::from("[venussup]\n");
         for (c, host) in [(a, &HOST_A), (b, &HOST_B)] {
             text.push_str(&format!(
-                "{} ansible_connection=nsenter nsenter_pid={} venussup_host_config={}\n",
-                host.name,
-                c.leader,
-                self.path(&format!("{}.toml", host.name)).display()
+                "{} ansible_connection=nsenter nsenter_pid={}\n",
+                host.name, c.leader,
             ));
         }
         text.push_str(&format!(
             "[venussup:vars]\nansible_become=false\nansible_python_interpreter=/usr/bin/python3\n\
-             venussup_binary={}\nvenussup_unit={}\n",
+             venussup_binary={}\nvenussup_unit={}\nvenussup_cluster={}\n",
             binary.display(),
-            project_file("units/venussup.service").display()
+            project_file("units/venussup.service").display(),
+            self.cluster().display()
         ));
         fs::write(self.path("inventory.ini"), text).unwrap();
     }
 
-    /// `ansible-playbook site.yml` over both hosts: its output, the
-    /// recap, and how long it took.
+    fn cluster(&self) -> PathBuf {
+        self.path("cluster.toml")
+    }
+
+    /// Replaces `from` (once in the cluster file) by `to`.
+    fn edit(&self, from: &str, to: &str) {
+        let text = fs::read_to_string(self.cluster()).unwrap();
+        assert_eq!(text.matches(from).count(), 1, "`{from}` in:\n{text}");
+        fs::write(self.cluster(), text.replace(from, to)).unwrap();
+    }
+
+    /// `ansible-playbook site.yml` over both hosts: its output and the
+    /// recap (it says how long it took).
     fn play(&self, what: &str) -> (Outcome, BTreeMap<String, (u64, u64)>) {
         let t0 = Instant::now();
         let out = run_bounded(
@@ -222,10 +229,19 @@ impl Controller {
             PLAYBOOK_BOUND,
         );
         say(&format!("  {what}: {:.1?}", t0.elapsed()));
-        for line in out.stdout.lines().filter(|l| l.contains("\"msg\": ")) {
-            say(&format!("    {}", line.trim()));
+        // The role's summary line of each host.
+        for line in out.stdout.lines().map(str::trim) {
+            if line.starts_with("\"msg\": ") {
+                say(&format!("    {line}"));
+            }
         }
         let r = recap(&out);
+        (out, r)
+    }
+
+    /// [`Self::play`], which must succeed on both hosts.
+    fn play_ok(&self, what: &str) -> (Outcome, BTreeMap<String, (u64, u64)>) {
+        let (out, r) = self.play(what);
         for host in [&HOST_A, &HOST_B] {
             assert_eq!(
                 r.get(host.name).map(|c| c.1),
@@ -317,18 +333,12 @@ fn ansible_deploys_both_hosts_into_two_containers_then_changes_nothing_then_only
         dir: tempfile::tempdir().unwrap(),
     };
     fs::create_dir(ctl.path("tmp")).unwrap();
-    for host in [&HOST_A, &HOST_B] {
-        let text = fs::read_to_string(project_file(host.example)).unwrap();
-        fs::write(
-            ctl.path(&format!("{}.toml", host.name)),
-            for_the_containers(&text),
-        )
-        .unwrap();
-    }
+    let text = fs::read_to_string(project_file("examples/cluster.toml")).unwrap();
+    fs::write(ctl.cluster(), for_the_containers(&text)).unwrap();
     ctl.inventory(&a, &b, &bin());
 
     // The first run installs both hosts and starts each one's services.
-    let (out, r) = ctl.play("first run (install, enable, start)");
+    let (out, r) = ctl.play_ok("first run (install, enable, start)");
     for host in [&HOST_A, &HOST_B] {
         assert!(
             r[host.name].0 > 0,
@@ -352,42 +362,76 @@ fn ansible_deploys_both_hosts_into_two_containers_then_changes_nothing_then_only
         let line = format!("worker connected: http://{}:{port}/rpc/v0", HOST_B.address);
         assert!(sealer_log.contains(&line), "{line}:\n{sealer_log}");
     }
+    // Venussup and every service kept their processes.
+    let kept = |what: &str| {
+        for (c, host) in [(&a, &HOST_A), (&b, &HOST_B)] {
+            assert_eq!(
+                (c.unit()["MainPID"].clone(), settled(c, host)),
+                pids[host.name],
+                "{what}: {} restarted something",
+                host.name
+            );
+        }
+    };
+    let live = |c: &Booted<'_>| fs::read_to_string(c.file("/etc/venussup/venussup.toml")).unwrap();
 
     // The second run changes nothing.
-    let (out, r) = ctl.play("second run (nothing to change)");
+    let (out, r) = ctl.play_ok("second run (nothing to change)");
     for host in [&HOST_A, &HOST_B] {
         assert_eq!(r[host.name].0, 0, "{} changed:\n{}", host.name, out.stdout);
     }
 
     // A value of host A only: host A reloads, keeping every process; host
     // B is not touched.
-    let a_config = ctl.path("host-a.toml");
-    let text = fs::read_to_string(&a_config).unwrap();
-    assert!(text.contains("every = \"10min\""));
-    fs::write(
-        &a_config,
-        text.replace("every = \"10min\"", "every = \"15min\""),
-    )
-    .unwrap();
-    let (out, r) = ctl.play("third run (host A's pledge every 15min)");
+    ctl.edit("every = \"10min\"", "every = \"15min\"");
+    let (out, r) = ctl.play_ok("third run (host A's pledge every 15min)");
     assert!(r[HOST_A.name].0 > 0, "{}", out.stdout);
     assert_eq!(r[HOST_B.name].0, 0, "host B changed:\n{}", out.stdout);
     assert!(
         out.stdout
-            .contains("config reloaded: started none; stopped none; restarted none;"),
-        "host A's reload, in the summary line:\n{}",
+            .contains("host-a: binary unchanged; config reloaded: started none; stopped none; restarted none;"),
+        "host A's reload, in its summary line:\n{}",
         out.stdout
     );
-    let installed = fs::read_to_string(a.file("/etc/venussup/venussup.toml")).unwrap();
-    assert!(installed.contains("every = \"15min\""), "{installed}");
-    for (c, host) in [(&a, &HOST_A), (&b, &HOST_B)] {
-        assert_eq!(
-            (c.unit()["MainPID"].clone(), settled(c, host)),
-            pids[host.name],
-            "{}: venussup and every service kept their processes",
-            host.name
-        );
-    }
+    assert!(live(&a).contains("every = \"15min\""), "{}", live(&a));
+    kept("the reload");
+
+    // A mistake in the cluster file stops the run before any host changes,
+    // named by the cluster file's line and column (`check --cluster`, once,
+    // on the controller).
+    let before = (live(&a), live(&b));
+    ctl.edit("every = \"15min\"", "every = \"15 bananas\"");
+    let text = fs::read_to_string(ctl.cluster()).unwrap();
+    let line = text.lines().position(|l| l.contains("bananas")).unwrap() + 1;
+    let (out, r) = ctl.play("a broken duration in the cluster file");
+    assert!(
+        r.values().all(|c| c.0 == 0 && c.1 == 1),
+        "{r:?}\n{}",
+        out.stdout
+    );
+    assert_ne!(out.code, Some(0));
+    let at = format!("{}:{line}:9: error", ctl.cluster().display());
+    assert!(
+        out.stdout.contains(&at),
+        "`{at}` is not in:\n{}",
+        out.stdout
+    );
+    ctl.edit("every = \"15 bananas\"", "every = \"15min\"");
+
+    // A mistake only host B's own check finds (CPUs it does not have):
+    // host B stops before switching, host A goes on.
+    ctl.edit("cpus = \"25%\"\n", "cpus = \"8-15\"\n");
+    let (out, r) = ctl.play("CPUs host B does not have");
+    assert_eq!(r[HOST_A.name], (0, 0), "{}", out.stdout);
+    assert_eq!(r[HOST_B.name].1, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("CPUs 8-15 are not online on this host"),
+        "host B's check said why:\n{}",
+        out.stdout
+    );
+    assert_eq!((live(&a), live(&b)), before, "a live config changed");
+    kept("the refused configs");
+    ctl.edit("cpus = \"8-15\"", "cpus = \"25%\"");
 
     // A new binary: taken over in place on both hosts.
     let new = ctl.path("venussup");
@@ -396,24 +440,22 @@ fn ansible_deploys_both_hosts_into_two_containers_then_changes_nothing_then_only
     fs::write(&new, bytes).unwrap();
     fs::set_permissions(&new, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     ctl.inventory(&a, &b, &new);
-    let (out, r) = ctl.play("fourth run (a new binary on both)");
-    for (c, host) in [(&a, &HOST_A), (&b, &HOST_B)] {
+    let (out, r) = ctl.play_ok("a new binary on both");
+    for host in [&HOST_A, &HOST_B] {
         assert!(r[host.name].0 > 0, "{}", out.stdout);
         assert!(
-            out.stdout
-                .contains(&format!("{}: binary upgraded in place", host.name)),
+            out.stdout.contains(&format!(
+                "{}: binary upgraded in place: pid {} runs venussup",
+                host.name, pids[host.name].0
+            )),
             "{}",
             out.stdout
         );
-        assert_eq!(
-            (c.unit()["MainPID"].clone(), settled(c, host)),
-            pids[host.name],
-            "{}: the upgrade kept venussup's and every service's process",
-            host.name
-        );
     }
-    let (_, r) = ctl.play("fifth run (nothing to change)");
-    assert!(r.values().all(|c| c.0 == 0), "{r:?}");
+    assert_eq!((live(&a), live(&b)), before);
+    kept("the upgrade");
+    let (out, r) = ctl.play_ok("once more (nothing to change)");
+    assert!(r.values().all(|c| c.0 == 0), "{r:?}\n{}", out.stdout);
 
     say(&format!(
         "  everything, both boots included: {:.1?}",
