@@ -8,16 +8,18 @@
 //! programs, host B's workers registered with host A's sealer over the
 //! link); a second run changes nothing; a changed value changes exactly
 //! the host it belongs to, applied by a reload that keeps every service's
-//! process; a new binary is taken over in place on both.
+//! process; a mistake in the cluster file stops both hosts, and one only a
+//! host's own check finds stops that host, nothing running changed on
+//! either; a new binary is taken over in place on both.
 //!
 //! What the test's copies of the configs change (the containers have the
 //! examples' paths and ports): `smt = "keep"` (a container cannot take
 //! CPUs offline), the model's two knobs in `[host.env]` (tasks of 1 s, and
-//! the 100000 descriptors lowered to what this VM can give), and the
-//! drain's polls (1 s, so that power off is quick), and no
-//! `limits.memory_max` (the containers on a cgroup v1 host have no cgroup
-//! venussup may write, and a service whose memory limit cannot be held
-//! is not started).
+//! the 100000 descriptors lowered to what this VM can give), the drain's
+//! polls (1 s: a worker restarted by a reload is drained first), and no
+//! `limits.memory_max` (a container may give venussup no cgroup it can
+//! write, as on this cgroup v1 VM, and a service whose memory limit
+//! cannot be held is not started).
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -33,7 +35,7 @@ use common::nspawn::{cached_root, Booted, Machine};
 use common::{bin, debian, project_file, run_bounded, Outcome};
 use serde_json::Value;
 
-/// Everything the test does, both boots and four playbook runs included.
+/// Everything the test does, both boots and seven playbook runs included.
 const TEST_BOUND: Duration = Duration::from_secs(300);
 /// One `ansible-playbook` run over both hosts.
 const PLAYBOOK_BOUND: Duration = Duration::from_secs(150);
@@ -93,8 +95,7 @@ fn for_the_containers(text: &str) -> String {
         assert!(text.contains(from), "the cluster file has no `{from}`");
         text = text.replace(from, to);
     }
-    // No memory limit: a container on this cgroup v1 host gives venussup
-    // no cgroup to hold one, and a service with one is not started.
+    // No memory limit (see the module's comment).
     let limits: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with("limits = { memory_max = "))
