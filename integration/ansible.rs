@@ -230,9 +230,9 @@ impl Controller {
             PLAYBOOK_BOUND,
         );
         say(&format!("  {what}: {:.1?}", t0.elapsed()));
-        // The role's summary line of each host.
-        for line in out.stdout.lines().map(str::trim) {
-            if line.starts_with("\"msg\": ") {
+        // The role's summary line of each host, and Ansible's warnings.
+        for line in out.stdout.lines().chain(out.stderr.lines()).map(str::trim) {
+            if line.starts_with("\"msg\": ") || line.contains("WARNING]") {
                 say(&format!("    {line}"));
             }
         }
