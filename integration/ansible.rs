@@ -35,7 +35,7 @@ use common::nspawn::{cached_root, Booted, Machine};
 use common::{bin, debian, project_file, run_bounded, Outcome};
 use serde_json::Value;
 
-/// Everything the test does, both boots and seven playbook runs included.
+/// Everything the test does, both boots and eight playbook runs included.
 const TEST_BOUND: Duration = Duration::from_secs(300);
 /// One `ansible-playbook` run over both hosts.
 const PLAYBOOK_BOUND: Duration = Duration::from_secs(150);
@@ -214,10 +214,11 @@ impl Controller {
 
     /// `ansible-playbook site.yml` over both hosts: its output and the
     /// recap (it says how long it took).
-    fn play(&self, what: &str) -> (Outcome, BTreeMap<String, (u64, u64)>) {
+    fn play(&self, what: &str, args: &[&str]) -> (Outcome, BTreeMap<String, (u64, u64)>) {
         let t0 = Instant::now();
         let out = run_bounded(
             Command::new("ansible-playbook")
+                .args(args)
                 .arg("-i")
                 .arg(self.path("inventory.ini"))
                 .arg(project_file("deploy/ansible/site.yml"))
@@ -241,8 +242,8 @@ impl Controller {
     }
 
     /// [`Self::play`], which must succeed on both hosts.
-    fn play_ok(&self, what: &str) -> (Outcome, BTreeMap<String, (u64, u64)>) {
-        let (out, r) = self.play(what);
+    fn play_ok(&self, what: &str, args: &[&str]) -> (Outcome, BTreeMap<String, (u64, u64)>) {
+        let (out, r) = self.play(what, args);
         for host in [&HOST_A, &HOST_B] {
             assert_eq!(
                 r.get(host.name).map(|c| c.1),
@@ -336,7 +337,7 @@ fn ansible_deploys_both_hosts_into_two_containers_then_changes_nothing_then_only
     ctl.inventory(&a, &b, &bin());
 
     // The first run installs both hosts and starts each one's services.
-    let (out, r) = ctl.play_ok("first run (install, enable, start)");
+    let (out, r) = ctl.play_ok("first run (install, enable, start)", &[]);
     for host in [&HOST_A, &HOST_B] {
         assert!(
             r[host.name].0 > 0,
@@ -374,7 +375,7 @@ fn ansible_deploys_both_hosts_into_two_containers_then_changes_nothing_then_only
     let live = |c: &Booted<'_>| fs::read_to_string(c.file("/etc/venussup/venussup.toml")).unwrap();
 
     // The second run changes nothing.
-    let (out, r) = ctl.play_ok("second run (nothing to change)");
+    let (out, r) = ctl.play_ok("second run (nothing to change)", &[]);
     for host in [&HOST_A, &HOST_B] {
         assert_eq!(r[host.name].0, 0, "{} changed:\n{}", host.name, out.stdout);
     }
@@ -382,7 +383,22 @@ fn ansible_deploys_both_hosts_into_two_containers_then_changes_nothing_then_only
     // A value of host A only: host A reloads, keeping every process; host
     // B is not touched.
     ctl.edit("every = \"10min\"", "every = \"15min\"");
-    let (out, r) = ctl.play_ok("third run (host A's pledge every 15min)");
+    // `--check --diff` first: it shows the change on host A only, and
+    // changes nothing.
+    let (out, r) = ctl.play_ok("--check --diff of that", &["--check", "--diff"]);
+    assert!(r[HOST_A.name].0 > 0, "{}", out.stdout);
+    assert_eq!(r[HOST_B.name].0, 0, "host B would change:\n{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("-every = \"10min\"\n+every = \"15min\"")
+            && out
+                .stdout
+                .contains("host-a: --check: the binary is the same, the config differs"),
+        "{}",
+        out.stdout
+    );
+    assert!(live(&a).contains("every = \"10min\""), "{}", live(&a));
+    let (out, r) = ctl.play_ok("third run (host A's pledge every 15min)", &[]);
     assert!(r[HOST_A.name].0 > 0, "{}", out.stdout);
     assert_eq!(r[HOST_B.name].0, 0, "host B changed:\n{}", out.stdout);
     assert!(
@@ -401,7 +417,7 @@ fn ansible_deploys_both_hosts_into_two_containers_then_changes_nothing_then_only
     ctl.edit("every = \"15min\"", "every = \"15 bananas\"");
     let text = fs::read_to_string(ctl.cluster()).unwrap();
     let line = text.lines().position(|l| l.contains("bananas")).unwrap() + 1;
-    let (out, r) = ctl.play("a broken duration in the cluster file");
+    let (out, r) = ctl.play("a broken duration in the cluster file", &[]);
     assert!(
         r.values().all(|c| c.0 == 0 && c.1 == 1),
         "{r:?}\n{}",
@@ -419,7 +435,7 @@ fn ansible_deploys_both_hosts_into_two_containers_then_changes_nothing_then_only
     // A mistake only host B's own check finds (CPUs it does not have):
     // host B stops before switching, host A goes on.
     ctl.edit("cpus = \"25%\"\n", "cpus = \"8-15\"\n");
-    let (out, r) = ctl.play("CPUs host B does not have");
+    let (out, r) = ctl.play("CPUs host B does not have", &[]);
     assert_eq!(r[HOST_A.name], (0, 0), "{}", out.stdout);
     assert_eq!(r[HOST_B.name].1, 1, "{}", out.stdout);
     assert!(
@@ -438,7 +454,7 @@ fn ansible_deploys_both_hosts_into_two_containers_then_changes_nothing_then_only
     fs::write(&new, bytes).unwrap();
     fs::set_permissions(&new, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     ctl.inventory(&a, &b, &new);
-    let (out, r) = ctl.play_ok("a new binary on both");
+    let (out, r) = ctl.play_ok("a new binary on both", &[]);
     for host in [&HOST_A, &HOST_B] {
         assert!(r[host.name].0 > 0, "{}", out.stdout);
         assert!(
@@ -452,7 +468,7 @@ fn ansible_deploys_both_hosts_into_two_containers_then_changes_nothing_then_only
     }
     assert_eq!((live(&a), live(&b)), before);
     kept("the upgrade");
-    let (out, r) = ctl.play_ok("once more (nothing to change)");
+    let (out, r) = ctl.play_ok("once more (nothing to change)", &[]);
     assert!(r.values().all(|c| c.0 == 0), "{r:?}\n{}", out.stdout);
 
     say(&format!(
