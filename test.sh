@@ -46,6 +46,7 @@ command -v zabbix_agentd >/dev/null || optional+=(zabbix-agent)
 command -v systemd-analyze >/dev/null || optional+=(systemd)
 command -v debootstrap >/dev/null || optional+=(debootstrap)
 command -v systemd-nspawn >/dev/null || optional+=(systemd-container)
+command -v ansible-playbook >/dev/null || optional+=(ansible-core) # the role's test deploys two containers
 command -v openssl >/dev/null || optional+=(openssl) # the https hooks' test CA
 if [ ${#optional[@]} -gt 0 ]; then
   apt_install "${optional[@]}" ||

@@ -6,6 +6,7 @@
 
 pub mod capacity;
 pub mod checks;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod control;

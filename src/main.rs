@@ -54,6 +54,19 @@ struct ConfigOpt {
 }
 
 #[derive(Debug, Args)]
+struct ClusterOpt {
+    /// Check every host of this cluster file, and the rules across hosts,
+    /// instead of one host's config.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    cluster: Option<PathBuf>,
+    /// With `--cluster`: a folder with `HOST/topology.json` (`venussup
+    /// topology --json`) and `HOST/plan.json` (`venussup plan --json`) of
+    /// each host, to check each host's plan against its hardware.
+    #[arg(long, value_name = "DIR", requires = "cluster")]
+    facts: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct FsRootOpt {
     /// Read `sys/` and `proc/` (and keep the state folder) under DIR instead
     /// of `/`: for tests and simulated hosts.
@@ -128,14 +141,26 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
         timeout: std::time::Duration,
     },
-    /// Validate the config and print the resolved plan for this host.
+    /// Validate the config and print the resolved plan for this host; with
+    /// `--cluster`, every host of a cluster file and the rules across them.
     Check {
         #[command(flatten)]
         config: ConfigOpt,
         #[command(flatten)]
+        cluster: ClusterOpt,
+        #[command(flatten)]
         fs_root: FsRootOpt,
         #[command(flatten)]
         json: JsonOpt,
+    },
+    /// Print one host's config, derived from a cluster file.
+    Render {
+        /// The cluster file.
+        #[arg(long, value_name = "FILE")]
+        cluster: PathBuf,
+        /// The host, as named in the cluster file (`[hosts.NAME]`).
+        #[arg(long, value_name = "NAME")]
+        host: String,
     },
     /// Show the running daemon's services and timers (all, or one).
     Status {
@@ -345,10 +370,20 @@ fn dispatch(cli: Cli) -> u8 {
     match cli.command {
         Command::Completions { .. } | Command::Manpage => unreachable!("answered above"),
         Command::Check {
+            cluster:
+                ClusterOpt {
+                    cluster: Some(cluster),
+                    facts,
+                },
+            ..
+        } => commands::cluster::check(&cluster, facts.as_deref()),
+        Command::Check {
             config,
             fs_root,
             json,
+            ..
         } => commands::check::run(&config.config, &fs_root.root(), json.json),
+        Command::Render { cluster, host } => commands::cluster::render(&cluster, &host),
         Command::Topology { fs_root, json } => commands::topology::run(&fs_root.root(), json.json),
         Command::Smt {
             action,

@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod debian;
 pub mod example;
+pub mod nspawn;
 pub mod pidns;
 pub mod tmpfs;
 

@@ -3,6 +3,7 @@
 
 pub mod capacity;
 pub mod check;
+pub mod cluster;
 pub mod logs;
 pub mod model;
 pub mod requests;

@@ -216,7 +216,7 @@ const MAX_ERRORS_PER_TABLE: usize = 32;
 /// typo in one key does not hide the next. A table read that way is
 /// returned without the bad keys, for the cross-table rules (names,
 /// `after`); its errors are already in `diags`.
-fn read_table<T: DeserializeOwned>(
+pub(crate) fn read_table<T: DeserializeOwned>(
     diags: &mut Diagnostics,
     value: Spanned<DeValue<'_>>,
 ) -> Option<T> {
