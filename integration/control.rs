@@ -320,14 +320,16 @@ fn reload_restarts_only_the_changed_service_and_a_broken_config_changes_nothing(
         "\"--name\", \"b\"]",
         "\"--name\", \"b\"]\nenv = { TRUST_PARAMS = \"1\" }",
         1,
-    ) + &standin("d", "").replace("{bin}", bin().to_str().unwrap());
+    ) + &standin("d", "").replace("{bin}", bin().to_str().unwrap())
+        + "\n[[timer]]\nname = \"t\"\ncommand = [\"/bin/true\"]\nevery = \"1h\"\n";
     fs::write(setup.config(), &changed).unwrap();
     let out = setup.cli(&["reload"]);
     out.expect_code(0);
     assert!(
         out.stdout.contains("started d")
             && out.stdout.contains("restarted b")
-            && out.stdout.contains("unchanged a, c"),
+            && out.stdout.contains("unchanged a, c")
+            && out.stdout.contains("; timers t (new)"),
         "{}",
         out.stdout
     );

@@ -92,6 +92,9 @@ fn summary_line(v: &Value) -> String {
         if v["applied"].as_array().is_some_and(|a| !a.is_empty()) {
             let _ = write!(line, "; applied {}", list("applied"));
         }
+        if v["timers"].as_array().is_some_and(|a| !a.is_empty()) {
+            let _ = write!(line, "; timers {}", list("timers"));
+        }
         for why in v["needs_restart"].as_array().into_iter().flatten() {
             let _ = write!(line, "\nneeds a restart: {}", why.as_str().unwrap_or(""));
         }

@@ -36,6 +36,9 @@ pub struct ReloadSummary {
     /// Host settings that changed but take effect only when venussup
     /// restarts, each with why.
     pub needs_restart: Vec<String>,
+    /// Timers added, changed (their next run planned anew) or removed:
+    /// `pledge (changed)`.
+    pub timers: Vec<String>,
 }
 
 impl std::fmt::Display for ReloadSummary {
@@ -411,7 +414,7 @@ impl Supervisor {
             o @ (Owner::Timer(_) | Owner::Hook(_) | Owner::Gate(_) | Owner::Upgrade) => Some(o),
         });
         self.services = services;
-        self.reload_timers(&plan.timers);
+        summary.timers = self.reload_timers(&plan.timers);
         self.reload_host(&plan.host, &mut summary);
         self.link();
         // Changed and removed services stop now; the rest follows in the loop.
@@ -482,7 +485,10 @@ impl Supervisor {
 
     /// Timers are replaced by name; a timer whose plan is unchanged keeps its
     /// schedule and counts. A running run of a removed timer is killed.
-    fn reload_timers(&mut self, plans: &[crate::plan::TimerPlan]) {
+    /// Takes the new timers, keeping the state of those unchanged; returns
+    /// what changed, for the reload's answer.
+    fn reload_timers(&mut self, plans: &[crate::plan::TimerPlan]) -> Vec<String> {
+        let mut changed = Vec::new();
         let mut old: BTreeMap<String, (usize, Timer)> = self
             .timers
             .drain(..)
@@ -497,14 +503,19 @@ impl Supervisor {
                     if !same_timer(&t.plan, p) {
                         t.plan = p.clone();
                         t.state.due = None;
+                        changed.push(format!("{} (changed)", p.name));
                     }
                     t
                 }
-                None => Timer::new(p),
+                None => {
+                    changed.push(format!("{} (new)", p.name));
+                    Timer::new(p)
+                }
             };
             self.timers.push(t);
         }
-        for (_, (_, t)) in old {
+        for (name, (_, t)) in old {
+            changed.push(format!("{name} (removed)"));
             for run in [t.state.run, t.state.asking].into_iter().flatten() {
                 kill_group(run.pid, Signal::SIGKILL);
             }
@@ -514,6 +525,7 @@ impl Supervisor {
             Owner::Gate(i) => moved.get(&i).map(|&j| Owner::Gate(j)),
             o => Some(o),
         });
+        changed
     }
 
     /// Removes retired services once nothing of theirs runs.
