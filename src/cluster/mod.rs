@@ -20,6 +20,7 @@
 //! file, at its own line and column.
 
 pub mod render;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -5,7 +5,12 @@
 use std::path::Path;
 
 use super::{exit, print_stdout};
-use crate::cluster::{self, Cluster};
+mod facts;
+
+use crate::checks::listen;
+use crate::cluster::{self, rules, Cluster, ClusterHost};
+use crate::config::Config;
+use crate::plan;
 use crate::util::diag::{Diagnostics, Severity};
 
 /// Reads and parses the cluster file; the diagnostics say why not.
@@ -74,26 +79,74 @@ pub fn render(path: &Path, host: &str) -> u8 {
     }
 }
 
-/// `venussup check --cluster`: every host's config and the rules across
-/// hosts.
-pub fn check(path: &Path, _facts: Option<&Path>) -> u8 {
+/// `venussup check --cluster`: every host's config, each host's plan
+/// against its hardware when `facts` has it, and the rules across hosts.
+pub fn check(path: &Path, facts: Option<&Path>) -> u8 {
     let (cluster, mut diags) = load(path);
     if let Some(cluster) = &cluster {
-        for h in &cluster.hosts {
-            cluster.config(h, &mut diags);
+        let configs: Vec<Option<Config>> = cluster
+            .hosts
+            .iter()
+            .map(|h| cluster.config(h, &mut diags))
+            .collect();
+        let mut members = Vec::new();
+        for (h, config) in cluster.hosts.iter().zip(&configs) {
+            let plan = facts.and_then(|dir| {
+                let dir = dir.join(h.name.get_ref());
+                if let Some(c) = config {
+                    on_hardware(cluster, h, c, &dir, &mut diags);
+                }
+                facts::recommended(&dir)
+                    .map_err(|e| {
+                        diags.error(h.name.span(), format!("host `{}`: {e}", h.name.get_ref()))
+                    })
+                    .ok()
+            });
+            members.push(rules::Member {
+                host: h,
+                config: config.as_ref(),
+                plan,
+            });
         }
+        rules::check(&members, &mut diags);
     }
     let items = diags.into_sorted();
-    let count = |sev| items.iter().filter(|d| d.severity == sev).count();
-    let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
+    let count = |sev, word| {
+        let n = items.iter().filter(|d| d.severity == sev).count();
+        format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+    };
     for d in &items {
         eprintln!("{d}");
     }
-    if errors == 0 {
-        eprintln!("cluster OK ({warnings} warning(s))");
-        exit::OK
-    } else {
-        eprintln!("cluster invalid: {errors} error(s), {warnings} warning(s)");
+    let errors = count(Severity::Error, "error");
+    let warnings = count(Severity::Warning, "warning");
+    if items.iter().any(|d| d.severity == Severity::Error) {
+        eprintln!("cluster invalid: {errors}, {warnings}");
         exit::FAILURE
+    } else {
+        eprintln!("cluster OK ({warnings})");
+        exit::OK
     }
+}
+
+/// `host`'s plan against the hardware of `dir/topology.json`: the CPU
+/// placement and the worker probes, as `check` does on the host itself.
+fn on_hardware(
+    cluster: &Cluster,
+    h: &ClusterHost,
+    config: &Config,
+    dir: &Path,
+    diags: &mut Diagnostics,
+) {
+    let host = match facts::host(dir) {
+        Ok(host) => host,
+        Err(e) => {
+            diags.error(h.name.span(), format!("host `{}`: {e}", h.name.get_ref()));
+            return;
+        }
+    };
+    let mut own = Diagnostics::new(&cluster.path, &h.rendered.text);
+    let plan = plan::resolve(config, &host, &mut own);
+    listen::check(config, &plan, &mut own);
+    cluster.carry(h, own, diags);
 }
