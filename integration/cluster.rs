@@ -125,6 +125,16 @@ fn an_unknown_host_or_a_bad_cluster_file_is_named_with_its_place() {
         out.stderr
     );
     assert!(out.stdout.is_empty());
+    // Without --host: this machine's hostname, which the example lacks.
+    let me = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let cluster = project_file("examples/cluster.toml");
+    let out = venussup(&["render", "--cluster", cluster.to_str().unwrap()]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!("no host `{}`", me.trim())),
+        "{}",
+        out.stderr
+    );
 
     let dir = tempfile::tempdir().unwrap();
     // A mistake in a host's service is reported where the cluster file has it.
@@ -386,4 +396,33 @@ fn simulated_hosts_max_sealing_sectors_above_their_combined_plan_is_rejected() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn simulated_one_cpu_host_b_cannot_hold_its_shares_at_their_lines() {
+    // Host B's topology.json says one CPU: worker01's 75% and worker02's
+    // 25% cannot both have whole cores, and the error is at worker02's
+    // `cpus` in the cluster file, as `check` on host B would say.
+    let dir = tempfile::tempdir().unwrap();
+    let facts = dir.path().join("facts");
+    simulated_facts(&project_file("examples/cluster.toml"), &facts);
+    fs::write(
+        facts.join("host-b/topology.json"),
+        "{\"cpus\": [{\"cpu\":0,\"online\":true,\"package\":0,\"core\":0,\"siblings\":[0],\"l3\":[0],\"numa\":0}]}\n",
+    )
+    .unwrap();
+    let out = check_cluster(&project_file("examples/cluster.toml"), Some(&facts));
+    out.expect_code(1);
+    let text = example();
+    let (line, col) = line_col(
+        &text,
+        "cpus = \"25%\"\ngpus = \"auto\"                     # C2",
+    );
+    assert_error_at(
+        &out,
+        line,
+        col + "cpus = ".len(),
+        "host `host-b`: `cpus` of `worker02`: 25% is 1 core of the 1 usable",
+    );
+    assert_eq!(out.stderr.matches(": error: ").count(), 1, "{}", out.stderr);
 }

@@ -48,9 +48,21 @@ fn report(diags: Diagnostics) -> bool {
     failed
 }
 
-/// `venussup render`: prints `host`'s config, or the errors of the cluster
-/// file and of that host's config (exit 1, nothing printed).
-pub fn render(path: &Path, host: &str) -> u8 {
+/// `venussup render`: prints `host`'s config (this machine's hostname when
+/// `None`), or the errors of the cluster file and of that host's config
+/// (exit 1, nothing printed).
+pub fn render(path: &Path, host: Option<String>) -> u8 {
+    let host = match host {
+        Some(h) => h,
+        None => match nix::unistd::gethostname() {
+            Ok(h) => h.to_string_lossy().into_owned(),
+            Err(e) => {
+                eprintln!("venussup render: cannot read this machine's hostname ({e}); name the host with --host");
+                return exit::FAILURE;
+            }
+        },
+    };
+    let host = host.as_str();
     let (cluster, mut diags) = load(path);
     let Some(cluster) = cluster else {
         report(diags);
