@@ -196,7 +196,7 @@ fn host_b_dialing_the_wrong_sealer_address_is_rejected_at_its_argument() {
     );
     let out = check_cluster(&path, None);
     out.expect_code(1);
-    let (line, col) = line_col(&text, "-miner-addr=/ip4/192.168.1.99");
+    let (line, col) = line_col(&text, "--miner-addr=/ip4/192.168.1.99");
     assert_error_at(&out, line, col, "host `host-b`: `worker01` dials its sealer at --miner-addr=/ip4/192.168.1.99/tcp/2345, but no sealer of the cluster listens at 192.168.1.99:2345");
     assert!(
         out.stderr
@@ -215,7 +215,7 @@ fn host_b_dialing_the_wrong_sealer_address_is_rejected_at_its_argument() {
     );
     let out = check_cluster(&path, None);
     out.expect_code(1);
-    let (line, col) = line_col(&text, "-miner-addr=/ip4/192.168.1.10");
+    let (line, col) = line_col(&text, "--miner-addr=/ip4/192.168.1.10");
     assert_error_at(
         &out,
         line,

@@ -381,3 +381,6 @@ fn merged<'t, 'i>(
     }
     Some(table)
 }
+
+#[cfg(test)]
+mod tests;

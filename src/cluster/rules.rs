@@ -101,9 +101,13 @@ fn workers(config: &Config) -> impl Iterator<Item = &ServiceConfig> {
 fn arg_span(host: &ClusterHost, s: &ServiceConfig, flag: &str) -> Range<usize> {
     let whole = s.command.span();
     let text = host.rendered.text.get(whole.clone()).unwrap_or_default();
-    text.find(&format!("-{flag}")).map_or(whole.clone(), |at| {
-        whole.start + at..whole.start + at + flag.len() + 1
-    })
+    let (long, short) = (format!("--{flag}"), format!("-{flag}"));
+    let found = text.find(&long).map(|at| (at, long.len()));
+    found
+        .or_else(|| text.find(&short).map(|at| (at, short.len())))
+        .map_or(whole.clone(), |(at, len)| {
+            whole.start + at..whole.start + at + len
+        })
 }
 
 /// A variable of the service's environment: its own `env`, else `[host.env]`.
@@ -317,7 +321,7 @@ fn token(
     if !same {
         diags.error(
             stated.span(),
-            format!("host `{hn}`: the token of `{name}` comes from {}, but the sealer it dials ({}) keeps its token in {expected} (`venus-sealer run` serves with the `token` file of its repo, config/local_storage.go `APIToken`): another file holds another program's token, which this sealer does not accept; copy {expected} into the worker's `[Sealer] Token` and state `{name} = \"{expected}\"`", stated.get_ref(), describe(sealer, members)),
+            format!("host `{hn}`: the token of `{name}` comes from {}, but the sealer it dials ({}) keeps its token in {expected} (`venus-sealer run` signs it with its config.toml's `[JWT] Secret` and writes it to `<repo>/token` at each start, and verifies every caller's token with that secret): a token from another file was signed by another secret unless both sealers share one, and the sealer refuses it; copy {expected} into the worker's `[Sealer] Token` and state `{name} = \"{expected}\"`", stated.get_ref(), describe(sealer, members)),
         );
     }
 }
