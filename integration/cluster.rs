@@ -14,9 +14,8 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::tmpfs::Tmpfs;
+use common::planhost::plan_host_with_seal;
 use common::{assert_error_at, project_file, venussup, Outcome};
-use venussup::host::topology::sim::{Shape, SimHost, Style};
 
 const HOSTS: [&str; 2] = ["host-a", "host-b"];
 
@@ -298,41 +297,13 @@ fn a_token_from_the_wrong_file_is_rejected_at_its_statement() {
     );
 }
 
-/// The plan's host, simulated: 1 TiB, 2 × 64 cores, a 10 TiB seal path.
-struct PlanHost {
-    root: tempfile::TempDir,
-    _seal: Tmpfs,
-}
-
-fn simulated_plan_host() -> PlanHost {
-    let shm = Path::new("/dev/shm");
-    let root = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .unwrap();
-    SimHost::regular(root.path(), &Shape::plan_host(), Style::MODERN).unwrap();
-    fs::create_dir_all(root.path().join("proc")).unwrap();
-    fs::write(
-        root.path().join("proc/meminfo"),
-        format!(
-            "MemTotal:       {} kB\nMemFree:        1000 kB\n",
-            1u64 << 30
-        ),
-    )
-    .unwrap();
-    let seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
-    PlanHost { root, _seal: seal }
-}
-
 /// `DIR/HOST/topology.json` and `plan.json` of each host, as `venussup
 /// topology --json` and `venussup plan --json --config` print them on a
 /// simulated plan host with the host's rendered config.
 fn simulated_facts(cluster: &Path, dir: &Path) {
     for host in HOSTS {
-        let sim = simulated_plan_host();
-        let root = sim.root.path().to_str().unwrap();
+        let (sim, _seal) = plan_host_with_seal();
+        let root = sim.path().to_str().unwrap();
         let out = dir.join(host);
         fs::create_dir_all(&out).unwrap();
         let topology = venussup(&["topology", "--json", "--fs-root", root]);

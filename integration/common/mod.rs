@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod debian;
 pub mod example;
 pub mod pidns;
+pub mod planhost;
 pub mod tmpfs;
 
 use std::io::Read;

@@ -54,6 +54,7 @@ struct Sealer<'a> {
 
 /// Runs every rule across the hosts of `cluster`.
 pub fn check(members: &[Member<'_>], diags: &mut Diagnostics) {
+    addresses(members, diags);
     let sealers = sealers(members, diags);
     stated_names(members, diags);
     let mut sealing_for: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -81,6 +82,20 @@ pub fn check(members: &[Member<'_>], diags: &mut Diagnostics) {
     }
     for (i, hosts) in &sealing_for {
         capacity(&sealers[*i], hosts, members, diags);
+    }
+}
+
+/// Each host's `address` is one the other hosts can dial, and its own.
+fn addresses(members: &[Member<'_>], diags: &mut Diagnostics) {
+    let mut seen: BTreeMap<IpAddr, &str> = BTreeMap::new();
+    for m in members {
+        let Some(a) = &m.host.address else { continue };
+        let (ip, host) = (*a.get_ref(), m.host.name.get_ref().as_str());
+        if ip.is_loopback() || ip.is_unspecified() {
+            diags.error(a.span(), format!("host `{host}`: address {ip} is no address the other hosts can dial (it is each host itself, or none); give the address they reach `{host}` at"));
+        } else if let Some(first) = seen.insert(ip, host) {
+            diags.error(a.span(), format!("host `{host}`: address {ip} is also host `{first}`'s: a worker dialing it could not tell which host's sealer it reaches; give each host its own address"));
+        }
     }
 }
 

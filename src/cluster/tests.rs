@@ -163,3 +163,26 @@ fn positions_in_the_rendered_text_map_back_to_the_cluster_file() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn an_address_must_be_dialable_and_one_hosts_own() {
+    let text = SEALER.replace(
+        "[hosts.b.host]",
+        "[hosts.b]\naddress = \"10.0.0.1\"\n[hosts.b.host]",
+    );
+    let lines = check(&text, &[Some(3), Some(2)]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("24:11: error: host `b`: address 10.0.0.1 is also host `a`'s")),
+        "{lines:?}"
+    );
+    let text = SEALER.replace("address = \"10.0.0.1\"", "address = \"127.0.0.1\"");
+    let lines = check(&text, &[Some(3), Some(2)]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("5:11: error: host `a`: address 127.0.0.1 is no address")),
+        "{lines:?}"
+    );
+}
