@@ -124,9 +124,18 @@ fn an_unknown_host_or_a_bad_cluster_file_is_named_with_its_place() {
         out.stderr
     );
     assert!(out.stdout.is_empty());
+    // A cluster file given as one host's config says what it is.
+    let cluster = project_file("examples/cluster.toml");
+    let out = venussup(&["check", "--config", cluster.to_str().unwrap()]);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("is checked with `venussup check --cluster`"),
+        "{}",
+        out.stderr
+    );
     // Without --host: this machine's hostname, which the example lacks.
     let me = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let cluster = project_file("examples/cluster.toml");
     let out = venussup(&["render", "--cluster", cluster.to_str().unwrap()]);
     out.expect_code(1);
     assert!(

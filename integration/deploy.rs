@@ -364,7 +364,8 @@ fn the_units_stop_timeout_outlasts_every_examples_stop_chain() {
     let mut checked = 0;
     for entry in fs::read_dir(project_file("examples")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "toml") {
+        // The cluster file's hosts are host-a.toml and host-b.toml.
+        if path.extension().is_none_or(|e| e != "toml") || path.ends_with("cluster.toml") {
             continue;
         }
         let out = venussup(&["check", "--json", "--config", path.to_str().unwrap()]);

@@ -206,7 +206,10 @@ fn suggestion(key: &str) -> &'static str {
     match key {
         "services" | "services." => " (did you mean `[[service]]`?)",
         "timers" => " (did you mean `[[timer]]`?)",
-        "hosts" | "global" => " (did you mean `[host]`?)",
+        "hosts" | "defaults" => {
+            " (did you mean `[host]`? a cluster file, with `[defaults]` and `[hosts.NAME]`, is checked with `venussup check --cluster` and rendered per host with `venussup render`)"
+        }
+        "global" => " (did you mean `[host]`?)",
         _ => "",
     }
 }
