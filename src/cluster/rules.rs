@@ -52,7 +52,7 @@ struct Sealer<'a> {
     max: Option<(u64, Range<usize>)>,
 }
 
-/// Runs every rule across the hosts of `cluster`.
+/// Runs every rule across the hosts `members` (in the cluster file's order).
 pub fn check(members: &[Member<'_>], diags: &mut Diagnostics) {
     addresses(members, diags);
     let sealers = sealers(members, diags);
@@ -261,7 +261,13 @@ fn target(
         return None;
     };
     let (ip, port) = gocli::multiaddr_host_port(&ma)?;
-    let ip: IpAddr = ip.parse().ok()?;
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        diags.note(
+            at,
+            format!("host `{hn}`: `{name}` dials its sealer at {ip}, a name rather than an address: which host it names is not known here, so its sealer, token and MaxSealingSectors were not checked"),
+        );
+        return None;
+    };
     let me = members.iter().position(|m| std::ptr::eq(m.host, host))?;
     let reaches = |x: &Sealer<'_>| {
         let listen = x.ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
