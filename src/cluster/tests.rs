@@ -186,3 +186,24 @@ fn an_address_must_be_dialable_and_one_hosts_own() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn every_byte_of_a_rendered_host_points_inside_the_cluster_file() {
+    // Found by the `cluster` fuzz target: the renderer's own text (the
+    // first line's comment) was mapped as if copied, past the file's end.
+    let text = "\n[max_sedefaults.host]\nstatector_size = \"32(GiB\"\nother_hosts = 2\n[[hosts.a.service]]\nnPme = \"s\"\nrolend = [\"/bin/venus-worker\", \"run\", \"--miner-addr=/ip4/10.0.0.3/tcp/2345\"]\n";
+    let path = Path::new("c.toml");
+    let mut diags = Diagnostics::new(path, text);
+    let cluster = parse(path, text, &mut diags).unwrap();
+    for h in &cluster.hosts {
+        for at in 0..=h.rendered.text.len() {
+            assert!(h.rendered.source(at) <= text.len(), "byte {at}");
+        }
+    }
+    let lines = check(text, &[None]);
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let line: usize = l.split(':').next().unwrap().parse().unwrap();
+        assert!(line <= text.lines().count(), "{l}");
+    }
+}
