@@ -7,9 +7,10 @@
 //! CPU with its core, L3 group and NUMA node, online or not. What the JSON
 //! does not carry is not guessed: no GPUs (a service asking for one is
 //! told the host has none, a warning), no cgroups (nothing is said about
-//! confinement), and files, programs and users are looked up on this
-//! machine, under `DIR/HOST/` for the files a host's own check reads
-//! there (a sealer's `config.toml`).
+//! confinement), no disks and no sealer `config.toml` (the Venus checks
+//! that read them run in `check --config` on the host, not here: this
+//! machine's disks would say nothing about the host's); programs and users
+//! are looked up on this machine (a missing one is a warning).
 
 use std::collections::BTreeMap;
 use std::path::Path;
