@@ -179,6 +179,16 @@ fn an_unknown_host_or_a_bad_cluster_file_is_named_with_its_place() {
 fn the_example_cluster_passes_and_says_what_it_could_not_check() {
     let out = check_cluster(&project_file("examples/cluster.toml"), None);
     out.expect_code(0);
+    // Which sealer each worker dials.
+    let links: Vec<&str> = out.stdout.lines().skip(1).collect();
+    assert_eq!(
+        links,
+        [
+            "host-a: worker → sealer of host-a at /ip4/127.0.0.1/tcp/2345",
+            "host-b: worker01 → sealer of host-a at /ip4/192.168.1.10/tcp/2345",
+            "host-b: worker02 → sealer of host-a at /ip4/192.168.1.10/tcp/2345",
+        ]
+    );
     assert!(
         out.stderr.contains("cluster OK (0 warnings)"),
         "{}",

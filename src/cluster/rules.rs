@@ -52,8 +52,31 @@ struct Sealer<'a> {
     max: Option<(u64, Range<usize>)>,
 }
 
-/// Runs every rule across the hosts `members` (in the cluster file's order).
-pub fn check(members: &[Member<'_>], diags: &mut Diagnostics) {
+/// A worker and the sealer it dials, as `check --cluster` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub host: String,
+    pub worker: String,
+    /// The sealer's host and service, and where the worker dials it.
+    pub sealer_host: String,
+    pub sealer: String,
+    pub dials: String,
+}
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} → {} of {} at {}",
+            self.host, self.worker, self.sealer, self.sealer_host, self.dials
+        )
+    }
+}
+
+/// Runs every rule across the hosts `members` (in the cluster file's
+/// order); each worker whose sealer was found, with it.
+pub fn check(members: &[Member<'_>], diags: &mut Diagnostics) -> Vec<Link> {
+    let mut links = Vec::new();
     addresses(members, diags);
     let sealers = sealers(members, diags);
     stated_names(members, diags);
@@ -77,12 +100,25 @@ pub fn check(members: &[Member<'_>], diags: &mut Diagnostics) {
             if !list.contains(&h) {
                 list.push(h);
             }
-            token(m.host, s, &sealers[sealer], members, diags);
+            let x = &sealers[sealer];
+            token(m.host, s, x, members, diags);
+            links.push(Link {
+                host: host.to_string(),
+                worker: name.to_string(),
+                sealer_host: members[x.host].host.name.get_ref().clone(),
+                sealer: x.service.name.get_ref().clone(),
+                dials: gocli::worker_run(s.command.get_ref())
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.miner_addr)
+                    .unwrap_or_default(),
+            });
         }
     }
     for (i, hosts) in &sealing_for {
         capacity(&sealers[*i], hosts, members, diags);
     }
+    links
 }
 
 /// Each host's `address` is one the other hosts can dial, and its own.

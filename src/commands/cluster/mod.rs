@@ -2,6 +2,7 @@
 //! the cluster file) and `venussup check --cluster FILE` (every host and
 //! the rules across hosts).
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use super::{exit, print_stdout};
@@ -120,7 +121,15 @@ pub fn check(path: &Path, facts: Option<&Path>) -> u8 {
                 plan,
             });
         }
-        rules::check(&members, &mut diags);
+        let links = rules::check(&members, &mut diags);
+        let mut text = format!("cluster {}: hosts {}\n", path.display(), cluster.names());
+        for l in &links {
+            let _ = writeln!(text, "{l}");
+        }
+        if let Err(e) = print_stdout(&text) {
+            eprintln!("venussup check: {e}");
+            return exit::FAILURE;
+        }
     }
     let items = diags.into_sorted();
     let count = |sev, word| {
