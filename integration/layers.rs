@@ -20,13 +20,19 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         "config",
         &["host", "plan", "sys", "runtime", "status", "commands"],
     ),
+    (
+        "cluster",
+        &[
+            "host", "plan", "sys", "smt", "runtime", "status", "control", "commands",
+        ],
+    ),
     ("sys", &["config", "plan", "runtime", "commands"]),
     ("status", &["runtime", "plan", "commands"]),
     ("control", &["runtime", "plan", "commands"]),
 ];
 
 /// Modules that are pure: no filesystem, no syscalls.
-const PURE: &[&str] = &["plan", "checks", "capacity"];
+const PURE: &[&str] = &["plan", "checks", "capacity", "cluster"];
 /// What a pure module may not name outside its tests.
 const EFFECTS: &[&str] = &[
     "std::fs",

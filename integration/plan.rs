@@ -9,42 +9,10 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::planhost::{host, plan_host, plan_host_with_seal};
 use common::tmpfs::Tmpfs;
 use common::{project_file, venussup};
-use venussup::host::topology::sim::{Numbering, Shape, SimHost, Style};
-
-/// A tmpfs mounted for the test's life; unmounted on drop, even on panic.
-fn host(memory_kib: u64, shape: &Shape) -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    let root = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .unwrap();
-    SimHost::regular(root.path(), shape, Style::MODERN).unwrap();
-    fs::create_dir_all(root.path().join("proc")).unwrap();
-    fs::write(
-        root.path().join("proc/meminfo"),
-        format!("MemTotal:       {memory_kib} kB\nMemFree:        1000 kB\n"),
-    )
-    .unwrap();
-    root
-}
-
-/// The deployment plan's host: 1 TiB, 2 sockets × 64 cores (2 threads
-/// each), L3 groups of 8 cores.
-fn plan_host() -> tempfile::TempDir {
-    host(1 << 30, &Shape::plan_host())
-}
-
-/// The plan's host with a 10 TiB seal path at /mnt/seal; the seal path is
-/// unmounted first (bindings drop in reverse order).
-fn plan_host_with_seal() -> (tempfile::TempDir, Tmpfs) {
-    let root = plan_host();
-    let seal = Tmpfs::mount(&root.path().join("mnt/seal"), "10T");
-    (root, seal)
-}
+use venussup::host::topology::sim::{Numbering, Shape};
 
 /// `venussup plan` of 64 GiB sectors on /mnt/seal under `root`.
 fn plan_64_gib(root: &Path, json: bool) -> common::Outcome {

@@ -158,9 +158,10 @@ enum Command {
         /// The cluster file.
         #[arg(long, value_name = "FILE")]
         cluster: PathBuf,
-        /// The host, as named in the cluster file (`[hosts.NAME]`).
+        /// The host, as named in the cluster file (`[hosts.NAME]`);
+        /// default: this machine's hostname.
         #[arg(long, value_name = "NAME")]
-        host: String,
+        host: Option<String>,
     },
     /// Show the running daemon's services and timers (all, or one).
     Status {
@@ -383,7 +384,7 @@ fn dispatch(cli: Cli) -> u8 {
             json,
             ..
         } => commands::check::run(&config.config, &fs_root.root(), json.json),
-        Command::Render { cluster, host } => commands::cluster::render(&cluster, &host),
+        Command::Render { cluster, host } => commands::cluster::render(&cluster, host),
         Command::Topology { fs_root, json } => commands::topology::run(&fs_root.root(), json.json),
         Command::Smt {
             action,

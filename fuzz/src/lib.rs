@@ -79,7 +79,7 @@ pub fn check(text: &str, host: &Host) {
     render_diagnostics(text, diags);
 }
 
-fn render_diagnostics(text: &str, diags: Diagnostics) {
+pub fn render_diagnostics(text: &str, diags: Diagnostics) {
     let lines = text.split('\n').count();
     for d in diags.into_sorted() {
         if let Some(p) = d.position {

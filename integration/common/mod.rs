@@ -7,6 +7,7 @@ pub mod debian;
 pub mod example;
 pub mod nspawn;
 pub mod pidns;
+pub mod planhost;
 pub mod tmpfs;
 
 use std::io::Read;

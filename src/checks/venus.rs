@@ -75,7 +75,7 @@ fn repo(p: &ServicePlan, var: &str, default: &str) -> String {
 /// A path as the kernel resolves it, spelled one way: `//`, `.` parts and
 /// a trailing `/` dropped (`/r/a/`, `/r//a` and `/r/./a` are `/r/a`). `..`
 /// is kept: through a symlink it is not the parent folder.
-pub(super) fn lexical(path: &str) -> String {
+pub fn lexical(path: &str) -> String {
     let parts: Vec<&str> = path
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")

@@ -20,6 +20,7 @@
 //! file, at its own line and column.
 
 pub mod render;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -104,11 +105,6 @@ impl Cluster {
         names.join(", ")
     }
 
-    /// An empty set of diagnostics about the cluster file.
-    pub fn diagnostics(&self) -> Diagnostics {
-        Diagnostics::new(&self.path, &self.text)
-    }
-
     /// Parses `host`'s derived config and runs the config file's own rules
     /// on it; every diagnostic goes to `diags` at the cluster file's place.
     pub fn config(&self, host: &ClusterHost, diags: &mut Diagnostics) -> Option<Config> {
@@ -125,9 +121,10 @@ impl Cluster {
     pub fn carry(&self, host: &ClusterHost, found: Diagnostics, diags: &mut Diagnostics) {
         for d in found.into_sorted() {
             let span = match d.position {
-                Some(p) => host.rendered.source_span(
-                    offset_of(&host.rendered.text, p)..offset_of(&host.rendered.text, p) + 1,
-                ),
+                Some(p) => {
+                    let at = offset_of(&host.rendered.text, p);
+                    host.rendered.source_span(at..at + 1)
+                }
                 None => host.name.span(),
             };
             push(diags, &d, span, host.name.get_ref());
@@ -164,14 +161,7 @@ fn offset_of(text: &str, p: Position) -> usize {
 /// rendered, every mistake of the cluster file's own shape in `diags`.
 /// `None` when it is not TOML at all.
 pub fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<Cluster> {
-    let (root, syntax_errors) = DeTable::parse_recoverable(text);
-    if !syntax_errors.is_empty() {
-        for e in &syntax_errors {
-            diags.error(e.span(), e.message().trim().to_string());
-        }
-        return None;
-    }
-    let root = root.into_inner();
+    let root = config::syntax(text, diags)?;
     let mut defaults: Option<&DeTable<'_>> = None;
     let mut hosts: Option<&Spanned<DeValue<'_>>> = None;
     for (key, value) in &root {
@@ -219,7 +209,16 @@ pub fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<Cluster
     };
     let mut out = Vec::new();
     if let Some(table) = table_of(hosts_value, "hosts", diags) {
-        for (name, value) in table {
+        if table.is_empty() {
+            diags.error(
+                hosts_value.span(),
+                "`hosts` has no host: add one table per host, e.g. `[hosts.host-a]`",
+            );
+        }
+        // In the order the file has them (the parsed table is sorted).
+        let mut hosts: Vec<_> = table.iter().collect();
+        hosts.sort_by_key(|(name, _)| name.span().start);
+        for (name, value) in hosts {
             if let Some(e) = crate::util::names::problem(name.get_ref()) {
                 diags.error(name.span(), format!("host name `{}`: {e}", name.get_ref()));
             }
@@ -380,3 +379,6 @@ fn merged<'t, 'i>(
     }
     Some(table)
 }
+
+#[cfg(test)]
+mod tests;

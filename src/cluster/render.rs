@@ -19,20 +19,31 @@ use toml::Spanned;
 #[derive(Debug, Clone, Default)]
 pub struct Rendered {
     pub text: String,
-    /// `(start in text, length, start in the cluster file)`, in text order.
-    map: Vec<(usize, usize, usize)>,
+    /// The pieces of the text, in order: `(start in text, length, start in
+    /// the cluster file, copied)`. A copied piece is the cluster file's
+    /// bytes; any other (a header, a key, ` = `) points at one place.
+    map: Vec<Piece>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    at: usize,
+    len: usize,
+    src: usize,
+    copied: bool,
 }
 
 impl Rendered {
     /// The offset in the cluster file that byte `at` of the text came from:
-    /// inside a copied piece, the same byte there; elsewhere (a line the
-    /// renderer wrote), the start of the piece before it.
+    /// inside a copied piece, the same byte there; inside text the
+    /// renderer wrote, the place it stands for; past the end, the place
+    /// of the last piece.
     pub fn source(&self, at: usize) -> usize {
-        let i = self.map.partition_point(|&(start, _, _)| start <= at);
+        let i = self.map.partition_point(|p| p.at <= at);
         match i.checked_sub(1).map(|i| self.map[i]) {
-            Some((start, len, src)) if at < start + len.max(1) => src + (at - start),
-            Some((_, _, src)) => src,
-            None => self.map.first().map_or(0, |m| m.2),
+            Some(p) if p.copied && at < p.at + p.len => p.src + (at - p.at),
+            Some(p) => p.src,
+            None => self.map.first().map_or(0, |p| p.src),
         }
     }
 
@@ -47,16 +58,25 @@ impl Rendered {
         self.put(&format!("# {line}\n"), src);
     }
 
-    /// Appends text the renderer wrote, pointing back at `src`.
+    /// Appends text the renderer wrote, standing for the place `src`.
     fn put(&mut self, text: &str, src: usize) {
-        self.map.push((self.text.len(), text.len(), src));
+        self.push(text, src, false);
+    }
+
+    fn push(&mut self, text: &str, src: usize, copied: bool) {
+        self.map.push(Piece {
+            at: self.text.len(),
+            len: text.len(),
+            src,
+            copied,
+        });
         self.text.push_str(text);
     }
 
     /// Appends a piece of the cluster file, byte for byte.
     fn copy(&mut self, source: &str, span: Range<usize>) {
         let piece = source.get(span.clone()).unwrap_or_default();
-        self.put(piece, span.start);
+        self.push(piece, span.start, true);
     }
 }
 

@@ -155,16 +155,19 @@ fn host_dirs_only(path: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
+/// `text` as a TOML table with every key's and value's span, or `None`
+/// with each syntax error in `diags`.
+pub fn syntax<'i>(text: &'i str, diags: &mut Diagnostics) -> Option<DeTable<'i>> {
+    let (root, syntax_errors) = DeTable::parse_recoverable(text);
+    for e in &syntax_errors {
+        diags.error(e.span(), e.message().trim().to_string());
+    }
+    syntax_errors.is_empty().then(|| root.into_inner())
+}
+
 /// Parses `text` (the content of `path`) and runs the file's own rules.
 pub fn parse(path: &Path, text: &str, diags: &mut Diagnostics) -> Option<Config> {
-    let (root, syntax_errors) = DeTable::parse_recoverable(text);
-    if !syntax_errors.is_empty() {
-        for e in &syntax_errors {
-            diags.error(e.span(), e.message().trim().to_string());
-        }
-        return None;
-    }
-    let root = root.into_inner();
+    let root = syntax(text, diags)?;
     nul_strings(&root, diags);
     let mut config = Config {
         path: path.to_path_buf(),
@@ -203,7 +206,10 @@ fn suggestion(key: &str) -> &'static str {
     match key {
         "services" | "services." => " (did you mean `[[service]]`?)",
         "timers" => " (did you mean `[[timer]]`?)",
-        "hosts" | "global" => " (did you mean `[host]`?)",
+        "hosts" | "defaults" => {
+            " (did you mean `[host]`? a cluster file, with `[defaults]` and `[hosts.NAME]`, is checked with `venussup check --cluster` and rendered per host with `venussup render`)"
+        }
+        "global" => " (did you mean `[host]`?)",
         _ => "",
     }
 }
