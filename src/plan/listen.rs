@@ -18,11 +18,12 @@ use crate::util::gocli::{self, WorkerRun};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ListenRule {
-    /// `--listen` as given (an IP other than `0.0.0.0`, a host name, or an
-    /// empty host: every interface).
+    /// `--listen` as given (an IP other than `0.0.0.0`, or an empty host:
+    /// every interface). Never a host name: the probe runs in the
+    /// supervisor's loop, which must not wait on a DNS lookup.
     At { address: String },
     /// `0.0.0.0:PORT`: PORT on the local address that routes to `sealer`
-    /// (`HOST:PORT` of `--miner-addr`).
+    /// (`IP:PORT` of `--miner-addr`, `[IPv6]:PORT` for `/ip6/`).
     RoutedTo { port: String, sealer: String },
 }
 
@@ -41,6 +42,10 @@ pub fn rule(run: &WorkerRun) -> Result<ListenRule, String> {
         .parse::<std::net::Ipv4Addr>()
         .is_ok_and(|a| a.is_unspecified());
     if !unspecified {
+        let literal = ip.is_empty() || run.listen.parse::<std::net::SocketAddr>().is_ok();
+        if !literal {
+            return Err(format!("`--listen={}` names a host, not an IP: the probe would wait on a DNS lookup in the supervisor", run.listen));
+        }
         return Ok(ListenRule::At {
             address: run.listen.clone(),
         });
@@ -48,13 +53,19 @@ pub fn rule(run: &WorkerRun) -> Result<ListenRule, String> {
     let Some(ma) = &run.miner_addr else {
         return Err(format!("`--listen={}` is replaced by the address that routes to the sealer of `--miner-addr`, and the command line has none (it would come from the repo's `[Sealer] Url`)", run.listen));
     };
-    match gocli::multiaddr_host_port(ma) {
-        Some((host, sport)) => Ok(ListenRule::RoutedTo {
+    let sealer = gocli::multiaddr_host_port(ma).and_then(|(host, sport)| {
+        Some(std::net::SocketAddr::new(
+            host.parse().ok()?,
+            sport.parse().ok()?,
+        ))
+    });
+    match sealer {
+        Some(sealer) => Ok(ListenRule::RoutedTo {
             port: port.to_string(),
-            sealer: format!("{host}:{sport}"),
+            sealer: sealer.to_string(),
         }),
         None => Err(format!(
-            "`--miner-addr={ma}` is not a multiaddr `/ip4/IP/tcp/PORT`"
+            "`--miner-addr={ma}` is not a multiaddr `/ip4/IP/tcp/PORT` or `/ip6/IP/tcp/PORT` (a host name would make the probe wait on a DNS lookup in the supervisor)"
         )),
     }
 }
@@ -158,7 +169,7 @@ mod tests {
                 sealer: "192.168.1.10:2345".into()
             })
         );
-        for given in ["127.0.0.1:3457", ":3457", "[::]:3457", "host:3457"] {
+        for given in ["127.0.0.1:3457", ":3457", "[::]:3457"] {
             let r = worker_rule(&argv(&["run", &format!("--listen={given}")]));
             assert_eq!(
                 r,
@@ -167,6 +178,19 @@ mod tests {
                 })
             );
         }
+        // No name resolution in the supervisor's loop: names are refused here.
+        let r = worker_rule(&argv(&["run", "--listen=host:3457"]));
+        assert!(r.is_err_and(|e| e.contains("names a host")));
+        let r = worker_rule(&argv(&["run", "--miner-addr=/dns4/sealer/tcp/2345"]));
+        assert!(r.is_err_and(|e| e.contains("DNS")));
+        let r = worker_rule(&argv(&["run", "--miner-addr=/ip6/fd00::10/tcp/2345"]));
+        assert_eq!(
+            r,
+            Ok(ListenRule::RoutedTo {
+                port: "3456".into(),
+                sealer: "[fd00::10]:2345".into()
+            })
+        );
     }
 
     fn worker_config(command: &str, ready: &str) -> (crate::config::Config, Diagnostics) {

@@ -6,7 +6,7 @@
 //! opening a connection to the sealer.
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 
 use crate::plan::listen::ListenRule;
 
@@ -39,11 +39,13 @@ pub fn address(rule: &ListenRule) -> io::Result<SocketAddr> {
     }
 }
 
+/// An `IP:PORT` the plan made sure of: parsed, never resolved (a DNS
+/// lookup would hold up the supervisor's loop).
 fn first(address: &str) -> io::Result<SocketAddr> {
-    address.to_socket_addrs()?.next().ok_or_else(|| {
+    address.parse().map_err(|_| {
         io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("`{address}` has no address"),
+            io::ErrorKind::InvalidInput,
+            format!("`{address}` is not IP:PORT"),
         )
     })
 }
