@@ -20,9 +20,7 @@ pub fn mismatch(rule: &ListenRule, probe: SocketAddr) -> Option<String> {
             if probe.port().to_string() != *port {
                 return Some(format!("{listens}, on port {port}"));
             }
-            let sealer_ip = sealer
-                .rsplit_once(':')
-                .and_then(|(h, _)| h.parse::<IpAddr>().ok())?;
+            let sealer_ip = sealer.parse::<SocketAddr>().ok()?.ip();
             // Towards a loopback sealer the route's source is 127.0.0.1;
             // towards any other, never a loopback or unspecified address.
             let expected_loopback = sealer_ip.is_loopback();
