@@ -419,6 +419,50 @@ fn an_upgrade_that_cannot_happen_changes_nothing_and_says_why() {
     upgrade(&setup, &copy_of_bin(&setup, "fine-after-reload")).expect_code(0);
 }
 
+/// User + system CPU time of process `pid` so far, in clock ticks
+/// (`/proc/PID/stat` fields 14 and 15; kept across an exec).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A client that asks for an upgrade and hangs up at once is still owed
+/// the answer while the checks run; its socket, polled for nothing,
+/// reported POLLHUP at every turn and the loop spun for the whole check.
+#[test]
+fn a_client_that_hangs_up_during_an_upgrade_costs_the_loop_nothing() {
+    let setup = Setup::new(&standin("sealer", ""));
+    let d = setup.start();
+    let daemon = d.pid();
+    d.running("sealer");
+    // The check takes a second: the measured window.
+    let slow = script(
+        &setup,
+        "slow-check",
+        "if [ \"$1\" = check ]; then sleep 1; fi\nexec {bin} \"$@\"\n",
+    );
+    let before = cpu_ticks(daemon);
+    {
+        let mut s = UnixStream::connect(d.state_dir.join("control.sock")).unwrap();
+        let line = serde_json::json!({"version": 1, "command": "upgrade", "binary": slow});
+        s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+    common::eventually(
+        "the upgrade",
+        WAIT,
+        Duration::from_millis(50),
+        &|| d.log(),
+        || (!d.status()["handover"].is_null()).then_some(()),
+    );
+    let spent = cpu_ticks(daemon) - before;
+    // A spinning loop burns the whole second (100 ticks); the work of an
+    // upgrade with a stand-in takes a few.
+    assert!(spent < 40, "{spent} ticks of CPU during a 1 s check");
+    assert_eq!(d.pid(), daemon, "upgraded in place");
+}
+
 #[test]
 fn a_panic_re_execs_in_place_and_a_second_within_a_minute_ends_venussup() {
     let setup = Setup::new(&format!(

@@ -322,7 +322,12 @@ impl Server {
             if !c.unsent().is_empty() {
                 flags |= PollFlags::POLLOUT;
             }
-            v.push((Token::Client(*id), c.stream.as_fd(), flags));
+            // A client that hung up while an answer is owed (an `upgrade`
+            // under way) waits for nothing: polled anyway, its socket
+            // would report POLLHUP at once at every turn and spin the loop.
+            if !flags.is_empty() {
+                v.push((Token::Client(*id), c.stream.as_fd(), flags));
+            }
         }
         v
     }
@@ -606,5 +611,34 @@ mod tests {
         let mut answer = String::new();
         s.read_to_string(&mut answer).unwrap();
         assert!(answer.contains("request too large"), "{answer}");
+    }
+
+    #[test]
+    fn a_client_gone_while_its_answer_is_owed_is_not_polled_until_the_answer_comes() {
+        let (dir, mut server) = server();
+        let (mut s, id) = connect(dir.path(), &mut server);
+        s.write_all(b"{\"version\":1,\"command\":\"status\"}\n")
+            .unwrap();
+        drop(s);
+        // The request is read, then EOF: the answer is still owed (as an
+        // `upgrade`'s is while its checks run).
+        let got = server.ready(Token::Client(id), Instant::now(), REQUESTS_PER_TURN);
+        assert_eq!(got.len(), 1);
+        while server.pending().contains(&Token::Client(id)) {
+            server.ready(Token::Client(id), Instant::now(), REQUESTS_PER_TURN);
+        }
+        assert_eq!(server.clients(), 1, "kept until answered");
+        let polled = |server: &Server| {
+            server
+                .poll_set()
+                .iter()
+                .any(|(t, _, _)| *t == Token::Client(id))
+        };
+        assert!(
+            !polled(&server),
+            "nothing to wait for: POLLHUP would spin the loop"
+        );
+        server.respond(id, &Response::ok(serde_json::json!(1)));
+        assert_eq!(server.clients(), 0, "answered (or its write failed): gone");
     }
 }
