@@ -47,6 +47,8 @@ const BROKEN: &[(&str, &str, usize, usize, &str)] = &[
     ("bad ready address", "[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nready = { tcp = \"localhost\" }\n", 4, 17, "not an IP address and port"),
     ("oom_score_adjust out of range", "[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\noom_score_adjust = 2000\n", 4, 20, "the kernel takes -1000 (never OOM-killed) to 1000"),
     ("unset variable", "[[service]]\nname = \"a\"\ncommand = [\"/bin/echo\", \"${MINER_TOKN}\"]\n", 3, 11, "`${MINER_TOKN}`"),
+    ("unset variable in a drain command", "[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\ndrain = { command = [\"/bin/echo\", \"--repo=${REPO}\"] }\n", 4, 21, "`${REPO}` in the command of `a drain` is not set"),
+    ("unset variable in a ready probe", "[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nready = { command = [\"/bin/test\", \"-e\", \"${REPO}/api\"] }\n", 4, 21, "`${REPO}` in the command of `a ready probe` is not set"),
     ("once on a daemon", "[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nonce = true\n", 4, 8, "`once` applies to oneshot"),
     ("jitter not below every", "[[timer]]\nname = \"pledge\"\ncommand = [\"/bin/true\"]\nevery = \"1m\"\njitter = \"1m\"\n", 5, 10, "must be shorter than `every`"),
     ("bad smt policy", "[host]\nsmt = \"disabled\"\n", 2, 7, "expected `keep` or `off`"),

@@ -242,3 +242,83 @@ fn signals_ignored_by_whoever_started_venussup_are_not_ignored_in_its_services()
     );
     assert_eq!(ignored(pid_of(&s)), "0000000000000000");
 }
+
+/// A helper command that leaves a child in a session of its own (its pid
+/// in `{dir}/<file>`, awaited for at most 5 s, so that it is there before
+/// the command ends), reads its stdin, prints `0` and exits. `pid` is
+/// the shell's `$$` as the config writes it: `$$$$` in a service's or
+/// timer's commands (which take `${VAR}`s), `$$` in a hook's.
+fn leaver(file: &str, pid: &str) -> String {
+    format!(
+        "[\"/bin/sh\", \"-c\", \"setsid /bin/sh -c 'echo {pid} >{{dir}}/{file}.tmp; mv {{dir}}/{file}.tmp {{dir}}/{file}; exec sleep 1000' >/dev/null 2>&1 </dev/null & for i in $(seq 500); do [ -e {{dir}}/{file} ] && break; sleep 0.01; done; cat >/dev/null; echo 0\"]"
+    )
+}
+
+/// What venussup runs besides a service's main process and timer runs —
+/// its ready probe and drain command, a gate command, a hook — each leave
+/// a setsid child: it is tracked too (the side processes in the service's
+/// cgroup, the gate in its timer's, a hook in one of its own) and gone
+/// once its command or service ends, and nothing is left at venussup's exit.
+#[test]
+fn what_a_probe_a_drain_a_gate_and_a_hook_leave_is_gone_after_they_end() {
+    let Some(root) = tracking_root() else { return };
+    let setup = Setup::new(&format!(
+        "[[host.hook]]\non = [\"death\"]\ncommand = {hook}\n\n\
+         [[service]]\nname = \"s\"\ncommand = [\"/bin/sleep\", \"1000\"]\nstable_after = \"100ms\"\n\
+         ready = {{ command = {probe} }}\ndrain = {{ command = {drain}, timeout = \"20s\" }}\n\n\
+         [[timer]]\nname = \"pledge\"\nevery = \"1s\"\ncommand = [\"/bin/true\"]\n\
+         gate = {{ command = {gate}, target = 1 }}\n",
+        hook = leaver("hook", "$$"),
+        probe = leaver("probe", "$$$$"),
+        drain = leaver("drain", "$$$$"),
+        gate = leaver("gate", "$$$$"),
+    ));
+    let mut d = setup.start();
+    let first = pid_of(&d.running("s"));
+    let parent = root.join(parent_of(&setup));
+    let probe_child = pid_in(&setup.path("probe"));
+    assert!(
+        procs(&parent.join("s")).contains(&probe_child),
+        "a ready probe runs in its service's cgroup: {probe_child} not in {:?}",
+        procs(&parent.join("s")),
+    );
+    // The gate is asked at each tick, every second.
+    let gate_child = pid_in(&setup.path("gate"));
+    assert!(
+        wait_gone(gate_child, WAIT),
+        "the gate command's setsid child is gone once the gate answered"
+    );
+    // A crash: the death hook runs; the old run's probe child goes with
+    // the emptying of the service's cgroup.
+    fs::remove_file(setup.path("probe")).unwrap();
+    kill(
+        Pid::from_raw(i32::try_from(first).unwrap()),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    let hook_child = pid_in(&setup.path("hook"));
+    assert!(
+        wait_gone(hook_child, WAIT),
+        "the hook's setsid child is gone once the hook ended"
+    );
+    d.wait_service("s", "running again", |s| {
+        s["state"] == "running" && s["pid"].as_i64().is_some_and(|p| p != first)
+    });
+    assert!(!alive(probe_child), "the crashed run's probe child is gone");
+    let probe_child = pid_in(&setup.path("probe"));
+    // A planned stop drains first.
+    setup.cli(&["stop", "s"]).expect_code(0);
+    d.wait_service("s", "stopped", |s| s["state"] == "stopped");
+    let drain_child = pid_in(&setup.path("drain"));
+    assert!(
+        !alive(drain_child) && !alive(probe_child),
+        "the drain command's and the probe's children are gone at the stop"
+    );
+    setup.cli(&["start", "s"]).expect_code(0);
+    d.running("s");
+    let probe_child = pid_in(&setup.path("probe"));
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(WAIT).code(), Some(0), "{}", d.log());
+    assert!(!alive(probe_child), "nothing is left at venussup's exit");
+    assert!(!parent.exists(), "venussup's cgroups are removed at exit");
+}

@@ -363,15 +363,22 @@ if [ "$phase" = 1 ]; then
     "status --json .smt = $smt; status says \"$line\""
 
   # -------- h. nothing escapes (issue 18): a second venussup in a unit of
-  # its own (KillMode=process, so systemd kills nothing for it) runs an
-  # unconfined service whose child calls setsid; that child must be gone
-  # after the service's restart, after its stop and after venussup's exit.
+  # its own (KillMode=process, so systemd kills nothing for it) runs a
+  # service whose child calls setsid; that child must be gone after the
+  # service's restart, after its stop and after venussup's exit. Its drain
+  # command (run at each planned stop, in the service's cgroup) and a
+  # timer's gate command (every second, in the timer's) leave setsid
+  # children too: they must not pile up, and none outlives venussup.
   esc=/run/venussup-escape
   mkdir -p "$esc"
   printf '%s\n' '[host]' "state_dir = \"$esc/state\"" "log_dir = \"$esc/logs\"" \
     'cgroup_parent = "escape"' '' '[[service]]' 'name = "esc"' \
-    'command = ["/bin/sh", "-c", "setsid sleep 100001 & exec sleep 100002"]' >"$esc.toml"
+    'command = ["/bin/sh", "-c", "setsid sleep 100001 & exec sleep 100002"]' 'cpus = "all"' \
+    'drain = { command = ["/bin/sh", "-c", "setsid sleep 100003 & echo drained"], timeout = "10s" }' \
+    '' '[[timer]]' 'name = "gated"' 'every = "1s"' 'command = ["/bin/true"]' \
+    'gate = { command = ["/bin/sh", "-c", "setsid sleep 100004 & echo 0"], target = 1 }' >"$esc.toml"
   esc_child() { pgrep -f '^sleep 100001$' | paste -sd' '; }
+  helpers_left() { pgrep -fc '^sleep 10000[34]$'; }
   esc_gone() { ! kill -0 "$1" 2>/dev/null; }
   esc_new() { c=$(esc_child); [ -n "$c" ] && [ "$(count $c)" = 1 ] && [ "$c" != "$1" ]; }
   systemd-run --quiet --unit=venussup-escape -p Delegate=yes -p KillMode=process \
@@ -382,25 +389,34 @@ if [ "$phase" = 1 ]; then
   timeout 30 venussup restart esc --config "$esc.toml" >/dev/null 2>&1
   wait_until 30 esc_new "${c1:-0}" && c2=$(esc_child)
   restart_ok=1; esc_gone "${c1:-0}" && [ -n "$c2" ] && restart_ok=0
-  seen="$seen; after restart ${c2:-none} in $(cgroup_of "${c2:-0}"), old one $(esc_gone "${c1:-0}" && echo gone || echo ALIVE)"
+  # The drain ran before that restart; its child went with the old run.
+  drained=$(pgrep -fc '^sleep 100003$')
+  [ "$drained" = 0 ] || restart_ok=1
+  seen="$seen; after restart ${c2:-none} in $(cgroup_of "${c2:-0}"), old one $(esc_gone "${c1:-0}" && echo gone || echo ALIVE), drain children left $drained"
   timeout 30 venussup stop esc --config "$esc.toml" >/dev/null 2>&1
   wait_until 10 esc_gone "${c2:-0}"
   stop_ok=$?
   seen="$seen; after stop $(esc_gone "${c2:-0}" && echo gone || echo ALIVE)"
   timeout 30 venussup start esc --config "$esc.toml" >/dev/null 2>&1
   wait_until 30 esc_new "${c2:-0}" && c3=$(esc_child)
+  # Several gates have run by now (one a second): at most the latest's
+  # child may still be alive, for the moment its cgroup is being emptied.
+  gated=$(helpers_left)
+  gate_ok=1; [ "${gated:-9}" -le 1 ] && gate_ok=0
+  seen="$seen; gate and drain children alive before exit $gated"
   emain=$(systemctl show -p MainPID --value venussup-escape)
   kill -TERM "${emain:-0}"
   wait_until 30 esc_gone "${emain:-0}"
   wait_until 10 esc_gone "${c3:-0}"
   exit_ok=$?
   [ -n "$c3" ] || exit_ok=1
-  seen="$seen; started again ${c3:-none}, after venussup's exit $(esc_gone "${c3:-0}" && echo gone || echo ALIVE)"
+  [ "$(helpers_left)" = 0 ] || exit_ok=1
+  seen="$seen; started again ${c3:-none}, after venussup's exit $(esc_gone "${c3:-0}" && echo gone || echo ALIVE), helpers' children left $(helpers_left)"
   { echo "$seen"; journalctl --no-pager -o short-monotonic -u venussup-escape; } | raw escape
   systemctl stop venussup-escape 2>/dev/null
   systemctl reset-failed venussup-escape 2>/dev/null
-  for p in $(pgrep -f '^sleep 10000[12]$'); do kill -9 "$p"; done
-  verdict escape-setsid-child $(( restart_ok + stop_ok + exit_ok )) "$seen"
+  for p in $(pgrep -f '^sleep 10000[1-4]$'); do kill -9 "$p"; done
+  verdict escape-setsid-child $(( restart_ok + stop_ok + exit_ok + gate_ok )) "$seen"
 
   # ---------------- d. kill -9 of venussup: systemd restarts it, one copy
   snapshot kill9

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use super::env::{env_files_unread, own_env};
-use super::program::{argv, owner_exists, run_as};
+use super::program::{self, argv, owner_exists, run_as};
 use super::{
     gpus, listen, sdr, CpuPlan, DrainPlan, GpuPlan, LimitsPlan, ReadyPlan, RestartPlan,
     ServicePlan, StopPlan, DEFAULT_STABLE_AFTER,
@@ -60,9 +60,43 @@ pub(super) fn service(
             listen::ready(s, on, &argv, diags).map(|rule| ReadyPlan::WorkerListen { rule, timeout })
         } else {
             r.command.as_ref().map(|c| ReadyPlan::Command {
-                argv: c.get_ref().clone(),
+                argv: program::argv(
+                    config,
+                    host,
+                    &format!("{owner} ready probe"),
+                    c,
+                    &env,
+                    unread,
+                    diags,
+                ),
                 timeout,
             })
+        }
+    });
+    // Every command of the service takes `${VAR}`s from its environment,
+    // as its own does.
+    let drain = s.drain.as_ref().map(|d| {
+        let mut side = |what: &str, c: &Option<Spanned<Vec<String>>>| {
+            c.as_ref().map(|c| {
+                program::argv(
+                    config,
+                    host,
+                    &format!("{owner} {what}"),
+                    c,
+                    &env,
+                    unread,
+                    diags,
+                )
+            })
+        };
+        DrainPlan {
+            command: side("drain", &d.command),
+            quiet: side("quiet probe", &d.quiet),
+            quiet_output: d.quiet_output.clone(),
+            quiet_for: d.quiet_for,
+            poll_every: d.poll_every,
+            timeout: d.timeout,
+            stop_command: side("stop command", &d.stop_command),
         }
     });
     ServicePlan {
@@ -104,18 +138,7 @@ pub(super) fn service(
         after: s.after.iter().map(|a| a.get_ref().clone()).collect(),
         ready,
         once: *s.once.get_ref(),
-        drain: s.drain.as_ref().map(|d| {
-            let argv = |c: &Option<Spanned<Vec<String>>>| c.as_ref().map(|c| c.get_ref().clone());
-            DrainPlan {
-                command: argv(&d.command),
-                quiet: argv(&d.quiet),
-                quiet_output: d.quiet_output.clone(),
-                quiet_for: d.quiet_for,
-                poll_every: d.poll_every,
-                timeout: d.timeout,
-                stop_command: argv(&d.stop_command),
-            }
-        }),
+        drain,
         fatal_output: match (&s.fatal_output, s.role) {
             (Some(given), _) => given.clone(),
             (None, Role::Sealer | Role::Worker) => {

@@ -38,8 +38,12 @@
 //!    nothing migrates at all.
 //! 3. [`empty`] whenever its main process is gone (killed, and waited
 //!    for, before any restart), [`release`] once it is down for good;
-//!    [`cleanup_stale`] at daemon start. A timer's runs: [`prepare_run`],
-//!    then [`empty`] of [`timer_cgroup`] after each run.
+//!    [`cleanup_stale`] at daemon start. What venussup runs besides the
+//!    services is tracked the same way, each kind in a cgroup of its own
+//!    ([`Helpers`]): [`prepare_tracking`] before each spawn, [`empty`]
+//!    after each exit. A service's own side processes (ready probe,
+//!    drain, quiet and stop commands) run in the service's cgroup, as
+//!    systemd runs `ExecStop=` in the unit's.
 //!
 //! The hierarchy is what the plan's host said ([`Hierarchy::detect`]): cgroup
 //! v2 when venussup's own cgroup offers the cpuset controller, else the v1
@@ -98,9 +102,14 @@ fn list(pids: &[i32]) -> String {
 }
 
 /// A cgroup name venussup makes: a service's name, an instance's
-/// (`worker@0`) or the parent's ([`crate::util::names`]).
+/// (`worker@0`), the parent's ([`crate::util::names`]) or a
+/// [`Helpers`] cgroup's.
 fn check_name(name: &str) -> Result<(), ConfineError> {
-    let base = name.strip_prefix(TIMER_PREFIX).unwrap_or(name);
+    let base = match name.split_once(':') {
+        Some(("timer", timer)) => timer,
+        Some(("hook", k)) if k.parse::<usize>().is_ok() => return Ok(()),
+        _ => name,
+    };
     match crate::util::names::instance_problem(base) {
         Some(why) => Err(ConfineError::BadName {
             name: name.to_string(),
@@ -401,27 +410,39 @@ fn prepare_once(setup: &CgroupSetup, plan: &ServicePlan) -> Result<Confinement, 
     Ok(c)
 }
 
-/// The cgroup of timer `name`'s runs: beside the services' under the
-/// venussup parent, named so that no service's name can be it (a name has
-/// no `:`).
-pub fn timer_cgroup(name: &str) -> String {
-    format!("{TIMER_PREFIX}{name}")
+/// What venussup runs besides the services, each kind in a cgroup of its
+/// own beside the services' under the venussup parent, named so that no
+/// service's name can be it (a name has no `:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Helpers<'a> {
+    /// Timer `name`'s runs and its gate command: `timer:NAME`.
+    Timer(&'a str),
+    /// Hook `k`'s commands and webhook senders: `hook:K`.
+    Hook(usize),
 }
 
-const TIMER_PREFIX: &str = "timer:";
+impl Helpers<'_> {
+    pub fn cgroup(self) -> String {
+        match self {
+            Helpers::Timer(name) => format!("timer:{name}"),
+            Helpers::Hook(k) => format!("hook:{k}"),
+        }
+    }
+}
 
-/// Parent side, before a timer run: its tracking cgroup, created if
-/// missing, for the run to be born in (nothing confines a run). Nothing
-/// to join where the host has no tracking tree.
-pub fn prepare_run(setup: &CgroupSetup, timer: &str) -> Result<Confinement, ConfineError> {
-    let name = timer_cgroup(timer);
-    check_name(&name)?;
+/// Parent side, before a helper is spawned (a timer run, a gate command,
+/// a hook): the tracking cgroup `name`
+/// ([`Helpers::cgroup`]), created if missing, for it to be born in
+/// (nothing confines a helper). Nothing to join where the host has no
+/// tracking tree.
+pub fn prepare_tracking(setup: &CgroupSetup, name: &str) -> Result<Confinement, ConfineError> {
+    check_name(name)?;
     let run = |setup: &CgroupSetup| -> Result<Confinement, ConfineError> {
         let mut c = Confinement::none();
         let Some(root) = setup.hierarchy.tracking() else {
             return Ok(c);
         };
-        let dir = setup.ready_parent(&root, false)?.join(&name);
+        let dir = setup.ready_parent(&root, false)?.join(name);
         setup.fs.create(&dir)?;
         c.v2 = Some((setup.fs.open_dir(&dir)?, setup.fs.open_procs(&dir)?));
         c.cgroups.push(dir);
@@ -465,7 +486,7 @@ pub fn kill_all(setup: &CgroupSetup, name: &str) -> Result<(), ConfineError> {
     Ok(())
 }
 
-/// Empties the cgroup(s) `name` (a service's, or [`timer_cgroup`]): every
+/// Empties the cgroup(s) `name` (a service's, or a [`Helpers`] one): every
 /// process in them is killed ([`kill_all`]) and waited for, through a
 /// pidfd each (an event, also for processes that are not venussup's
 /// children), until the cgroups list none or `within` has passed. `reap`

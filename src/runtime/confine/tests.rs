@@ -129,14 +129,28 @@ fn v2_gives_an_unconfined_service_and_a_timers_runs_a_tracking_cgroup_each() {
     assert_eq!(c.cgroups(), [root.path("/sys/fs/cgroup/venussup/w")]);
     assert!(c.target().is_some(), "born in its cgroup");
     assert_eq!(read(&root, "/sys/fs/cgroup/venussup/w/cpuset.cpus"), "");
-    let run = prepare_run(&setup, "pledge").unwrap();
+    let run = prepare_tracking(&setup, &Helpers::Timer("pledge").cgroup()).unwrap();
     assert_eq!(
         run.cgroups(),
         [root.path("/sys/fs/cgroup/venussup/timer:pledge")]
     );
     assert!(run.target().is_some());
+    let hook = prepare_tracking(&setup, &Helpers::Hook(3).cgroup()).unwrap();
+    assert_eq!(
+        hook.cgroups(),
+        [root.path("/sys/fs/cgroup/venussup/hook:3")]
+    );
+    for bad in ["hook:x", "upgrade:check", "a:b"] {
+        assert!(
+            matches!(
+                prepare_tracking(&setup, bad),
+                Err(ConfineError::BadName { .. })
+            ),
+            "{bad}"
+        );
+    }
     assert!(matches!(
-        prepare_run(&setup, "../x"),
+        prepare_tracking(&setup, &Helpers::Timer("../x").cgroup()),
         Err(ConfineError::BadName { .. })
     ));
     let stale = cleanup_stale(&setup, &["w"]).unwrap();

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::{Owner, Supervisor};
 use crate::runtime::drain;
 use crate::status::ExitKind;
-use crate::sys::spawn::{self, Output};
+use crate::sys::spawn::Output;
 
 /// The most of a quiet probe's output kept for matching.
 const QUIET_OUTPUT_MAX: usize = 1 << 20;
@@ -18,14 +18,14 @@ impl Supervisor {
     /// Starts a drain command or quiet probe of service `i` as its user,
     /// its output to the service's log or, with `capture`, a pipe.
     pub(super) fn drain_helper(&mut self, i: usize, argv: &[String], capture: bool, now: Instant) {
-        let s = &mut self.services[i];
         let output = if capture {
             Output::Pipe
         } else {
-            Output::Append(s.plan.log_file.clone())
+            Output::Append(self.services[i].plan.log_file.clone())
         };
-        match spawn::spawn(s.side_process(argv, output)) {
+        match self.spawn_side(i, argv, output) {
             Ok(child) => {
+                let s = &mut self.services[i];
                 s.life.drain.helper = Some(child.pid);
                 s.drain_output = child.output;
                 self.owners.insert(child.pid, Owner::Drain(i));

@@ -9,6 +9,7 @@ use tracing::warn;
 
 use super::timer::{spawn_piped, RunOutput};
 use super::{kill_group, Owner, Supervisor};
+use crate::runtime::confine::{Confinement, Helpers};
 use crate::runtime::gate;
 use crate::runtime::timer::Running;
 use crate::status::ExitKind;
@@ -16,10 +17,16 @@ use crate::util::clock::unix_now;
 
 impl Supervisor {
     /// A gated timer's tick: ask how many sectors are in flight.
+    /// The command runs in the timer's cgroup, as its runs do.
     pub(super) fn ask_gate(&mut self, i: usize, now: Instant) {
+        if self.timers[i].plan.gate.is_none() {
+            return;
+        }
+        let tracked = self.tracking(Helpers::Timer(&self.timers[i].plan.name));
         let t = &mut self.timers[i];
         let Some(g) = &t.plan.gate else { return };
-        match spawn_piped(&t.plan, &g.argv, None) {
+        let target = tracked.as_ref().and_then(Confinement::target);
+        match spawn_piped(&t.plan, &g.argv, target) {
             Ok(child) => {
                 self.owners.insert(child.pid, Owner::Gate(i));
                 t.state.asking = Some(Running::new(child.pid, now, t.plan.timeout.map(|d| d.0)));
@@ -47,6 +54,13 @@ impl Supervisor {
         };
         let output = std::mem::take(&mut t.gate_output);
         kill_group(ask.pid, Signal::SIGKILL);
+        // What it left in the timer's cgroup goes with it (no run is in
+        // there while the gate is asked).
+        if t.state.run.is_none() {
+            let name = Helpers::Timer(&t.plan.name).cgroup();
+            self.empty_named(&name);
+        }
+        let t = &mut self.timers[i];
         let Some(g) = &t.plan.gate else { return };
         let text = String::from_utf8_lossy(&output.kept);
         let status = gate::answer(g, how, ask.timed_out, &text, unix_now());

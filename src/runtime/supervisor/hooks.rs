@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use super::{kill_group, Owner, Supervisor};
 use crate::config::EventKind;
 use crate::plan::{HookPlan, HookTarget};
+use crate::runtime::confine::{Confinement, Helpers};
 use crate::runtime::hooks::{Event, Slot};
 use crate::status::ExitKind;
 use crate::sys::spawn::{self, Output, SpawnSpec};
@@ -94,13 +95,18 @@ impl Supervisor {
                 argv
             }
         };
+        // In the hook's own cgroup: what it leaves behind goes at its exit.
+        let tracked = self.tracking(Helpers::Hook(k));
         let started = stdin_with(&json).and_then(|stdin| {
-            spawn::spawn(SpawnSpec::helper(
-                &argv,
-                &env,
-                Output::Append(self.log_dir.join("hooks.log")),
-                Some(stdin),
-            ))
+            spawn::spawn(SpawnSpec {
+                cgroup: tracked.as_ref().and_then(Confinement::target),
+                ..SpawnSpec::helper(
+                    &argv,
+                    &env,
+                    Output::Append(self.log_dir.join("hooks.log")),
+                    Some(stdin),
+                )
+            })
             .map_err(|e| e.to_string())
         });
         let now = Instant::now();
@@ -126,6 +132,7 @@ impl Supervisor {
             return;
         };
         kill_group(pid, Signal::SIGKILL);
+        self.empty_named(&Helpers::Hook(k).cgroup());
         if !how.success() {
             warn!(hook = k, "hook {how} (see hooks.log)");
         }

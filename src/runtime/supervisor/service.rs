@@ -3,15 +3,17 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
+use std::sync::Arc;
 
 use tracing::error;
 
 use crate::config::values::Limit;
 use crate::plan::{ReadyPlan, ServicePlan};
 use crate::runtime::backoff::BackoffPolicy;
+use crate::runtime::confine::Confinement;
 use crate::runtime::limits::{self, Ceilings};
 use crate::runtime::service::{GiveUp, Lifecycle, RestartRules, ServiceRules};
-use crate::sys::spawn::{self, Identity, Output, SpawnSpec};
+use crate::sys::spawn::{self, ChildHook, Identity, Output, SpawnSpec};
 
 #[derive(Debug)]
 pub(super) struct Service {
@@ -24,6 +26,9 @@ pub(super) struct Service {
     /// Its confinement warnings were logged (once per service, not per
     /// start).
     pub confine_warned: bool,
+    /// Its cgroups and CPUs, as prepared for its current run; its side
+    /// processes are placed there too.
+    pub confinement: Option<Arc<Confinement>>,
     pub life: Lifecycle,
     /// The kernel's start time of the current pid (`services.json`).
     pub start_time: Option<u64>,
@@ -67,6 +72,7 @@ impl Service {
             deps: Vec::new(),
             identity,
             confine_warned: false,
+            confinement: None,
             life: Lifecycle::default(),
             start_time: None,
             drain_output: None,
@@ -80,14 +86,23 @@ impl Service {
     }
 
     /// A side process of this service (ready probe, drain command): its
-    /// environment, folder and user; no limits or confinement of its own.
+    /// environment, folder and user, in its cgroups and on its CPUs; no
+    /// limits of its own.
     pub fn side_process<'a>(&'a self, argv: &'a [String], output: Output) -> SpawnSpec<'a> {
         SpawnSpec {
             workdir: self.plan.workdir.as_deref(),
             identity: self.identity.as_ref(),
+            hook: self.confinement.clone().map(child_hook),
+            cgroup: self.confinement.as_deref().and_then(Confinement::target),
             ..SpawnSpec::helper(argv, &self.plan.env, output, None)
         }
     }
+}
+
+/// What a child of the service does to itself before its exec: join its
+/// cgroups, take its CPUs.
+pub(super) fn child_hook(c: Arc<Confinement>) -> ChildHook {
+    ChildHook(Arc::new(move || c.apply_in_child()))
 }
 
 /// What the decisions need of a service's plan.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use super::service::child_hook;
 use super::{Owner, Supervisor};
 use crate::plan::ReadyPlan;
 use crate::runtime::confine::{self, Confinement};
@@ -17,7 +18,7 @@ use crate::runtime::start::{self, Started};
 use crate::runtime::state;
 use crate::runtime::{listen, logs};
 use crate::status::ExitKind;
-use crate::sys::spawn::{self, ChildHook, Output, SpawnSpec};
+use crate::sys::spawn::{self, Output, SpawnSpec};
 use crate::util::mountinfo;
 
 /// How long one TCP probe may wait for a connection.
@@ -68,6 +69,9 @@ impl Supervisor {
             .cgroups
             .as_ref()
             .and_then(|c| confine::oom_kills(c, &s.plan.name));
+        if let Ok(c) = &hook {
+            s.confinement.clone_from(c);
+        }
         let result = match hook {
             Err(e) => Err(e),
             Ok(_) if s.plan.user.is_some() && s.identity.is_none() => Err(format!(
@@ -75,9 +79,7 @@ impl Supervisor {
                 s.plan.user.as_deref().unwrap_or_default()
             )),
             Ok(confinement) => spawn::spawn(SpawnSpec {
-                hook: confinement
-                    .clone()
-                    .map(|c| ChildHook(Arc::new(move || c.apply_in_child()))),
+                hook: confinement.clone().map(child_hook),
                 cgroup: confinement.as_deref().and_then(Confinement::target),
                 argv: &s.plan.argv,
                 env: &s.plan.env,
@@ -127,20 +129,47 @@ impl Supervisor {
             ReadyPlan::Command { argv, .. } => {
                 if s.life.probe_pid.is_none() {
                     let output = Output::Append(s.plan.log_file.clone());
-                    match spawn::spawn(s.side_process(argv, output)) {
+                    match self.spawn_side(i, argv, output) {
                         Ok(child) => {
-                            s.life.probe_pid = Some(child.pid);
+                            self.services[i].life.probe_pid = Some(child.pid);
                             self.owners.insert(child.pid, Owner::Probe(i));
                         }
-                        Err(e) => warn!(service = %s.plan.name, "ready probe: {e}"),
+                        Err(e) => {
+                            warn!(service = %self.services[i].plan.name, "ready probe: {e}");
+                        }
                     }
                 }
+                let s = &mut self.services[i];
                 // The answer comes with the probe's exit.
                 s.life.probe_at = None;
                 return;
             }
         };
         self.service_transition(i, now, |life, _| start::probe_answered(life, ok, now));
+    }
+
+    /// Spawns a side process of service `i` (its ready probe, a drain,
+    /// quiet or stop command) in the service's cgroups and on its CPUs, as
+    /// systemd runs `ExecStop=` in the unit's cgroup: what it leaves
+    /// behind (a setsid child) goes when that cgroup is emptied, at the
+    /// service's next exit at the latest.
+    pub(super) fn spawn_side(
+        &mut self,
+        i: usize,
+        argv: &[String],
+        output: Output,
+    ) -> Result<spawn::Spawned, spawn::SpawnError> {
+        let s = &mut self.services[i];
+        if s.confinement.is_none() {
+            // Adopted (across an upgrade, or an earlier daemon's): its
+            // cgroups are prepared as a start would.
+            s.confinement = self
+                .cgroups
+                .as_ref()
+                .and_then(|setup| confine::prepare(setup, &s.plan).ok())
+                .map(Arc::new);
+        }
+        spawn::spawn(s.side_process(argv, output))
     }
 
     /// A command probe ended: exit 0 is ready.

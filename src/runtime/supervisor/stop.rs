@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 use tracing::{info, warn};
 
 use super::Supervisor;
-use crate::runtime::confine;
+use crate::runtime::confine::{self, Confinement, Helpers};
 use crate::runtime::service::State;
 use crate::runtime::{stop, timer};
 
@@ -68,7 +68,19 @@ impl Supervisor {
         self.empty_named(&name);
     }
 
-    /// Empties the cgroup `name` (a service's, or a timer's runs').
+    /// The tracking cgroup of `helpers`, ready for one to be born in;
+    /// `None` where the host has no tracking tree, or (said in the log)
+    /// when it cannot be made: that helper is then found by its process
+    /// group only.
+    pub(super) fn tracking(&self, helpers: Helpers) -> Option<Confinement> {
+        let setup = self.cgroups.as_ref()?;
+        let name = helpers.cgroup();
+        confine::prepare_tracking(setup, &name)
+            .map_err(|e| warn!(cgroup = %name, "{e}; what runs there is found by its process group only"))
+            .ok()
+    }
+
+    /// Empties the cgroup `name` (a service's, or a [`Helpers`] one).
     pub(super) fn empty_named(&mut self, name: &str) {
         let Some(setup) = self.cgroups.clone() else {
             return;
@@ -101,6 +113,7 @@ impl Supervisor {
     /// cgroup is emptied and removed.
     pub(super) fn release(&mut self, i: usize) {
         self.empty_cgroup(i);
+        self.services[i].confinement = None;
         let Some(setup) = &self.cgroups else { return };
         let name = &self.services[i].plan.name;
         if let Err(e) = confine::release(setup, name) {
@@ -118,21 +131,22 @@ impl Supervisor {
         for i in 0..self.services.len() {
             self.release(i);
         }
-        // What timer runs left (a run killed at shutdown, its setsid
-        // children) goes too.
-        let timers: Vec<String> = self
+        // What timer runs, gate commands and hooks left (a run killed at
+        // shutdown, their setsid children) goes too.
+        let helpers: Vec<String> = self
             .timers
             .iter()
-            .map(|t| confine::timer_cgroup(&t.plan.name))
+            .map(|t| Helpers::Timer(&t.plan.name).cgroup())
+            .chain((0..self.hooks.len()).map(|k| Helpers::Hook(k).cgroup()))
             .collect();
-        for name in &timers {
+        for name in &helpers {
             self.empty_named(name);
         }
         // A process venussup owns (a run killed at shutdown) is reaped
         // here; until it is, a v2 cgroup cannot go.
         self.reap();
         let names = self.services.iter().map(|s| s.plan.name.as_str());
-        for name in names.chain(timers.iter().map(String::as_str)) {
+        for name in names.chain(helpers.iter().map(String::as_str)) {
             let _ = confine::release(&setup, name);
         }
         if let Err(e) = confine::remove_parent(&setup) {

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::{kill_group, Owner, Supervisor};
 use crate::plan::TimerPlan;
 use crate::runtime::adopt::{self, RecordedRun, RunRecord};
-use crate::runtime::confine::{self, Confinement};
+use crate::runtime::confine::{Confinement, Helpers};
 use crate::runtime::logs;
 use crate::runtime::state;
 use crate::runtime::timer::{self, Running, TimerState};
@@ -97,12 +97,8 @@ impl Supervisor {
     /// daemon started after this one was killed stops it before running
     /// another.
     pub(super) fn run_timer(&mut self, i: usize, now: Instant) {
+        let tracked = self.tracking(Helpers::Timer(&self.timers[i].plan.name));
         let t = &mut self.timers[i];
-        let tracked = self.cgroups.as_ref().and_then(|setup| {
-            confine::prepare_run(setup, &t.plan.name)
-                .map_err(|e| warn!(timer = %t.plan.name, "{e}; this run is found by its process group only"))
-                .ok()
-        });
         let target = tracked.as_ref().and_then(Confinement::target);
         match spawn_piped(&t.plan, &t.plan.argv, target) {
             Ok(child) => {
@@ -191,7 +187,7 @@ impl Supervisor {
         let output = std::mem::take(&mut t.run_output);
         // Whatever the run left in its group and its cgroup goes with it.
         kill_group(run.pid, Signal::SIGKILL);
-        let name = confine::timer_cgroup(&t.plan.name);
+        let name = Helpers::Timer(&t.plan.name).cgroup();
         self.empty_named(&name);
         if self.timers[i].recorded.take().is_some() {
             self.record_runs();
@@ -206,7 +202,8 @@ impl Supervisor {
 }
 
 /// Starts `argv` as timer `plan` says (its environment, user, folder),
-/// output into a non-blocking pipe: a run, or its gate command.
+/// output into a non-blocking pipe, born in `cgroup` (the timer's, where
+/// the host has one): a run, or its gate command.
 pub(super) fn spawn_piped(
     plan: &TimerPlan,
     argv: &[String],
