@@ -109,6 +109,22 @@ fn the_demo_runs_without_root_shows_the_split_and_the_gpus_and_says_what_next() 
     let w2 = d.wait_service("worker02", "running", running);
     d.wait_service("sealer", "running", running);
     d.wait_service("worker01-attach", "done", |s| s["state"] == "done");
+    // No cgroup is nobody's to write: nothing is tracked, and status says
+    // so (metric and snapshot too).
+    assert_eq!(d.status()["cgroups"]["tracked"], false);
+    let status = setup.cli(&["status"]);
+    assert!(
+        status.stdout.contains("NOT TRACKED: no cgroups (") && status.stdout.contains("setsid"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        setup
+            .cli(&["metrics"])
+            .stdout
+            .contains("venussup_cgroups_tracked 0"),
+        "the metric says it too"
+    );
     // The first lines say what to run next and where the logs are.
     let log = d.log();
     let first: Vec<&str> = log.lines().take(4).collect();

@@ -322,3 +322,88 @@ fn what_a_probe_a_drain_a_gate_and_a_hook_leave_is_gone_after_they_end() {
     assert!(!alive(probe_child), "nothing is left at venussup's exit");
     assert!(!parent.exists(), "venussup's cgroups are removed at exit");
 }
+
+/// A v1 freezer cgroup of the test's own, frozen: a process in it cannot
+/// die of SIGKILL until thawed (as one stuck on a hung NFS mount). Thawed
+/// and removed on drop, so the killed process dies and nothing is left.
+struct Frozen(PathBuf, i32);
+
+impl Frozen {
+    /// Freezes `pid`; `None` (skipped, saying so) without a v1 freezer.
+    fn pid(pid: i32) -> Option<Self> {
+        let root = Path::new("/sys/fs/cgroup/freezer");
+        if !root.join("freezer.state").exists() && !root.join("tasks").exists() {
+            eprintln!("SKIPPED: needs the cgroup v1 freezer at {}", root.display());
+            return None;
+        }
+        let dir = root.join(format!("venussup-test-stuck-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let frozen = Frozen(dir, pid);
+        fs::write(frozen.0.join("cgroup.procs"), pid.to_string()).unwrap();
+        fs::write(frozen.0.join("freezer.state"), "FROZEN").unwrap();
+        common::eventually(
+            "the process frozen",
+            WAIT,
+            Duration::from_millis(10),
+            &|| fs::read_to_string(frozen.0.join("freezer.state")).unwrap_or_default(),
+            || {
+                let state = fs::read_to_string(frozen.0.join("freezer.state")).ok()?;
+                (state.trim() == "FROZEN").then_some(())
+            },
+        );
+        Some(frozen)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.1), Signal::SIGKILL);
+        let _ = fs::write(self.0.join("freezer.state"), "THAWED");
+        wait_gone(self.1, WAIT);
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+/// A leftover that SIGKILL cannot end (frozen in this VM's cgroup v1
+/// freezer, as one stuck on a hung NFS mount would be) is waited for at
+/// the first emptying of its service's cgroup (at most 2 s), named once
+/// in the log with its state, and killed again but not waited for at the
+/// next ones: it holds up the loop once, not at every restart.
+#[test]
+fn a_leftover_sigkill_cannot_end_is_waited_for_once_not_at_every_restart() {
+    if tracking_root().is_none() {
+        return;
+    }
+    let setup = Setup::new(
+        "[[service]]\nname = \"f\"\nstable_after = \"100ms\"\n\
+         command = [\"/bin/sh\", \"-c\", \"sleep 1000 & echo $$! >{dir}/left.tmp; mv {dir}/left.tmp {dir}/left; exec sleep 1000\"]\n",
+    );
+    let d = setup.start();
+    let mut pid = pid_of(&d.running("f"));
+    let left = pid_in(&setup.path("left"));
+    let Some(frozen) = Frozen::pid(left) else {
+        return;
+    };
+    for round in 0..2 {
+        setup.cli(&["restart", "f"]).expect_code(0);
+        let before = pid;
+        pid = pid_of(&d.wait_service("f", "running again", |s| {
+            s["state"] == "running" && s["pid"].as_i64().is_some_and(|p| p != before)
+        }));
+        assert!(alive(left), "round {round}: frozen, it outlives SIGKILL");
+    }
+    let log = d.log();
+    let named: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("process {left} is still in its cgroup")))
+        .collect();
+    assert_eq!(named.len(), 1, "named once, at the first emptying:\n{log}");
+    drop(frozen);
+    common::eventually(
+        "the thawed leftover dead and reaped",
+        WAIT,
+        Duration::from_millis(10),
+        &|| d.log(),
+        || (!alive(left)).then_some(()),
+    );
+}

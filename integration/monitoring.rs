@@ -357,7 +357,7 @@ fn prometheus_alert_rules_pass_promtool_and_their_unit_tests() {
     let check = promtool(&["check", "rules"], &rules);
     check.expect_code(0);
     assert!(
-        check.stdout.contains("SUCCESS: 20 rules found"),
+        check.stdout.contains("SUCCESS: 21 rules found"),
         "{check:?}"
     );
     let text = fs::read_to_string(&rules).unwrap();

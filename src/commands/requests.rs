@@ -271,6 +271,9 @@ fn table(snap: &Snapshot) -> String {
         );
     }
     let _ = writeln!(out, "host: {}", smt_line(snap));
+    if !snap.cgroups.tracked {
+        let _ = writeln!(out, "      NOT TRACKED: {}", snap.cgroups.hierarchy);
+    }
     if let Some(p) = &snap.prepare {
         let _ = writeln!(out, "      prepared: {}", p.summary());
     }

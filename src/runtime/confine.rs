@@ -492,11 +492,14 @@ pub fn kill_all(setup: &CgroupSetup, name: &str) -> Result<(), ConfineError> {
 /// children), until the cgroups list none or `within` has passed. `reap`
 /// is called with each pid killed once it is gone: an orphan re-parented
 /// to venussup (the subreaper) is venussup's to reap, and until it is,
-/// a v2 cgroup counts it as populated. Returns the processes still there.
+/// a v2 cgroup counts it as populated. A process `stuck` says outlived an
+/// earlier emptying is killed again but not waited for. Returns the
+/// processes still there.
 pub fn empty(
     setup: &CgroupSetup,
     name: &str,
     within: Duration,
+    stuck: &dyn Fn(i32) -> bool,
     reap: &mut dyn FnMut(i32),
 ) -> Result<Vec<i32>, ConfineError> {
     let start = Instant::now();
@@ -510,9 +513,13 @@ pub fn empty(
         // a later one given its pid.
         let fds: Vec<(i32, OwnedFd)> = left
             .iter()
+            .filter(|p| !stuck(**p))
             .filter_map(|p| crate::runtime::adopt::pidfd_open(*p).map(|fd| (*p, fd)))
             .collect();
         kill_all(setup, name)?;
+        if fds.is_empty() {
+            return Ok(left);
+        }
         crate::runtime::adopt::wait_gone(&fds, deadline);
         for (pid, _) in &fds {
             reap(*pid);

@@ -357,6 +357,14 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
     parse_stat_field(stat, 19)
 }
 
+/// The state letter of `pid` (`R`, `S`, `D` for uninterruptible sleep,
+/// `Z`, ...) and its kernel start time, from `proc`.
+pub fn state_and_start(proc_dir: &Path, pid: i32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(proc_dir.join(pid.to_string()).join("stat")).ok()?;
+    let state = parse_stat_field::<String>(&stat, 0)?.chars().next()?;
+    Some((state, parse_start_time(&stat)?))
+}
+
 /// Field `n + 3` of a stat line (`n` counted from the state, field 3).
 fn parse_stat_field<T: std::str::FromStr>(stat: &str, n: usize) -> Option<T> {
     let after = &stat[stat.rfind(')')? + 1..];

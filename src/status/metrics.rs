@@ -106,6 +106,16 @@ pub fn render_with(snap: &Snapshot, usage: &BTreeMap<String, Usage>, now: u64) -
         o.sample("venussup_smt_ok", &[], u8::from(smt.ok()));
     }
     o.family(
+        "venussup_cgroups_tracked",
+        "gauge",
+        "1 when every service, timer run, gate command and hook has a cgroup venussup finds and empties it by; 0 when what they leave behind is found through its process group only (a setsid child can outlive them).",
+    );
+    o.sample(
+        "venussup_cgroups_tracked",
+        &[],
+        u8::from(snap.cgroups.tracked),
+    );
+    o.family(
         "venussup_orphans_reaped_total",
         "counter",
         "Orphaned processes venussup reaped.",

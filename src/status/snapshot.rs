@@ -89,6 +89,33 @@ pub struct Snapshot {
     /// (`venussup upgrade`, or the re-exec after a panic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<HandoverStatus>,
+    /// The cgroups venussup holds and tracks its children in.
+    #[serde(default)]
+    pub cgroups: CgroupsStatus,
+}
+
+/// The cgroup hierarchy venussup uses, and whether everything it starts
+/// has a cgroup it can be found and killed by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupsStatus {
+    /// `cgroup v2 at /sys/fs/cgroup (cpuset, memory)`, `cgroup v1 (...)`,
+    /// `no cgroups (why)`.
+    pub hierarchy: String,
+    /// Every service, timer run, gate command and hook has a cgroup of its
+    /// own. When not, what they leave behind is found through its process
+    /// group only (`hierarchy` says why).
+    pub tracked: bool,
+}
+
+/// An older daemon's snapshot does not say: taken as tracked, so that
+/// nothing alarms for want of a field.
+impl Default for CgroupsStatus {
+    fn default() -> Self {
+        Self {
+            hierarchy: String::new(),
+            tracked: true,
+        }
+    }
 }
 
 /// What the last in-place handover did.
@@ -398,6 +425,7 @@ pub(crate) mod sample {
             hooks: Vec::new(),
             venussup: String::new(),
             handover: None,
+            cgroups: CgroupsStatus::default(),
         }
     }
 }

@@ -137,6 +137,12 @@ pub struct Supervisor {
     http: Option<MetricsServer>,
     fs_root: FsRoot,
     cgroups: Option<CgroupSetup>,
+    /// Processes (pid, kernel start time) that outlived an emptying of
+    /// their cgroup, SIGKILL and all (stuck in the kernel: a hung NFS
+    /// mount, a driver): killed again at every emptying, never waited for
+    /// again, so one stuck process holds up the loop once, not at every
+    /// restart.
+    stuck: BTreeSet<(i32, u64)>,
     /// `/proc/self/mountinfo`, polled while a service is blocked on a mount.
     mounts: Option<File>,
     prepare: Option<crate::status::prepare::Report>,
@@ -227,6 +233,7 @@ impl Supervisor {
             fs_root,
             http,
             cgroups,
+            stuck: BTreeSet::new(),
             mounts: None,
             prepare,
             hooks: plan.host.hooks.iter().map(hooks::Hook::new).collect(),

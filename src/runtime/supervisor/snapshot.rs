@@ -11,10 +11,11 @@ use tracing::warn;
 
 use super::Supervisor;
 use crate::config::ServiceKind;
+use crate::host::cgroups::UNTRACKED;
 use crate::plan::HookTarget;
 use crate::runtime::service::State;
 use crate::runtime::state::{self, PidRecord};
-use crate::status::{HookStatus, ServiceStatus, Snapshot, TimerStatus};
+use crate::status::{CgroupsStatus, HookStatus, ServiceStatus, Snapshot, TimerStatus};
 use crate::util::clock::unix_now;
 
 impl Supervisor {
@@ -53,6 +54,16 @@ impl Supervisor {
                 .collect(),
             venussup: env!("CARGO_PKG_VERSION").to_string(),
             handover: self.handover.clone(),
+            cgroups: match &self.cgroups {
+                Some(setup) => CgroupsStatus {
+                    hierarchy: setup.hierarchy().to_string(),
+                    tracked: setup.hierarchy().tracking().is_some(),
+                },
+                None => CgroupsStatus {
+                    hierarchy: format!("no cgroups ({UNTRACKED})"),
+                    tracked: false,
+                },
+            },
         }
     }
 

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use super::Supervisor;
 use crate::runtime::confine::{self, Confinement, Helpers};
 use crate::runtime::service::State;
+use crate::runtime::state;
 use crate::runtime::{stop, timer};
 
 /// How long emptying a cgroup may wait for the killed to be gone.
@@ -97,16 +98,42 @@ impl Supervisor {
                 *orphans += 1;
             }
         };
-        match confine::empty(&setup, name, EMPTY_WITHIN, &mut reap) {
-            Ok(left) if left.is_empty() => {}
-            Ok(left) => warn!(
-                cgroup = %name,
-                "processes {left:?} are still in its cgroup {} after SIGKILL",
-                humantime::format_duration(EMPTY_WITHIN)
-            ),
+        let proc = std::path::Path::new("/proc");
+        let stuck = &self.stuck;
+        let known = |pid: i32| {
+            state::state_and_start(proc, pid).is_some_and(|(_, t)| stuck.contains(&(pid, t)))
+        };
+        match confine::empty(&setup, name, EMPTY_WITHIN, &known, &mut reap) {
+            Ok(left) => self.note_stuck(name, &left),
             Err(e) => warn!(cgroup = %name, "failed to kill what is left of it: {e}"),
         }
         self.dirty = true;
+    }
+
+    /// Remembers the processes an emptying of cgroup `name` left (and
+    /// forgets those gone), saying once which they are and why.
+    fn note_stuck(&mut self, name: &str, left: &[i32]) {
+        let proc = std::path::Path::new("/proc");
+        self.stuck.retain(|(pid, t)| {
+            state::state_and_start(proc, *pid).is_some_and(|(_, now)| now == *t)
+        });
+        for &pid in left {
+            let Some((letter, t)) = state::state_and_start(proc, pid) else {
+                continue;
+            };
+            if self.stuck.insert((pid, t)) {
+                let why = if letter == 'D' {
+                    "in uninterruptible sleep (state D): stuck in the kernel, e.g. on a hung NFS mount or in a driver; it dies when the kernel lets go"
+                } else {
+                    "not dead yet"
+                };
+                warn!(
+                    cgroup = %name,
+                    "process {pid} is still in its cgroup {} after SIGKILL, {why}; it is killed again at every emptying but no longer waited for",
+                    humantime::format_duration(EMPTY_WITHIN)
+                );
+            }
+        }
     }
 
     /// A service is down for good (stopped, exited, failed, done): its
