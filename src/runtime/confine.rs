@@ -650,6 +650,19 @@ pub fn cleanup_stale(setup: &CgroupSetup, keep: &[&str]) -> Result<Vec<StaleCgro
     Ok(stale)
 }
 
+/// The names of the cgroups under the venussup parent, in every tree in
+/// use (none where a parent is not there).
+pub fn children(setup: &CgroupSetup) -> Vec<String> {
+    let mut names: Vec<String> = setup
+        .parents()
+        .iter()
+        .flat_map(|p| setup.fs.children(p).unwrap_or_default())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 /// Removes the venussup parent itself (it must be empty): for tests and
 /// for taking venussup off a host.
 pub fn remove_parent(setup: &CgroupSetup) -> Result<(), ConfineError> {

@@ -16,6 +16,7 @@ use super::{kill_group, Owner, Supervisor};
 use crate::control::server::Token;
 use crate::control::{Command, Request, Response};
 use crate::plan::render;
+use crate::runtime::confine::Helpers;
 use crate::runtime::logs;
 use crate::runtime::service::State;
 use crate::util::names;
@@ -452,6 +453,7 @@ impl Supervisor {
                 if let Some((pid, _)) = h.run {
                     kill_group(pid, Signal::SIGKILL);
                     self.owners.remove(&pid);
+                    self.discard_helpers(Helpers::Hook(k));
                 }
                 if k < host.hooks.len() {
                     kept.push(super::hooks::Hook::new(&host.hooks[k]));
@@ -514,17 +516,23 @@ impl Supervisor {
             };
             self.timers.push(t);
         }
+        let mut removed = Vec::new();
         for (name, (_, t)) in old {
             changed.push(format!("{name} (removed)"));
             for run in [t.state.run, t.state.asking].into_iter().flatten() {
                 kill_group(run.pid, Signal::SIGKILL);
             }
+            removed.push(name);
         }
         self.remap_owners(|owner| match owner {
             Owner::Timer(i) => moved.get(&i).map(|&j| Owner::Timer(j)),
             Owner::Gate(i) => moved.get(&i).map(|&j| Owner::Gate(j)),
             o => Some(o),
         });
+        // No longer its: the killed run is reaped with what it left.
+        for name in &removed {
+            self.discard_helpers(Helpers::Timer(name));
+        }
         changed
     }
 

@@ -136,6 +136,16 @@ impl Supervisor {
         }
     }
 
+    /// A timer or hook a reload removed or changed: what its command left
+    /// is killed, and its cgroup removed.
+    pub(super) fn discard_helpers(&mut self, helpers: Helpers) {
+        let name = helpers.cgroup();
+        self.empty_named(&name);
+        if let Some(setup) = &self.cgroups {
+            let _ = confine::release(setup, &name);
+        }
+    }
+
     /// A service is down for good (stopped, exited, failed, done): its
     /// cgroup is emptied and removed.
     pub(super) fn release(&mut self, i: usize) {
@@ -159,13 +169,17 @@ impl Supervisor {
             self.release(i);
         }
         // What timer runs, gate commands and hooks left (a run killed at
-        // shutdown, their setsid children) goes too.
-        let helpers: Vec<String> = self
+        // shutdown, their setsid children) goes too, and so does any other
+        // cgroup under the parent (a timer or hook a reload removed).
+        let mut helpers: Vec<String> = self
             .timers
             .iter()
             .map(|t| Helpers::Timer(&t.plan.name).cgroup())
             .chain((0..self.hooks.len()).map(|k| Helpers::Hook(k).cgroup()))
+            .chain(confine::children(&setup))
             .collect();
+        helpers.sort_unstable();
+        helpers.dedup();
         for name in &helpers {
             self.empty_named(name);
         }
