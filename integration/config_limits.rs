@@ -52,6 +52,12 @@ const BAD: &[(&str, usize, usize, &str)] = &[
     ("[[service]]\nname = \"a\"\ncommand = [\"/bin/true\"]\nenv = { A = \"x\\u0000y\" }\n", 4, 13, "NUL character"),
     ("[[service]]\nname = \"a\"\ncommand = [\"/bin/true\", \"a\\u0000b\"]\n", 3, 25, "NUL character"),
     ("[host]\nstate_dir = \"/run/a\\u0000b\"\n", 2, 13, "NUL character"),
+    // [capacity] counts and figures: a sum of them overflowed (a panic of
+    // `check` and `plan`), a 0B figure counted sectors without end.
+    ("[capacity]\nsector_size = \"32GiB\"\nother_hosts = 18446744073709551615\n", 3, 15, "it is between 0 and 100000"),
+    ("[capacity]\nsector_size = \"32GiB\"\nreserve = 100001\n", 3, 11, "it is between 0 and 100000"),
+    ("[capacity]\nsector_size = \"32GiB\"\nper_sector_memory = \"0B\"\n", 3, 21, "figure of 0B"),
+    ("[capacity]\nsector_size = \"32GiB\"\nwindow_post_memory = \"0\"\n", 3, 22, "figure of 0B"),
 ];
 
 #[test]

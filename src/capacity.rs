@@ -223,7 +223,11 @@ pub fn compute(profile: SectorProfile, host: &HostResources, reserve: u64) -> Ca
         proofs: host.proofs,
         other_tasks: ByteSize(other_tasks),
         host_budget: ByteSize(
-            profile.shared_cache.0 + sectors * profile.per_sector_memory.0 + other_tasks,
+            profile
+                .shared_cache
+                .0
+                .saturating_add(sectors.saturating_mul(profile.per_sector_memory.0))
+                .saturating_add(other_tasks),
         ),
         budget,
         by_memory_exact,
@@ -235,9 +239,9 @@ pub fn compute(profile: SectorProfile, host: &HostResources, reserve: u64) -> Ca
         reserve,
         held_back: fit - sectors.min(fit),
         recommended,
-        seal_disk_needed: ByteSize(sectors * profile.per_sector_disk.0),
+        seal_disk_needed: ByteSize(sectors.saturating_mul(profile.per_sector_disk.0)),
         other_hosts: host.other_hosts,
-        sealer_wide: recommended.map(|n| n + host.other_hosts),
+        sealer_wide: recommended.map(|n| n.saturating_add(host.other_hosts)),
     }
 }
 

@@ -337,7 +337,7 @@ pub fn text(a: &Assessment) -> String {
                     out,
                     "  sealer-wide: {n} here + {} on other hosts ([capacity] other_hosts) = MaxSealingSectors {}",
                     c.other_hosts,
-                    n + c.other_hosts
+                    n.saturating_add(c.other_hosts)
                 );
             }
         }

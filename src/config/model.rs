@@ -703,11 +703,14 @@ pub struct CapacityConfig {
     /// "32GiB" or "64GiB" (or a test size: "2KiB", "8MiB", "512MiB").
     pub sector_size: Spanned<ByteSize>,
     /// Overrides of the sector size's default figures.
+    #[serde(default, deserialize_with = "values::figure")]
     pub shared_cache: Option<ByteSize>,
+    #[serde(default, deserialize_with = "values::figure")]
     pub per_sector_memory: Option<ByteSize>,
+    #[serde(default, deserialize_with = "values::figure")]
     pub per_sector_disk: Option<ByteSize>,
     /// Sectors held back from what fits (default 1: the plan's 7 → 6).
-    #[serde(default = "default_reserve")]
+    #[serde(default = "default_reserve", deserialize_with = "values::reserve")]
     pub reserve: u64,
     /// Seal paths whose free space counts; default: the `--seal` paths of
     /// the services' `storage attach` commands.
@@ -715,7 +718,7 @@ pub struct CapacityConfig {
     pub seal_paths: Vec<PathBuf>,
     /// Sectors the sealer's `MaxSealingSectors` leaves to other hosts: it
     /// counts every sealing sector of the sealer, on every host.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "values::other_hosts")]
     pub other_hosts: u64,
     /// The proofs library PreCommit1 runs with: "venus" (what venus-worker
     /// v1.6.0-3 ships, storage-proofs-porep 11.1.1), "v12" (12.0.0 or
@@ -723,6 +726,7 @@ pub struct CapacityConfig {
     #[serde(default)]
     pub proofs: crate::capacity::Proofs,
     /// WindowPoSt's memory where no default is known (64 GiB sectors).
+    #[serde(default, deserialize_with = "values::figure")]
     pub window_post_memory: Option<ByteSize>,
 }
 

@@ -283,13 +283,11 @@ pub fn log_size<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
 /// A count bounded at both ends (`what` names the key in the error):
 /// `log.keep` (each rotation renames every kept file) and a hook's
 /// `tries` (each one bounded by the hook's timeout) must stay small.
-fn bounded<'de, D: Deserializer<'de>>(
-    d: D,
-    what: &str,
-    min: u32,
-    max: u32,
-) -> Result<u32, D::Error> {
-    let n = u32::deserialize(d)?;
+fn bounded<'de, D: Deserializer<'de>, N>(d: D, what: &str, min: N, max: N) -> Result<N, D::Error>
+where
+    N: Deserialize<'de> + PartialOrd + Copy + fmt::Display,
+{
+    let n = N::deserialize(d)?;
     if !(min..=max).contains(&n) {
         return Err(de::Error::custom(format!(
             "`{what} = {n}`: it is between {min} and {max}"
@@ -306,6 +304,34 @@ pub fn log_keep<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 /// A hook's `tries`: 1 to 100.
 pub fn hook_tries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     bounded(d, "tries", 1, 100)
+}
+
+/// The most sectors a `[capacity]` count may name (`reserve`,
+/// `other_hosts`): far beyond any sealer, and small enough that no sum of
+/// sectors and sizes in the plan can overflow.
+pub const MAX_SECTORS: u64 = 100_000;
+
+/// `[capacity] reserve`: 0 to [`MAX_SECTORS`].
+pub fn reserve<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, "reserve", 0, MAX_SECTORS)
+}
+
+/// `[capacity] other_hosts`: 0 to [`MAX_SECTORS`].
+pub fn other_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded(d, "other_hosts", 0, MAX_SECTORS)
+}
+
+/// A `[capacity]` figure (`shared_cache`, `per_sector_memory`,
+/// `per_sector_disk`, `window_post_memory`): not 0, which would make
+/// sectors or WindowPoSt cost nothing and the plan count without end.
+pub fn figure<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
+    let size = ByteSize::deserialize(d)?;
+    if size.0 == 0 {
+        return Err(de::Error::custom(
+            "a [capacity] figure of 0B makes what it measures cost nothing, and the plan would count sectors without end; give the real figure (e.g. \"64GiB\") or leave it out for the sector size's default",
+        ));
+    }
+    Ok(Some(size))
 }
 
 /// A cgroup memory limit: at least 1MiB (below that the kernel's OOM
