@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use venussup::checks::venus;
+use venussup::commands::capacity::{self, Facts, SealPath};
 use venussup::config;
+use venussup::config::values::ByteSize;
 use venussup::host::gpu::{Discovery, Gpu, Source};
 use venussup::host::lookups::InMemory;
 use venussup::host::topology::Topology;
@@ -58,7 +60,8 @@ pub fn sealing_host(topology: Topology) -> Host {
 }
 
 /// What `venussup check` does with a config text, minus the host probe:
-/// parse, plan, the Venus checks, and every rendering of the result.
+/// parse, plan, the capacity plan, the Venus checks, and every rendering
+/// of the result.
 /// Asserts that each diagnostic points inside the text.
 pub fn check(text: &str, host: &Host) {
     let path = Path::new(CONFIG);
@@ -72,7 +75,32 @@ pub fn check(text: &str, host: &Host) {
         return;
     };
     let plan = plan::resolve(&config, host, &mut diags);
-    venus::check(&config, &plan, host, None, &mut diags);
+    // The capacity plan `check` computes with a `[capacity]` table, on a
+    // 1 TiB host with 10 TiB of seal disk.
+    let assessed = config.capacity.as_ref().and_then(|_| {
+        let topology = host.topology.clone()?;
+        let facts = Facts {
+            mem_total: 1 << 40,
+            numa_nodes: topology.numa_nodes().into_keys().collect(),
+            topology,
+            seal_paths: vec![SealPath {
+                path: "/mnt/seal".into(),
+                free: ByteSize(10 << 40),
+            }],
+        };
+        capacity::assess_facts(Some((&config, &plan)), facts, None).ok()
+    });
+    if let Some(a) = &assessed {
+        std::hint::black_box(capacity::text(a));
+        std::hint::black_box(serde_json::to_string(a).expect("a capacity plan serialises"));
+    }
+    venus::check(
+        &config,
+        &plan,
+        host,
+        assessed.as_ref().map(|a| &a.capacity),
+        &mut diags,
+    );
     let shown = render::redacted(&plan);
     std::hint::black_box(render::text(&shown));
     std::hint::black_box(serde_json::to_string(&shown).expect("a plan serialises"));

@@ -147,11 +147,56 @@ fn pc1_groups(plan: Option<&Plan>, host_groups: &[u32]) -> Vec<u32> {
         .collect()
 }
 
+/// What the capacity plan reads of the host.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// MemTotal.
+    pub mem_total: u64,
+    /// The host's NUMA nodes (per-node huge pages are counted on each).
+    pub numa_nodes: Vec<u32>,
+    pub topology: topology::Topology,
+    /// The seal paths with their free space.
+    pub seal_paths: Vec<SealPath>,
+}
+
 /// Reads the host and computes the capacity plan.
 pub fn assess(
     config: Option<(&Config, &Plan)>,
     fs_root: &FsRoot,
     cli_seal_paths: &[PathBuf],
+    cli_sector_size: Option<ByteSize>,
+) -> Result<Assessment, String> {
+    let seal_paths = if cli_seal_paths.is_empty() {
+        config
+            .map(|(c, p)| config_seal_paths(c, p))
+            .unwrap_or_default()
+    } else {
+        cli_seal_paths.to_vec()
+    };
+    let seal_paths = seal_paths
+        .into_iter()
+        .map(|path| {
+            let free = hostinfo::free_space(&fs_root.path(&path)).map_err(|e| e.to_string())?;
+            Ok(SealPath {
+                path,
+                free: ByteSize(free),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let facts = Facts {
+        mem_total: hostinfo::mem_total(fs_root).map_err(|e| e.to_string())?,
+        numa_nodes: crate::host::topology::numa_nodes(fs_root),
+        topology: topology::read(fs_root).map_err(|e| e.to_string())?,
+        seal_paths,
+    };
+    assess_facts(config, facts, cli_sector_size)
+}
+
+/// The capacity plan of a host as `facts` describe it (pure: what
+/// [`assess`] computes once it has read the host).
+pub fn assess_facts(
+    config: Option<(&Config, &Plan)>,
+    facts: Facts,
     cli_sector_size: Option<ByteSize>,
 ) -> Result<Assessment, String> {
     let cap_config = config.and_then(|(c, _)| c.capacity.as_ref());
@@ -187,37 +232,21 @@ pub fn assess(
             "per_sector_disk",
         )?,
     };
-    let seal_paths = if cli_seal_paths.is_empty() {
-        config
-            .map(|(c, p)| config_seal_paths(c, p))
-            .unwrap_or_default()
-    } else {
-        cli_seal_paths.to_vec()
-    };
-    let seal_paths = seal_paths
-        .into_iter()
-        .map(|path| {
-            let free = hostinfo::free_space(&fs_root.path(&path)).map_err(|e| e.to_string())?;
-            Ok(SealPath {
-                path,
-                free: ByteSize(free),
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    let seal_paths = facts.seal_paths;
     let proofs = cap_config.map_or(Proofs::default(), |c| c.proofs);
     // Huge pages are reserved: unless the proofs read them, what they take
     // is not there for sectors.
     let hugepages = config
         .and_then(|(_, p)| p.host.prepare.as_ref()?.hugepages.as_ref())
         .map_or(0, |h| {
-            crate::plan::prepare::hugepage_bytes(h, &crate::host::topology::numa_nodes(fs_root))
+            crate::plan::prepare::hugepage_bytes(h, &facts.numa_nodes)
         });
     let hugepages_wasted = hugepages > 0 && !proofs.uses_hugepages();
-    let memory = hostinfo::mem_total(fs_root)
-        .map_err(|e| e.to_string())?
+    let memory = facts
+        .mem_total
         .saturating_sub(if hugepages_wasted { hugepages } else { 0 });
-    let topo = topology::read(fs_root).map_err(|e| e.to_string())?;
-    let l3_groups: Vec<u32> = topo
+    let l3_groups: Vec<u32> = facts
+        .topology
         .tree()
         .iter()
         .flat_map(|p| &p.nodes)
