@@ -3,7 +3,8 @@
 //! connection and 24 clients that never read leave `status` fast, the
 //! daemon small and a killed service restarted; 520 connections of a
 //! control group member leave root a slot; 600 metrics connections of one
-//! local user leave room for another's scrape.
+//! local user leave room for another's scrape; ready probes connecting to
+//! an address that never answers leave `status` fast.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -403,4 +404,46 @@ fn one_users_600_metrics_connections_leave_room_for_a_scrape() {
     assert_eq!(body, "", "HEAD has no body");
     eprintln!("metrics: 600 of nobody's connections, {held} held; a root scrape in {took:?}");
     drop(holder);
+}
+
+/// Five services whose ready probes connect to an address that never
+/// answers (a neighbour that never answers ARP, in the daemon's own
+/// network namespace: the SYN is never sent, as a firewall would drop
+/// it). Each connection is awaited in the poll set, so the loop answers
+/// `status` at once meanwhile; a blocking connect of up to 200 ms per
+/// probe held the loop nearly all the time.
+#[test]
+fn ready_probes_to_an_address_that_never_answers_do_not_hold_up_the_loop() {
+    let mut text = String::new();
+    for i in 0..5 {
+        text.push_str(&format!(
+            "[[service]]\nname = \"p{i}\"\ncommand = [\"/bin/sleep\", \"1000\"]\n\
+             ready = {{ tcp = \"10.9.9.2:2345\", timeout = \"60s\" }}\n\n"
+        ));
+    }
+    let setup = Setup::new(&text);
+    let d = setup.start_exec_with(&[
+        "unshare",
+        "--net",
+        "sh",
+        "-c",
+        "ip link set lo up && ip link add v0 type veth peer name v1 && ip addr add 10.9.9.1/24 dev v0 \
+         && ip link set v0 up && ip link set v1 up && exec \"$@\"",
+        "sh",
+    ]);
+    d.wait_for("every probe under way", |st| {
+        st["services"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["state"] == "starting"))
+    });
+    let sock = socket_path(&d);
+    let mut took: Vec<Duration> = (0..20).map(|_| status_of(&sock, "p0").1).collect();
+    let worst = *took.iter().max().unwrap();
+    assert!(
+        worst < Duration::from_millis(150),
+        "status took up to {worst:?} (median {:?}) while the probes wait",
+        median(&mut took)
+    );
+    let (st, _) = status_of(&sock, "p4");
+    assert_eq!(st["result"]["state"], "starting", "{st}");
 }

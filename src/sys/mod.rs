@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 mod clone3;
+pub mod connect;
 pub mod folder;
 pub mod reexec;
 pub mod safefs;

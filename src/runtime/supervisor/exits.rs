@@ -66,6 +66,8 @@ impl Supervisor {
     fn service_exited(&mut self, i: usize, pid: Pid, how: ExitKind) {
         let now = Instant::now();
         self.dirty = true;
+        // A probe's connection to the run that ended answers nothing.
+        self.services[i].probe_conn = None;
         let oom = self.oom_since_start(i);
         let s = &self.services[i];
         let fatal_line = if exits::scans_for_fatal(&s.life, &s.rules, oom, now) {

@@ -331,7 +331,10 @@ impl Supervisor {
 
     /// The earliest deadline of everything the loop keeps.
     fn next_deadline(&self) -> Option<Instant> {
-        let services = self.services.iter().flat_map(|s| s.life.deadlines());
+        let services = self.services.iter().flat_map(|s| {
+            let conn = s.probe_conn.as_ref().map(|(_, until)| *until);
+            s.life.deadlines().into_iter().chain([conn])
+        });
         let timers = self.timers.iter().flat_map(|t| t.state.deadlines());
         let control = self.control.as_ref().and_then(Server::deadline);
         let http = self.http.as_ref().and_then(MetricsServer::deadline);
@@ -360,6 +363,7 @@ impl Supervisor {
             h.expire(now);
         }
         self.drop_retired();
+        self.step_probe_conns(now);
         self.step_hooks(now);
         self.step_upgrade(now);
         self.textfile_due(now);

@@ -31,6 +31,8 @@ pub(super) enum Source {
     Output { timer: usize, gate: bool },
     /// The output of an upgrade's check of the new program.
     Upgrade,
+    /// The connection of service `i`'s TCP ready probe.
+    Probe(usize),
 }
 
 /// Descriptors to poll, and what each stands for.
@@ -121,6 +123,11 @@ impl Supervisor {
         if let Some(fd) = self.upgrade_pipe() {
             set.add(Source::Upgrade, fd, PollFlags::POLLIN);
         }
+        for (i, s) in self.services.iter().enumerate() {
+            if let Some((conn, _)) = &s.probe_conn {
+                set.add(Source::Probe(i), conn.as_fd(), PollFlags::POLLOUT);
+            }
+        }
         for (i, t) in self.timers.iter().enumerate() {
             for (gate, out) in [(false, &t.run_output), (true, &t.gate_output)] {
                 if let Some(pipe) = &out.pipe {
@@ -180,6 +187,11 @@ impl Supervisor {
         }
         if ready.contains(&Source::Upgrade) {
             self.read_upgrade_output();
+        }
+        for source in ready {
+            if let Source::Probe(i) = *source {
+                self.probe_connected(i);
+            }
         }
         if ready.contains(&Source::Signals) {
             self.signalled();

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::error;
 
@@ -35,6 +37,8 @@ pub(super) struct Service {
     /// The quiet probe's output, while it runs (matched against
     /// `quiet_output`).
     pub drain_output: Option<File>,
+    /// A TCP ready probe's connection under way, and when it is given up.
+    pub probe_conn: Option<(OwnedFd, Instant)>,
     /// The cgroup's OOM kill count when the current run started.
     pub oom_base: Option<u64>,
     pub after_stop: AfterStop,
@@ -76,6 +80,7 @@ impl Service {
             life: Lifecycle::default(),
             start_time: None,
             drain_output: None,
+            probe_conn: None,
             oom_base: None,
             after_stop: AfterStop::StayStopped,
             replacement: None,

@@ -3,6 +3,7 @@
 //! probes. What each outcome leads to is decided in `runtime/start.rs`.
 
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,9 @@ use crate::runtime::start::{self, Started};
 use crate::runtime::state;
 use crate::runtime::{listen, logs};
 use crate::status::ExitKind;
+use crate::sys::connect::{self, Connect};
 use crate::sys::spawn::{self, Output, SpawnSpec};
+use crate::util::clock::after;
 use crate::util::mountinfo;
 
 /// How long one TCP probe may wait for a connection.
@@ -115,12 +118,13 @@ impl Supervisor {
             return;
         };
         let ok = match &ready {
-            ReadyPlan::Tcp { address, .. } => address
-                .parse()
-                .is_ok_and(|a| std::net::TcpStream::connect_timeout(&a, TCP_PROBE_TIMEOUT).is_ok()),
+            ReadyPlan::Tcp { address, .. } => match address.parse() {
+                Ok(a) => return self.probe_tcp(i, a, now),
+                Err(_) => false,
+            },
             ReadyPlan::File { path, .. } => path.exists(),
             ReadyPlan::WorkerListen { rule, .. } => match listen::address(rule) {
-                Ok(a) => std::net::TcpStream::connect_timeout(&a, TCP_PROBE_TIMEOUT).is_ok(),
+                Ok(a) => return self.probe_tcp(i, a, now),
                 Err(e) => {
                     debug!(service = %s.plan.name, "ready probe: {e}");
                     false
@@ -170,6 +174,52 @@ impl Supervisor {
                 .map(Arc::new);
         }
         spawn::spawn(s.side_process(argv, output))
+    }
+
+    /// A TCP probe of service `i`: the connection is started, not waited
+    /// for; its answer comes through the poll set
+    /// ([`Supervisor::probe_connected`]) or, after [`TCP_PROBE_TIMEOUT`],
+    /// from [`Supervisor::step_probe_conns`]. An address whose packets
+    /// are dropped never holds up the loop.
+    fn probe_tcp(&mut self, i: usize, addr: std::net::SocketAddr, now: Instant) {
+        let s = &mut self.services[i];
+        if s.probe_conn.is_some() {
+            return;
+        }
+        let ok = match connect::start(addr) {
+            Ok(Connect::Done) => true,
+            Ok(Connect::Pending(fd)) => {
+                s.probe_conn = Some((fd, after(now, TCP_PROBE_TIMEOUT)));
+                s.life.probe_at = None;
+                return;
+            }
+            Err(_) => false,
+        };
+        self.service_transition(i, now, |life, _| start::probe_answered(life, ok, now));
+    }
+
+    /// The connection of service `i`'s TCP probe was decided.
+    pub(super) fn probe_connected(&mut self, i: usize) {
+        let Some((fd, _)) = self.services[i].probe_conn.take() else {
+            return;
+        };
+        let ok = connect::finished(fd.as_fd()).is_ok();
+        let now = Instant::now();
+        self.service_transition(i, now, |life, _| start::probe_answered(life, ok, now));
+    }
+
+    /// TCP probes past their time are answered: not ready (yet).
+    pub(super) fn step_probe_conns(&mut self, now: Instant) {
+        for i in 0..self.services.len() {
+            if self.services[i]
+                .probe_conn
+                .as_ref()
+                .is_some_and(|(_, until)| *until <= now)
+            {
+                self.services[i].probe_conn = None;
+                self.service_transition(i, now, |life, _| start::probe_answered(life, false, now));
+            }
+        }
     }
 
     /// A command probe ended: exit 0 is ready.
