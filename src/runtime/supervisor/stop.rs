@@ -100,8 +100,10 @@ impl Supervisor {
         };
         let proc = std::path::Path::new("/proc");
         let stuck = &self.stuck;
+        // (No /proc read on the restart path while nothing is stuck.)
         let known = |pid: i32| {
-            state::state_and_start(proc, pid).is_some_and(|(_, t)| stuck.contains(&(pid, t)))
+            !stuck.is_empty()
+                && state::state_and_start(proc, pid).is_some_and(|(_, t)| stuck.contains(&(pid, t)))
         };
         match confine::empty(&setup, name, EMPTY_WITHIN, &known, &mut reap) {
             Ok(left) => self.note_stuck(name, &left),
