@@ -28,9 +28,6 @@ pub(super) struct Service {
     /// Its confinement warnings were logged (once per service, not per
     /// start).
     pub confine_warned: bool,
-    /// Its cgroups and CPUs, as prepared for its current run; its side
-    /// processes are placed there too.
-    pub confinement: Option<Arc<Confinement>>,
     pub life: Lifecycle,
     /// The kernel's start time of the current pid (`services.json`).
     pub start_time: Option<u64>,
@@ -76,7 +73,6 @@ impl Service {
             deps: Vec::new(),
             identity,
             confine_warned: false,
-            confinement: None,
             life: Lifecycle::default(),
             start_time: None,
             drain_output: None,
@@ -91,14 +87,19 @@ impl Service {
     }
 
     /// A side process of this service (ready probe, drain command): its
-    /// environment, folder and user, in its cgroups and on its CPUs; no
-    /// limits of its own.
-    pub fn side_process<'a>(&'a self, argv: &'a [String], output: Output) -> SpawnSpec<'a> {
+    /// environment, folder and user, in its cgroups and on its CPUs
+    /// (`confinement`, prepared for it); no limits of its own.
+    pub fn side_process<'a>(
+        &'a self,
+        argv: &'a [String],
+        output: Output,
+        confinement: Option<&'a Arc<Confinement>>,
+    ) -> SpawnSpec<'a> {
         SpawnSpec {
             workdir: self.plan.workdir.as_deref(),
             identity: self.identity.as_ref(),
-            hook: self.confinement.clone().map(child_hook),
-            cgroup: self.confinement.as_deref().and_then(Confinement::target),
+            hook: confinement.cloned().map(child_hook),
+            cgroup: confinement.and_then(|c| c.target()),
             ..SpawnSpec::helper(argv, &self.plan.env, output, None)
         }
     }

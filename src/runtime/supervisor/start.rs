@@ -72,9 +72,6 @@ impl Supervisor {
             .cgroups
             .as_ref()
             .and_then(|c| confine::oom_kills(c, &s.plan.name));
-        if let Ok(c) = &hook {
-            s.confinement.clone_from(c);
-        }
         let result = match hook {
             Err(e) => Err(e),
             Ok(_) if s.plan.user.is_some() && s.identity.is_none() => Err(format!(
@@ -158,22 +155,21 @@ impl Supervisor {
     /// behind (a setsid child) goes when that cgroup is emptied, at the
     /// service's next exit at the latest.
     pub(super) fn spawn_side(
-        &mut self,
+        &self,
         i: usize,
         argv: &[String],
         output: Output,
     ) -> Result<spawn::Spawned, spawn::SpawnError> {
-        let s = &mut self.services[i];
-        if s.confinement.is_none() {
-            // Adopted (across an upgrade, or an earlier daemon's): its
-            // cgroups are prepared as a start would.
-            s.confinement = self
-                .cgroups
-                .as_ref()
-                .and_then(|setup| confine::prepare(setup, &s.plan).ok())
-                .map(Arc::new);
-        }
-        spawn::spawn(s.side_process(argv, output))
+        let s = &self.services[i];
+        // Prepared for each side process, not kept: the descriptors a
+        // prepared confinement holds would add up over many services.
+        let confinement = self.cgroups.as_ref().and_then(|setup| {
+            confine::prepare(setup, &s.plan)
+                .map_err(|e| debug!(service = %s.plan.name, "side process not confined: {e}"))
+                .ok()
+                .map(Arc::new)
+        });
+        spawn::spawn(s.side_process(argv, output, confinement.as_ref()))
     }
 
     /// A TCP probe of service `i`: the connection is started, not waited

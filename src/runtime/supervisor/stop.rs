@@ -152,7 +152,6 @@ impl Supervisor {
     /// cgroup is emptied and removed.
     pub(super) fn release(&mut self, i: usize) {
         self.empty_cgroup(i);
-        self.services[i].confinement = None;
         let Some(setup) = &self.cgroups else { return };
         let name = &self.services[i].plan.name;
         if let Err(e) = confine::release(setup, name) {
