@@ -4,6 +4,9 @@
 
 use std::path::Path;
 
+pub mod control_server;
+pub mod script;
+
 use venussup::checks::venus;
 use venussup::config;
 use venussup::host::gpu::{Discovery, Gpu, Source};
