@@ -246,14 +246,7 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Self {
-        static SIGPIPE: std::sync::Once = std::sync::Once::new();
-        // As in the daemon (Rust's runtime ignores SIGPIPE before `main`;
-        // libFuzzer's `main` does not): a write to a closed socket is EPIPE.
-        SIGPIPE.call_once(|| {
-            // SAFETY: setting a signal's disposition to SIG_IGN runs no
-            // handler; nothing else in this process handles SIGPIPE.
-            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-        });
+        crate::ignore_sigpipe();
         static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
         let dir = DIR.get_or_init(|| tempfile::tempdir().expect("a temporary folder"));
         let path = dir.path().join("control.sock");

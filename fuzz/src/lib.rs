@@ -5,6 +5,7 @@
 use std::path::Path;
 
 pub mod control_server;
+pub mod metrics_http;
 pub mod script;
 
 use venussup::checks::venus;
@@ -93,4 +94,16 @@ pub fn render_diagnostics(text: &str, diags: Diagnostics) {
         }
         std::hint::black_box(d.to_string());
     }
+}
+
+/// Ignores SIGPIPE, as the daemon does (Rust's runtime ignores it before
+/// `main`; libFuzzer's `main` does not): a write to a closed socket, the
+/// server's or a client's, is EPIPE, not the end of the process.
+pub fn ignore_sigpipe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: SIG_IGN runs no handler, so nothing async-signal-unsafe
+        // can run; nothing else in this process handles SIGPIPE.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    });
 }
