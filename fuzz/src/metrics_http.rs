@@ -97,11 +97,12 @@ fn expected(head: &[u8]) -> (u16, bool) {
     else {
         return (400, false);
     };
+    // A request line with a `HEAD` gets no body, a 400 included.
+    let head = method == b"HEAD";
     if !version.starts_with(b"HTTP/") {
-        return (400, false);
+        return (400, head);
     }
     let path = target.split(|b| *b == b'?').next().unwrap_or_default();
-    let head = method == b"HEAD";
     let status = match (method, path) {
         (b"GET" | b"HEAD", b"/metrics") => 200,
         (b"GET" | b"HEAD", _) => 404,
