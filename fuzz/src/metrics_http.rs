@@ -251,8 +251,15 @@ impl Harness {
             Event::Connect if self.conns.len() < MAX_CONNS => {
                 let s = TcpStream::connect(self.addr).expect("connect");
                 s.set_nonblocking(true).expect("non-blocking");
-                // An upper bound of the server's connections before it.
-                let open_before = self.conns.iter().filter(|c| !c.eof).count();
+                // An upper bound of the server's connections before it: it
+                // closes one at its client's EOF or hang-up (the turn after),
+                // at the deadline, or (lingering after an answer) not before.
+                let clock = self.clock;
+                let open_before = self
+                    .conns
+                    .iter()
+                    .filter(|c| c.stream.is_some() && !c.expired(clock) && !(c.shut && c.eof))
+                    .count();
                 self.backlog.push(self.conns.len());
                 self.conns.push(Conn {
                     stream: Some(s),
