@@ -21,7 +21,7 @@
 //! every client still there reads everything and has all its answers.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
@@ -29,7 +29,6 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollTimeout};
 use serde_json::json;
 use venussup::control::server::{Access, Server, Token};
 use venussup::control::{
@@ -347,16 +346,10 @@ impl Harness {
         if c.shut {
             return;
         }
-        let Some(mut s) = c.stream.as_ref() else {
+        let Some(s) = c.stream.as_ref() else {
             return;
         };
-        let took = match s.write(bytes) {
-            Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            // The server closed it.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
-            Err(e) => panic!("client write: {e}"),
-        };
+        let took = crate::client_write(s, bytes);
         c.sent.extend_from_slice(&bytes[..took]);
         c.scan();
     }
@@ -613,14 +606,7 @@ impl Harness {
             }
             queues.push((*id, queued(*fd)));
         }
-        let mut fds: Vec<PollFd<'_>> = set.iter().map(|(_, fd, f)| PollFd::new(*fd, *f)).collect();
-        poll(&mut fds, PollTimeout::ZERO).expect("poll");
-        let ready = set
-            .iter()
-            .zip(&fds)
-            .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
-            .map(|((t, _, _), _)| *t)
-            .collect();
+        let ready = crate::ready_now(&set);
         (ready, queues)
     }
 

@@ -107,3 +107,33 @@ pub fn ignore_sigpipe() {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     });
 }
+
+/// What a client's non-blocking socket takes of `bytes`: 0 when it is
+/// full, or when the server closed it (EPIPE, a reset).
+pub fn client_write(mut to: impl std::io::Write, bytes: &[u8]) -> usize {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, WouldBlock};
+    match to.write(bytes) {
+        Ok(k) => k,
+        Err(e) if matches!(e.kind(), WouldBlock | BrokenPipe | ConnectionReset) => 0,
+        Err(e) => panic!("client write: {e}"),
+    }
+}
+
+/// The tokens of `set` whose descriptor is ready now: the loop's `poll`
+/// with a zero timeout (it does not wait with requests pending, and a
+/// script has no one else to wait for).
+pub fn ready_now<T: Copy>(
+    set: &[(T, std::os::fd::BorrowedFd<'_>, nix::poll::PollFlags)],
+) -> Vec<T> {
+    use nix::poll::{poll, PollFd, PollTimeout};
+    let mut fds: Vec<PollFd<'_>> = set.iter().map(|(_, fd, f)| PollFd::new(*fd, *f)).collect();
+    // libFuzzer's timer (SIGALRM, for -timeout) may interrupt it.
+    while let Err(e) = poll(&mut fds, PollTimeout::ZERO) {
+        assert_eq!(e, nix::errno::Errno::EINTR, "poll");
+    }
+    set.iter()
+        .zip(&fds)
+        .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
+        .map(|(entry, _)| entry.0)
+        .collect()
+}

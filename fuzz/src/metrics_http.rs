@@ -19,7 +19,7 @@
 //! a 503 only past [`MAX_PER_PEER`] connections; then the connection
 //! closes. Clients past their idle deadline may be cut anywhere.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -309,23 +309,10 @@ impl Harness {
         if c.shut {
             return;
         }
-        let Some(mut s) = c.stream.as_ref() else {
+        let Some(s) = c.stream.as_ref() else {
             return;
         };
-        let took = match s.write(bytes) {
-            Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            // The server closed it.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                0
-            }
-            Err(e) => panic!("client write: {e}"),
-        };
+        let took = crate::client_write(s, bytes);
         c.sent.extend_from_slice(&bytes[..took]);
     }
 
@@ -374,19 +361,9 @@ impl Harness {
         self.server.expire(now);
         let ready: Vec<HttpToken> = {
             let set = self.server.poll_set();
-            let mut fds: Vec<PollFd<'_>> = set
-                .iter()
-                .map(|(_, fd, flags)| {
-                    assert!(!flags.is_empty(), "polled with no flags");
-                    PollFd::new(*fd, *flags)
-                })
-                .collect();
-            poll(&mut fds, PollTimeout::ZERO).expect("poll");
-            set.iter()
-                .zip(&fds)
-                .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
-                .map(|((t, _, _), _)| *t)
-                .collect()
+            let empty = set.iter().any(|(_, _, flags)| flags.is_empty());
+            assert!(!empty, "a connection polled with no flags");
+            crate::ready_now(&set)
         };
         let mut text: Option<String> = None;
         for token in ready.into_iter().take(ACCEPTS_PER_TURN) {
