@@ -4,6 +4,10 @@
 
 use std::path::Path;
 
+pub mod control_server;
+pub mod metrics_http;
+pub mod script;
+
 use venussup::checks::venus;
 use venussup::commands::capacity::{self, Facts, SealPath};
 use venussup::config;
@@ -118,4 +122,46 @@ pub fn render_diagnostics(text: &str, diags: Diagnostics) {
         }
         std::hint::black_box(d.to_string());
     }
+}
+
+/// Ignores SIGPIPE, as the daemon does (Rust's runtime ignores it before
+/// `main`; libFuzzer's `main` does not): a write to a closed socket, the
+/// server's or a client's, is EPIPE, not the end of the process.
+pub fn ignore_sigpipe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: SIG_IGN runs no handler, so nothing async-signal-unsafe
+        // can run; nothing else in this process handles SIGPIPE.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    });
+}
+
+/// What a client's non-blocking socket takes of `bytes`: 0 when it is
+/// full, or when the server closed it (EPIPE, a reset).
+pub fn client_write(mut to: impl std::io::Write, bytes: &[u8]) -> usize {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, WouldBlock};
+    match to.write(bytes) {
+        Ok(k) => k,
+        Err(e) if matches!(e.kind(), WouldBlock | BrokenPipe | ConnectionReset) => 0,
+        Err(e) => panic!("client write: {e}"),
+    }
+}
+
+/// The tokens of `set` whose descriptor is ready now: the loop's `poll`
+/// with a zero timeout (it does not wait with requests pending, and a
+/// script has no one else to wait for).
+pub fn ready_now<T: Copy>(
+    set: &[(T, std::os::fd::BorrowedFd<'_>, nix::poll::PollFlags)],
+) -> Vec<T> {
+    use nix::poll::{poll, PollFd, PollTimeout};
+    let mut fds: Vec<PollFd<'_>> = set.iter().map(|(_, fd, f)| PollFd::new(*fd, *f)).collect();
+    // libFuzzer's timer (SIGALRM, for -timeout) may interrupt it.
+    while let Err(e) = poll(&mut fds, PollTimeout::ZERO) {
+        assert_eq!(e, nix::errno::Errno::EINTR, "poll");
+    }
+    set.iter()
+        .zip(&fds)
+        .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
+        .map(|(entry, _)| entry.0)
+        .collect()
 }

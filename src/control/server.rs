@@ -66,6 +66,10 @@ struct Client {
     deadline: Instant,
     /// Close once the output is flushed (a refusal, a too long line).
     closing: bool,
+    /// The line that ends the connection (a too long line's refusal),
+    /// queued once every request before it is answered: answers come in
+    /// the order of the requests.
+    parting: Option<Vec<u8>>,
     /// The client sent all it will send (EOF): close once the lines it
     /// sent are answered.
     eof: bool,
@@ -86,6 +90,7 @@ impl Client {
             sent: 0,
             deadline,
             closing: false,
+            parting: None,
             eof: false,
             more: false,
             owed: 0,
@@ -102,27 +107,27 @@ impl Client {
 
     /// Nothing more to read, to answer or to send.
     fn finished(&self) -> bool {
-        self.unsent().is_empty() && self.owed == 0 && (self.closing || (self.eof && !self.more))
+        self.unsent().is_empty()
+            && self.owed == 0
+            && self.parting.is_none()
+            && (self.closing || (self.eof && !self.more))
     }
 
-    /// Reads what the socket has, up to [`READ_PER_TURN`] bytes; `true`
-    /// when the peer is gone (EOF or an error).
-    fn read_turn(&mut self) -> bool {
-        let mut buf = [0u8; 16 * 1024];
-        let mut got = 0;
-        while got < READ_PER_TURN {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(n) => {
-                    self.input.extend_from_slice(&buf[..n]);
-                    got += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return true,
+    /// Ends the connection with `line` after the answers it is owed.
+    fn part(&mut self, line: Vec<u8>) {
+        self.closing = true;
+        self.input = Vec::new();
+        self.parting = Some(line);
+        self.queue_parting();
+    }
+
+    /// Queues the parting line once no answer is owed before it.
+    fn queue_parting(&mut self) {
+        if self.owed == 0 {
+            if let Some(line) = self.parting.take() {
+                self.output.extend(line);
             }
         }
-        false
     }
 
     /// Sends what the socket takes.
@@ -162,8 +167,31 @@ fn full(uid: u32, clients: usize, others: usize) -> bool {
     }
 }
 
+/// Reads what `from` has, at most [`READ_PER_TURN`] bytes, onto `input`;
+/// `true` when the peer is gone (EOF or an error).
+fn read_turn(mut from: impl Read, input: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 16 * 1024];
+    let mut got = 0;
+    while got < READ_PER_TURN {
+        let want = buf.len().min(READ_PER_TURN - got);
+        match from.read(&mut buf[..want]) {
+            Ok(0) => return true,
+            Ok(n) => {
+                input.extend_from_slice(&buf[..n]);
+                got += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
 /// The complete lines at the front of `buf`, at most `max` of them not
-/// empty, trimmed (pure): the lines, and the bytes they took.
+/// empty, trimmed (pure): the lines, and the bytes they took. A line over
+/// [`MAX_REQUEST`] bytes stops the cut: it stays at the front of the rest,
+/// where the caller refuses it, however fast its newline came.
 fn complete_lines(buf: &[u8], max: usize) -> (Vec<&[u8]>, usize) {
     let mut lines = Vec::new();
     let mut used = 0;
@@ -171,6 +199,9 @@ fn complete_lines(buf: &[u8], max: usize) -> (Vec<&[u8]>, usize) {
         let Some(pos) = buf[used..].iter().position(|b| *b == b'\n') else {
             break;
         };
+        if pos > MAX_REQUEST {
+            break;
+        }
         let line = buf[used..used + pos].trim_ascii();
         used += pos + 1;
         if !line.is_empty() {
@@ -291,7 +322,7 @@ impl Server {
                     id: *id,
                     fd: HandedFd::of(c.stream.as_fd()).ok()?,
                     input: c.input.clone(),
-                    output: c.unsent().to_vec(),
+                    output: [c.unsent(), c.parting.as_deref().unwrap_or_default()].concat(),
                     closing: c.closing,
                     idle_left_ms: super::idle_left_ms(c.deadline, now),
                 })
@@ -432,7 +463,7 @@ impl Server {
             // turn's read, and a partial line past the limit is caught.
             if requests.len() < share && !c.eof && c.input.len() - used <= MAX_REQUEST {
                 let before = c.input.len();
-                c.eof = c.read_turn();
+                c.eof = read_turn(&mut c.stream, &mut c.input);
                 if c.input.len() > before {
                     c.deadline = after(now, IDLE_TIMEOUT);
                 }
@@ -446,17 +477,15 @@ impl Server {
             }
             // One move of what is left, once per turn.
             c.input.drain(..used);
+            c.owed += requests.len();
             if !c.more && c.input.len() > MAX_REQUEST {
-                c.output.extend(
+                c.part(
                     Response::err(format!(
-                        "request too large (over {MAX_REQUEST} bytes without a newline)"
+                        "request too large (a line over {MAX_REQUEST} bytes; a request is one line of at most {MAX_REQUEST}); connection closed"
                     ))
                     .to_line(),
                 );
-                c.closing = true;
-                c.input = Vec::new();
             }
-            c.owed += requests.len();
         }
         if c.flush().is_err() || (requests.is_empty() && c.finished()) {
             self.clients.remove(&id);
@@ -485,6 +514,7 @@ impl Server {
             return;
         }
         c.output.extend(line);
+        c.queue_parting();
         if c.flush().is_err() || c.finished() {
             self.clients.remove(&id);
         }
@@ -492,6 +522,13 @@ impl Server {
 
     pub fn clients(&self) -> usize {
         self.clients.len()
+    }
+
+    /// The bytes of client `id`'s answers not sent yet; `None` when it is
+    /// not connected (tests and fuzzing: the `testkit` feature).
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn unsent(&self, id: u64) -> Option<usize> {
+        self.clients.get(&id).map(|c| c.unsent().len())
     }
 }
 
@@ -593,6 +630,79 @@ mod tests {
         // The socket's buffer plus at most the cap.
         assert!(answers * 64 * 1024 > MAX_PENDING_OUTPUT, "{answers}");
         drop(s);
+    }
+
+    #[test]
+    fn a_complete_line_past_the_limit_stops_the_cut() {
+        let mut buf = b"a\n".to_vec();
+        buf.extend(vec![b'x'; MAX_REQUEST + 1]);
+        buf.extend(b"\nb\n");
+        assert_eq!(complete_lines(&buf, 10), (vec![&b"a"[..]], 2));
+        let limit = [vec![b'y'; MAX_REQUEST], b"\n".to_vec()].concat();
+        assert_eq!(complete_lines(&limit, 10).1, MAX_REQUEST + 1);
+    }
+
+    /// A reader that has ten thousand bytes at each call, without end.
+    struct Trickle;
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(10_000);
+            buf[..n].fill(b'z');
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_turn_reads_its_share_of_bytes_and_no_more() {
+        // Short reads (a writer racing the reader) once took the last
+        // read past the bound: 70,000 bytes.
+        let mut input = Vec::new();
+        assert!(!read_turn(Trickle, &mut input));
+        assert_eq!(input.len(), READ_PER_TURN);
+    }
+
+    /// Fuzzing found both (`fuzz/README.md`): a line up to twice the
+    /// limit was taken when its newline came fast, and the refusal of a
+    /// too long line went out before the answers to the lines before it.
+    #[test]
+    fn a_too_long_line_is_refused_after_the_answers_before_it() {
+        let (dir, mut server) = server();
+        let (mut s, id) = connect(dir.path(), &mut server);
+        let line = b"{\"version\":1,\"command\":\"status\"}\n";
+        s.write_all(&[line.repeat(20), vec![b'x'; 100]].concat())
+            .unwrap();
+        let mut answers = 0;
+        for turn in 0..4 {
+            if turn == 1 {
+                // The rest of the too long line, its newline within reach.
+                s.write_all(&[vec![b'x'; MAX_REQUEST], b"\n".to_vec()].concat())
+                    .unwrap();
+            }
+            for (client, r) in server.ready(Token::Client(id), Instant::now(), REQUESTS_PER_TURN) {
+                assert!(r.is_ok(), "only the 20 short lines are taken: {r:?}");
+                server.respond(client, &Response::ok(serde_json::json!(answers)));
+                answers += 1;
+            }
+        }
+        assert_eq!(answers, 20);
+        assert_eq!(server.clients(), 0);
+        // Closed with input unread: the answers, then a reset.
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            reply.extend_from_slice(&buf[..n]);
+        }
+        let reply = String::from_utf8(reply).unwrap();
+        let lines: Vec<&str> = reply.lines().collect();
+        assert_eq!(lines.len(), 21, "{reply}");
+        for (k, l) in lines[..20].iter().enumerate() {
+            assert_eq!(
+                Response::ok(serde_json::json!(k)).to_line(),
+                format!("{l}\n").into_bytes()
+            );
+        }
+        assert!(lines[20].contains("request too large"), "{reply}");
     }
 
     #[test]
