@@ -602,9 +602,9 @@ impl Harness {
         (ready, queues)
     }
 
-    /// Answers what was held, then turns with every client reading until
-    /// nothing moves; then every client the server still holds has all
-    /// its answers.
+    /// Answers what was held, then turns with every client reading (and
+    /// what an `upgrade` holds answered) until nothing moves; then every
+    /// client the server still holds has all its answers.
     fn settle(&mut self) {
         for i in 0..self.conns.len() {
             self.conns[i].holding = false;
@@ -614,6 +614,12 @@ impl Harness {
         for _ in 0..SETTLE_TURNS {
             let before = self.progress;
             self.turn();
+            // An `upgrade` among the lines still to be taken holds what
+            // follows it again: its answer comes too.
+            for i in 0..self.conns.len() {
+                self.conns[i].holding = false;
+                self.release(i);
+            }
             for n in 0..self.conns.len() {
                 self.read(n, 0);
             }
