@@ -63,7 +63,11 @@ struct Client {
     /// Answers to send; `output[sent..]` is what the client has not got.
     output: Vec<u8>,
     sent: usize,
+    /// Dropped as idle after this; put off by what it sends.
     deadline: Instant,
+    /// Not dropped as idle before this either ([`Server::hold`]): what it
+    /// sends later never brings a held client's end nearer.
+    held: Instant,
     /// Close once the output is flushed (a refusal, a too long line).
     closing: bool,
     /// The line that ends the connection (a too long line's refusal),
@@ -89,6 +93,7 @@ impl Client {
             output: Vec::new(),
             sent: 0,
             deadline,
+            held: deadline,
             closing: false,
             parting: None,
             eof: false,
@@ -99,6 +104,11 @@ impl Client {
 
     fn unsent(&self) -> &[u8] {
         &self.output[self.sent..]
+    }
+
+    /// When it is dropped as idle.
+    fn idle_until(&self) -> Instant {
+        self.deadline.max(self.held)
     }
 
     fn is_root(&self) -> bool {
@@ -324,7 +334,7 @@ impl Server {
                     input: c.input.clone(),
                     output: [c.unsent(), c.parting.as_deref().unwrap_or_default()].concat(),
                     closing: c.closing,
-                    idle_left_ms: super::idle_left_ms(c.deadline, now),
+                    idle_left_ms: super::idle_left_ms(c.idle_until(), now),
                 })
             })
             .collect()
@@ -338,7 +348,7 @@ impl Server {
     /// checks): it is not dropped as idle before `until`.
     pub fn hold(&mut self, id: u64, until: Instant) {
         if let Some(c) = self.clients.get_mut(&id) {
-            c.deadline = c.deadline.max(until);
+            c.held = c.held.max(until);
         }
     }
 
@@ -376,12 +386,12 @@ impl Server {
 
     /// The earliest idle deadline of a client.
     pub fn deadline(&self) -> Option<Instant> {
-        self.clients.values().map(|c| c.deadline).min()
+        self.clients.values().map(Client::idle_until).min()
     }
 
     /// Drops clients past their deadline.
     pub fn expire(&mut self, now: Instant) {
-        self.clients.retain(|_, c| c.deadline > now);
+        self.clients.retain(|_, c| c.idle_until() > now);
     }
 
     /// Handles readiness of `token`; returns the complete requests read,
@@ -750,5 +760,26 @@ mod tests {
         );
         server.respond(id, &Response::ok(serde_json::json!(1)));
         assert_eq!(server.clients(), 0, "answered (or its write failed): gone");
+    }
+
+    #[test]
+    fn what_a_held_client_sends_later_never_brings_its_end_nearer() {
+        let (dir, mut server) = server();
+        let (mut s, id) = connect(dir.path(), &mut server);
+        let t0 = Instant::now();
+        s.write_all(b"{\"version\":1,\"command\":\"upgrade\"}\n")
+            .unwrap();
+        assert_eq!(
+            server.ready(Token::Client(id), t0, REQUESTS_PER_TURN).len(),
+            1
+        );
+        server.hold(id, t0 + Duration::from_secs(60));
+        // A partial line later: read, and the idle clock starts again.
+        s.write_all(b"{\"ver").unwrap();
+        server.ready(Token::Client(id), t0, REQUESTS_PER_TURN);
+        server.expire(t0 + IDLE_TIMEOUT + Duration::from_secs(1));
+        assert_eq!(server.clients(), 1, "held for the upgrade's answer");
+        server.expire(t0 + Duration::from_secs(61));
+        assert_eq!(server.clients(), 0, "idle once the hold is over");
     }
 }
