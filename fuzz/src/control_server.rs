@@ -140,6 +140,9 @@ struct Conn {
     eof: bool,
     /// The idle deadline the server must keep, on the script's clock.
     deadline: Duration,
+    /// What a held answer keeps it until: a floor the idle deadline never
+    /// goes below (`Server::hold`).
+    held_until: Duration,
     gone: Option<Gone>,
 }
 
@@ -448,7 +451,7 @@ impl Harness {
             let (Some(id), None) = (c.id, c.gone) else {
                 continue;
             };
-            let expired = c.deadline <= self.clock;
+            let expired = c.deadline.max(c.held_until) <= self.clock;
             assert_eq!(
                 self.server.unsent(id).is_none(),
                 expired,
@@ -544,7 +547,7 @@ impl Harness {
             if upgrade || c.holding {
                 c.holding = true;
                 self.server.hold(id, now + HOLD);
-                c.deadline = c.deadline.max(self.clock + HOLD);
+                c.held_until = c.held_until.max(self.clock + HOLD);
                 c.held.push_back(k);
             } else {
                 ks.push(k);
