@@ -266,6 +266,9 @@ fn children_cpu() -> Duration {
 ///     cargo test --release --test config_limits -- --ignored --nocapture
 ///
 /// It asserts the CPU time (the wall time on a shared VM follows the load).
+/// Measured 2026-12-02 on the 2-core VM: 16k 0.43 s, 100k 3.31 s CPU
+/// (0.73 and 4.95 s while the plan still copied the config without
+/// `instances`, and the shown plan twice); peak RSS at 100k 757 MB (1 GB).
 #[test]
 #[ignore = "a measurement; run with --release --ignored"]
 fn check_of_100k_services_takes_under_5_seconds() {

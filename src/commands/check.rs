@@ -62,7 +62,7 @@ pub fn run(config_path: &Path, fs_root: &FsRoot, json: bool) -> u8 {
             .filter(move |d: &&Diagnostic| d.severity == sev)
     };
     // An invalid config has no plan to show: it would be a guess.
-    let shown = plan.filter(|_| valid).map(|p| render::redacted(&p));
+    let shown = plan.filter(|_| valid).map(render::redacted);
     if json {
         let report = Report {
             valid,

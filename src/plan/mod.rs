@@ -307,7 +307,7 @@ pub fn resolve(config: &Config, host: &Host, diags: &mut Diagnostics) -> Plan {
     let gpus = host_gpus(config, host, diags);
     let numa_nodes = layout.as_ref().and_then(Layout::numa_nodes);
     let expanded = instances::expand(config, &gpus.gpus, numa_nodes.as_deref(), diags);
-    let config = &expanded;
+    let config: &Config = &expanded;
     let host_env = env::base_env(config, host, diags);
     let mut services: Vec<ServicePlan> = config
         .services

@@ -32,9 +32,20 @@ const NOT_SECRETS: [&str; 1] = ["SECTOR_KEY"];
 /// Whether a variable or flag name (`MINER_TOKEN`, `miner-token`) marks a
 /// secret.
 pub fn is_secret_name(name: &str) -> bool {
-    let mut upper = name.to_ascii_uppercase().replace('-', "_");
+    let mut upper: String = name
+        .chars()
+        .map(|c| {
+            if c == '-' {
+                '_'
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
+        .collect();
     for n in NOT_SECRETS {
-        upper = upper.replace(n, "");
+        if upper.contains(n) {
+            upper = upper.replace(n, "");
+        }
     }
     SECRET_WORDS.iter().any(|w| upper.contains(w))
 }
@@ -85,16 +96,20 @@ fn redact_env(env: &mut std::collections::BTreeMap<String, String>) -> Vec<Strin
 /// A copy of one service's plan fit to show.
 pub fn redacted_service(s: &ServicePlan) -> ServicePlan {
     let mut s = s.clone();
-    let secrets = redact_env(&mut s.env);
-    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    s.argv = redact_argv(&s.argv, &refs);
+    redact_service(&mut s);
     s
 }
 
-/// A copy of the plan fit to show: secret values replaced by `<redacted>`.
-pub fn redacted(plan: &Plan) -> Plan {
-    let mut plan = plan.clone();
-    plan.services = plan.services.iter().map(redacted_service).collect();
+/// Replaces the secrets of one service's plan by `<redacted>`.
+fn redact_service(s: &mut ServicePlan) {
+    let secrets = redact_env(&mut s.env);
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    s.argv = redact_argv(&s.argv, &refs);
+}
+
+/// The plan fit to show: secret values replaced by `<redacted>`.
+pub fn redacted(mut plan: Plan) -> Plan {
+    plan.services.iter_mut().for_each(redact_service);
     for h in &mut plan.host.hooks {
         if let super::HookTarget::Url(u) = &mut h.target {
             *u = redact_url(u);
