@@ -105,7 +105,7 @@ pub fn check(text: &str, host: &Host) {
         assessed.as_ref().map(|a| &a.capacity),
         &mut diags,
     );
-    let shown = render::redacted(&plan);
+    let shown = render::redacted(plan);
     std::hint::black_box(render::text(&shown));
     std::hint::black_box(serde_json::to_string(&shown).expect("a plan serialises"));
     render_diagnostics(text, diags);
